@@ -1,0 +1,916 @@
+#!/usr/bin/env python3
+"""bench.py: the heavy lifting behind scripts/bench.sh (sluice's own load-balancer benchmark).
+
+Normally started by scripts/bench.sh, which installs the tools and cleans up after a crash;
+it can also be run by hand:
+
+    python3 scripts/bench.py [--quick] [--reps N] [--duration S] [--warmup S]
+                             [--systems direct,nginx,haproxy,pen,sluice]
+                             [--scenarios ka_small,close_small,big_1mib,c1000]
+                             [--sluice-bin PATH] [--json FILE]
+                             [--backend-ports 25001,25002,25003] [--lb-port 28080]
+                             [--workdir DIR] [--keep-tmp]
+
+What it does, in order:
+  1. One nginx process with three `server` blocks = three backends on 127.0.0.1
+     (`/` answers "hello from N\\n", `/big` answers exactly 1 MiB, `/__stub` is stub_status).
+  2. For every rep, for every scenario, for every system (the system order is rotated each
+     rep so slow drift hits all systems alike): start that balancer on 127.0.0.1:LB_PORT
+     (fresh process per run), check it answers 200 from all three backends, warm up with
+     wrk, then one measured wrk run (-t1 --latency) while
+       - a starvation probe opens a fresh connection every 0.25 s, sends `GET /` with
+         `Connection: close`, and must get a complete 2xx answer within 2 s;
+       - a sampler sums VmRSS over the balancer's process tree every 100 ms (peak kept);
+     and, around the measured run, deltas of the balancer's context switches (all threads
+     of all its processes), its CPU time, and the backends' stub_status `accepts` counter.
+  3. Prints one row per scenario x system (medians over reps), then sluice/peer ratios,
+     and optionally writes everything as JSON.
+
+Only the Python 3 standard library. Every address is 127.0.0.1. Every process started here
+is stopped by PID (SIGTERM, then SIGKILL to any leftover member of its process group); each
+is also listed in WORKDIR/pids so bench.sh's EXIT trap can stop it if this program dies.
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HOST = "127.0.0.1"
+BIG_BYTES = 1 << 20
+ALL_SYSTEMS = ("direct", "nginx", "haproxy", "pen", "sluice")
+
+# name -> (url path, wrk connections, extra request headers)
+SCENARIOS = {
+    "ka_small": ("/", 64, []),
+    "close_small": ("/", 32, ["Connection: close"]),
+    "big_1mib": ("/big", 8, []),
+    "c1000": ("/", 1000, []),
+}
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# ============================================================================ /proc helpers
+
+def read_text(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def stat_fields(pid: int) -> list[str] | None:
+    """/proc/PID/stat fields after "comm)": [0] state, [1] ppid, [2] pgrp,
+    [11] utime, [12] stime, [19] starttime (clock ticks since boot)."""
+    s = read_text(f"/proc/{pid}/stat")
+    return s[s.rfind(")") + 2:].split() if s else None
+
+
+def process_tree(root: int) -> list[int]:
+    """root and all its live descendants (one scan of /proc)."""
+    kids: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            f = stat_fields(int(name))
+            if f:
+                kids.setdefault(int(f[1]), []).append(int(name))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        if os.path.isdir(f"/proc/{pid}"):
+            out.append(pid)
+            todo.extend(kids.get(pid, []))
+    return out
+
+
+def status_field_kib(pid: int, field: str) -> int:
+    m = re.search(rf"^{field}:\s+(\d+)", read_text(f"/proc/{pid}/status") or "", re.M)
+    return int(m.group(1)) if m else 0
+
+
+def ctx_switches(pids: list[int]) -> dict[tuple[int, int], int]:
+    """(pid, tid) -> voluntary + involuntary context switches of that thread. The counters in
+    /proc/PID/status are the leader thread's only, so every /proc/PID/task/TID is read."""
+    out = {}
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            s = read_text(f"/proc/{pid}/task/{tid}/status") or ""
+            v = re.search(r"^voluntary_ctxt_switches:\s+(\d+)", s, re.M)
+            n = re.search(r"^nonvoluntary_ctxt_switches:\s+(\d+)", s, re.M)
+            if v and n:
+                out[(pid, int(tid))] = int(v.group(1)) + int(n.group(1))
+    return out
+
+
+def cs_delta(before: dict, after: dict) -> int:
+    """Switches between two ctx_switches() snapshots; threads born in between count from 0
+    (threads that died in between are lost; pools here are long-lived)."""
+    return sum(v - before.get(k, 0) for k, v in after.items())
+
+
+def cpu_ticks(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        f = stat_fields(pid)
+        if f:
+            total += int(f[11]) + int(f[12])
+    return total
+
+
+def machine_busy_ticks() -> int:
+    vals = [int(x) for x in (read_text("/proc/stat") or "cpu 0 0 0 0").split("\n")[0].split()[1:]]
+    return sum(vals) - vals[3] - (vals[4] if len(vals) > 4 else 0)  # minus idle and iowait
+
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+class RssSampler(threading.Thread):
+    """Peak of summed VmRSS over a process tree, sampled every `every` s; the tree itself is
+    rescanned once a second (nginx workers, forks)."""
+
+    def __init__(self, root: int, every: float = 0.1):
+        super().__init__(daemon=True)
+        self.root, self.every = root, every
+        self.peak_kib = 0
+        self.pids_seen: set[int] = set()
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        pids, scanned = process_tree(self.root), time.monotonic()
+        while not self._halt.is_set():
+            if time.monotonic() - scanned >= 1.0:
+                pids, scanned = process_tree(self.root), time.monotonic()
+            self.pids_seen.update(pids)
+            self.peak_kib = max(self.peak_kib, sum(status_field_kib(p, "VmRSS") for p in pids))
+            self._halt.wait(self.every)
+
+    def stop(self) -> int:
+        self._halt.set()
+        self.join(timeout=5)
+        return self.peak_kib
+
+
+# ============================================================================ processes
+
+class Proc:
+    """A process started here, in its own session (so it is its own process group).
+    stop(): SIGTERM to it, wait, then SIGKILL to whatever is left of its group."""
+
+    live: list["Proc"] = []
+    pidfile: str | None = None  # WORKDIR/pids, read by bench.sh's EXIT trap
+
+    def __init__(self, name: str, argv: list[str], logpath: str, env: dict | None = None):
+        self.name, self.logpath = name, logpath
+        self._log = open(logpath, "ab")
+        self.p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._log,
+                                  stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        self.pid = self.p.pid
+        f = stat_fields(self.pid)
+        self.start = f[19] if f else "?"
+        Proc.live.append(self)
+        if Proc.pidfile:
+            with open(Proc.pidfile, "a") as pf:
+                pf.write(f"{self.pid} {self.start} {name}\n")
+
+    def alive(self) -> bool:
+        return self.p.poll() is None
+
+    def _group_members(self) -> list[int]:
+        """Live processes in our process group started no earlier than our root."""
+        out = []
+        for name in os.listdir("/proc"):
+            if name.isdigit():
+                f = stat_fields(int(name))
+                if f and int(f[2]) == self.pid and f[0] != "Z" and \
+                        (self.start == "?" or int(f[19]) >= int(self.start)):
+                    out.append(int(name))
+        return out
+
+    def stop(self, grace: float = 5.0) -> None:
+        if self.alive():
+            try:
+                self.p.send_signal(signal.SIGTERM)
+                self.p.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                log(f"{self.name} (pid {self.pid}) ignored SIGTERM for {grace:g}s: SIGKILL")
+                self.p.kill()
+                self.p.wait(timeout=grace)
+        deadline = time.monotonic() + grace
+        while self._group_members() and time.monotonic() < deadline:
+            time.sleep(0.05)  # e.g. nginx workers finishing after their master
+        for pid in self._group_members():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self._log.close()
+        if self in Proc.live:
+            Proc.live.remove(self)
+
+    @classmethod
+    def stop_all(cls) -> None:
+        for proc in reversed(list(cls.live)):
+            try:
+                proc.stop()
+            except Exception as e:  # keep going: stop everything we can
+                log(f"cleanup of {proc.name} (pid {proc.pid}) failed: {e}")
+
+
+def port_open(port: int, timeout: float = 0.3) -> bool:
+    try:
+        with socket.create_connection((HOST, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wait_port(port: int, proc: Proc | None, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and not proc.alive():
+            raise RuntimeError(f"{proc.name} exited with status {proc.p.returncode} "
+                               f"before {HOST}:{port} accepted")
+        if port_open(port):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing accepted on {HOST}:{port} within {timeout:g}s")
+
+
+def wait_port_closed(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while port_open(port):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{HOST}:{port} still accepts after the balancer stopped")
+        time.sleep(0.05)
+
+
+# ============================================================================ HTTP helpers
+
+def body_of(idx: int) -> bytes:
+    return f"hello from {idx}\n".encode()
+
+
+def get(port: int, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    """One GET on a fresh connection with Connection: close (so per-connection balancers
+    such as pen rotate too)."""
+    c = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    try:
+        c.request("GET", path, headers={"Connection": "close"})
+        r = c.getresponse()
+        return r.status, r.read()
+    finally:
+        c.close()
+
+
+def backend_accepts(port: int) -> int | None:
+    """stub_status `accepts` of the backend nginx (all three server blocks share it)."""
+    try:
+        st, body = get(port, "/__stub")
+    except (OSError, http.client.HTTPException):
+        return None
+    m = re.search(rb"server accepts handled requests\s+(\d+)", body)
+    return int(m.group(1)) if st == 200 and m else None
+
+
+def check_system(port: int, want: set[bytes], timeout: float = 10.0) -> str:
+    """Gate before measuring: every answer 200, and the set `want` of backend bodies seen
+    within 30 requests (retried until `timeout`: health checks may need a moment)."""
+    deadline = time.monotonic() + timeout
+    err = "no attempt"
+    while time.monotonic() < deadline:
+        seen: set[bytes] = set()
+        try:
+            for _ in range(30):
+                st, body = get(port, "/")
+                if st != 200:
+                    raise RuntimeError(f"GET / answered {st} {body[:60]!r}")
+                seen.add(body)
+                if want <= seen:
+                    return f"200 from {len(seen)} distinct backend(s)"
+            err = f"30 requests saw only {sorted(b.decode().strip() for b in seen)}"
+        except (OSError, RuntimeError, http.client.HTTPException) as e:
+            err = f"{type(e).__name__}: {e}"
+        time.sleep(0.25)
+    raise RuntimeError(f"check failed: {err}")
+
+
+# ============================================================================ starvation probe
+
+PROBE_REQ = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+
+
+def response_complete(buf: bytes, eof: bool) -> tuple[bool, int | None]:
+    """(complete?, status) for an HTTP/1.x response in buf; knows Content-Length, chunked
+    and close-delimited bodies."""
+    end = buf.find(b"\r\n\r\n")
+    if end < 0:
+        return False, None
+    head = buf[:end].decode("latin-1").split("\r\n")
+    m = re.match(r"HTTP/1\.[01] (\d{3})", head[0])
+    if not m:
+        return eof, None
+    status, body = int(m.group(1)), buf[end + 4:]
+    hdr = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in head[1:])}
+    if "chunked" in hdr.get("transfer-encoding", "").lower():
+        i = 0
+        while True:  # walk chunk headers; each pass advances i or returns
+            j = body.find(b"\r\n", i)
+            if j < 0:
+                return False, status
+            try:
+                n = int(body[i:j].split(b";")[0], 16)
+            except ValueError:
+                return True, None
+            if n == 0:
+                return body.find(b"\r\n", j + 2) >= 0, status  # (no trailers expected)
+            if len(body) < j + 2 + n + 2:
+                return False, status
+            i = j + 2 + n + 2
+    if "content-length" in hdr:
+        return len(body) >= int(hdr["content-length"]), status
+    return eof, status
+
+
+def probe_once(port: int, timeout: float) -> dict:
+    """outcome: ok (complete 2xx in time) | starved (no complete answer within `timeout`,
+    connect included) | failed (refused, reset, closed early, non-2xx)."""
+    t0 = time.monotonic()
+    deadline = t0 + timeout
+    rec = {"sent": t0, "done": None, "outcome": "failed", "detail": ""}
+    try:
+        with socket.create_connection((HOST, port), timeout=timeout) as s:
+            s.sendall(PROBE_REQ)
+            buf = b""
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError
+                s.settimeout(left)
+                chunk = s.recv(65536)
+                buf += chunk
+                done, status = response_complete(buf, not chunk)
+                if done or not chunk:
+                    break
+        rec["done"] = time.monotonic()
+        if not done or status is None:
+            rec["detail"] = f"closed after {len(buf)} bytes, response incomplete"
+        elif not 200 <= status < 300:
+            rec["detail"] = f"status {status}"
+        else:
+            rec["outcome"] = "ok"
+    except (TimeoutError, socket.timeout):
+        rec["outcome"], rec["detail"] = "starved", f"no complete answer within {timeout:g}s"
+    except OSError as e:
+        rec["detail"] = f"{type(e).__name__}: {e}"
+    if rec["done"] is None:
+        rec["done"] = time.monotonic()
+    return rec
+
+
+class Prober(threading.Thread):
+    """While wrk runs, starts probe_once() every `every` s, each in its own thread (so a
+    starved probe does not delay the next). finish() joins them (each bounded by `timeout`)."""
+
+    def __init__(self, port: int, every: float, timeout: float):
+        super().__init__(daemon=True)
+        self.port, self.every, self.timeout = port, every, timeout
+        self.recs: list[dict] = []
+        self.threads: list[threading.Thread] = []
+        self.lock = threading.Lock()
+        self.halted = threading.Event()
+        self.load_end: float | None = None
+
+    def _one(self) -> None:
+        r = probe_once(self.port, self.timeout)
+        with self.lock:
+            self.recs.append(r)
+
+    def run(self) -> None:
+        t0 = time.monotonic()
+        k = 1
+        while not self.halted.wait(max(0.0, t0 + k * self.every - time.monotonic())):
+            t = threading.Thread(target=self._one, daemon=True)
+            t.start()
+            self.threads.append(t)
+            k += 1
+
+    def halt(self) -> None:
+        """Call as soon as wrk has exited: the load is over, send no more probes."""
+        if self.load_end is None:
+            self.load_end = time.monotonic()
+        self.halted.set()
+
+    def finish(self) -> dict:
+        """Waits for the pending probes and judges them. A probe answered OK only after wrk
+        exited is not judged: a starving balancer serves its queue as soon as the load goes away."""
+        self.halt()
+        self.join(timeout=5)
+        for t in self.threads:
+            t.join(timeout=self.timeout + 2)
+        ok = [r for r in self.recs if r["outcome"] == "ok" and r["done"] <= self.load_end]
+        late = [r for r in self.recs if r["outcome"] == "ok" and r["done"] > self.load_end]
+        starved = [r for r in self.recs if r["outcome"] == "starved"]
+        failed = [r for r in self.recs if r["outcome"] == "failed"]
+        ms = sorted((r["done"] - r["sent"]) * 1e3 for r in ok)
+        return {"probes": len(self.recs), "probes_ok": len(ok), "probes_unjudged": len(late),
+                "starved": len(starved), "probe_failed": len(failed),
+                "probe_max_ms": round(ms[-1], 1) if ms else None,
+                "probe_failures": sorted({r["detail"] for r in failed})[:3]}
+
+
+# ============================================================================ wrk
+
+UNIT_S = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_wrk(out: str) -> dict:
+    """Requests/sec, request count, latency percentiles (from --latency), socket errors and
+    non-2xx/3xx responses from wrk's text output."""
+    def num(pattern: str) -> float | None:
+        m = re.search(pattern, out, re.M)
+        return float(m.group(1)) if m else None
+
+    pct = {m.group(1): float(m.group(2)) * UNIT_S[m.group(3)] * 1e3
+           for m in re.finditer(r"^\s+(50|75|90|99)%\s+([\d.]+)(us|ms|s|m|h)\s*$", out, re.M)}
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    socket_errors = sum(map(int, sock.groups())) if sock else 0
+    non2xx = int(num(r"Non-2xx or 3xx responses: (\d+)") or 0)
+    reqs = num(r"^\s*(\d+) requests in ")
+    return {"rps": num(r"^Requests/sec:\s+([\d.]+)"), "requests": int(reqs) if reqs is not None else None,
+            "p50_ms": pct.get("50"), "p99_ms": pct.get("99"), "socket_errors": socket_errors,
+            "socket_errors_detail": sock.group(0) if sock else None, "non_2xx_3xx": non2xx}
+
+
+def run_wrk(args, scenario: str, port: int, seconds: float) -> tuple[dict, str]:
+    path, conns, headers = SCENARIOS[scenario]
+    argv = ["wrk", "-t1", f"-c{conns}", f"-d{seconds:g}s", "--latency", f"--timeout={args.wrk_timeout:g}s"]
+    for h in headers:
+        argv += ["-H", h]
+    argv.append(f"http://{HOST}:{port}{path}")
+    p = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                       timeout=seconds + 20)
+    out = p.stdout + p.stderr
+    if p.returncode != 0:
+        raise RuntimeError(f"wrk exited {p.returncode}: {out.strip()[-200:]}")
+    res = parse_wrk(out)
+    if res["rps"] is None or res["requests"] is None:
+        raise RuntimeError(f"could not parse wrk output: {out.strip()[-200:]}")
+    return res, out
+
+
+# ============================================================================ configs
+
+def nginx_head(d: str, workers: str) -> str:
+    user = "user nobody nogroup;\n" if os.geteuid() == 0 else ""
+    temps = "".join(f"  {k}_temp_path {d}/{k}_temp;\n"
+                    for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    return (f"{user}daemon off;\nworker_processes {workers};\nworker_rlimit_nofile 16384;\n"
+            f"pid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n"
+            f"events {{ worker_connections 8192; }}\n"
+            f"http {{\n  access_log off;\n  keepalive_requests 1000000;\n{temps}")
+
+
+def backend_nginx_conf(d: str, www: str, ports: list[int]) -> str:
+    servers = "".join(f"""  server {{
+    listen {HOST}:{port} backlog=4096;
+    root {www};
+    location = / {{ default_type text/plain; return 200 "hello from {i}\\n"; }}
+    location = /big {{ default_type application/octet-stream; }}
+    location = /__stub {{ stub_status; }}
+    location / {{ return 404; }}
+  }}
+""" for i, port in enumerate(ports, 1))
+    return nginx_head(d, "1") + "  sendfile on;\n" + servers + "}\n"
+
+
+def lb_nginx_conf(d: str, lb_port: int, ports: list[int]) -> str:
+    ups = "".join(f"    server {HOST}:{p};\n" for p in ports)  # default method: round robin
+    return nginx_head(d, "auto") + f"""  upstream backends {{
+{ups}    keepalive 64;
+    keepalive_requests 1000000;
+  }}
+  server {{
+    listen {HOST}:{lb_port} backlog=4096;
+    location / {{
+      proxy_pass http://backends;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }}
+  }}
+}}
+"""
+
+
+def haproxy_conf(lb_port: int, ports: list[int]) -> str:
+    srv = "".join(f"    server s{i} {HOST}:{p} check inter 2s\n" for i, p in enumerate(ports, 1))
+    return f"""global
+    nbthread 2
+    maxconn 4096
+
+defaults
+    mode http
+    option http-keep-alive
+    http-reuse safe
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+    timeout http-request 10s
+    timeout http-keep-alive 30s
+    timeout queue 10s
+    maxconn 4096
+
+frontend fe
+    bind {HOST}:{lb_port}
+    backlog 4096
+    default_backend be
+
+backend be
+    balance roundrobin
+{srv}"""
+
+
+def start_balancer(args, system: str, d: str) -> Proc:
+    ports, lb = args.ports, args.lb_port
+    log_path = f"{d}/{system}.log"
+    if system == "nginx":
+        cfg = f"{d}/nginx.conf"
+        write(cfg, lb_nginx_conf(d, lb, ports))
+        return Proc("nginx-lb", ["nginx", "-p", d, "-e", f"{d}/error.log", "-c", cfg], log_path)
+    if system == "haproxy":
+        cfg = f"{d}/haproxy.cfg"
+        write(cfg, haproxy_conf(lb, ports))
+        return Proc("haproxy", ["haproxy", "-db", "-f", cfg], log_path)
+    if system == "pen":
+        # -f foreground, -r round robin without client-IP stickiness, -x/-c lift the
+        # 500-connection / 2048-client defaults so c1000 fits; TCP_NODELAY like the others.
+        return Proc("pen", ["pen", "-f", "-r", "-x", "4096", "-c", "4096", "-O", "tcp_nodelay",
+                            f"{HOST}:{lb}"] + [f"{HOST}:{p}" for p in ports], log_path)
+    if system == "sluice":
+        cfg = {"listen": f"{HOST}:{lb}", "healthCheckInterval": "2s",
+               "servers": [f"http://{HOST}:{p}" for p in ports]}
+        cfg.update(json.loads(args.sluice_extra_json))
+        write(f"{d}/sluice.json", json.dumps(cfg, indent=2) + "\n")
+        env = dict(os.environ, RUST_LOG="warn")
+        return Proc("sluice", [args.sluice_bin, "--config", f"{d}/sluice.json"], log_path, env=env)
+    raise ValueError(system)
+
+
+def log_tail(path: str, n: int = 5) -> list[str]:
+    lines = [ln.strip() for ln in (read_text(path) or "").splitlines() if ln.strip()]
+    return lines[-n:]
+
+
+def write(path: str, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
+
+
+# ============================================================================ one run
+
+def measure(args, system: str, scenario: str, rep: int, work: str) -> dict:
+    """Start `system`, check it, warm up, measure one wrk run; always stops what it started."""
+    run = {"system": system, "scenario": scenario, "rep": rep, "ok": False, "error": None}
+    d = tempfile.mkdtemp(prefix=f"{system}-{scenario}-r{rep}-", dir=work)
+    os.chmod(d, 0o755)
+    lb: Proc | None = None
+    sampler: RssSampler | None = None
+    try:
+        if system == "direct":
+            port, want = args.ports[0], {body_of(1)}
+        else:
+            port, want = args.lb_port, {body_of(i) for i in range(1, len(args.ports) + 1)}
+            if port_open(port):
+                raise RuntimeError(f"{HOST}:{port} is already in use by something else")
+            lb = start_balancer(args, system, d)
+            wait_port(port, lb)
+            sampler = RssSampler(lb.pid)
+            sampler.start()
+        run["check"] = check_system(port, want)
+        if args.warmup > 0:
+            run_wrk(args, scenario, port, args.warmup)
+
+        tree = process_tree(lb.pid) if lb else []
+        cs0, cpu0 = ctx_switches(tree), cpu_ticks(tree)
+        acc0 = backend_accepts(args.ports[0])
+        busy0, own0, t0 = machine_busy_ticks(), os.times(), time.monotonic()
+        btree = process_tree(args.backend.pid)
+        bcpu0 = cpu_ticks(btree)
+
+        prober = Prober(port, args.probe_every, args.probe_timeout)
+        prober.start()
+        try:
+            wrk, _ = run_wrk(args, scenario, port, args.duration)
+        finally:
+            prober.halt()  # no new probes; pending ones end by their own 2 s deadline
+        # the measured window ends when wrk exits: read the counters before the probe stragglers
+        elapsed = time.monotonic() - t0
+        tree = process_tree(lb.pid) if lb else []
+        cs1, cpu1 = ctx_switches(tree), cpu_ticks(tree)
+        busy1, own1 = machine_busy_ticks(), os.times()
+        bcpu1 = cpu_ticks(process_tree(args.backend.pid))
+        acc1 = backend_accepts(args.ports[0])  # (includes connections of still-pending probes)
+        probes = prober.finish()
+
+        if lb is not None and not lb.alive():
+            raise RuntimeError(f"{system} died during the run (status {lb.p.returncode})")
+        reqs = wrk["requests"] + probes["probes_ok"]
+        run.update(wrk)
+        run.update(probes)
+        run["errors"] = wrk["socket_errors"] + wrk["non_2xx_3xx"] + probes["starved"] + probes["probe_failed"]
+        run["elapsed_s"] = round(elapsed, 2)
+        if lb is not None:
+            run["cs_per_req"] = cs_delta(cs0, cs1) / max(1, reqs)
+            run["lb_cores"] = (cpu1 - cpu0) / CLK_TCK / elapsed
+        # -1: the stub_status request that read acc1 was itself accepted
+        if acc0 is not None and acc1 is not None:
+            run["backend_conns_per_1k"] = (acc1 - acc0 - 1) * 1000 / max(1, reqs)
+        # CPU used by everything that is not ours (cargo builds...): a noise indicator
+        ours = ((cpu1 - cpu0) + (bcpu1 - bcpu0)) / CLK_TCK + \
+               (own1.user + own1.system + own1.children_user + own1.children_system
+                - own0.user - own0.system - own0.children_user - own0.children_system)
+        run["foreign_cores"] = round(max(0.0, (busy1 - busy0) / CLK_TCK - ours) / elapsed, 2)
+        run["ok"] = True
+    except Exception as e:  # noqa: BLE001 -- any failure fails this row, not the whole bench
+        run["error"] = f"{type(e).__name__}: {e}" if not isinstance(e, RuntimeError) else str(e)
+        if lb is not None:  # the work dir is deleted at exit: quote the log's last line
+            run["log_tail"] = log_tail(lb.logpath)
+            if run["log_tail"]:
+                run["error"] += f" [log: {run['log_tail'][-1][:160]}]"
+    finally:
+        if sampler is not None:
+            run["peak_rss_mib"] = sampler.stop() / 1024
+        if lb is not None:
+            lb.stop()
+            try:
+                wait_port_closed(args.lb_port)
+            except RuntimeError as e:
+                run["ok"], run["error"] = False, str(e)
+    return run
+
+
+# ============================================================================ report
+
+def med(vals: list) -> float | None:
+    vals = [v for v in vals if v is not None]
+    return statistics.median(vals) if vals else None
+
+
+def summarize(runs: list[dict], systems: list[str], scenarios: list[str]) -> list[dict]:
+    rows = []
+    for sc in scenarios:
+        for sy in systems:
+            mine = [r for r in runs if r["system"] == sy and r["scenario"] == sc]
+            good = [r for r in mine if r["ok"]]
+            row = {"scenario": sc, "system": sy, "reps": len(mine), "reps_ok": len(good),
+                   "failure": next((r["error"] for r in mine if not r["ok"]), None)}
+            if good:
+                row.update({
+                    "rps": med([r["rps"] for r in good]),
+                    "p50_ms": med([r["p50_ms"] for r in good]),
+                    "p99_ms": med([r["p99_ms"] for r in good]),
+                    "errors": sum(r["errors"] for r in good),
+                    "starved": sum(r["starved"] for r in good),
+                    "probes": sum(r["probes"] for r in good),
+                    "probes_judged": sum(r["probes_ok"] + r["starved"] + r["probe_failed"] for r in good),
+                    "probes_unjudged": sum(r["probes_unjudged"] for r in good),
+                    "peak_rss_mib": max((r.get("peak_rss_mib") for r in good if r.get("peak_rss_mib") is not None),
+                                        default=None),
+                    "cs_per_req": med([r.get("cs_per_req") for r in good]),
+                    "lb_cores": med([r.get("lb_cores") for r in good]),
+                    "backend_conns_per_1k": med([r.get("backend_conns_per_1k") for r in good]),
+                    "foreign_cores": max(r["foreign_cores"] for r in good),
+                })
+            rows.append(row)
+    return rows
+
+
+def fmt(v, spec: str, none: str = "-") -> str:
+    return none if v is None else format(v, spec)
+
+
+def print_table(rows: list[dict], args, skipped: dict[str, str]) -> None:
+    cols = ["scenario", "system", "req/s", "p50 ms", "p99 ms", "errors", "starved",
+            "RSS MiB", "cs/req", "cores", "bconn/1k", "noise"]
+    lines = []
+    for r in rows:
+        if r["reps_ok"] == 0:
+            lines.append([r["scenario"], r["system"], f"FAILED: {r['failure']}"])
+            continue
+        lines.append([r["scenario"], r["system"], fmt(r["rps"], ",.0f"), fmt(r["p50_ms"], ".2f"),
+                      fmt(r["p99_ms"], ".2f"), str(r["errors"]), f"{r['starved']}/{r['probes_judged']}",
+                      fmt(r["peak_rss_mib"], ".1f"), fmt(r["cs_per_req"], ".3f"), fmt(r["lb_cores"], ".2f"),
+                      fmt(r["backend_conns_per_1k"], ".1f"), fmt(r["foreign_cores"], ".2f")]
+                     + ([f"({r['reps_ok']}/{r['reps']} reps ok: {r['failure']})"]
+                        if r["reps_ok"] < r["reps"] else []))
+    full = [ln for ln in lines if len(ln) >= len(cols)]  # not the FAILED rows
+    widths = [max([len(c)] + [len(ln[i]) for ln in (lines if i < 2 else full)])
+              for i, c in enumerate(cols)]
+
+    def render(cells: list[str]) -> str:
+        out = []
+        for i, c in enumerate(cells):
+            if i >= len(widths) or (len(cells) == 3 and i == 2):
+                out.append(c)
+            else:
+                out.append(c.ljust(widths[i]) if i < 2 else c.rjust(widths[i]))
+        return "  ".join(out).rstrip()
+
+    print()
+    print(f"sluice bench: {args.reps} rep(s) x {args.duration:g} s (+{args.warmup:g} s warm-up), wrk -t1, "
+          f"{os.cpu_count()} CPUs, load avg at start {args.loadavg}")
+    print("medians over reps; errors and starved summed over reps; RSS = max peak")
+    print()
+    print(render(cols))
+    print(render(["-" * w for w in widths]))
+    prev = None
+    for ln in lines:
+        if prev is not None and ln[0] != prev:
+            print()
+        prev = ln[0]
+        print(render(ln))
+    print()
+    print("errors  = wrk socket errors + non-2xx/3xx + starved/failed probes")
+    print(f"starved = probes (fresh conn every {args.probe_every:g} s, Connection: close) without a complete"
+          f" 2xx within {args.probe_timeout:g} s / probes judged;")
+    print("          a probe answered only after wrk exited is not judged (a starving balancer catches up")
+    print(f"          then), so only runs longer than {args.probe_timeout:g} s can show starvation")
+    print("RSS     = peak summed VmRSS of the balancer's processes (sampled every 100 ms)")
+    print("cs/req  = voluntary+involuntary context switches of all balancer threads per request")
+    print("cores   = balancer CPU seconds per wall second; bconn/1k = backend connections accepted per")
+    print("          1,000 requests (stub_status); noise = max CPU cores used by foreign processes")
+    for name, why in skipped.items():
+        print(f"skipped {name}: {why}")
+
+    # ratios of sluice to each peer
+    print()
+    by = {(r["scenario"], r["system"]): r for r in rows if r["reps_ok"] > 0}
+    peers = [s for s in args.systems if s != "sluice"]
+    if not any(k[1] == "sluice" for k in by):
+        print("ratios: no sluice results, nothing to compare")
+        return
+    print("sluice / peer   (req/s ratio > 1: sluice faster;  p99 ratio < 1: sluice's tail shorter)")
+    head = ["scenario"] + [f"{p} req/s" for p in peers] + [f"{p} p99" for p in peers]
+    body = []
+    for sc in args.scenarios:
+        s = by.get((sc, "sluice"))
+        cells = [sc]
+        for key in ("rps", "p99_ms"):
+            for p in peers:
+                o = by.get((sc, p))
+                ok = s and o and s.get(key) and o.get(key)
+                cells.append(f"{s[key] / o[key]:.2f}" if ok else "-")
+        body.append(cells)
+    w = [max([len(head[i])] + [len(b[i]) for b in body]) for i in range(len(head))]
+    print("  ".join(h.ljust(w[0]) if i == 0 else h.rjust(w[i]) for i, h in enumerate(head)))
+    for b in body:
+        print("  ".join(c.ljust(w[0]) if i == 0 else c.rjust(w[i]) for i, c in enumerate(b)))
+
+
+# ============================================================================ main
+
+def parse_args() -> argparse.Namespace:
+    env = os.environ.get
+    ap = argparse.ArgumentParser(description="sluice vs nginx/HAProxy/pen on 127.0.0.1 (see scripts/bench.sh)")
+    ap.add_argument("--systems", default=",".join(ALL_SYSTEMS), help="comma list, subset of " + ",".join(ALL_SYSTEMS))
+    ap.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma list, subset of " + ",".join(SCENARIOS))
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--duration", type=float, default=5.0, help="seconds per measured wrk run")
+    ap.add_argument("--warmup", type=float, default=1.0, help="seconds of unmeasured wrk before each run")
+    ap.add_argument("--quick", action="store_true", help="smoke test: --reps 1 --duration 2")
+    ap.add_argument("--json", help="also write all runs and the summary to this file")
+    ap.add_argument("--sluice-bin", default=env("SLUICE_BIN", "target/release/sluice"))
+    ap.add_argument("--sluice-extra-json", default=env("SLUICE_EXTRA_JSON", "{}"),
+                    help="JSON object merged into sluice's config, e.g. '{\"algorithm\": \"round-robin\"}'")
+    ap.add_argument("--backend-ports", default=env("BENCH_BACKEND_PORTS", "25001,25002,25003"))
+    ap.add_argument("--lb-port", type=int, default=int(env("BENCH_LB_PORT", "28080")))
+    ap.add_argument("--wrk-timeout", type=float, default=2.0, help="wrk --timeout: slower answers are errors")
+    ap.add_argument("--probe-every", type=float, default=0.25)
+    ap.add_argument("--probe-timeout", type=float, default=2.0)
+    ap.add_argument("--workdir", help="directory for configs/logs (default: a new temp dir)")
+    ap.add_argument("--keep-tmp", action="store_true", help="do not delete the temp dir at exit")
+    a = ap.parse_args()
+    if a.quick:
+        a.reps, a.duration = 1, 2.0
+    a.systems = [s.strip() for s in a.systems.split(",") if s.strip()]
+    a.scenarios = [s.strip() for s in a.scenarios.split(",") if s.strip()]
+    bad = [s for s in a.systems if s not in ALL_SYSTEMS] + [s for s in a.scenarios if s not in SCENARIOS]
+    if bad:
+        ap.error(f"unknown system/scenario: {', '.join(bad)}")
+    a.ports = [int(p) for p in a.backend_ports.split(",")]
+    if len(a.ports) != 3 or a.lb_port in a.ports:
+        ap.error("--backend-ports needs three ports, none equal to --lb-port")
+    if a.reps < 1 or a.duration <= 0:
+        ap.error("--reps must be >= 1 and --duration > 0")
+    return a
+
+
+def main() -> int:
+    args = parse_args()
+    signal.signal(signal.SIGTERM, lambda n, _f: sys.exit(128 + n))
+    signal.signal(signal.SIGHUP, lambda n, _f: sys.exit(128 + n))
+    args.loadavg = " ".join((read_text("/proc/loadavg") or "? ? ?").split()[:3])
+
+    skipped: dict[str, str] = {}
+    for tool in ("wrk", "nginx", "haproxy", "pen"):
+        if not any(os.access(os.path.join(p, tool), os.X_OK) for p in os.environ.get("PATH", "").split(":")):
+            if tool in ("wrk", "nginx"):
+                sys.exit(f"bench: {tool} not found (scripts/bench.sh installs it)")
+            if tool in args.systems:
+                skipped[tool] = "binary not found"
+    if "sluice" in args.systems:
+        if not (os.path.isfile(args.sluice_bin) and os.access(args.sluice_bin, os.X_OK)):
+            skipped["sluice"] = f"no executable at {args.sluice_bin} (build with cargo build --release)"
+            log(f"sluice skipped: {skipped['sluice']}")
+        else:
+            args.sluice_bin = os.path.abspath(args.sluice_bin)
+    args.systems = [s for s in args.systems if s not in skipped]
+    if not args.systems:
+        sys.exit("bench: no system left to measure")
+
+    made_work = args.workdir is None
+    work = args.workdir or tempfile.mkdtemp(prefix="sluice-bench-")
+    os.makedirs(work, exist_ok=True)
+    os.chmod(work, 0o755)  # nginx workers run as nobody
+    Proc.pidfile = os.path.join(work, "pids")
+    runs: list[dict] = []
+    try:
+        for port in args.ports + [args.lb_port]:
+            if port_open(port):
+                sys.exit(f"bench: {HOST}:{port} is already in use; pick other ports "
+                         f"(--backend-ports / --lb-port)")
+        www = os.path.join(work, "www")
+        os.makedirs(www, mode=0o755)
+        with open(os.path.join(www, "big"), "wb") as f:
+            f.write(b"x" * BIG_BYTES)
+        os.chmod(os.path.join(www, "big"), 0o644)
+        bdir = os.path.join(work, "backends")
+        os.makedirs(bdir, mode=0o755)
+        write(f"{bdir}/nginx.conf", backend_nginx_conf(bdir, www, args.ports))
+        args.backend = Proc("backends", ["nginx", "-p", bdir, "-e", f"{bdir}/error.log", "-c",
+                                         f"{bdir}/nginx.conf"], f"{bdir}/stdout.log")
+        for p in args.ports:
+            wait_port(p, args.backend)
+        for i, p in enumerate(args.ports, 1):
+            st, body = get(p, "/")
+            st2, big = get(p, "/big")
+            if st != 200 or body != body_of(i) or st2 != 200 or len(big) != BIG_BYTES:
+                sys.exit(f"bench: backend {p} misbehaves ({st} {body!r}, /big {st2} {len(big)} B)")
+        log(f"backends up on {HOST}:{','.join(map(str, args.ports))}; balancer port {args.lb_port}; "
+            f"work dir {work}")
+
+        total = args.reps * len(args.scenarios) * len(args.systems)
+        n = 0
+        for rep in range(1, args.reps + 1):
+            k = (rep - 1) % len(args.systems)
+            order = args.systems[k:] + args.systems[:k]  # rotate: drift hits every system alike
+            for sc in args.scenarios:
+                for sy in order:
+                    n += 1
+                    r = measure(args, sy, sc, rep, work)
+                    runs.append(r)
+                    if r["ok"]:
+                        log(f"[{n}/{total}] rep {rep} {sc:<11} {sy:<7} {r['rps']:>10,.0f} req/s  "
+                            f"p99 {fmt(r['p99_ms'], '.2f')} ms  errors {r['errors']}  "
+                            f"starved {r['starved']}/{r['probes_ok'] + r['starved'] + r['probe_failed']}")
+                    else:
+                        log(f"[{n}/{total}] rep {rep} {sc:<11} {sy:<7} FAILED: {r['error']}")
+
+        rows = summarize(runs, args.systems, args.scenarios)
+        print_table(rows, args, skipped)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "loadavg_start": args.loadavg,
+                           "reps": args.reps, "duration_s": args.duration, "warmup_s": args.warmup,
+                           "backend_ports": args.ports, "lb_port": args.lb_port,
+                           "skipped": skipped, "summary": rows, "runs": runs}, f, indent=2)
+            log(f"wrote {args.json}")
+        return 0 if all(r["reps_ok"] == r["reps"] for r in rows) else 1
+    finally:
+        Proc.stop_all()
+        if made_work and not args.keep_tmp:
+            subprocess.run(["rm", "-rf", "--", work], check=False)
+        elif made_work:
+            log(f"kept {work}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

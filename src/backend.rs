@@ -1,0 +1,223 @@
+//! A backend's live state: its address, health and drain flags, in-flight and lifetime
+//! counters, and the idle keep-alive connections kept for reuse.
+//!
+//! Shared by every worker through `Arc<Backend>`. Workers write the counters (through
+//! [`InFlight`]) and the idle connections; the health thread writes `healthy`; reload and the
+//! admin API write `draining`. No lock here is held while connecting, reading or writing.
+
+use crate::config::{ServerConfig, Timeouts};
+use crate::health::HealthState;
+use crate::lock;
+use std::io;
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+pub struct Backend {
+    pub config: ServerConfig,
+    /// Written by the health thread; read by every pick.
+    healthy: AtomicBool,
+    /// Set when the backend should get no new exchanges; read by every pick.
+    draining: AtomicBool,
+    /// Exchanges in flight; changed only through [`InFlight`].
+    active: AtomicUsize,
+    /// Exchanges started, lifetime.
+    requests: AtomicU64,
+    /// Failed connects and broken responses, lifetime.
+    failures: AtomicU64,
+    /// New TCP connections opened to this backend, lifetime.
+    connections_opened: AtomicU64,
+    /// Index into `config.addrs` of the address that last accepted a connection.
+    preferred_addr: AtomicUsize,
+    /// Kept-alive connections waiting for reuse, newest last.
+    idle: Mutex<Vec<IdleConnection>>,
+    /// Written only by the health thread.
+    pub health: Mutex<HealthState>,
+}
+
+struct IdleConnection {
+    stream: TcpStream,
+    since: Instant,
+}
+
+/// A connection to a backend for one exchange.
+pub struct Upstream {
+    pub stream: TcpStream,
+    /// True when it came from the idle set, so it may have been closed by the backend.
+    pub reused: bool,
+}
+
+/// Counts one exchange as in flight for as long as it lives.
+pub struct InFlight<'a>(&'a Backend);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A copy of a backend's counters, for stats and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendStats {
+    pub url: String,
+    pub healthy: bool,
+    pub draining: bool,
+    pub weight: u32,
+    pub active: usize,
+    pub requests: u64,
+    pub failures: u64,
+    pub connections_opened: u64,
+}
+
+impl Backend {
+    pub fn new(config: ServerConfig) -> Backend {
+        Backend {
+            config,
+            healthy: AtomicBool::new(true),
+            draining: AtomicBool::new(false),
+            active: AtomicUsize::new(0),
+            requests: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            connections_opened: AtomicU64::new(0),
+            preferred_addr: AtomicUsize::new(0),
+            idle: Mutex::new(Vec::new()),
+            health: Mutex::new(HealthState::new()),
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.config.url
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    pub fn set_healthy(&self, healthy: bool) {
+        self.healthy.store(healthy, Ordering::Relaxed);
+        if !healthy {
+            lock(&self.idle).clear();
+        }
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    pub fn set_draining(&self, draining: bool) {
+        self.draining.store(draining, Ordering::Relaxed);
+    }
+
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// Healthy, not draining, weighted in, and under its connection limit.
+    pub fn is_available(&self) -> bool {
+        self.is_healthy()
+            && !self.is_draining()
+            && self.config.weight > 0
+            && self.config.max_connections.is_none_or(|max| self.active() < max)
+    }
+
+    pub fn start_exchange(&self) -> InFlight<'_> {
+        self.active.fetch_add(1, Ordering::Relaxed);
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        InFlight(self)
+    }
+
+    pub fn record_failure(&self) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn stats(&self) -> BackendStats {
+        BackendStats {
+            url: self.config.url.clone(),
+            healthy: self.is_healthy(),
+            draining: self.is_draining(),
+            weight: self.config.weight,
+            active: self.active(),
+            requests: self.requests.load(Ordering::Relaxed),
+            failures: self.failures.load(Ordering::Relaxed),
+            connections_opened: self.connections_opened.load(Ordering::Relaxed),
+        }
+    }
+
+    /// A connection for one exchange: the newest idle one still young enough (and, when
+    /// `must_be_alive`, checked to be open), or a new one.
+    pub fn connection(&self, timeouts: &Timeouts, must_be_alive: bool) -> io::Result<Upstream> {
+        while let Some(idle) = self.take_idle(timeouts.backend_idle) {
+            if !must_be_alive || is_open(&idle) {
+                return Ok(Upstream { stream: idle, reused: true });
+            }
+        }
+        self.connect(timeouts).map(|stream| Upstream { stream, reused: false })
+    }
+
+    /// Opens a new connection, trying the address that worked last first.
+    pub fn connect(&self, timeouts: &Timeouts) -> io::Result<TcpStream> {
+        let addrs = &self.config.addrs;
+        let first = self.preferred_addr.load(Ordering::Relaxed) % addrs.len();
+        let mut last_error = None;
+        for i in (first..addrs.len()).chain(0..first) {
+            match connect_to(addrs[i], timeouts) {
+                Ok(stream) => {
+                    self.preferred_addr.store(i, Ordering::Relaxed);
+                    self.connections_opened.fetch_add(1, Ordering::Relaxed);
+                    return Ok(stream);
+                }
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| io::Error::other("no address")))
+    }
+
+    /// Keeps `stream` for reuse unless the idle set is full.
+    pub fn put_idle(&self, stream: TcpStream, max_idle: usize) {
+        let mut idle = lock(&self.idle);
+        if idle.len() < max_idle && self.is_healthy() {
+            idle.push(IdleConnection { stream, since: Instant::now() });
+        }
+    }
+
+    fn take_idle(&self, max_age: Duration) -> Option<TcpStream> {
+        let mut idle = lock(&self.idle);
+        let newest = idle.pop()?;
+        if newest.since.elapsed() < max_age {
+            return Some(newest.stream);
+        }
+        // The newest is too old, so all are: close them (outside the lock).
+        let stale = std::mem::take(&mut *idle);
+        drop(idle);
+        drop(stale);
+        None
+    }
+
+    /// Closes idle connections older than `max_age`; called by the health thread.
+    pub fn close_stale_idle(&self, max_age: Duration) {
+        let mut idle = lock(&self.idle);
+        let keep_from = idle.iter().position(|c| c.since.elapsed() < max_age).unwrap_or(idle.len());
+        let stale: Vec<IdleConnection> = idle.drain(..keep_from).collect();
+        drop(idle);
+        drop(stale);
+    }
+}
+
+fn connect_to(addr: SocketAddr, timeouts: &Timeouts) -> io::Result<TcpStream> {
+    let stream = TcpStream::connect_timeout(&addr, timeouts.connect)?;
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(timeouts.backend))?;
+    stream.set_write_timeout(Some(timeouts.backend))?;
+    Ok(stream)
+}
+
+/// A one-byte non-blocking peek: an idle connection the backend closed reads as EOF, and one
+/// with unexpected bytes waiting is no use either.
+fn is_open(stream: &TcpStream) -> bool {
+    if stream.set_nonblocking(true).is_err() {
+        return false;
+    }
+    let open = matches!(stream.peek(&mut [0u8; 1]), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
+    open && stream.set_nonblocking(false).is_ok()
+}

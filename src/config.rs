@@ -1,0 +1,670 @@
+//! The configuration file: JSON in, a validated [`Config`] out.
+//!
+//! Everything a user can write is checked here, once, and every problem is reported as a
+//! [`ConfigError`] that names the file, the key path (`servers[1].weight`) and what is wrong.
+//! Strings such as `"2s"` become `Duration`s here and nowhere else. The rest of sluice reads
+//! only the validated structs below.
+//!
+//! The short top-level form (`port`, `servers`, ...) is read into the same model as the full
+//! form would be: a list of listeners whose routes name pools.
+
+use serde_json::{Map, Value};
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::path::Path;
+use std::time::Duration;
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this configuration came from, for messages and reloads.
+    pub source: String,
+    pub listeners: Vec<ListenerConfig>,
+    /// Pools by position; routes refer to them by index.
+    pub pools: Vec<PoolConfig>,
+    pub workers: usize,
+    pub timeouts: Timeouts,
+    pub limits: Limits,
+    pub expose_backend: bool,
+}
+
+/// One address sluice listens on, and where its requests go.
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    pub addr: SocketAddr,
+    pub mode: ListenerMode,
+    /// Tried in order; the first match wins.
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerMode {
+    Http,
+}
+
+/// A rule sending matching requests to a pool. A route with no conditions matches everything.
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    /// Index into [`Config::pools`].
+    pub pool: usize,
+}
+
+/// A named group of backends with one way of choosing among them.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    pub name: String,
+    pub servers: Vec<ServerConfig>,
+    pub algorithm: Algorithm,
+    pub health_check: HealthCheckConfig,
+    /// How many other backends to try when connecting fails.
+    pub retries: u32,
+}
+
+/// One backend as configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// The URL as the user wrote it; the backend's name everywhere.
+    pub url: String,
+    /// `host:port`, sent as `Host` by health checks.
+    pub authority: String,
+    /// Resolved when the configuration is loaded.
+    pub addrs: Vec<SocketAddr>,
+    pub weight: u32,
+    /// At most this many exchanges in flight at once; `None` is no limit.
+    pub max_connections: Option<usize>,
+    pub backup: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    RoundRobin,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheckConfig {
+    pub interval: Duration,
+    pub path: String,
+    pub method: String,
+    pub timeout: Duration,
+    /// Consecutive passes that bring a backend back.
+    pub rise: u32,
+    /// Consecutive failures that take a backend out.
+    pub fall: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Connecting to a backend.
+    pub connect: Duration,
+    /// A whole request head must arrive within this, from its first byte.
+    pub client_header: Duration,
+    /// An idle keep-alive client connection is closed after this.
+    pub keep_alive: Duration,
+    /// Longest wait for the next bytes of a response from a backend.
+    pub backend: Duration,
+    /// Longest wait for a client to send the next bytes of a body, or to take the next bytes
+    /// of a response.
+    pub client: Duration,
+    /// An idle connection to a backend older than this is not reused.
+    pub backend_idle: Duration,
+    /// On stop, in-flight exchanges get this long to finish.
+    pub drain: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// A request head larger than this is answered 431.
+    pub max_header_bytes: usize,
+    /// A request body larger than this is answered 413; `None` is no limit.
+    pub max_body_bytes: Option<u64>,
+    /// Open client connections above this are answered 503 at once.
+    pub max_connections: usize,
+    /// Idle connections kept per backend for reuse.
+    pub max_idle_per_backend: usize,
+}
+
+pub const DEFAULT_WORKERS: usize = 256;
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(5),
+            client_header: Duration::from_secs(10),
+            keep_alive: Duration::from_secs(15),
+            backend: Duration::from_secs(60),
+            client: Duration::from_secs(30),
+            backend_idle: Duration::from_secs(4),
+            drain: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_header_bytes: 16 * 1024,
+            max_body_bytes: None,
+            max_connections: 10_000,
+            max_idle_per_backend: 64,
+        }
+    }
+}
+
+impl Default for HealthCheckConfig {
+    fn default() -> Self {
+        HealthCheckConfig {
+            interval: Duration::from_secs(2),
+            path: "/".to_string(),
+            method: "HEAD".to_string(),
+            timeout: Duration::from_secs(1),
+            rise: 2,
+            fall: 2,
+        }
+    }
+}
+
+/// A configuration problem: which file, which key, what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    /// The key path, such as `servers[1].weight`; empty for whole-file problems.
+    pub key: String,
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.file, self.problem)
+        } else {
+            write!(f, "{}: {}: {}", self.file, self.key, self.problem)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            key: String::new(),
+            problem: format!("cannot read the file: {e}"),
+        })?;
+        Config::parse(&text, &file)
+    }
+
+    /// Validates a configuration given as JSON text; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let value: Value = serde_json::from_str(text).map_err(|e| ConfigError {
+            file: file.to_string(),
+            key: String::new(),
+            problem: format!("not valid JSON: {e}"),
+        })?;
+        let mut top = Section::new(file, String::new(), &value)?;
+        let config = read_config(&mut top)?;
+        top.finish()?;
+        Ok(config)
+    }
+}
+
+fn read_config(top: &mut Section) -> Result<Config, ConfigError> {
+    let port = top.get("port");
+    let listen = top.get("listen");
+    let (key, listen) = match (port, listen) {
+        (Some(_), Some(_)) => return Err(top.error("listen", "give either `port` or `listen`, not both")),
+        (Some(v), None) => ("port", v),
+        (None, Some(v)) => ("listen", v),
+        (None, None) => return Err(top.error("port", "missing: say where to listen, such as \":8080\"")),
+    };
+    let addr = match listen {
+        Value::String(s) => parse_listen(s).map_err(|p| top.error(key, &p))?,
+        Value::Number(n) => match n.as_u64().and_then(|p| u16::try_from(p).ok()) {
+            Some(port) => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port),
+            None => return Err(top.error(key, "must be a port number from 0 to 65535")),
+        },
+        _ => return Err(top.error(key, "must be a string such as \":8080\" or \"127.0.0.1:8080\"")),
+    };
+    let pool = read_pool(top, "default")?;
+    let workers = top.uint("workers", 1, 100_000)?.map_or(DEFAULT_WORKERS, |n| n as usize);
+    let timeouts = read_timeouts(top)?;
+    let limits = read_limits(top)?;
+    let expose_backend = top.bool("exposeBackend")?.unwrap_or(false);
+    Ok(Config {
+        source: top.file.to_string(),
+        listeners: vec![ListenerConfig { addr, mode: ListenerMode::Http, routes: vec![RouteConfig { pool: 0 }] }],
+        pools: vec![pool],
+        workers,
+        timeouts,
+        limits,
+        expose_backend,
+    })
+}
+
+/// Reads the pool keys (`servers`, `algorithm`, health checking, `retries`) from `section`.
+fn read_pool(section: &mut Section, name: &str) -> Result<PoolConfig, ConfigError> {
+    let servers = read_servers(section)?;
+    let algorithm = match section.str("algorithm")? {
+        None | Some("round-robin") => Algorithm::RoundRobin,
+        Some(other) => {
+            return Err(section.error("algorithm", &format!("unknown algorithm {other:?} (known: \"round-robin\")")))
+        }
+    };
+    let mut health_check = HealthCheckConfig::default();
+    if let Some(interval) = section.duration("healthCheckInterval")? {
+        health_check.interval = interval;
+    }
+    if let Some(mut hc) = section.section("healthCheck")? {
+        if let Some(path) = hc.str("path")? {
+            if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+                return Err(hc.error("path", "must start with `/` and contain no spaces or control characters"));
+            }
+            health_check.path = path.to_string();
+        }
+        if let Some(method) = hc.str("method")? {
+            if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
+                return Err(hc.error("method", "must be an upper-case method such as \"HEAD\" or \"GET\""));
+            }
+            health_check.method = method.to_string();
+        }
+        if let Some(timeout) = hc.duration("timeout")? {
+            health_check.timeout = timeout;
+        }
+        health_check.rise = hc.uint("rise", 1, 1000)?.map_or(health_check.rise, |n| n as u32);
+        health_check.fall = hc.uint("fall", 1, 1000)?.map_or(health_check.fall, |n| n as u32);
+        hc.finish()?;
+    }
+    let retries = section.uint("retries", 0, 100)?.map_or(2, |n| n as u32);
+    Ok(PoolConfig { name: name.to_string(), servers, algorithm, health_check, retries })
+}
+
+fn read_servers(section: &mut Section) -> Result<Vec<ServerConfig>, ConfigError> {
+    let list = match section.get("servers") {
+        None => return Err(section.error("servers", "missing: list the backends, such as [\"http://127.0.0.1:5001\"]")),
+        Some(Value::Array(list)) => list,
+        Some(_) => return Err(section.error("servers", "must be a list of backend URLs")),
+    };
+    if list.is_empty() {
+        return Err(section.error("servers", "is empty: give at least one backend"));
+    }
+    let mut servers: Vec<ServerConfig> = Vec::with_capacity(list.len());
+    for (i, item) in list.iter().enumerate() {
+        let key = format!("servers[{i}]");
+        let server = read_server(section, &key, item)?;
+        if servers.iter().any(|s| s.url == server.url) {
+            return Err(section.error(&key, &format!("{:?} is listed twice", server.url)));
+        }
+        servers.push(server);
+    }
+    if servers.iter().all(|s| s.backup) {
+        return Err(section.error("servers", "every server is a backup: at least one must be a primary"));
+    }
+    Ok(servers)
+}
+
+fn read_server(parent: &Section, key: &str, item: &Value) -> Result<ServerConfig, ConfigError> {
+    match item {
+        Value::String(url) => server_from_url(url).map_err(|p| parent.error(key, &p)),
+        Value::Object(_) => {
+            let mut s = Section::new(parent.file, parent.child_path(key), item)?;
+            let url = s.str("url")?.ok_or_else(|| s.error("url", "missing: the backend's URL"))?;
+            let mut server = server_from_url(url).map_err(|p| s.error("url", &p))?;
+            server.weight = s.uint("weight", 0, 1000)?.map_or(1, |n| n as u32);
+            server.max_connections = s.uint("maxConnections", 1, 1_000_000)?.map(|n| n as usize);
+            server.backup = s.bool("backup")?.unwrap_or(false);
+            s.finish()?;
+            Ok(server)
+        }
+        _ => Err(parent.error(key, "must be a URL string or an object with \"url\"")),
+    }
+}
+
+fn read_timeouts(top: &mut Section) -> Result<Timeouts, ConfigError> {
+    let mut t = Timeouts::default();
+    if let Some(mut s) = top.section("timeouts")? {
+        let fields: [(&'static str, &mut Duration); 7] = [
+            ("connect", &mut t.connect),
+            ("clientHeader", &mut t.client_header),
+            ("keepAlive", &mut t.keep_alive),
+            ("backend", &mut t.backend),
+            ("client", &mut t.client),
+            ("backendIdle", &mut t.backend_idle),
+            ("drain", &mut t.drain),
+        ];
+        for (key, slot) in fields {
+            if let Some(d) = s.duration(key)? {
+                *slot = d;
+            }
+        }
+        s.finish()?;
+    }
+    Ok(t)
+}
+
+fn read_limits(top: &mut Section) -> Result<Limits, ConfigError> {
+    let mut l = Limits::default();
+    if let Some(mut s) = top.section("limits")? {
+        if let Some(n) = s.uint("maxHeaderBytes", 1024, 1 << 20)? {
+            l.max_header_bytes = n as usize;
+        }
+        if let Some(n) = s.uint("maxBodyBytes", 0, u64::MAX)? {
+            l.max_body_bytes = Some(n);
+        }
+        if let Some(n) = s.uint("maxConnections", 1, 1_000_000)? {
+            l.max_connections = n as usize;
+        }
+        if let Some(n) = s.uint("maxIdlePerBackend", 0, 10_000)? {
+            l.max_idle_per_backend = n as usize;
+        }
+        s.finish()?;
+    }
+    Ok(l)
+}
+
+/// Parses a listen address: `":8080"` and `"8080"` mean every interface.
+pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    let any = |port: &str| {
+        port.parse::<u16>()
+            .map(|p| SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), p))
+            .map_err(|_| format!("{text:?} has no valid port (0 to 65535)"))
+    };
+    if let Some(port) = text.strip_prefix(':') {
+        return any(port);
+    }
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return any(text);
+    }
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let mut addrs = text
+        .to_socket_addrs()
+        .map_err(|e| format!("{text:?} is not an address such as \":8080\" or \"127.0.0.1:8080\" ({e})"))?;
+    addrs.next().ok_or_else(|| format!("{text:?} resolves to no address"))
+}
+
+/// Parses `http://host[:port][/]` into a backend, resolving the host.
+pub fn server_from_url(url: &str) -> Result<ServerConfig, String> {
+    let rest = match url.split_once("://") {
+        Some(("http", rest)) => rest,
+        Some((scheme, _)) => return Err(format!("{url:?}: scheme {scheme:?} is not supported (use http://)")),
+        None => return Err(format!("{url:?} is not a URL such as \"http://127.0.0.1:5001\"")),
+    };
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if authority.is_empty() || authority.contains(['/', '?', '#', '@', ' ']) {
+        return Err(format!("{url:?}: give only scheme, host and port (no path, query or user)"));
+    }
+    let (host, port) = split_host_port(authority).ok_or_else(|| format!("{url:?} has a bad host or port"))?;
+    let port = port.unwrap_or(80);
+    let mut addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("{url:?}: cannot resolve {host:?} ({e})"))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(format!("{url:?}: {host:?} resolves to no address"));
+    }
+    // Try IPv4 first: "localhost" often resolves to ::1 first while servers listen on 127.0.0.1.
+    addrs.sort_by_key(|a| a.is_ipv6());
+    addrs.dedup();
+    let authority = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+    Ok(ServerConfig {
+        url: url.to_string(),
+        authority,
+        addrs,
+        weight: 1,
+        max_connections: None,
+        backup: false,
+    })
+}
+
+/// Splits `host`, `host:port`, `[v6]` or `[v6]:port`; the host comes back without brackets.
+fn split_host_port(authority: &str) -> Option<(&str, Option<u16>)> {
+    let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        match after {
+            "" => (host, None),
+            _ => (host, Some(after.strip_prefix(':')?)),
+        }
+    } else {
+        match authority.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        }
+    };
+    if host.is_empty() {
+        return None;
+    }
+    let port = match port {
+        None => None,
+        Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => Some(p.parse::<u16>().ok()?),
+        Some(_) => return None,
+    };
+    Some((host, port))
+}
+
+/// Parses a duration with a unit: `"250ms"`, `"2s"`, `"1m"`, `"1h"`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let digits_end = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits_end);
+    let help = "must be a whole number with a unit, such as \"250ms\", \"2s\", \"1m\" or \"1h\"";
+    if number.is_empty() {
+        return Err(format!("{text:?} {help}"));
+    }
+    let n: u64 = number.parse().map_err(|_| format!("{text:?} is too large"))?;
+    let millis_per_unit = match unit {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return Err(format!("{text:?} {help}")),
+    };
+    let millis = n.checked_mul(millis_per_unit).ok_or_else(|| format!("{text:?} is too large"))?;
+    if millis == 0 {
+        return Err(format!("{text:?} must be more than zero"));
+    }
+    Ok(Duration::from_millis(millis))
+}
+
+/// One JSON object being read: remembers which keys were asked for, so that any other key
+/// can be reported as unknown, with its full path.
+struct Section<'a> {
+    file: &'a str,
+    path: String,
+    map: &'a Map<String, Value>,
+    known: Vec<&'static str>,
+}
+
+impl<'a> Section<'a> {
+    fn new(file: &'a str, path: String, value: &'a Value) -> Result<Section<'a>, ConfigError> {
+        match value {
+            Value::Object(map) => Ok(Section { file, path, map, known: Vec::new() }),
+            _ => Err(ConfigError {
+                file: file.to_string(),
+                key: path,
+                problem: "must be a JSON object".to_string(),
+            }),
+        }
+    }
+
+    fn child_path(&self, key: &str) -> String {
+        if self.path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}.{key}", self.path)
+        }
+    }
+
+    fn error(&self, key: &str, problem: &str) -> ConfigError {
+        ConfigError { file: self.file.to_string(), key: self.child_path(key), problem: problem.to_string() }
+    }
+
+    fn get(&mut self, key: &'static str) -> Option<&'a Value> {
+        self.known.push(key);
+        self.map.get(key)
+    }
+
+    fn str(&mut self, key: &'static str) -> Result<Option<&'a str>, ConfigError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(_) => Err(self.error(key, "must be a string")),
+        }
+    }
+
+    fn bool(&mut self, key: &'static str) -> Result<Option<bool>, ConfigError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(_) => Err(self.error(key, "must be true or false")),
+        }
+    }
+
+    fn uint(&mut self, key: &'static str, min: u64, max: u64) -> Result<Option<u64>, ConfigError> {
+        let range = if max == u64::MAX { format!("must be a whole number of at least {min}") } else { format!("must be a whole number from {min} to {max}") };
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Number(n)) => match n.as_u64() {
+                Some(v) if (min..=max).contains(&v) => Ok(Some(v)),
+                _ => Err(self.error(key, &range)),
+            },
+            Some(_) => Err(self.error(key, &range)),
+        }
+    }
+
+    fn duration(&mut self, key: &'static str) -> Result<Option<Duration>, ConfigError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::String(s)) => parse_duration(s).map(Some).map_err(|p| self.error(key, &p)),
+            Some(_) => Err(self.error(key, "must be a duration string with a unit, such as \"2s\"")),
+        }
+    }
+
+    fn section(&mut self, key: &'static str) -> Result<Option<Section<'a>>, ConfigError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(value) => Section::new(self.file, self.child_path(key), value).map(Some),
+        }
+    }
+
+    /// Fails on the first key that nothing asked for.
+    fn finish(self) -> Result<(), ConfigError> {
+        for key in self.map.keys() {
+            if !self.known.contains(&key.as_str()) {
+                let hint = match self.known.iter().find(|k| is_near_miss(k, key)) {
+                    Some(k) => format!("unknown key (did you mean `{k}`?)"),
+                    None => format!("unknown key (known here: {})", self.known.join(", ")),
+                };
+                return Err(self.error(key, &hint));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// True when `a` and `b` differ by case or by at most two single-letter edits.
+fn is_near_miss(a: &str, b: &str) -> bool {
+    let (a, b): (Vec<char>, Vec<char>) = (a.to_lowercase().chars().collect(), b.to_lowercase().chars().collect());
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut current = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous[j] + usize::from(ca != cb);
+            current.push(substitution.min(previous[j + 1] + 1).min(current[j] + 1));
+        }
+        previous = current;
+    }
+    previous[b.len()] <= 2
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(text, "config.json").map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn seed_config_loads_with_defaults() {
+        let c = parse(r#"{"port": ":8080", "healthCheckInterval": "2s",
+            "servers": ["http://localhost:5001", "http://localhost:5002", "http://localhost:5003"]}"#)
+        .unwrap();
+        assert_eq!(c.listeners[0].addr, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(c.pools[0].servers.len(), 3);
+        assert_eq!(c.pools[0].servers[0].authority, "localhost:5001");
+        assert!(c.pools[0].servers[0].addrs[0].is_ipv4());
+        assert_eq!(c.pools[0].health_check.interval, Duration::from_secs(2));
+        assert_eq!(c.pools[0].retries, 2);
+        assert_eq!(c.workers, DEFAULT_WORKERS);
+        assert_eq!(c.timeouts, Timeouts::default());
+    }
+
+    #[test]
+    fn listen_forms() {
+        assert_eq!(parse_listen(":8080").unwrap(), "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(parse_listen("8080").unwrap(), "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(parse_listen("127.0.0.1:9").unwrap(), "127.0.0.1:9".parse().unwrap());
+        assert_eq!(parse_listen("[::1]:9").unwrap(), "[::1]:9".parse().unwrap());
+        assert!(parse_listen(":99999").is_err());
+        assert!(parse_listen("nowhere").is_err());
+    }
+
+    #[test]
+    fn durations_need_units() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        for bad in ["2", "s", "", "2 s", "-1s", "1.5s", "0s", "99999999999999999999s"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn errors_name_file_key_and_problem() {
+        let cases = [
+            (r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"], "prot": 1}"#, "config.json: prot: unknown key (did you mean `port`?)"),
+            (r#"{"port": ":8080", "servers": []}"#, "config.json: servers: is empty: give at least one backend"),
+            (r#"{"servers": ["http://127.0.0.1:1"]}"#, "config.json: port: missing"),
+            (r#"{"port": ":8080", "servers": ["ftp://x:1"]}"#, "config.json: servers[0]: \"ftp://x:1\": scheme \"ftp\" is not supported"),
+            (r#"{"port": ":8080", "servers": ["http://127.0.0.1:1/app"]}"#, "config.json: servers[0]: \"http://127.0.0.1:1/app\": give only scheme"),
+            (r#"{"port": ":8080", "servers": ["http://127.0.0.1:x"]}"#, "config.json: servers[0]: \"http://127.0.0.1:x\" has a bad host or port"),
+            (r#"{"port": ":8080", "servers": [{"url": "http://127.0.0.1:1", "weight": 1001}]}"#, "config.json: servers[0].weight: must be a whole number from 0 to 1000"),
+            (r#"{"port": ":8080", "servers": [{"url": "http://127.0.0.1:1", "wieght": 1}]}"#, "config.json: servers[0].wieght: unknown key (did you mean `weight`?)"),
+            (r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"], "healthCheckInterval": "2"}"#, "config.json: healthCheckInterval: \"2\" must be a whole number with a unit"),
+            (r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"], "timeouts": {"conect": "1s"}}"#, "config.json: timeouts.conect: unknown key (did you mean `connect`?)"),
+            (r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"], "workers": "four"}"#, "config.json: workers: must be a whole number from 1 to 100000"),
+            (r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"], "algorithm": "fastest"}"#, "config.json: algorithm: unknown algorithm \"fastest\""),
+            (r#"{"port": ":8080", "servers": ["http://127.0.0.1:1", "http://127.0.0.1:1"]}"#, "config.json: servers[1]: \"http://127.0.0.1:1\" is listed twice"),
+            (r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"], "healthCheck": {"rise": 0}}"#, "config.json: healthCheck.rise: must be a whole number from 1 to 1000"),
+            (r#"{"port": ":8080", "listen": ":8081", "servers": ["http://127.0.0.1:1"]}"#, "config.json: listen: give either"),
+            (r#"{"port": ":8080", "servers": ["#, "config.json: not valid JSON"),
+            (r#"[1]"#, "config.json: must be a JSON object"),
+            (r#"{"port": ":8080", "servers": [{"url": "http://127.0.0.1:1", "backup": true}]}"#, "config.json: servers: every server is a backup"),
+        ];
+        for (text, expected) in cases {
+            let err = parse(text).expect_err(text);
+            assert!(err.starts_with(expected), "for {text}\n got: {err}\nwant: {expected}...");
+        }
+    }
+
+    #[test]
+    fn server_objects_and_limits() {
+        let c = parse(r#"{"listen": "127.0.0.1:0", "workers": 8,
+            "servers": [{"url": "http://127.0.0.1:5001/", "weight": 0, "maxConnections": 10, "backup": true}, "http://[::1]:5002"],
+            "timeouts": {"connect": "250ms", "keepAlive": "1m"},
+            "limits": {"maxHeaderBytes": 4096, "maxBodyBytes": 10}, "exposeBackend": true}"#)
+        .unwrap();
+        let s = &c.pools[0].servers;
+        assert_eq!((s[0].weight, s[0].max_connections, s[0].backup), (0, Some(10), true));
+        assert_eq!(s[1].authority, "[::1]:5002");
+        assert_eq!(c.timeouts.connect, Duration::from_millis(250));
+        assert_eq!(c.timeouts.keep_alive, Duration::from_secs(60));
+        assert_eq!(c.limits.max_header_bytes, 4096);
+        assert_eq!(c.limits.max_body_bytes, Some(10));
+        assert_eq!(c.workers, 8);
+        assert!(c.expose_backend);
+    }
+}

@@ -1,0 +1,290 @@
+//! Reading a head (start line and header fields) from a [`BufferedStream`] and parsing it with
+//! httparse into an owned [`RequestHead`] or [`ResponseHead`].
+//!
+//! Line endings are strict: every line ends in CRLF; a bare LF or a bare CR is refused, so no
+//! backend can split the same bytes into different lines than sluice did. httparse itself
+//! refuses obs-fold, whitespace before a colon and control characters in values.
+
+use super::stream::{is_timeout, BufferedStream};
+use std::io;
+use std::time::{Duration, Instant};
+
+/// Heads with more header fields than this are refused as too large.
+pub const MAX_HEADERS: usize = 100;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    Http10,
+    Http11,
+}
+
+impl Version {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Version::Http10 => "HTTP/1.0",
+            Version::Http11 => "HTTP/1.1",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    /// As the peer spelled it; compare with `eq_ignore_ascii_case`.
+    pub name: String,
+    pub value: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestHead {
+    pub method: String,
+    pub target: String,
+    pub version: Version,
+    pub headers: Vec<Header>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseHead {
+    pub version: Version,
+    pub status: u16,
+    pub reason: String,
+    pub headers: Vec<Header>,
+}
+
+/// Why no head could be read.
+#[derive(Debug)]
+pub enum HeadError {
+    /// The peer closed the connection before sending any byte of a head.
+    Closed,
+    /// The peer closed the connection in the middle of a head.
+    Truncated,
+    /// The wait ran out; `partial` says whether some of the head had arrived.
+    TimedOut { partial: bool },
+    TooLarge,
+    Malformed(&'static str),
+    UnsupportedVersion,
+    Io(io::Error),
+}
+
+/// How long to wait for a head: `first_byte` for it to start, then `whole` for all of it,
+/// counted from its first byte (or, when `whole` is `None`, `first_byte` for each read).
+#[derive(Debug, Clone, Copy)]
+pub struct HeadWait {
+    pub first_byte: Duration,
+    pub whole: Option<Duration>,
+}
+
+/// Looks up headers by name, case-insensitively.
+pub trait HeaderList {
+    fn all(&self) -> &[Header];
+
+    fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.all().iter().filter(move |h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value.as_slice())
+    }
+
+    fn value<'a>(&'a self, name: &'a str) -> Option<&'a [u8]> {
+        self.values(name).next()
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.value(name).is_some()
+    }
+}
+
+impl HeaderList for RequestHead {
+    fn all(&self) -> &[Header] {
+        &self.headers
+    }
+}
+
+impl HeaderList for ResponseHead {
+    fn all(&self) -> &[Header] {
+        &self.headers
+    }
+}
+
+pub fn read_request_head(src: &mut BufferedStream, max_bytes: usize, wait: HeadWait) -> Result<RequestHead, HeadError> {
+    read_head(src, max_bytes, wait, parse_request)
+}
+
+pub fn read_response_head(src: &mut BufferedStream, max_bytes: usize, wait: Duration) -> Result<ResponseHead, HeadError> {
+    read_head(src, max_bytes, HeadWait { first_byte: wait, whole: None }, parse_response)
+}
+
+type Parser<T> = fn(&[u8]) -> Result<Option<(T, usize)>, HeadError>;
+
+fn read_head<T>(src: &mut BufferedStream, max_bytes: usize, wait: HeadWait, parse: Parser<T>) -> Result<T, HeadError> {
+    let mut deadline = None;
+    loop {
+        if !src.buffered().is_empty() {
+            if let Some((head, len)) = parse(src.buffered())? {
+                src.consume(len);
+                return Ok(head);
+            }
+            if src.buffered().len() >= max_bytes || src.is_full() {
+                return Err(HeadError::TooLarge);
+            }
+        }
+        let now = Instant::now();
+        if deadline.is_none() && !src.buffered().is_empty() {
+            deadline = wait.whole.map(|whole| now + whole);
+        }
+        let timeout = match deadline {
+            None => wait.first_byte,
+            Some(d) if d > now => d - now,
+            Some(_) => return Err(HeadError::TimedOut { partial: true }),
+        };
+        src.set_read_timeout(timeout).map_err(HeadError::Io)?;
+        match src.fill() {
+            Ok(0) if src.buffered().is_empty() => return Err(HeadError::Closed),
+            Ok(0) => return Err(HeadError::Truncated),
+            Ok(_) => {
+                if deadline.is_none() {
+                    deadline = wait.whole.map(|whole| Instant::now() + whole);
+                }
+            }
+            Err(e) if is_timeout(&e) => return Err(HeadError::TimedOut { partial: !src.buffered().is_empty() }),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset && src.buffered().is_empty() => {
+                return Err(HeadError::Closed)
+            }
+            Err(e) => return Err(HeadError::Io(e)),
+        }
+    }
+}
+
+fn parse_request(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, HeadError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(parse_error(e)),
+    };
+    check_line_endings(&buf[..len])?;
+    let head = RequestHead {
+        method: req.method.unwrap_or_default().to_string(),
+        target: req.path.unwrap_or_default().to_string(),
+        version: version_of(req.version)?,
+        headers: own_headers(req.headers),
+    };
+    Ok(Some((head, len)))
+}
+
+fn parse_response(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, HeadError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    let len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(parse_error(e)),
+    };
+    check_line_endings(&buf[..len])?;
+    let head = ResponseHead {
+        version: version_of(resp.version)?,
+        status: resp.code.unwrap_or_default(),
+        reason: resp.reason.unwrap_or_default().to_string(),
+        headers: own_headers(resp.headers),
+    };
+    Ok(Some((head, len)))
+}
+
+fn parse_error(e: httparse::Error) -> HeadError {
+    match e {
+        httparse::Error::TooManyHeaders => HeadError::TooLarge,
+        httparse::Error::Version => HeadError::UnsupportedVersion,
+        httparse::Error::HeaderName => HeadError::Malformed("invalid header name, or whitespace before a colon, or obs-fold"),
+        httparse::Error::HeaderValue => HeadError::Malformed("invalid character in a header value"),
+        httparse::Error::NewLine => HeadError::Malformed("invalid line ending"),
+        httparse::Error::Status => HeadError::Malformed("invalid status line"),
+        httparse::Error::Token => HeadError::Malformed("invalid method or request line"),
+    }
+}
+
+fn version_of(minor: Option<u8>) -> Result<Version, HeadError> {
+    match minor {
+        Some(0) => Ok(Version::Http10),
+        Some(1) => Ok(Version::Http11),
+        _ => Err(HeadError::UnsupportedVersion),
+    }
+}
+
+fn own_headers(headers: &[httparse::Header<'_>]) -> Vec<Header> {
+    headers.iter().map(|h| Header { name: h.name.to_string(), value: h.value.to_vec() }).collect()
+}
+
+/// Every LF must follow a CR, and every CR must precede an LF.
+fn check_line_endings(head: &[u8]) -> Result<(), HeadError> {
+    for (i, &b) in head.iter().enumerate() {
+        let bad = match b {
+            b'\n' => i == 0 || head[i - 1] != b'\r',
+            b'\r' => head.get(i + 1) != Some(&b'\n'),
+            _ => false,
+        };
+        if bad {
+            return Err(HeadError::Malformed("line endings must be CRLF"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(bytes: &[u8]) -> Result<Option<RequestHead>, String> {
+        parse_request(bytes).map(|o| o.map(|(h, _)| h)).map_err(|e| format!("{e:?}"))
+    }
+
+    #[test]
+    fn parses_a_simple_request() {
+        let head = request(b"GET /a?b=c HTTP/1.1\r\nHost: x\r\nX-Y:  z \r\n\r\n").unwrap().unwrap();
+        assert_eq!(head.method, "GET");
+        assert_eq!(head.target, "/a?b=c");
+        assert_eq!(head.version, Version::Http11);
+        assert_eq!(head.value("host"), Some(&b"x"[..]));
+        assert_eq!(head.value("x-y"), Some(&b"z"[..]));
+    }
+
+    #[test]
+    fn partial_heads_ask_for_more() {
+        assert_eq!(request(b"GET / HTTP/1.1\r\nHost: x\r\n"), Ok(None));
+        assert_eq!(request(b"GE"), Ok(None));
+    }
+
+    #[test]
+    fn refuses_what_a_backend_might_read_differently() {
+        let bad: &[&[u8]] = &[
+            b"GET / HTTP/1.1\nHost: x\n\n",
+            b"GET / HTTP/1.1\r\nHost: x\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\rY: z\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost : x\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\x01y\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\x00y\r\n\r\n",
+            b"GET / HTTP/1.1\r\n: x\r\n\r\n",
+            b"GET  / HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET / HTTP/1.1 \r\nHost: x\r\n\r\n",
+            b"G(T / HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET / HTTP/2.0\r\nHost: x\r\n\r\n",
+        ];
+        for bytes in bad {
+            assert!(request(bytes).is_err(), "accepted {:?}", String::from_utf8_lossy(bytes));
+        }
+    }
+
+    #[test]
+    fn too_many_headers_is_too_large() {
+        let mut bytes = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..=MAX_HEADERS {
+            bytes.extend(format!("h{i}: v\r\n").as_bytes());
+        }
+        bytes.extend(b"\r\n");
+        assert!(matches!(parse_request(&bytes), Err(HeadError::TooLarge)));
+    }
+
+    #[test]
+    fn parses_a_response() {
+        let (head, len) = parse_response(b"HTTP/1.1 204 No Content\r\nA: b\r\n\r\nrest").unwrap().unwrap();
+        assert_eq!((head.status, head.reason.as_str(), len), (204, "No Content", 33));
+        assert!(parse_response(b"HTTP/1.1 200 OK\nA: b\n\n").is_err());
+    }
+}

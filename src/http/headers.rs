@@ -1,0 +1,221 @@
+//! Header rewriting between client and backend: `Connection` parsed as a token list,
+//! hop-by-hop fields dropped both ways, `X-Forwarded-*` and `Via` added to requests, and the
+//! framing fields (`Content-Length`, `Transfer-Encoding`) always written by sluice itself from
+//! the framing it decided, never copied.
+
+use super::framing::BodyFraming;
+use super::head::{HeaderList, RequestHead, ResponseHead, Version};
+use std::io::Write;
+use std::net::IpAddr;
+
+/// Fields that describe one connection, not the message, plus the framing fields that sluice
+/// writes itself.
+const NOT_FORWARDED: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+];
+
+/// The lower-cased tokens of every `Connection` field.
+pub fn connection_tokens(head: &impl HeaderList) -> Vec<String> {
+    let mut tokens = Vec::new();
+    for value in head.values("connection") {
+        for token in value.split(|&b| b == b',') {
+            let token = token.trim_ascii();
+            if !token.is_empty() {
+                tokens.push(String::from_utf8_lossy(token).to_ascii_lowercase());
+            }
+        }
+    }
+    tokens
+}
+
+/// Whether the sender of a message with these `Connection` tokens keeps the connection open.
+pub fn is_persistent(version: Version, tokens: &[String]) -> bool {
+    let has = |t: &str| tokens.iter().any(|x| x == t);
+    match version {
+        _ if has("close") => false,
+        Version::Http11 => true,
+        Version::Http10 => has("keep-alive"),
+    }
+}
+
+fn is_forwarded(name: &str, tokens: &[String]) -> bool {
+    !NOT_FORWARDED.iter().any(|h| name.eq_ignore_ascii_case(h)) && !tokens.iter().any(|t| name.eq_ignore_ascii_case(t))
+}
+
+/// Writes the head sluice sends to a backend for `head`.
+pub fn write_request_head(out: &mut Vec<u8>, head: &RequestHead, framing: BodyFraming, client_ip: IpAddr) {
+    let tokens = connection_tokens(head);
+    let _ = write!(out, "{} {} HTTP/1.1\r\n", head.method, head.target);
+    let mut forwarded_for: Vec<&[u8]> = Vec::new();
+    for h in &head.headers {
+        if h.name.eq_ignore_ascii_case("x-forwarded-for") {
+            forwarded_for.push(&h.value);
+        } else if h.name.eq_ignore_ascii_case("expect")
+            || h.name.eq_ignore_ascii_case("x-forwarded-proto")
+            || h.name.eq_ignore_ascii_case("x-forwarded-host")
+            || !is_forwarded(&h.name, &tokens)
+        {
+            continue;
+        } else {
+            push_field(out, h.name.as_bytes(), &h.value);
+        }
+    }
+    out.extend_from_slice(b"X-Forwarded-For: ");
+    for prior in forwarded_for {
+        out.extend_from_slice(prior);
+        out.extend_from_slice(b", ");
+    }
+    let _ = write!(out, "{client_ip}\r\nX-Forwarded-Proto: http\r\n");
+    if let Some(host) = head.value("host") {
+        push_field(out, b"X-Forwarded-Host", host);
+    }
+    out.extend_from_slice(b"Via: 1.1 sluice\r\n");
+    write_framing(out, framing);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// What sluice says to the client about the response it is relaying.
+pub struct ResponseFraming {
+    /// The framing field to write: `Length` or `Chunked`; `Empty` and `UntilClose` write none.
+    pub framing: BodyFraming,
+    pub keep_alive: bool,
+    pub client_version: Version,
+    /// The backend's URL when `exposeBackend` is on.
+    pub backend: Option<String>,
+}
+
+/// Writes the head sluice sends to a client for a backend's `head`.
+pub fn write_response_head(out: &mut Vec<u8>, head: &ResponseHead, how: &ResponseFraming) {
+    let tokens = connection_tokens(head);
+    let _ = write!(out, "HTTP/1.1 {} {}\r\n", head.status, head.reason);
+    for h in &head.headers {
+        if is_forwarded(&h.name, &tokens) {
+            push_field(out, h.name.as_bytes(), &h.value);
+        }
+    }
+    write_framing(out, how.framing);
+    if let Some(url) = &how.backend {
+        let _ = write!(out, "X-Forwarded-Server: {url}\r\n");
+    }
+    if !how.keep_alive {
+        out.extend_from_slice(b"Connection: close\r\n");
+    } else if how.client_version == Version::Http10 {
+        out.extend_from_slice(b"Connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes an interim (1xx) response for an HTTP/1.1 client.
+pub fn write_interim_head(out: &mut Vec<u8>, head: &ResponseHead) {
+    let how = ResponseFraming { framing: BodyFraming::Empty, keep_alive: true, client_version: Version::Http11, backend: None };
+    write_response_head(out, head, &how);
+}
+
+fn write_framing(out: &mut Vec<u8>, framing: BodyFraming) {
+    match framing {
+        BodyFraming::Length(n) => {
+            let _ = write!(out, "Content-Length: {n}\r\n");
+        }
+        BodyFraming::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        BodyFraming::Empty | BodyFraming::UntilClose => {}
+    }
+}
+
+fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::head::Header;
+
+    fn headers(list: &[(&str, &str)]) -> Vec<Header> {
+        list.iter().map(|(n, v)| Header { name: n.to_string(), value: v.as_bytes().to_vec() }).collect()
+    }
+
+    #[test]
+    fn connection_is_a_token_list() {
+        let head = RequestHead {
+            method: "GET".into(),
+            target: "/".into(),
+            version: Version::Http11,
+            headers: headers(&[("Connection", "Keep-Alive, X-Secret"), ("connection", " close ")]),
+        };
+        assert_eq!(connection_tokens(&head), vec!["keep-alive", "x-secret", "close"]);
+        assert!(!is_persistent(Version::Http11, &connection_tokens(&head)));
+        assert!(is_persistent(Version::Http11, &[]));
+        assert!(!is_persistent(Version::Http10, &[]));
+        assert!(is_persistent(Version::Http10, &["keep-alive".into()]));
+        assert!(is_persistent(Version::Http11, &["closed".into()]));
+    }
+
+    #[test]
+    fn request_head_drops_hop_by_hop_and_adds_forwarding_fields() {
+        let head = RequestHead {
+            method: "POST".into(),
+            target: "/p?q".into(),
+            version: Version::Http10,
+            headers: headers(&[
+                ("Host", "site"),
+                ("Connection", "keep-alive, X-Private"),
+                ("X-Private", "1"),
+                ("Keep-Alive", "timeout=5"),
+                ("Proxy-Connection", "x"),
+                ("TE", "trailers"),
+                ("Upgrade", "h2c"),
+                ("Content-Length", "3"),
+                ("X-Forwarded-For", "1.1.1.1"),
+                ("X-Forwarded-For", "2.2.2.2"),
+                ("X-Forwarded-Proto", "https"),
+                ("Accept", "*/*"),
+            ]),
+        };
+        let mut out = Vec::new();
+        write_request_head(&mut out, &head, BodyFraming::Length(3), "10.0.0.1".parse().unwrap());
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "POST /p?q HTTP/1.1\r\nHost: site\r\nAccept: */*\r\nX-Forwarded-For: 1.1.1.1, 2.2.2.2, 10.0.0.1\r\n\
+             X-Forwarded-Proto: http\r\nX-Forwarded-Host: site\r\nVia: 1.1 sluice\r\nContent-Length: 3\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn response_head_says_how_the_connection_goes_on() {
+        let head = ResponseHead {
+            version: Version::Http11,
+            status: 200,
+            reason: "OK".into(),
+            headers: headers(&[("Transfer-Encoding", "chunked"), ("Connection", "x-a"), ("X-A", "1"), ("Server", "b")]),
+        };
+        let how = ResponseFraming { framing: BodyFraming::Chunked, keep_alive: false, client_version: Version::Http11, backend: None };
+        let mut out = Vec::new();
+        write_response_head(&mut out, &head, &how);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\r\nServer: b\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        );
+        let how = ResponseFraming {
+            framing: BodyFraming::UntilClose,
+            keep_alive: true,
+            client_version: Version::Http10,
+            backend: Some("http://b:1".into()),
+        };
+        let mut out = Vec::new();
+        write_response_head(&mut out, &head, &how);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\r\nServer: b\r\nX-Forwarded-Server: http://b:1\r\nConnection: keep-alive\r\n\r\n"
+        );
+    }
+}

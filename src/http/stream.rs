@@ -1,0 +1,112 @@
+//! A TCP stream with a fixed read buffer, shared by the head parser and the body relay.
+//!
+//! Bytes read past the end of one head stay in the buffer for the body or the next pipelined
+//! request, so nothing is ever read twice or lost between steps. The buffer never grows: its
+//! size is the largest head the owner accepts, and bodies stream through it.
+
+use std::io::{self, IoSlice, Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+pub struct BufferedStream {
+    stream: TcpStream,
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
+    /// The read timeout last given to the socket, so an unchanged one costs no system call.
+    read_timeout: Option<Duration>,
+}
+
+impl BufferedStream {
+    pub fn new(stream: TcpStream, capacity: usize) -> BufferedStream {
+        BufferedStream { stream, buf: vec![0; capacity].into_boxed_slice(), start: 0, end: 0, read_timeout: None }
+    }
+
+    pub fn get_ref(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    /// The bytes read but not yet consumed.
+    pub fn buffered(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    pub fn consume(&mut self, n: usize) {
+        debug_assert!(n <= self.end - self.start);
+        self.start += n;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// True when the buffer holds as much as it ever can.
+    pub fn is_full(&self) -> bool {
+        self.end - self.start == self.buf.len()
+    }
+
+    /// Reads more bytes after the buffered ones; `Ok(0)` means the peer closed its side.
+    pub fn fill(&mut self) -> io::Result<usize> {
+        if self.end == self.buf.len() {
+            if self.start == 0 {
+                return Err(io::Error::other("read buffer is full"));
+            }
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        loop {
+            match self.stream.read(&mut self.buf[self.end..]) {
+                Ok(n) => {
+                    self.end += n;
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    pub fn set_read_timeout(&mut self, timeout: Duration) -> io::Result<()> {
+        let timeout = Some(timeout.max(Duration::from_millis(1)));
+        if self.read_timeout != timeout {
+            self.stream.set_read_timeout(timeout)?;
+            self.read_timeout = timeout;
+        }
+        Ok(())
+    }
+
+    /// Wraps `stream` around an existing buffer; `read_timeout` is the one the socket has.
+    pub fn from_parts(stream: TcpStream, buf: Box<[u8]>, read_timeout: Option<Duration>) -> BufferedStream {
+        BufferedStream { stream, buf, start: 0, end: 0, read_timeout }
+    }
+
+    /// Gives back the stream and the buffer; any buffered bytes are dropped.
+    pub fn into_parts(self) -> (TcpStream, Box<[u8]>) {
+        (self.stream, self.buf)
+    }
+}
+
+/// Writes `first` then `second` with as few system calls as the kernel allows.
+pub fn write_both(mut out: &TcpStream, mut first: &[u8], mut second: &[u8]) -> io::Result<()> {
+    while !first.is_empty() {
+        let n = match out.write_vectored(&[IoSlice::new(first), IoSlice::new(second)]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if n < first.len() {
+            first = &first[n..];
+        } else {
+            second = &second[n - first.len()..];
+            first = &[];
+        }
+    }
+    out.write_all(second)
+}
+
+/// Is this the error a socket timeout gives?
+pub fn is_timeout(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+}

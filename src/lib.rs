@@ -1,0 +1,44 @@
+//! sluice: an HTTP load balancer on std networking, a fixed worker pool and httparse.
+//!
+//! # The tour of one request
+//!
+//! 1. [`server`]: an acceptor thread blocks in `accept()`, counts the connection against
+//!    `limits.maxConnections`, and queues it for the worker pool.
+//! 2. [`connection`]: a worker loops over the connection's requests, reading each head with
+//!    [`http::head`] under the client timeouts, and logs one access line per exchange.
+//! 3. [`proxy`]: one exchange. It checks the head ([`http::request`]), decides the body's
+//!    framing ([`http::framing`]), routes to a [`pool`], whose [`balance`] algorithm picks a
+//!    [`backend`]; the backend hands over an idle keep-alive connection or opens one.
+//! 4. Still in [`proxy`]: the request head is rewritten ([`http::headers`]) and sent with its
+//!    body streamed through fixed buffers ([`http::body`]); the response head comes back, and
+//!    the response is relayed the same way. A clean backend connection goes back to the idle
+//!    set; the connection loop reads the next request or closes.
+//!
+//! Beside the request path: [`health`] probes backends on a timer, [`runtime`] holds the
+//! state every thread shares, [`config`] turns the JSON file into validated settings, and
+//! [`demo`] runs the demo backends for `--demo`.
+
+#![forbid(unsafe_code)]
+
+pub mod backend;
+pub mod balance;
+pub mod config;
+pub mod connection;
+pub mod demo;
+pub mod health;
+pub mod http;
+pub mod pool;
+pub mod proxy;
+pub mod runtime;
+pub mod server;
+
+pub use config::{Config, ConfigError};
+pub use server::{Server, StartError};
+
+use std::sync::{Mutex, MutexGuard};
+
+/// Locks `mutex`, recovering the data if another thread panicked while holding it: every
+/// value sluice keeps under a mutex stays valid between statements.
+pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -1,0 +1,216 @@
+//! The `sluice` command: arguments, logging, signals, start and stop, exit codes.
+//!
+//! Exit codes: 0 after a clean stop (or a successful `--check`), 2 for a bad configuration or
+//! bad arguments, 1 for a failure at run time such as an address already in use.
+
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+use sluice::config::{Config, ListenerMode};
+use sluice::{demo, Server};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+Usage: sluice [--config PATH] [--check | --demo]
+
+An HTTP load balancer in one small binary.
+
+Options:
+  -c, --config PATH   the configuration file (default: ./config.json)
+      --check         validate the configuration, print what would run, and exit
+      --demo          start demo backends on the addresses the configuration names, then
+                      the balancer, and print commands to try
+  -h, --help          print this help
+  -V, --version       print the version
+
+Signals: SIGTERM and SIGINT stop gracefully; SIGHUP reloads the configuration.
+Logging: RUST_LOG sets the level (default: info; access lines use target sluice::access).";
+
+#[derive(Debug, PartialEq, Eq)]
+enum Command {
+    Run { config: PathBuf, demo: bool },
+    Check { config: PathBuf },
+    Help,
+    Version,
+}
+
+fn parse_args(args: impl Iterator<Item = String>) -> Result<Command, String> {
+    let mut config = PathBuf::from("config.json");
+    let (mut check, mut demo) = (false, false);
+    let mut args = args.peekable();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "-h" | "--help" => return Ok(Command::Help),
+            "-V" | "--version" => return Ok(Command::Version),
+            "--check" => check = true,
+            "--demo" => demo = true,
+            "-c" | "--config" => match args.next() {
+                Some(path) if !path.is_empty() => config = PathBuf::from(path),
+                _ => return Err(format!("{arg} needs a file path")),
+            },
+            _ => match arg.strip_prefix("--config=") {
+                Some(path) if !path.is_empty() => config = PathBuf::from(path),
+                _ => return Err(format!("unknown argument {arg:?}")),
+            },
+        }
+    }
+    match (check, demo) {
+        (true, true) => Err("--check and --demo cannot be used together".to_string()),
+        (true, false) => Ok(Command::Check { config }),
+        (false, demo) => Ok(Command::Run { config, demo }),
+    }
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).format_timestamp_millis().init();
+    let command = match parse_args(std::env::args().skip(1)) {
+        Ok(command) => command,
+        Err(problem) => {
+            eprintln!("sluice: {problem}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match command {
+        Command::Help => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        Command::Version => {
+            println!("sluice {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Command::Check { config } => match Config::load(&config) {
+            Ok(config) => {
+                print!("{}", describe(&config));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("sluice: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Run { config, demo } => run(&config, demo),
+    }
+}
+
+fn run(path: &PathBuf, with_demo: bool) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("sluice: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let signals = match Signals::new([SIGTERM, SIGINT, SIGHUP]) {
+        Ok(signals) => signals,
+        Err(e) => {
+            eprintln!("sluice: cannot install signal handlers: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if with_demo {
+        if let Err(e) = demo::start(&config) {
+            eprintln!("sluice: {e}");
+            return ExitCode::from(1);
+        }
+    }
+    let server = match Server::start(config.clone()) {
+        Ok(server) => server,
+        Err(e) => {
+            eprintln!("sluice: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if with_demo {
+        print_demo_help(&server);
+    }
+    wait_for_stop(signals, &server, path);
+    log::info!("stopping: finishing in-flight requests");
+    let drained = server.stop();
+    log::info!("stopped{}", if drained { "" } else { " (some connections were cut off)" });
+    ExitCode::SUCCESS
+}
+
+/// Blocks until SIGTERM or SIGINT, reloading on each SIGHUP.
+fn wait_for_stop(mut signals: Signals, server: &Server, path: &PathBuf) {
+    for signal in signals.forever() {
+        if signal != SIGHUP {
+            return;
+        }
+        match Config::load(path) {
+            Ok(config) => match server.reload(config) {
+                Ok(()) => log::info!("reloaded {}", path.display()),
+                Err(e) => log::error!("reload refused, keeping the running configuration: {e}"),
+            },
+            Err(e) => log::error!("reload refused, keeping the running configuration: {e}"),
+        }
+    }
+}
+
+fn print_demo_help(server: &Server) {
+    let port = server.local_addrs()[0].port();
+    println!("sluice demo: three demo backends and the balancer are running.");
+    println!("Try, in another terminal:");
+    println!("  curl http://localhost:{port}/");
+    println!("  for i in 1 2 3 4 5 6; do curl -s http://localhost:{port}/; done");
+    println!("  curl -i http://localhost:{port}/hello");
+    println!("Stop with Ctrl-C.");
+}
+
+/// What `--check` prints: the listeners, pools and settings that would run.
+fn describe(config: &Config) -> String {
+    let mut out = format!("{}: OK\n", config.source);
+    for l in &config.listeners {
+        let mode = match l.mode {
+            ListenerMode::Http => "http",
+        };
+        let pools: Vec<_> = l.routes.iter().map(|r| format!("{:?}", config.pools[r.pool].name)).collect();
+        out += &format!("listener {} ({mode}) -> pool {}\n", l.addr, pools.join(", "));
+    }
+    for p in &config.pools {
+        let hc = &p.health_check;
+        out += &format!(
+            "pool {:?}: {:?}, retries {}, health check {} {} every {:?} (timeout {:?}, rise {}, fall {})\n",
+            p.name, p.algorithm, p.retries, hc.method, hc.path, hc.interval, hc.timeout, hc.rise, hc.fall
+        );
+        for s in &p.servers {
+            let addrs: Vec<_> = s.addrs.iter().map(ToString::to_string).collect();
+            let limit = s.max_connections.map_or(String::new(), |m| format!(", maxConnections {m}"));
+            let backup = if s.backup { ", backup" } else { "" };
+            out += &format!("  {} ({}) weight {}{limit}{backup}\n", s.url, addrs.join(", "), s.weight);
+        }
+    }
+    let t = &config.timeouts;
+    out += &format!(
+        "workers {}; timeouts: connect {:?}, clientHeader {:?}, keepAlive {:?}, backend {:?}, client {:?}, backendIdle {:?}, drain {:?}\n",
+        config.workers, t.connect, t.client_header, t.keep_alive, t.backend, t.client, t.backend_idle, t.drain
+    );
+    let l = &config.limits;
+    let body = l.max_body_bytes.map_or("unlimited".to_string(), |n| n.to_string());
+    out += &format!(
+        "limits: maxHeaderBytes {}, maxBodyBytes {body}, maxConnections {}, maxIdlePerBackend {}; exposeBackend {}\n",
+        l.max_header_bytes, l.max_connections, l.max_idle_per_backend, config.expose_backend
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Command, String> {
+        parse_args(args.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn arguments() {
+        assert_eq!(parse(&[]), Ok(Command::Run { config: "config.json".into(), demo: false }));
+        assert_eq!(parse(&["-c", "x.json", "--demo"]), Ok(Command::Run { config: "x.json".into(), demo: true }));
+        assert_eq!(parse(&["--config=y.json", "--check"]), Ok(Command::Check { config: "y.json".into() }));
+        assert_eq!(parse(&["--help"]), Ok(Command::Help));
+        assert_eq!(parse(&["-V"]), Ok(Command::Version));
+        assert!(parse(&["--config"]).is_err());
+        assert!(parse(&["--bogus"]).is_err());
+        assert!(parse(&["--check", "--demo"]).is_err());
+    }
+}

@@ -1,0 +1,180 @@
+//! The live state every thread shares: the current configuration and pools (one snapshot,
+//! replaced whole by a reload), the stop flag, and the open client connections.
+//!
+//! Workers read the snapshot once per request (clone an `Arc`, let go of the lock). The
+//! acceptor counts connections in; each connection counts itself out when it closes.
+
+use crate::config::{Config, ListenerConfig};
+use crate::http::head::RequestHead;
+use crate::lock;
+use crate::pool::Pool;
+use std::collections::HashMap;
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// One consistent view of the configuration and the pools built from it.
+pub struct State {
+    pub config: Config,
+    pub pools: Vec<Arc<Pool>>,
+}
+
+impl State {
+    /// Builds the pools for `config`, keeping the backends of `previous` that did not change.
+    pub fn new(config: Config, previous: Option<&State>) -> State {
+        let existing: Vec<_> = previous.iter().flat_map(|s| s.pools.iter()).flat_map(|p| p.backends.iter().cloned()).collect();
+        let pools = config.pools.iter().map(|p| Arc::new(Pool::new(p.clone(), &existing))).collect();
+        State { config, pools }
+    }
+
+    /// The pool that serves `head` on `listener`, if any route matches.
+    pub fn route(&self, listener: &ListenerConfig, _head: &RequestHead) -> Option<&Arc<Pool>> {
+        listener.routes.first().map(|route| &self.pools[route.pool])
+    }
+}
+
+pub struct Runtime {
+    /// The current snapshot; replaced whole on reload.
+    state: Mutex<Arc<State>>,
+    /// Set once when sluice begins to stop; read by the acceptors and every connection.
+    stopping: AtomicBool,
+    /// Woken when stopping, so sleeping threads (health checks) notice at once.
+    stop_signal: (Mutex<bool>, Condvar),
+    /// Client connections accepted and not yet closed, queued ones included.
+    open_connections: AtomicUsize,
+    /// Accepted connections queued for a worker; while any wait, keep-alive is not offered.
+    waiting_connections: AtomicUsize,
+    /// Connections refused because `limits.maxConnections` was reached.
+    pub rejected_connections: AtomicU64,
+    /// Connections being served, so that stopping can close the idle ones.
+    clients: Mutex<HashMap<u64, RegisteredClient>>,
+    next_client_id: AtomicU64,
+    pub started: Instant,
+}
+
+struct RegisteredClient {
+    stream: TcpStream,
+    idle: Arc<AtomicBool>,
+}
+
+/// A served connection's place in the registry; leaving it counts the connection closed.
+pub struct ClientTicket<'a> {
+    runtime: &'a Runtime,
+    id: u64,
+    idle: Arc<AtomicBool>,
+}
+
+impl Runtime {
+    pub fn new(state: State) -> Runtime {
+        Runtime {
+            state: Mutex::new(Arc::new(state)),
+            stopping: AtomicBool::new(false),
+            stop_signal: (Mutex::new(false), Condvar::new()),
+            open_connections: AtomicUsize::new(0),
+            waiting_connections: AtomicUsize::new(0),
+            rejected_connections: AtomicU64::new(0),
+            clients: Mutex::new(HashMap::new()),
+            next_client_id: AtomicU64::new(0),
+            started: Instant::now(),
+        }
+    }
+
+    pub fn state(&self) -> Arc<State> {
+        Arc::clone(&lock(&self.state))
+    }
+
+    pub fn replace_state(&self, state: State) {
+        *lock(&self.state) = Arc::new(state);
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Starts stopping: no new connections, idle ones closed, busy ones finish.
+    pub fn begin_stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        *lock(&self.stop_signal.0) = true;
+        self.stop_signal.1.notify_all();
+        for client in lock(&self.clients).values() {
+            if client.idle.load(Ordering::SeqCst) {
+                let _ = client.stream.shutdown(Shutdown::Both);
+            }
+        }
+    }
+
+    /// Sleeps for `duration` or until stopping begins; returns true if stopping.
+    pub fn sleep_unless_stopping(&self, duration: Duration) -> bool {
+        let stopped = lock(&self.stop_signal.0);
+        let (stopped, _) = self
+            .stop_signal
+            .1
+            .wait_timeout_while(stopped, duration, |stopped| !*stopped)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *stopped
+    }
+
+    pub fn open_connections(&self) -> usize {
+        self.open_connections.load(Ordering::SeqCst)
+    }
+
+    /// Counts an accepted connection in, unless that would pass `max`.
+    pub fn try_count_connection(&self, max: usize) -> bool {
+        let admitted = self
+            .open_connections
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |open| (open < max).then_some(open + 1))
+            .is_ok();
+        if !admitted {
+            self.rejected_connections.fetch_add(1, Ordering::Relaxed);
+        }
+        admitted
+    }
+
+    pub fn waiting_connections(&self) -> usize {
+        self.waiting_connections.load(Ordering::Relaxed)
+    }
+
+    /// Called by the acceptor as it queues a connection for the workers.
+    pub fn connection_queued(&self) {
+        self.waiting_connections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Called by a worker as it takes a queued connection.
+    pub fn connection_dequeued(&self) {
+        self.waiting_connections.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Counts out a connection that was counted in but never served.
+    pub fn uncount_connection(&self) {
+        self.open_connections.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Registers a connection a worker starts serving. `stream` is a second handle to it.
+    pub fn register_client(&self, stream: TcpStream) -> ClientTicket<'_> {
+        let id = self.next_client_id.fetch_add(1, Ordering::Relaxed);
+        let idle = Arc::new(AtomicBool::new(false));
+        lock(&self.clients).insert(id, RegisteredClient { stream, idle: Arc::clone(&idle) });
+        ClientTicket { runtime: self, id, idle }
+    }
+}
+
+impl ClientTicket<'_> {
+    /// Marks the connection as waiting for its next request; false if sluice is stopping,
+    /// in which case the connection should close instead of waiting.
+    pub fn enter_idle(&self) -> bool {
+        self.idle.store(true, Ordering::SeqCst);
+        !self.runtime.is_stopping()
+    }
+
+    pub fn leave_idle(&self) {
+        self.idle.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Drop for ClientTicket<'_> {
+    fn drop(&mut self) {
+        lock(&self.runtime.clients).remove(&self.id);
+        self.runtime.uncount_connection();
+    }
+}

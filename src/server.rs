@@ -1,0 +1,204 @@
+//! The running balancer: listeners, one acceptor thread each, the fixed worker pool, the
+//! health thread, reload, and graceful stop.
+//!
+//! An acceptor blocks in `accept()`, counts the connection against `limits.maxConnections`
+//! (over it: a fast 503 and a close, never a silent queue) and queues it for the workers.
+//! Stopping sets the runtime's flag and wakes each acceptor with a connection to itself.
+
+use crate::config::Config;
+use crate::connection;
+use crate::health;
+use crate::http::error::canned_response;
+use crate::runtime::{Runtime, State};
+use log::{error, info, warn};
+use std::fmt;
+use std::io::{self, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+use threadpool::ThreadPool;
+
+/// Stack size of each worker thread. The request path needs a few KiB of stack; only the
+/// pages a thread touches become resident.
+pub const WORKER_STACK_BYTES: usize = 256 * 1024;
+
+/// Pause after `accept()` fails for lack of file descriptors, instead of spinning.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+pub struct Server {
+    runtime: Arc<Runtime>,
+    addrs: Vec<SocketAddr>,
+    acceptors: Vec<JoinHandle<()>>,
+    health: Option<JoinHandle<()>>,
+    workers: ThreadPool,
+}
+
+#[derive(Debug)]
+pub enum StartError {
+    Bind { addr: SocketAddr, source: io::Error },
+    Thread(io::Error),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
+            StartError::Thread(e) => write!(f, "cannot start a thread: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StartError::Bind { source, .. } | StartError::Thread(source) => Some(source),
+        }
+    }
+}
+
+impl Server {
+    /// Binds every listener and starts the threads.
+    pub fn start(config: Config) -> Result<Server, StartError> {
+        let mut listeners = Vec::new();
+        for l in &config.listeners {
+            let listener = TcpListener::bind(l.addr).map_err(|source| StartError::Bind { addr: l.addr, source })?;
+            listeners.push(listener);
+        }
+        let workers = threadpool::Builder::new()
+            .num_threads(config.workers)
+            .thread_name("sluice-worker".into())
+            .thread_stack_size(WORKER_STACK_BYTES)
+            .build();
+        let runtime = Arc::new(Runtime::new(State::new(config, None)));
+        let mut addrs = Vec::new();
+        let mut acceptors = Vec::new();
+        for (index, listener) in listeners.into_iter().enumerate() {
+            let addr = listener.local_addr().map_err(StartError::Thread)?;
+            info!("listening on {addr}");
+            addrs.push(addr);
+            let (runtime, workers) = (Arc::clone(&runtime), workers.clone());
+            let acceptor = thread::Builder::new()
+                .name(format!("sluice-accept-{addr}"))
+                .spawn(move || accept_loop(&runtime, index, &listener, &workers))
+                .map_err(StartError::Thread)?;
+            acceptors.push(acceptor);
+        }
+        let health = Some(health::spawn(Arc::clone(&runtime)).map_err(StartError::Thread)?);
+        Ok(Server { runtime, addrs, acceptors, health, workers })
+    }
+
+    /// The bound addresses, in the order of the configuration's listeners.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
+    /// Switches to `config`. Listeners cannot change without a restart; backends that stay
+    /// keep their health, counters and idle connections.
+    pub fn reload(&self, config: Config) -> Result<(), String> {
+        let current = self.runtime.state();
+        let old: Vec<_> = current.config.listeners.iter().map(|l| (l.addr, l.mode)).collect();
+        let new: Vec<_> = config.listeners.iter().map(|l| (l.addr, l.mode)).collect();
+        if old != new {
+            return Err("listener addresses or modes changed; restart sluice to apply that".to_string());
+        }
+        if config.workers != current.config.workers {
+            warn!("the number of workers changes only on restart; keeping {}", current.config.workers);
+        }
+        self.runtime.replace_state(State::new(config, Some(&current)));
+        Ok(())
+    }
+
+    /// Stops accepting, closes idle connections, and waits up to `timeouts.drain` for
+    /// in-flight exchanges. Returns true when every connection finished in time.
+    pub fn stop(mut self) -> bool {
+        let drain = self.runtime.state().config.timeouts.drain;
+        self.runtime.begin_stop();
+        for addr in &self.addrs {
+            wake_acceptor(*addr);
+        }
+        for acceptor in self.acceptors.drain(..) {
+            let _ = acceptor.join();
+        }
+        let deadline = Instant::now() + drain;
+        while self.runtime.open_connections() > 0 && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(10));
+        }
+        let drained = self.runtime.open_connections() == 0;
+        if !drained {
+            warn!("{} connections still open after {drain:?}; closing anyway", self.runtime.open_connections());
+        }
+        if let Some(health) = self.health.take() {
+            let _ = health.join();
+        }
+        if drained {
+            self.workers.join();
+        }
+        drained
+    }
+}
+
+fn accept_loop(runtime: &Arc<Runtime>, listener_index: usize, listener: &TcpListener, workers: &ThreadPool) {
+    let mut last_rejection_warning: Option<Instant> = None;
+    loop {
+        let (stream, peer) = match listener.accept() {
+            Ok(accepted) => accepted,
+            Err(_) if runtime.is_stopping() => return,
+            Err(e) => {
+                if is_out_of_descriptors(&e) {
+                    error!("accept failed: {e}; pausing {ACCEPT_BACKOFF:?}");
+                    thread::sleep(ACCEPT_BACKOFF);
+                }
+                continue;
+            }
+        };
+        if runtime.is_stopping() {
+            return;
+        }
+        let max = runtime.state().config.limits.max_connections;
+        if !runtime.try_count_connection(max) {
+            if last_rejection_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                warn!("{max} connections open (limits.maxConnections); refusing new ones with 503");
+                last_rejection_warning = Some(Instant::now());
+            }
+            reject(stream);
+            continue;
+        }
+        runtime.connection_queued();
+        let runtime = Arc::clone(runtime);
+        workers.execute(move || {
+            runtime.connection_dequeued();
+            let served = catch_unwind(AssertUnwindSafe(|| connection::serve(&runtime, listener_index, stream, peer)));
+            if served.is_err() {
+                error!("{peer}: a bug ended this connection (panic); the worker goes on");
+            }
+        });
+    }
+}
+
+/// Answers a connection over the limit with 503 and closes it, without waiting on it.
+fn reject(stream: TcpStream) {
+    let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
+    let response = canned_response(503, "too many connections", &[("Retry-After", "1")], true);
+    let _ = (&stream).write_all(&response);
+}
+
+fn is_out_of_descriptors(e: &io::Error) -> bool {
+    // EMFILE (24) and ENFILE (23) on Linux; ENOBUFS and ENOMEM also mean "not now".
+    matches!(e.raw_os_error(), Some(23 | 24 | 105 | 12))
+}
+
+/// Connects to our own listener so that its blocked `accept()` returns.
+fn wake_acceptor(addr: SocketAddr) {
+    let target = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port()),
+        IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), addr.port()),
+        _ => addr,
+    };
+    let _ = TcpStream::connect_timeout(&target, Duration::from_secs(1));
+}

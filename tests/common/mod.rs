@@ -66,10 +66,23 @@ type Handler = dyn Fn(&Seen) -> Reply + Send + Sync;
 
 /// A real HTTP/1.1 backend on 127.0.0.1:0. It records every request, answers with its
 /// handler, supports keep-alive and chunked request bodies, and stops when dropped.
+///
+/// sluice's health probes (User-Agent `sluice-health-check`) are answered by the handler too,
+/// but recorded apart in `probes`, and their connections are not counted in `connections`.
 pub struct TestBackend {
     pub addr: SocketAddr,
     pub seen: Arc<Mutex<Vec<Seen>>>,
+    pub probes: Arc<Mutex<Vec<Seen>>>,
+    /// Connections that carried at least one request other than a probe.
     pub connections: Arc<AtomicUsize>,
+    stopping: Arc<AtomicBool>,
+}
+
+/// Where a backend connection records what it sees.
+struct Recorder {
+    seen: Arc<Mutex<Vec<Seen>>>,
+    probes: Arc<Mutex<Vec<Seen>>>,
+    connections: Arc<AtomicUsize>,
     stopping: Arc<AtomicBool>,
 }
 
@@ -86,20 +99,25 @@ impl TestBackend {
         let backend = TestBackend {
             addr,
             seen: Arc::new(Mutex::new(Vec::new())),
+            probes: Arc::new(Mutex::new(Vec::new())),
             connections: Arc::new(AtomicUsize::new(0)),
             stopping: Arc::new(AtomicBool::new(false)),
         };
         let handler: Arc<Handler> = Arc::new(handler);
-        let (seen, connections, stopping) = (backend.seen.clone(), backend.connections.clone(), backend.stopping.clone());
+        let recorder = Arc::new(Recorder {
+            seen: backend.seen.clone(),
+            probes: backend.probes.clone(),
+            connections: backend.connections.clone(),
+            stopping: backend.stopping.clone(),
+        });
         thread::spawn(move || {
             for stream in listener.incoming() {
-                if stopping.load(Ordering::SeqCst) {
+                if recorder.stopping.load(Ordering::SeqCst) {
                     return;
                 }
                 let Ok(stream) = stream else { continue };
-                let id = connections.fetch_add(1, Ordering::SeqCst);
-                let (seen, handler, stopping) = (seen.clone(), handler.clone(), stopping.clone());
-                thread::spawn(move || serve_backend_connection(stream, id, &seen, &*handler, &stopping));
+                let (recorder, handler) = (recorder.clone(), handler.clone());
+                thread::spawn(move || serve_backend_connection(stream, &recorder, &*handler));
             }
         });
         backend
@@ -111,6 +129,10 @@ impl TestBackend {
 
     pub fn requests(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
+    }
+
+    pub fn probe_count(&self) -> usize {
+        self.probes.lock().unwrap().len()
     }
 
     pub fn request_count(&self) -> usize {
@@ -129,17 +151,23 @@ impl Drop for TestBackend {
     }
 }
 
-fn serve_backend_connection(mut stream: TcpStream, id: usize, seen: &Mutex<Vec<Seen>>, handler: &Handler, stopping: &AtomicBool) {
+fn serve_backend_connection(mut stream: TcpStream, recorder: &Recorder, handler: &Handler) {
     stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let mut buf = Vec::new();
+    let mut id = None;
     loop {
         let Some((mut request, rest)) = read_request(&mut stream, std::mem::take(&mut buf)) else { return };
         buf = rest;
-        if stopping.load(Ordering::SeqCst) {
+        if recorder.stopping.load(Ordering::SeqCst) {
             return;
         }
-        request.connection = id;
-        seen.lock().unwrap().push(request.clone());
+        if request.header("user-agent") == Some("sluice-health-check") {
+            recorder.probes.lock().unwrap().push(request.clone());
+        } else {
+            let id = *id.get_or_insert_with(|| recorder.connections.fetch_add(1, Ordering::SeqCst));
+            request.connection = id;
+            recorder.seen.lock().unwrap().push(request.clone());
+        }
         let close = request.header("connection").is_some_and(|c| c.eq_ignore_ascii_case("close"));
         let written = match handler(&request) {
             Reply::Text { status, headers, body } => {

@@ -141,12 +141,7 @@ impl Default for Timeouts {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            max_header_bytes: 16 * 1024,
-            max_body_bytes: None,
-            max_connections: 10_000,
-            max_idle_per_backend: 64,
-        }
+        Limits { max_header_bytes: 16 * 1024, max_body_bytes: None, max_connections: 10_000, max_idle_per_backend: 64 }
     }
 }
 
@@ -398,10 +393,8 @@ pub fn server_from_url(url: &str) -> Result<ServerConfig, String> {
     }
     let (host, port) = split_host_port(authority).ok_or_else(|| format!("{url:?} has a bad host or port"))?;
     let port = port.unwrap_or(80);
-    let mut addrs: Vec<SocketAddr> = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| format!("{url:?}: cannot resolve {host:?} ({e})"))?
-        .collect();
+    let mut addrs: Vec<SocketAddr> =
+        (host, port).to_socket_addrs().map_err(|e| format!("{url:?}: cannot resolve {host:?} ({e})"))?.collect();
     if addrs.is_empty() {
         return Err(format!("{url:?}: {host:?} resolves to no address"));
     }
@@ -409,14 +402,7 @@ pub fn server_from_url(url: &str) -> Result<ServerConfig, String> {
     addrs.sort_by_key(|a| a.is_ipv6());
     addrs.dedup();
     let authority = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
-    Ok(ServerConfig {
-        url: url.to_string(),
-        authority,
-        addrs,
-        weight: 1,
-        max_connections: None,
-        backup: false,
-    })
+    Ok(ServerConfig { url: url.to_string(), authority, addrs, weight: 1, max_connections: None, backup: false })
 }
 
 /// Splits `host`, `host:port`, `[v6]` or `[v6]:port`; the host comes back without brackets.
@@ -480,11 +466,7 @@ impl<'a> Section<'a> {
     fn new(file: &'a str, path: String, value: &'a Value) -> Result<Section<'a>, ConfigError> {
         match value {
             Value::Object(map) => Ok(Section { file, path, map, known: Vec::new() }),
-            _ => Err(ConfigError {
-                file: file.to_string(),
-                key: path,
-                problem: "must be a JSON object".to_string(),
-            }),
+            _ => Err(ConfigError { file: file.to_string(), key: path, problem: "must be a JSON object".to_string() }),
         }
     }
 
@@ -522,7 +504,11 @@ impl<'a> Section<'a> {
     }
 
     fn uint(&mut self, key: &'static str, min: u64, max: u64) -> Result<Option<u64>, ConfigError> {
-        let range = if max == u64::MAX { format!("must be a whole number of at least {min}") } else { format!("must be a whole number from {min} to {max}") };
+        let range = if max == u64::MAX {
+            format!("must be a whole number of at least {min}")
+        } else {
+            format!("must be a whole number from {min} to {max}")
+        };
         match self.get(key) {
             None => Ok(None),
             Some(Value::Number(n)) => match n.as_u64() {
@@ -588,8 +574,10 @@ mod tests {
 
     #[test]
     fn seed_config_loads_with_defaults() {
-        let c = parse(r#"{"port": ":8080", "healthCheckInterval": "2s",
-            "servers": ["http://localhost:5001", "http://localhost:5002", "http://localhost:5003"]}"#)
+        let c = parse(
+            r#"{"port": ":8080", "healthCheckInterval": "2s",
+            "servers": ["http://localhost:5001", "http://localhost:5002", "http://localhost:5003"]}"#,
+        )
         .unwrap();
         assert_eq!(c.listeners[0].addr, "0.0.0.0:8080".parse().unwrap());
         assert_eq!(c.pools[0].servers.len(), 3);
@@ -625,24 +613,66 @@ mod tests {
     #[test]
     fn errors_name_file_key_and_problem() {
         let cases = [
-            (r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"], "prot": 1}"#, "config.json: prot: unknown key (did you mean `port`?)"),
+            (
+                r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"], "prot": 1}"#,
+                "config.json: prot: unknown key (did you mean `port`?)",
+            ),
             (r#"{"port": ":8080", "servers": []}"#, "config.json: servers: is empty: give at least one backend"),
             (r#"{"servers": ["http://127.0.0.1:1"]}"#, "config.json: port: missing"),
-            (r#"{"port": ":8080", "servers": ["ftp://x:1"]}"#, "config.json: servers[0]: \"ftp://x:1\": scheme \"ftp\" is not supported"),
-            (r#"{"port": ":8080", "servers": ["http://127.0.0.1:1/app"]}"#, "config.json: servers[0]: \"http://127.0.0.1:1/app\": give only scheme"),
-            (r#"{"port": ":8080", "servers": ["http://127.0.0.1:x"]}"#, "config.json: servers[0]: \"http://127.0.0.1:x\" has a bad host or port"),
-            (r#"{"port": ":8080", "servers": [{"url": "http://127.0.0.1:1", "weight": 1001}]}"#, "config.json: servers[0].weight: must be a whole number from 0 to 1000"),
-            (r#"{"port": ":8080", "servers": [{"url": "http://127.0.0.1:1", "wieght": 1}]}"#, "config.json: servers[0].wieght: unknown key (did you mean `weight`?)"),
-            (r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"], "healthCheckInterval": "2"}"#, "config.json: healthCheckInterval: \"2\" must be a whole number with a unit"),
-            (r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"], "timeouts": {"conect": "1s"}}"#, "config.json: timeouts.conect: unknown key (did you mean `connect`?)"),
-            (r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"], "workers": "four"}"#, "config.json: workers: must be a whole number from 1 to 100000"),
-            (r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"], "algorithm": "fastest"}"#, "config.json: algorithm: unknown algorithm \"fastest\""),
-            (r#"{"port": ":8080", "servers": ["http://127.0.0.1:1", "http://127.0.0.1:1"]}"#, "config.json: servers[1]: \"http://127.0.0.1:1\" is listed twice"),
-            (r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"], "healthCheck": {"rise": 0}}"#, "config.json: healthCheck.rise: must be a whole number from 1 to 1000"),
-            (r#"{"port": ":8080", "listen": ":8081", "servers": ["http://127.0.0.1:1"]}"#, "config.json: listen: give either"),
+            (
+                r#"{"port": ":8080", "servers": ["ftp://x:1"]}"#,
+                "config.json: servers[0]: \"ftp://x:1\": scheme \"ftp\" is not supported",
+            ),
+            (
+                r#"{"port": ":8080", "servers": ["http://127.0.0.1:1/app"]}"#,
+                "config.json: servers[0]: \"http://127.0.0.1:1/app\": give only scheme",
+            ),
+            (
+                r#"{"port": ":8080", "servers": ["http://127.0.0.1:x"]}"#,
+                "config.json: servers[0]: \"http://127.0.0.1:x\" has a bad host or port",
+            ),
+            (
+                r#"{"port": ":8080", "servers": [{"url": "http://127.0.0.1:1", "weight": 1001}]}"#,
+                "config.json: servers[0].weight: must be a whole number from 0 to 1000",
+            ),
+            (
+                r#"{"port": ":8080", "servers": [{"url": "http://127.0.0.1:1", "wieght": 1}]}"#,
+                "config.json: servers[0].wieght: unknown key (did you mean `weight`?)",
+            ),
+            (
+                r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"], "healthCheckInterval": "2"}"#,
+                "config.json: healthCheckInterval: \"2\" must be a whole number with a unit",
+            ),
+            (
+                r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"], "timeouts": {"conect": "1s"}}"#,
+                "config.json: timeouts.conect: unknown key (did you mean `connect`?)",
+            ),
+            (
+                r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"], "workers": "four"}"#,
+                "config.json: workers: must be a whole number from 1 to 100000",
+            ),
+            (
+                r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"], "algorithm": "fastest"}"#,
+                "config.json: algorithm: unknown algorithm \"fastest\"",
+            ),
+            (
+                r#"{"port": ":8080", "servers": ["http://127.0.0.1:1", "http://127.0.0.1:1"]}"#,
+                "config.json: servers[1]: \"http://127.0.0.1:1\" is listed twice",
+            ),
+            (
+                r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"], "healthCheck": {"rise": 0}}"#,
+                "config.json: healthCheck.rise: must be a whole number from 1 to 1000",
+            ),
+            (
+                r#"{"port": ":8080", "listen": ":8081", "servers": ["http://127.0.0.1:1"]}"#,
+                "config.json: listen: give either",
+            ),
             (r#"{"port": ":8080", "servers": ["#, "config.json: not valid JSON"),
             (r#"[1]"#, "config.json: must be a JSON object"),
-            (r#"{"port": ":8080", "servers": [{"url": "http://127.0.0.1:1", "backup": true}]}"#, "config.json: servers: every server is a backup"),
+            (
+                r#"{"port": ":8080", "servers": [{"url": "http://127.0.0.1:1", "backup": true}]}"#,
+                "config.json: servers: every server is a backup",
+            ),
         ];
         for (text, expected) in cases {
             let err = parse(text).expect_err(text);

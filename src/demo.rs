@@ -19,7 +19,10 @@ use std::time::Duration;
 pub enum DemoError {
     /// A configured backend is not on this machine, so the demo cannot stand in for it.
     NotLocal(String),
-    Bind { addr: SocketAddr, source: io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: io::Error,
+    },
 }
 
 impl fmt::Display for DemoError {

@@ -7,7 +7,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use sluice::config::{Config, ListenerMode};
 use sluice::{demo, Server};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 const USAGE: &str = "\
@@ -62,7 +62,9 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Command, String> {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).format_timestamp_millis().init();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .init();
     let command = match parse_args(std::env::args().skip(1)) {
         Ok(command) => command,
         Err(problem) => {
@@ -93,7 +95,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(path: &PathBuf, with_demo: bool) -> ExitCode {
+fn run(path: &Path, with_demo: bool) -> ExitCode {
     let config = match Config::load(path) {
         Ok(config) => config,
         Err(e) => {
@@ -132,7 +134,7 @@ fn run(path: &PathBuf, with_demo: bool) -> ExitCode {
 }
 
 /// Blocks until SIGTERM or SIGINT, reloading on each SIGHUP.
-fn wait_for_stop(mut signals: Signals, server: &Server, path: &PathBuf) {
+fn wait_for_stop(mut signals: Signals, server: &Server, path: &Path) {
     for signal in signals.forever() {
         if signal != SIGHUP {
             return;

@@ -17,7 +17,9 @@ use crate::http::body::{relay_body, RelayError, Sink};
 use crate::http::error::{canned_response, HttpError};
 use crate::http::framing::{content_length, request_framing, response_framing, BodyFraming};
 use crate::http::head::{read_response_head, HeadError, RequestHead, ResponseHead, Version};
-use crate::http::headers::{connection_tokens, is_persistent, write_interim_head, write_request_head, write_response_head, ResponseFraming};
+use crate::http::headers::{
+    connection_tokens, is_persistent, write_interim_head, write_request_head, write_response_head, ResponseFraming,
+};
 use crate::http::request::check_request;
 use crate::http::stream::{is_timeout, BufferedStream};
 use crate::runtime::{Runtime, State};
@@ -168,20 +170,28 @@ fn forward(ctx: &Context, client: &mut Client, request: &Request, backend: &Back
 }
 
 enum Attempt {
-    Done { outcome: Outcome, reusable: bool },
+    Done {
+        outcome: Outcome,
+        reusable: bool,
+    },
     /// The backend connection failed before any byte of a response arrived.
     DeadBeforeResponse(io::Error),
 }
 
-fn attempt(ctx: &Context, client: &mut Client, request: &Request, backend: &Backend, up: &mut BufferedStream) -> Attempt {
+fn attempt(
+    ctx: &Context,
+    client: &mut Client,
+    request: &Request,
+    backend: &Backend,
+    up: &mut BufferedStream,
+) -> Attempt {
     let config = &ctx.state.config;
     let head = request.head;
     client.upstream_out.clear();
     write_request_head(&mut client.upstream_out, head, request.framing, client.peer.ip());
-    if request.expects_continue && request.framing != BodyFraming::Empty {
-        if client.send(b"HTTP/1.1 100 Continue\r\n\r\n").is_err() {
-            return done(Outcome::closed(CLIENT_CLOSED));
-        }
+    let wants_continue = request.expects_continue && request.framing != BodyFraming::Empty;
+    if wants_continue && client.send(b"HTTP/1.1 100 Continue\r\n\r\n").is_err() {
+        return done(Outcome::closed(CLIENT_CLOSED));
     }
     if request.framing != BodyFraming::Empty && client.stream.set_read_timeout(config.timeouts.client).is_err() {
         return done(Outcome::closed(CLIENT_CLOSED));
@@ -224,7 +234,12 @@ fn done(outcome: Outcome) -> Attempt {
 
 /// Reads response heads until a final one, passing interim (1xx) ones to HTTP/1.1 clients.
 /// `100 Continue` is not passed on: sluice answers `Expect` itself.
-fn read_final_response(client: &mut Client, version: Version, up: &mut BufferedStream, wait: Duration) -> Result<ResponseHead, HeadError> {
+fn read_final_response(
+    client: &mut Client,
+    version: Version,
+    up: &mut BufferedStream,
+    wait: Duration,
+) -> Result<ResponseHead, HeadError> {
     loop {
         let response = read_response_head(up, BACKEND_BUFFER_BYTES, wait)?;
         match response.status {
@@ -244,7 +259,14 @@ fn read_final_response(client: &mut Client, version: Version, up: &mut BufferedS
     }
 }
 
-fn relay_response(ctx: &Context, client: &mut Client, request: &Request, backend: &Backend, up: &mut BufferedStream, response: &ResponseHead) -> Attempt {
+fn relay_response(
+    ctx: &Context,
+    client: &mut Client,
+    request: &Request,
+    backend: &Backend,
+    up: &mut BufferedStream,
+    response: &ResponseHead,
+) -> Attempt {
     let head = request.head;
     let framing = match response_framing(response, &head.method) {
         Ok(framing) => framing,

@@ -23,7 +23,8 @@ pub struct State {
 impl State {
     /// Builds the pools for `config`, keeping the backends of `previous` that did not change.
     pub fn new(config: Config, previous: Option<&State>) -> State {
-        let existing: Vec<_> = previous.iter().flat_map(|s| s.pools.iter()).flat_map(|p| p.backends.iter().cloned()).collect();
+        let existing: Vec<_> =
+            previous.iter().flat_map(|s| s.pools.iter()).flat_map(|p| p.backends.iter().cloned()).collect();
         let pools = config.pools.iter().map(|p| Arc::new(Pool::new(p.clone(), &existing))).collect();
         State { config, pools }
     }

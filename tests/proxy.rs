@@ -136,7 +136,8 @@ fn hop_by_hop_response_headers_are_dropped() {
 
 #[test]
 fn content_length_bodies_are_relayed_both_ways() {
-    let (backend, sluice) = one_backend(|s| Reply::Text { status: 201, headers: vec![], body: s.body.iter().rev().copied().collect() });
+    let (backend, sluice) =
+        one_backend(|s| Reply::Text { status: 201, headers: vec![], body: s.body.iter().rev().copied().collect() });
     let mut c = sluice.connect();
     c.send(b"POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello");
     let r = c.response().unwrap();
@@ -166,7 +167,8 @@ fn raw_backend(response: &'static [u8]) -> TestBackend {
 
 #[test]
 fn chunked_responses_stay_chunked_for_http_1_1_and_are_decoded_for_http_1_0() {
-    let backend = raw_backend(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n4;x=y\r\ndefg\r\n0\r\n\r\n");
+    let backend =
+        raw_backend(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n4;x=y\r\ndefg\r\n0\r\n\r\n");
     let sluice = Sluice::start(&[&backend.url()], "");
     let mut c = sluice.connect();
     c.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");

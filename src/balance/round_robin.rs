@@ -33,10 +33,17 @@ mod tests {
     use crate::config::server_from_url;
 
     fn backends(n: usize) -> Vec<Arc<Backend>> {
-        (0..n).map(|i| Arc::new(Backend::new(server_from_url(&format!("http://127.0.0.1:{}", 1000 + i)).unwrap()))).collect()
+        (0..n)
+            .map(|i| Arc::new(Backend::new(server_from_url(&format!("http://127.0.0.1:{}", 1000 + i)).unwrap())))
+            .collect()
     }
 
-    fn picks(rr: &RoundRobin, list: &[Arc<Backend>], eligible: &dyn Fn(usize) -> bool, count: usize) -> Vec<Option<usize>> {
+    fn picks(
+        rr: &RoundRobin,
+        list: &[Arc<Backend>],
+        eligible: &dyn Fn(usize) -> bool,
+        count: usize,
+    ) -> Vec<Option<usize>> {
         (0..count).map(|_| rr.pick(list, eligible, [127, 0, 0, 1].into())).collect()
     }
 

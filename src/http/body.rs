@@ -85,7 +85,12 @@ impl<'a> Sink<'a> {
 
 /// Copies one body framed as `framing` from `src` to `sink`, refusing to pass more than
 /// `limit` bytes of chunked data. Returns the body's length.
-pub fn relay_body(src: &mut BufferedStream, framing: BodyFraming, sink: &mut Sink, limit: Option<u64>) -> Result<u64, RelayError> {
+pub fn relay_body(
+    src: &mut BufferedStream,
+    framing: BodyFraming,
+    sink: &mut Sink,
+    limit: Option<u64>,
+) -> Result<u64, RelayError> {
     let length = match framing {
         BodyFraming::Empty => 0,
         BodyFraming::Length(n) => {
@@ -237,11 +242,13 @@ mod tests {
 
     #[test]
     fn chunk_sizes() {
-        let good: &[(&[u8], u64)] = &[(b"0", 0), (b"a", 10), (b"FF", 255), (b"0010", 16), (b"5;ext=1", 5), (b"5 ;e", 5), (b"5\t; e=\"q\"", 5)];
+        let good: &[(&[u8], u64)] =
+            &[(b"0", 0), (b"a", 10), (b"FF", 255), (b"0010", 16), (b"5;ext=1", 5), (b"5 ;e", 5), (b"5\t; e=\"q\"", 5)];
         for (line, size) in good {
             assert_eq!(parse_chunk_size(line).ok(), Some(*size), "{:?}", String::from_utf8_lossy(line));
         }
-        let bad: &[&[u8]] = &[b"", b" 5", b"+5", b"-5", b"0x5", b"5 5", b"g", b"5;\x01", b"5 ", b"10000000000000000", b"5\x0b;a"];
+        let bad: &[&[u8]] =
+            &[b"", b" 5", b"+5", b"-5", b"0x5", b"5 5", b"g", b"5;\x01", b"5 ", b"10000000000000000", b"5\x0b;a"];
         for line in bad {
             assert!(parse_chunk_size(line).is_err(), "accepted {:?}", String::from_utf8_lossy(line));
         }

@@ -124,7 +124,10 @@ mod tests {
             method: "POST".into(),
             target: "/".into(),
             version,
-            headers: headers.iter().map(|(n, v)| Header { name: n.to_string(), value: v.as_bytes().to_vec() }).collect(),
+            headers: headers
+                .iter()
+                .map(|(n, v)| Header { name: n.to_string(), value: v.as_bytes().to_vec() })
+                .collect(),
         }
     }
 
@@ -191,7 +194,9 @@ mod tests {
         assert_eq!(response_framing(&resp(204, &[]), "GET"), Ok(Empty));
         assert_eq!(response_framing(&resp(304, &[("Content-Length", "5")]), "GET"), Ok(Empty));
         assert_eq!(response_framing(&resp(100, &[]), "GET"), Ok(Empty));
-        assert!(response_framing(&resp(200, &[("Content-Length", "5"), ("Transfer-Encoding", "chunked")]), "GET").is_err());
+        assert!(
+            response_framing(&resp(200, &[("Content-Length", "5"), ("Transfer-Encoding", "chunked")]), "GET").is_err()
+        );
         assert!(response_framing(&resp(200, &[("Content-Length", "5"), ("Content-Length", "6")]), "GET").is_err());
         assert!(response_framing(&resp(200, &[("Transfer-Encoding", "gzip")]), "GET").is_err());
     }

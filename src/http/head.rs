@@ -58,7 +58,9 @@ pub enum HeadError {
     /// The peer closed the connection in the middle of a head.
     Truncated,
     /// The wait ran out; `partial` says whether some of the head had arrived.
-    TimedOut { partial: bool },
+    TimedOut {
+        partial: bool,
+    },
     TooLarge,
     Malformed(&'static str),
     UnsupportedVersion,
@@ -106,7 +108,11 @@ pub fn read_request_head(src: &mut BufferedStream, max_bytes: usize, wait: HeadW
     read_head(src, max_bytes, wait, parse_request)
 }
 
-pub fn read_response_head(src: &mut BufferedStream, max_bytes: usize, wait: Duration) -> Result<ResponseHead, HeadError> {
+pub fn read_response_head(
+    src: &mut BufferedStream,
+    max_bytes: usize,
+    wait: Duration,
+) -> Result<ResponseHead, HeadError> {
     read_head(src, max_bytes, HeadWait { first_byte: wait, whole: None }, parse_response)
 }
 
@@ -191,7 +197,9 @@ fn parse_error(e: httparse::Error) -> HeadError {
     match e {
         httparse::Error::TooManyHeaders => HeadError::TooLarge,
         httparse::Error::Version => HeadError::UnsupportedVersion,
-        httparse::Error::HeaderName => HeadError::Malformed("invalid header name, or whitespace before a colon, or obs-fold"),
+        httparse::Error::HeaderName => {
+            HeadError::Malformed("invalid header name, or whitespace before a colon, or obs-fold")
+        }
         httparse::Error::HeaderValue => HeadError::Malformed("invalid character in a header value"),
         httparse::Error::NewLine => HeadError::Malformed("invalid line ending"),
         httparse::Error::Status => HeadError::Malformed("invalid status line"),

@@ -114,7 +114,12 @@ pub fn write_response_head(out: &mut Vec<u8>, head: &ResponseHead, how: &Respons
 
 /// Writes an interim (1xx) response for an HTTP/1.1 client.
 pub fn write_interim_head(out: &mut Vec<u8>, head: &ResponseHead) {
-    let how = ResponseFraming { framing: BodyFraming::Empty, keep_alive: true, client_version: Version::Http11, backend: None };
+    let how = ResponseFraming {
+        framing: BodyFraming::Empty,
+        keep_alive: true,
+        client_version: Version::Http11,
+        backend: None,
+    };
     write_response_head(out, head, &how);
 }
 
@@ -198,7 +203,12 @@ mod tests {
             reason: "OK".into(),
             headers: headers(&[("Transfer-Encoding", "chunked"), ("Connection", "x-a"), ("X-A", "1"), ("Server", "b")]),
         };
-        let how = ResponseFraming { framing: BodyFraming::Chunked, keep_alive: false, client_version: Version::Http11, backend: None };
+        let how = ResponseFraming {
+            framing: BodyFraming::Chunked,
+            keep_alive: false,
+            client_version: Version::Http11,
+            backend: None,
+        };
         let mut out = Vec::new();
         write_response_head(&mut out, &head, &how);
         assert_eq!(

@@ -29,7 +29,9 @@ fn check_target(head: &mut RequestHead) -> Result<(), HttpError> {
         };
     }
     let scheme_end = head.target.find("://").ok_or(HttpError::BadRequest("malformed request target"))?;
-    if !head.target[..scheme_end].eq_ignore_ascii_case("http") && !head.target[..scheme_end].eq_ignore_ascii_case("https") {
+    if !head.target[..scheme_end].eq_ignore_ascii_case("http")
+        && !head.target[..scheme_end].eq_ignore_ascii_case("https")
+    {
         return Err(HttpError::BadRequest("malformed request target"));
     }
     let rest = &head.target[scheme_end + 3..];
@@ -97,7 +99,10 @@ mod tests {
             method: method.into(),
             target: target.into(),
             version,
-            headers: headers.iter().map(|(n, v)| Header { name: n.to_string(), value: v.as_bytes().to_vec() }).collect(),
+            headers: headers
+                .iter()
+                .map(|(n, v)| Header { name: n.to_string(), value: v.as_bytes().to_vec() })
+                .collect(),
         }
     }
 

@@ -210,7 +210,11 @@ fn read_request(stream: &mut TcpStream, mut buf: Vec<u8>) -> Option<(Seen, Vec<u
         method: req.method?.to_string(),
         target: req.path?.to_string(),
         version: req.version?,
-        headers: req.headers.iter().map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned())).collect(),
+        headers: req
+            .headers
+            .iter()
+            .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned()))
+            .collect(),
         body: Vec::new(),
         raw_head: buf[..head_len].to_vec(),
         connection: 0,
@@ -367,7 +371,11 @@ impl Client {
         resp.parse(&self.buf[..head_len]).map_err(|e| format!("bad response head: {e}: {:?}", self.text()))?;
         let mut response = Response {
             status: resp.code.unwrap_or(0),
-            headers: resp.headers.iter().map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned())).collect(),
+            headers: resp
+                .headers
+                .iter()
+                .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned()))
+                .collect(),
             body: Vec::new(),
             raw_head: String::from_utf8_lossy(&self.buf[..head_len]).into_owned(),
         };

@@ -1,0 +1,164 @@
+//! The `sluice` binary as a user runs it: arguments, exit codes, messages, `--check`,
+//! `--demo`, signals.
+
+mod common;
+
+use common::*;
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+const SLUICE: &str = env!("CARGO_BIN_EXE_sluice");
+
+fn run(args: &[&str]) -> Output {
+    Command::new(SLUICE).args(args).env("RUST_LOG", "warn").output().expect("run sluice")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Writes `json` to a fresh file and returns its path.
+fn config_file(name: &str, json: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("sluice-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("config.json");
+    std::fs::write(&path, json).unwrap();
+    path
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill").args([&format!("-{name}"), &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+}
+
+/// Waits for the child to exit, killing it after `timeout`.
+fn wait_exit(child: &mut Child, timeout: Duration) -> Option<i32> {
+    let exited = wait_until(timeout, || child.try_wait().unwrap().is_some());
+    if !exited {
+        let _ = child.kill();
+        let _ = child.wait();
+        return None;
+    }
+    child.wait().unwrap().code()
+}
+
+fn can_connect(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+#[test]
+fn help_and_version() {
+    let help = run(&["--help"]);
+    assert_eq!(help.status.code(), Some(0));
+    assert!(text(&help.stdout).contains("Usage: sluice"), "{}", text(&help.stdout));
+    let version = run(&["--version"]);
+    assert_eq!(text(&version.stdout).trim(), format!("sluice {}", env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn unknown_arguments_exit_2_with_usage() {
+    let out = run(&["--frobnicate"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("unknown argument \"--frobnicate\"") && err.contains("Usage:"), "{err}");
+}
+
+#[test]
+fn the_seed_config_checks_clean() {
+    let seed = concat!(env!("CARGO_MANIFEST_DIR"), "/config.json");
+    let out = run(&["--check", "--config", seed]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let report = text(&out.stdout);
+    assert!(report.contains("listener 0.0.0.0:8080 (http)"), "{report}");
+    assert!(report.contains("http://localhost:5003"), "{report}");
+}
+
+#[test]
+fn a_bad_config_exits_2_naming_file_key_and_problem() {
+    let path =
+        config_file("bad", r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"], "timeouts": {"connect": "5"}}"#);
+    for args in [vec!["--check", "-c"], vec!["-c"]] {
+        let mut args = args.clone();
+        let p = path.to_str().unwrap();
+        args.push(p);
+        let out = run(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = text(&out.stderr);
+        assert!(err.contains(&format!("{p}: timeouts.connect: \"5\" must be a whole number with a unit")), "{err}");
+    }
+}
+
+#[test]
+fn a_missing_config_file_exits_2() {
+    let out = run(&["-c", "/nonexistent/sluice.json"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("/nonexistent/sluice.json: cannot read the file"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn an_address_in_use_exits_1_saying_which() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let path = config_file("inuse", &format!(r#"{{"listen": "{addr}", "servers": ["http://127.0.0.1:1"]}}"#));
+    let out = run(&["-c", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains(&format!("cannot listen on {addr}")) && err.contains("in use"), "{err}");
+}
+
+#[test]
+fn sigterm_stops_cleanly_and_sighup_reloads() {
+    let (a, b) = (TestBackend::named("a"), TestBackend::named("b"));
+    let port = free_port();
+    let json = |url: &str| format!(r#"{{"listen": "127.0.0.1:{port}", "servers": ["{url}"]}}"#);
+    let path = config_file("signals", &json(&a.url()));
+    let mut child = Command::new(SLUICE).args(["-c", path.to_str().unwrap()]).env("RUST_LOG", "warn").spawn().unwrap();
+    assert!(wait_until(Duration::from_secs(10), || can_connect(port)), "sluice did not start");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let get = || exchange_raw(addr, b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    assert!(get().ends_with("\r\n\r\na"));
+
+    std::fs::write(&path, json(&b.url())).unwrap();
+    signal(&child, "HUP");
+    assert!(wait_until(Duration::from_secs(5), || get().ends_with("\r\n\r\nb")), "reload did not switch backends");
+
+    std::fs::write(&path, "{ not json").unwrap();
+    signal(&child, "HUP");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(get().ends_with("\r\n\r\nb"), "a bad reload must keep the running configuration");
+
+    signal(&child, "TERM");
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(10)), Some(0));
+}
+
+#[test]
+fn demo_starts_backends_and_prints_what_to_try() {
+    let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
+    let servers: Vec<String> = ports[1..].iter().map(|p| format!("\"http://localhost:{p}\"")).collect();
+    let path =
+        config_file("demo", &format!(r#"{{"port": "127.0.0.1:{}", "servers": [{}]}}"#, ports[0], servers.join(", ")));
+    let mut child = Command::new(SLUICE)
+        .args(["--demo", "-c", path.to_str().unwrap()])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let printed: Vec<String> = (0..3).map_while(|_| lines.next().and_then(Result::ok)).collect();
+    assert!(printed.iter().any(|l| l.contains(&format!("curl http://localhost:{}/", ports[0]))), "{printed:?}");
+    let addr: SocketAddr = format!("127.0.0.1:{}", ports[0]).parse().unwrap();
+    let answers: Vec<String> =
+        (0..3).map(|_| exchange_raw(addr, b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")).collect();
+    for (i, answer) in answers.iter().enumerate() {
+        assert!(answer.contains(&format!("Hello from demo backend {}", i + 1)), "{answers:?}");
+    }
+    signal(&child, "INT");
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(10)), Some(0));
+}

@@ -4,6 +4,10 @@
 //! Client timeouts live here: the first head must start within `timeouts.clientHeader`,
 //! later ones within `timeouts.keepAlive`, and every head must be complete within
 //! `timeouts.clientHeader` of its first byte.
+//!
+//! While it waits for a head the connection is marked idle in the runtime's registry, so that
+//! stopping closes it at once instead of waiting for it; a connection that finds sluice
+//! stopping closes unless a request is already waiting to be read.
 
 use crate::http::error::HttpError;
 use crate::http::head::{read_request_head, HeadError, HeadWait, RequestHead};
@@ -31,8 +35,12 @@ pub fn serve(runtime: &Runtime, listener: usize, stream: TcpStream, peer: Socket
     loop {
         let state = runtime.state();
         let config = &state.config;
-        if !first && !ticket.enter_idle() {
-            break;
+        if !ticket.enter_idle() {
+            // Stopping: serve only a request that is already here.
+            if !has_input(&client.stream) {
+                break;
+            }
+            ticket.leave_idle();
         }
         let wait = HeadWait {
             first_byte: if first { config.timeouts.client_header } else { config.timeouts.keep_alive },
@@ -67,6 +75,19 @@ fn prepare(runtime: &Runtime, stream: &TcpStream) -> std::io::Result<TcpStream> 
     stream.set_nodelay(true)?;
     stream.set_write_timeout(Some(runtime.state().config.timeouts.client))?;
     stream.try_clone()
+}
+
+/// True when request bytes are already buffered or waiting in the socket.
+fn has_input(stream: &BufferedStream) -> bool {
+    if !stream.buffered().is_empty() {
+        return true;
+    }
+    let socket = stream.get_ref();
+    if socket.set_nonblocking(true).is_err() {
+        return false;
+    }
+    let waiting = matches!(socket.peek(&mut [0u8; 1]), Ok(n) if n > 0);
+    socket.set_nonblocking(false).is_ok() && waiting
 }
 
 /// The answer to a head that could not be read, if it deserves one.

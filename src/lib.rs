@@ -14,12 +14,14 @@
 //!    the response is relayed the same way. A clean backend connection goes back to the idle
 //!    set; the connection loop reads the next request or closes.
 //!
-//! Beside the request path: [`health`] probes backends on a timer, [`runtime`] holds the
-//! state every thread shares, [`config`] turns the JSON file into validated settings, and
-//! [`demo`] runs the demo backends for `--demo`.
+//! Beside the request path: [`health`] probes backends on a timer and takes them out when
+//! real traffic fails, [`alerts`] posts their ups and downs to a webhook, [`runtime`] holds
+//! the state every thread shares, [`reload`] swaps in a new configuration, [`config`] turns
+//! the JSON file into validated settings, and [`demo`] runs the demo backends for `--demo`.
 
 #![forbid(unsafe_code)]
 
+pub mod alerts;
 pub mod backend;
 pub mod balance;
 pub mod config;
@@ -29,10 +31,12 @@ pub mod health;
 pub mod http;
 pub mod pool;
 pub mod proxy;
+pub mod reload;
 pub mod runtime;
 pub mod server;
 
 pub use config::{Config, ConfigError};
+pub use reload::{ReloadError, ReloadSummary};
 pub use server::{Server, StartError};
 
 use std::sync::{Mutex, MutexGuard};

@@ -126,27 +126,38 @@ fn run(path: &Path, with_demo: bool) -> ExitCode {
     if with_demo {
         print_demo_help(&server);
     }
-    wait_for_stop(signals, &server, path);
-    log::info!("stopping: finishing in-flight requests");
+    let signals = wait_for_stop(signals, &server);
+    log::info!("stopping: finishing in-flight requests (a second SIGTERM or SIGINT stops at once)");
+    if let Err(e) = exit_on_second_stop(signals) {
+        log::warn!("cannot watch for a second stop signal: {e}");
+    }
     let drained = server.stop();
     log::info!("stopped{}", if drained { "" } else { " (some connections were cut off)" });
     ExitCode::SUCCESS
 }
 
-/// Blocks until SIGTERM or SIGINT, reloading on each SIGHUP.
-fn wait_for_stop(mut signals: Signals, server: &Server, path: &Path) {
+/// Blocks until SIGTERM or SIGINT, reloading the configuration file on each SIGHUP (a bad
+/// file is logged and the running configuration stays).
+fn wait_for_stop(mut signals: Signals, server: &Server) -> Signals {
     for signal in signals.forever() {
         if signal != SIGHUP {
-            return;
+            break;
         }
-        match Config::load(path) {
-            Ok(config) => match server.reload(config) {
-                Ok(()) => log::info!("reloaded {}", path.display()),
-                Err(e) => log::error!("reload refused, keeping the running configuration: {e}"),
-            },
-            Err(e) => log::error!("reload refused, keeping the running configuration: {e}"),
-        }
+        // Success and failure are both logged by the reload itself.
+        let _ = server.reload_file();
     }
+    signals
+}
+
+/// While draining, a second SIGTERM or SIGINT ends the process at once, with exit code 1.
+fn exit_on_second_stop(mut signals: Signals) -> std::io::Result<()> {
+    std::thread::Builder::new().name("sluice-signals".into()).spawn(move || {
+        if signals.forever().any(|signal| signal != SIGHUP) {
+            log::warn!("second stop signal: exiting without waiting for in-flight requests");
+            std::process::exit(1);
+        }
+    })?;
+    Ok(())
 }
 
 fn print_demo_help(server: &Server) {

@@ -2,33 +2,42 @@
 //!
 //! The pool decides who is eligible for a pick (available, not already tried for this
 //! request, and backups only while no primary is up); the balancer decides among those.
+//! `without_healthy` is written by whoever reports a health change (health thread, workers).
 
 use crate::backend::Backend;
 use crate::balance::{self, Balancer};
 use crate::config::PoolConfig;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 pub struct Pool {
     pub config: PoolConfig,
     pub backends: Vec<Arc<Backend>>,
     balancer: Box<dyn Balancer>,
+    /// Set when the last healthy backend went down, so that is reported once.
+    without_healthy: AtomicBool,
 }
 
 impl Pool {
-    /// Builds a pool, reusing any of `existing` whose configuration is unchanged, so that
-    /// health, counters and idle connections survive a reload.
-    pub fn new(config: PoolConfig, existing: &[Arc<Backend>]) -> Pool {
-        let backends = config
-            .servers
-            .iter()
-            .map(|server| match existing.iter().find(|b| b.config == *server) {
-                Some(backend) => Arc::clone(backend),
-                None => Arc::new(Backend::new(server.clone())),
-            })
-            .collect();
+    /// Builds a pool. On the first start `running` is `None` and every backend starts up;
+    /// on a reload, backends of the `running` set with the same URL are kept with their
+    /// health, counters and idle connections, and new ones join after a passing probe.
+    pub fn new(config: PoolConfig, running: Option<&[Arc<Backend>]>) -> Pool {
+        let backends = config.servers.iter().map(|server| Backend::reuse_or_join(server, running)).collect();
         let balancer = balance::for_algorithm(config.algorithm);
-        Pool { config, backends, balancer }
+        Pool { config, backends, balancer, without_healthy: AtomicBool::new(false) }
+    }
+
+    /// True exactly once each time the pool goes from some healthy backend to none.
+    pub fn lost_last_healthy(&self) -> bool {
+        let none = !self.backends.iter().any(|b| b.is_healthy());
+        none && !self.without_healthy.swap(true, Ordering::SeqCst)
+    }
+
+    /// Called when a backend comes up, so the next loss of the last one is reported again.
+    pub fn regained_healthy(&self) {
+        self.without_healthy.store(false, Ordering::SeqCst);
     }
 
     pub fn name(&self) -> &str {

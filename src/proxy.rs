@@ -5,14 +5,19 @@
 //! Called by `connection` once per request head. Writes the backend's counters and idle
 //! connections; reads the current [`State`].
 //!
-//! Retries follow one rule: a request may go to another attempt only while no byte of it can
-//! have been acted on. A failed connect moves to the next backend (up to the pool's
-//! `retries`). A reused idle connection that turns out dead before any response byte is
-//! replaced once by a fresh connection to the same backend, but only for a bodiless,
-//! idempotent request, which the backend may safely see twice.
+//! Retries follow the rule HAProxy and Envoy state: a request goes to another attempt only
+//! while it cannot have been acted on twice ([`after_failure`] decides). A failed connect sent
+//! nothing, so any request moves to the next backend (up to the pool's `retries`). A
+//! connection that dies before any response byte may have delivered the request, so only a
+//! replayable one (idempotent method, no body: a streamed body is gone) is sent again: on a
+//! fresh connection to the same backend when a reused idle connection died (the backend had
+//! closed it), on the next backend when a fresh one did. Once a response byte has come back,
+//! or a request body has started to flow, nothing is retried. Connect failures and fresh
+//! connections dying before a response also count towards passive health.
 
 use crate::backend::{Backend, Upstream};
 use crate::config::ListenerConfig;
+use crate::health::record_traffic_failure;
 use crate::http::body::{relay_body, RelayError, Sink};
 use crate::http::error::{canned_response, HttpError};
 use crate::http::framing::{content_length, request_framing, response_framing, BodyFraming};
@@ -22,6 +27,7 @@ use crate::http::headers::{
 };
 use crate::http::request::check_request;
 use crate::http::stream::{is_timeout, BufferedStream};
+use crate::pool::Pool;
 use crate::runtime::{Runtime, State};
 use log::{debug, warn};
 use std::io::{self, Write};
@@ -113,20 +119,71 @@ pub fn exchange(ctx: &Context, client: &mut Client, head: &mut RequestHead) -> O
         let backend = &pool.backends[index];
         let _in_flight = backend.start_exchange();
         let request = Request { head, framing, expects_continue, replayable };
-        match forward(ctx, client, &request, backend) {
+        let failure = match forward(ctx, client, &request, backend) {
             Ok(mut outcome) => {
                 outcome.backend = Some(Arc::clone(backend));
                 return outcome;
             }
-            Err(e) => {
-                backend.record_failure();
-                warn!("{}: cannot connect: {e}", backend.url());
-                tried.push(index);
-                if tried.len() > pool.config.retries as usize {
-                    return answer(client, 502, "no backend could be reached", &[], !body_pending);
-                }
-            }
+            Err(failure) => failure,
+        };
+        note_failure(ctx, pool, backend, &failure);
+        tried.push(index);
+        if after_failure(failure.stage, replayable) != NextStep::OtherBackend {
+            return answer(client, 502, "backend closed the connection before answering", &[], false);
         }
+        if tried.len() > pool.config.retries as usize {
+            return answer(client, 502, "no backend could be reached", &[], !body_pending);
+        }
+    }
+}
+
+/// How far an attempt got before its connection failed; no response byte had arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// No connection could be made: nothing was sent.
+    Connect,
+    /// The connection failed while sending the request or waiting for the response head;
+    /// `reused` says it came from the idle set (so the backend may just have closed it).
+    BeforeResponse { reused: bool },
+}
+
+/// Where an exchange goes after a failure at `stage`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextStep {
+    NewConnectionSameBackend,
+    OtherBackend,
+    /// Answer 502: the request may have been acted on and cannot be sent again.
+    GiveUp,
+}
+
+/// The retry rule. `replayable`: the method is idempotent and there is no body.
+pub fn after_failure(stage: Stage, replayable: bool) -> NextStep {
+    match stage {
+        Stage::Connect => NextStep::OtherBackend,
+        Stage::BeforeResponse { reused: true } if replayable => NextStep::NewConnectionSameBackend,
+        Stage::BeforeResponse { reused: false } if replayable => NextStep::OtherBackend,
+        Stage::BeforeResponse { .. } => NextStep::GiveUp,
+    }
+}
+
+/// A failed attempt, with no response byte received.
+struct Failure {
+    stage: Stage,
+    error: io::Error,
+}
+
+/// Logs a failed attempt and counts it against the backend: towards passive health unless it
+/// was a reused idle connection, which the backend may simply have closed.
+fn note_failure(ctx: &Context, pool: &Pool, backend: &Backend, failure: &Failure) {
+    let error = &failure.error;
+    match failure.stage {
+        Stage::Connect => warn!("{}: cannot connect: {error}", backend.url()),
+        Stage::BeforeResponse { .. } => warn!("{}: connection failed before a response: {error}", backend.url()),
+    }
+    if failure.stage == (Stage::BeforeResponse { reused: true }) {
+        backend.record_failure();
+    } else {
+        record_traffic_failure(ctx.runtime, pool, backend, error);
     }
 }
 
@@ -137,11 +194,12 @@ struct Request<'a> {
     replayable: bool,
 }
 
-/// Sends `request` to `backend` and relays its answer. Fails only when no connection to the
-/// backend could be made, so the caller may try another.
-fn forward(ctx: &Context, client: &mut Client, request: &Request, backend: &Backend) -> io::Result<Outcome> {
+/// Sends `request` to `backend` and relays its answer. Fails only when the connection failed
+/// before any response byte and the request was not sent again on a fresh one.
+fn forward(ctx: &Context, client: &mut Client, request: &Request, backend: &Backend) -> Result<Outcome, Failure> {
     let timeouts = &ctx.state.config.timeouts;
-    let mut upstream = backend.connection(timeouts, !request.replayable)?;
+    let connect_failed = |error| Failure { stage: Stage::Connect, error };
+    let mut upstream = backend.connection(timeouts, !request.replayable).map_err(connect_failed)?;
     loop {
         let buf = client.upstream_buf.take().unwrap_or_else(|| vec![0; BACKEND_BUFFER_BYTES].into_boxed_slice());
         let reused = upstream.reused;
@@ -149,23 +207,21 @@ fn forward(ctx: &Context, client: &mut Client, request: &Request, backend: &Back
         let attempt = attempt(ctx, client, request, backend, &mut up);
         let (stream, buf) = up.into_parts();
         client.upstream_buf = Some(buf);
-        match attempt {
+        let error = match attempt {
             Attempt::Done { outcome, reusable } => {
                 if reusable {
                     backend.put_idle(stream, ctx.state.config.limits.max_idle_per_backend);
                 }
                 return Ok(outcome);
             }
-            Attempt::DeadBeforeResponse(e) if reused && request.replayable => {
-                debug!("{}: idle connection was closed ({e}); retrying on a new one", backend.url());
-                upstream = Upstream { stream: backend.connect(timeouts)?, reused: false };
-            }
-            Attempt::DeadBeforeResponse(e) => {
-                backend.record_failure();
-                warn!("{}: connection failed before a response: {e}", backend.url());
-                return Ok(answer(client, 502, "backend closed the connection", &[], false));
-            }
+            Attempt::DeadBeforeResponse(error) => error,
+        };
+        let stage = Stage::BeforeResponse { reused };
+        if after_failure(stage, request.replayable) != NextStep::NewConnectionSameBackend {
+            return Err(Failure { stage, error });
         }
+        debug!("{}: idle connection was closed ({error}); retrying on a new one", backend.url());
+        upstream = Upstream { stream: backend.connect(timeouts).map_err(connect_failed)?, reused: false };
     }
 }
 
@@ -211,7 +267,10 @@ fn attempt(
         Err(RelayError::TooLarge) => return done(refuse(client, HttpError::BodyTooLarge)),
     }
     let response = match read_final_response(client, head.version, up, config.timeouts.backend) {
-        Ok(response) => response,
+        Ok(response) => {
+            backend.count_response();
+            response
+        }
         Err(HeadError::Closed) => return Attempt::DeadBeforeResponse(io::ErrorKind::UnexpectedEof.into()),
         Err(HeadError::Io(e)) if e.kind() == io::ErrorKind::ConnectionReset => return Attempt::DeadBeforeResponse(e),
         Err(HeadError::TimedOut { .. }) => {

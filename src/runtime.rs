@@ -1,9 +1,10 @@
 //! The live state every thread shares: the current configuration and pools (one snapshot,
-//! replaced whole by a reload), the stop flag, and the open client connections.
+//! replaced whole by a reload), the stop flag, the open client connections, and the alerts.
 //!
 //! Workers read the snapshot once per request (clone an `Arc`, let go of the lock). The
 //! acceptor counts connections in; each connection counts itself out when it closes.
 
+use crate::alerts::Alerts;
 use crate::config::{Config, ListenerConfig};
 use crate::http::head::RequestHead;
 use crate::lock;
@@ -11,7 +12,7 @@ use crate::pool::Pool;
 use std::collections::HashMap;
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// One consistent view of the configuration and the pools built from it.
@@ -21,11 +22,12 @@ pub struct State {
 }
 
 impl State {
-    /// Builds the pools for `config`, keeping the backends of `previous` that did not change.
+    /// Builds the pools for `config`. With a `previous` state (a reload), its backends are
+    /// kept by URL and new ones join after a passing probe; without, every backend starts up.
     pub fn new(config: Config, previous: Option<&State>) -> State {
-        let existing: Vec<_> =
-            previous.iter().flat_map(|s| s.pools.iter()).flat_map(|p| p.backends.iter().cloned()).collect();
-        let pools = config.pools.iter().map(|p| Arc::new(Pool::new(p.clone(), &existing))).collect();
+        let running: Option<Vec<_>> =
+            previous.map(|s| s.pools.iter().flat_map(|p| p.backends.iter().cloned()).collect());
+        let pools = config.pools.iter().map(|p| Arc::new(Pool::new(p.clone(), running.as_deref()))).collect();
         State { config, pools }
     }
 
@@ -40,8 +42,13 @@ pub struct Runtime {
     state: Mutex<Arc<State>>,
     /// Set once when sluice begins to stop; read by the acceptors and every connection.
     stopping: AtomicBool,
-    /// Woken when stopping, so sleeping threads (health checks) notice at once.
-    stop_signal: (Mutex<bool>, Condvar),
+    /// Woken when stopping and when the snapshot is replaced, so the health thread notices
+    /// both at once.
+    wake: (Mutex<Wake>, Condvar),
+    /// Held by a reload from start to finish, so two reloads never interleave.
+    reload_lock: Mutex<()>,
+    /// Events about backends going down and up; the webhook changes on reload.
+    pub alerts: Alerts,
     /// Client connections accepted and not yet closed, queued ones included.
     open_connections: AtomicUsize,
     /// Accepted connections queued for a worker; while any wait, keep-alive is not offered.
@@ -52,6 +59,13 @@ pub struct Runtime {
     clients: Mutex<HashMap<u64, RegisteredClient>>,
     next_client_id: AtomicU64,
     pub started: Instant,
+}
+
+#[derive(Default)]
+struct Wake {
+    stopping: bool,
+    /// Counts snapshot replacements.
+    generation: u64,
 }
 
 struct RegisteredClient {
@@ -67,11 +81,13 @@ pub struct ClientTicket<'a> {
 }
 
 impl Runtime {
-    pub fn new(state: State) -> Runtime {
+    pub fn new(state: State, alerts: Alerts) -> Runtime {
         Runtime {
             state: Mutex::new(Arc::new(state)),
             stopping: AtomicBool::new(false),
-            stop_signal: (Mutex::new(false), Condvar::new()),
+            wake: (Mutex::new(Wake::default()), Condvar::new()),
+            reload_lock: Mutex::new(()),
+            alerts,
             open_connections: AtomicUsize::new(0),
             waiting_connections: AtomicUsize::new(0),
             rejected_connections: AtomicU64::new(0),
@@ -85,8 +101,17 @@ impl Runtime {
         Arc::clone(&lock(&self.state))
     }
 
+    /// Installs a new snapshot and wakes the health thread, so new backends are probed at
+    /// once. Callers that build `state` from the current one hold [`Runtime::reload_lock`].
     pub fn replace_state(&self, state: State) {
         *lock(&self.state) = Arc::new(state);
+        lock(&self.wake.0).generation += 1;
+        self.wake.1.notify_all();
+    }
+
+    /// Taken for the whole of a reload (read the snapshot, build the next, install it).
+    pub fn reload_lock(&self) -> MutexGuard<'_, ()> {
+        lock(&self.reload_lock)
     }
 
     pub fn is_stopping(&self) -> bool {
@@ -96,8 +121,8 @@ impl Runtime {
     /// Starts stopping: no new connections, idle ones closed, busy ones finish.
     pub fn begin_stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
-        *lock(&self.stop_signal.0) = true;
-        self.stop_signal.1.notify_all();
+        lock(&self.wake.0).stopping = true;
+        self.wake.1.notify_all();
         for client in lock(&self.clients).values() {
             if client.idle.load(Ordering::SeqCst) {
                 let _ = client.stream.shutdown(Shutdown::Both);
@@ -105,15 +130,17 @@ impl Runtime {
         }
     }
 
-    /// Sleeps for `duration` or until stopping begins; returns true if stopping.
-    pub fn sleep_unless_stopping(&self, duration: Duration) -> bool {
-        let stopped = lock(&self.stop_signal.0);
-        let (stopped, _) = self
-            .stop_signal
+    /// Sleeps for `duration`, or until stopping begins or the snapshot is replaced; returns
+    /// true if stopping.
+    pub fn sleep_until_change(&self, duration: Duration) -> bool {
+        let wake = lock(&self.wake.0);
+        let generation = wake.generation;
+        let (wake, _) = self
+            .wake
             .1
-            .wait_timeout_while(stopped, duration, |stopped| !*stopped)
+            .wait_timeout_while(wake, duration, |w| !w.stopping && w.generation == generation)
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *stopped
+        wake.stopping
     }
 
     pub fn open_connections(&self) -> usize {

@@ -1,14 +1,17 @@
 //! The running balancer: listeners, one acceptor thread each, the fixed worker pool, the
-//! health thread, reload, and graceful stop.
+//! health thread, the alerts thread, reload, and graceful stop.
 //!
 //! An acceptor blocks in `accept()`, counts the connection against `limits.maxConnections`
 //! (over it: a fast 503 and a close, never a silent queue) and queues it for the workers.
-//! Stopping sets the runtime's flag and wakes each acceptor with a connection to itself.
+//! Stopping sets the runtime's flag, closes idle client connections, and wakes each acceptor
+//! with a connection to itself; the listeners close as their acceptors return.
 
+use crate::alerts::Alerts;
 use crate::config::Config;
 use crate::connection;
 use crate::health;
 use crate::http::error::canned_response;
+use crate::reload::{self, ReloadError, ReloadSummary};
 use crate::runtime::{Runtime, State};
 use log::{error, info, warn};
 use std::fmt;
@@ -71,7 +74,8 @@ impl Server {
             .thread_name("sluice-worker".into())
             .thread_stack_size(WORKER_STACK_BYTES)
             .build();
-        let runtime = Arc::new(Runtime::new(State::new(config, None)));
+        let alerts = Alerts::start(&config.alerts).map_err(StartError::Thread)?;
+        let runtime = Arc::new(Runtime::new(State::new(config, None), alerts));
         let mut addrs = Vec::new();
         let mut acceptors = Vec::new();
         for (index, listener) in listeners.into_iter().enumerate() {
@@ -98,20 +102,16 @@ impl Server {
         &self.runtime
     }
 
-    /// Switches to `config`. Listeners cannot change without a restart; backends that stay
-    /// keep their health, counters and idle connections.
-    pub fn reload(&self, config: Config) -> Result<(), String> {
-        let current = self.runtime.state();
-        let old: Vec<_> = current.config.listeners.iter().map(|l| (l.addr, l.mode)).collect();
-        let new: Vec<_> = config.listeners.iter().map(|l| (l.addr, l.mode)).collect();
-        if old != new {
-            return Err("listener addresses or modes changed; restart sluice to apply that".to_string());
-        }
-        if config.workers != current.config.workers {
-            warn!("the number of workers changes only on restart; keeping {}", current.config.workers);
-        }
-        self.runtime.replace_state(State::new(config, Some(&current)));
-        Ok(())
+    /// Switches to `config` (see [`reload`]): listeners cannot change without a restart;
+    /// backends that stay keep their health, counters and idle connections; new ones join
+    /// after their first passing probe. On error the running configuration stays.
+    pub fn reload(&self, config: Config) -> Result<ReloadSummary, ReloadError> {
+        reload::reload(&self.runtime, config)
+    }
+
+    /// Reads the configuration file again and switches to it, as SIGHUP does.
+    pub fn reload_file(&self) -> Result<ReloadSummary, ReloadError> {
+        reload::reload_file(&self.runtime)
     }
 
     /// Stops accepting, closes idle connections, and waits up to `timeouts.drain` for

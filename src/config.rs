@@ -779,6 +779,38 @@ mod tests {
                 r#"{"port": ":8080", "listen": ":8081", "servers": ["http://127.0.0.1:1"]}"#,
                 "config.json: listen: give either",
             ),
+            (
+                r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"], "healthCheck": {"expectStatus": [200, 99]}}"#,
+                "config.json: healthCheck.expectStatus: must be a status code from 100 to 599, or a list",
+            ),
+            (
+                r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"], "healthCheck": {"expectStatus": []}}"#,
+                "config.json: healthCheck.expectStatus: must be a status code",
+            ),
+            (
+                r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"], "healthCheck": {"expectStatus": "2xx"}}"#,
+                "config.json: healthCheck.expectStatus: must be a status code",
+            ),
+            (
+                r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"], "healthCheck": {"host": "a b"}}"#,
+                "config.json: healthCheck.host: must be a host name",
+            ),
+            (
+                r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"], "healthCheck": {"passiveFail": 1}}"#,
+                "config.json: healthCheck.passiveFail: unknown key (did you mean `passiveFails`?)",
+            ),
+            (
+                r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"], "alerts": {"webhook": "https://x/"}}"#,
+                "config.json: alerts.webhook: \"https://x/\" is not a URL such as",
+            ),
+            (
+                r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"], "alerts": {"webhook": "http://127.0.0.1:x/a"}}"#,
+                "config.json: alerts.webhook: \"http://127.0.0.1:x/a\" has a bad host or port",
+            ),
+            (
+                r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"], "alerts": {"webhok": "http://127.0.0.1/"}}"#,
+                "config.json: alerts.webhok: unknown key (did you mean `webhook`?)",
+            ),
             (r#"{"port": ":8080", "servers": ["#, "config.json: not valid JSON"),
             (r#"[1]"#, "config.json: must be a JSON object"),
             (
@@ -808,5 +840,53 @@ mod tests {
         assert_eq!(c.limits.max_body_bytes, Some(10));
         assert_eq!(c.workers, 8);
         assert!(c.expose_backend);
+    }
+
+    #[test]
+    fn health_check_keys_and_their_defaults() {
+        let c = parse(r#"{"listen": "127.0.0.1:0", "servers": ["http://127.0.0.1:1"]}"#).unwrap();
+        let hc = &c.pools[0].health_check;
+        assert_eq!((hc.rise, hc.fall, hc.passive_fails), (2, 2, 2));
+        assert_eq!((&hc.host, &hc.expect_status), (&None, &None));
+
+        let c = parse(
+            r#"{"listen": "127.0.0.1:0", "servers": ["http://127.0.0.1:1"],
+            "healthCheck": {"fall": 4, "host": "app.example.com:8443", "expectStatus": 204}}"#,
+        )
+        .unwrap();
+        let hc = &c.pools[0].health_check;
+        assert_eq!(hc.passive_fails, 4, "passiveFails follows fall unless given");
+        assert_eq!(hc.host.as_deref(), Some("app.example.com:8443"));
+        assert_eq!(hc.expect_status, Some(vec![204]));
+
+        let c = parse(
+            r#"{"listen": "127.0.0.1:0", "servers": ["http://127.0.0.1:1"],
+            "healthCheck": {"passiveFails": 0, "expectStatus": [200, 204]}}"#,
+        )
+        .unwrap();
+        let hc = &c.pools[0].health_check;
+        assert_eq!((hc.passive_fails, hc.expect_status.clone()), (0, Some(vec![200, 204])));
+    }
+
+    #[test]
+    fn alerts_webhook_and_timeout() {
+        let c = parse(r#"{"listen": "127.0.0.1:0", "servers": ["http://127.0.0.1:1"]}"#).unwrap();
+        assert_eq!(c.alerts, AlertsConfig::default());
+        assert_eq!(c.alerts.timeout, Duration::from_secs(2));
+
+        let c = parse(
+            r#"{"listen": "127.0.0.1:0", "servers": ["http://127.0.0.1:1"],
+            "alerts": {"webhook": "http://127.0.0.1:9090/hooks/sluice?k=1", "timeout": "500ms"}}"#,
+        )
+        .unwrap();
+        let hook = c.alerts.webhook.unwrap();
+        assert_eq!(hook.authority, "127.0.0.1:9090");
+        assert_eq!(hook.path, "/hooks/sluice?k=1");
+        assert_eq!(hook.addrs, vec!["127.0.0.1:9090".parse().unwrap()]);
+        assert_eq!(c.alerts.timeout, Duration::from_millis(500));
+
+        assert_eq!(webhook_from_url("http://localhost").unwrap().path, "/");
+        assert_eq!(webhook_from_url("http://127.0.0.1?x").unwrap().path, "/?x");
+        assert_eq!(webhook_from_url("http://[::1]:81/a").unwrap().authority, "[::1]:81");
     }
 }

@@ -183,9 +183,16 @@ fn describe(config: &Config) -> String {
     for p in &config.pools {
         let hc = &p.health_check;
         out += &format!(
-            "pool {:?}: {:?}, retries {}, health check {} {} every {:?} (timeout {:?}, rise {}, fall {})\n",
-            p.name, p.algorithm, p.retries, hc.method, hc.path, hc.interval, hc.timeout, hc.rise, hc.fall
+            "pool {:?}: {:?}, retries {}, health check {} {} every {:?} (timeout {:?}, rise {}, fall {}, passiveFails {}",
+            p.name, p.algorithm, p.retries, hc.method, hc.path, hc.interval, hc.timeout, hc.rise, hc.fall, hc.passive_fails
         );
+        if let Some(host) = &hc.host {
+            out += &format!(", host {host}");
+        }
+        if let Some(statuses) = &hc.expect_status {
+            out += &format!(", expectStatus {statuses:?}");
+        }
+        out += ")\n";
         for s in &p.servers {
             let addrs: Vec<_> = s.addrs.iter().map(ToString::to_string).collect();
             let limit = s.max_connections.map_or(String::new(), |m| format!(", maxConnections {m}"));
@@ -204,6 +211,10 @@ fn describe(config: &Config) -> String {
         "limits: maxHeaderBytes {}, maxBodyBytes {body}, maxConnections {}, maxIdlePerBackend {}; exposeBackend {}\n",
         l.max_header_bytes, l.max_connections, l.max_idle_per_backend, config.expose_backend
     );
+    out += &match &config.alerts.webhook {
+        Some(hook) => format!("alerts: POST to {} (timeout {:?})\n", hook.url, config.alerts.timeout),
+        None => "alerts: logged only (no webhook)\n".to_string(),
+    };
     out
 }
 

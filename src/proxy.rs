@@ -400,3 +400,37 @@ fn answer(client: &mut Client, status: u16, detail: &str, extra: &[(&str, &str)]
     let sent = client.send(&canned_response(status, detail, extra, !keep_alive)).is_ok();
     Outcome { status, body_bytes: 0, backend: None, keep_alive: keep_alive && sent }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_retry_rule() {
+        use NextStep::*;
+        let fresh = Stage::BeforeResponse { reused: false };
+        let reused = Stage::BeforeResponse { reused: true };
+        // (where it failed, idempotent without a body, what happens next)
+        let table = [
+            (Stage::Connect, true, OtherBackend),
+            (Stage::Connect, false, OtherBackend),
+            (reused, true, NewConnectionSameBackend),
+            (reused, false, GiveUp),
+            (fresh, true, OtherBackend),
+            (fresh, false, GiveUp),
+        ];
+        for (stage, replayable, next) in table {
+            assert_eq!(after_failure(stage, replayable), next, "{stage:?}, replayable: {replayable}");
+        }
+    }
+
+    #[test]
+    fn idempotent_methods() {
+        for method in ["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"] {
+            assert!(is_idempotent(method), "{method}");
+        }
+        for method in ["POST", "PATCH", "CONNECT", "LOCK", "get"] {
+            assert!(!is_idempotent(method), "{method}");
+        }
+    }
+}

@@ -1,15 +1,18 @@
-//! One client connection on a worker: read a request head, hand it to `proxy`, log the
-//! exchange, and go round again while the connection stays persistent.
+//! One client connection on a worker: read a request head, hand it to `proxy` (or, on a
+//! redirect listener, to `redirect`), log the exchange, and go round again while the
+//! connection stays persistent. Connections on tcp listeners go to `tcp` instead.
 //!
 //! Client timeouts live here: the first head must start within `timeouts.clientHeader`,
 //! later ones within `timeouts.keepAlive`, and every head must be complete within
 //! `timeouts.clientHeader` of its first byte.
 
+use crate::config::ListenerMode;
 use crate::http::error::HttpError;
 use crate::http::head::{read_request_head, HeadError, HeadWait, RequestHead};
 use crate::http::stream::BufferedStream;
 use crate::proxy::{self, Client, Context, Outcome};
 use crate::runtime::Runtime;
+use crate::{redirect, tcp};
 use log::{debug, info, log_enabled};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Instant;
@@ -25,6 +28,12 @@ pub fn serve(runtime: &Runtime, listener: usize, stream: TcpStream, peer: Socket
         }
     };
     let ticket = runtime.register_client(handle);
+    let state = runtime.state();
+    if state.config.listeners[listener].mode == ListenerMode::Tcp {
+        tcp::serve(&state, &state.config.listeners[listener], &stream, peer);
+        return;
+    }
+    drop(state);
     let capacity = runtime.state().config.limits.max_header_bytes;
     let mut client = Client::new(BufferedStream::new(stream, capacity), peer);
     let mut first = true;
@@ -52,7 +61,10 @@ pub fn serve(runtime: &Runtime, listener: usize, stream: TcpStream, peer: Socket
             }
         };
         let ctx = Context { runtime, state: &state, listener: &config.listeners[listener] };
-        let outcome = proxy::exchange(&ctx, &mut client, &mut head);
+        let outcome = match ctx.listener.mode {
+            ListenerMode::Redirect => redirect::answer(&ctx, &mut client, &mut head),
+            ListenerMode::Http | ListenerMode::Tcp => proxy::exchange(&ctx, &mut client, &mut head),
+        };
         log_exchange(peer, Some(&head), &outcome, started);
         if !outcome.keep_alive {
             break;

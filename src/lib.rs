@@ -29,8 +29,12 @@ pub mod health;
 pub mod http;
 pub mod pool;
 pub mod proxy;
+pub mod redirect;
+pub mod routing;
 pub mod runtime;
 pub mod server;
+pub mod tcp;
+pub mod tunnel;
 
 pub use config::{Config, ConfigError};
 pub use server::{Server, StartError};

@@ -145,8 +145,9 @@ fn pool_index(s: &mut Section, pools: &[PoolConfig], mode: ListenerMode) -> Resu
     let protocol = pools[index].protocol;
     let wanted = if mode == ListenerMode::Tcp { Protocol::Tcp } else { Protocol::Http };
     if protocol != wanted {
+        let article = if mode == ListenerMode::Http { "an" } else { "a" };
         let problem = format!(
-            "pool {name:?} has {}:// servers, but a {} listener needs {}:// servers",
+            "pool {name:?} has {}:// servers, but {article} {} listener needs {}:// servers",
             protocol.scheme(),
             mode.as_str(),
             wanted.scheme()
@@ -154,4 +155,177 @@ fn pool_index(s: &mut Section, pools: &[PoolConfig], mode: ListenerMode) -> Resu
         return Err(s.error("pool", &problem));
     }
     Ok(index)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, ListenerMode, Protocol};
+    use crate::routing::HostMatch;
+    use std::time::Duration;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(text, "config.json").map_err(|e| e.to_string())
+    }
+
+    const POOLS: &str = r#""pools": {
+        "web": {"servers": ["http://127.0.0.1:5001", "http://127.0.0.1:5002"], "retries": 1},
+        "api": {"servers": ["http://127.0.0.1:5003"], "healthCheck": {"path": "/health"}},
+        "db": {"servers": ["tcp://127.0.0.1:5432"], "healthCheckInterval": "5s"}
+    }"#;
+
+    #[test]
+    fn full_form_reads_listeners_routes_and_pools() {
+        let c = parse(&format!(
+            r#"{{"listeners": [
+                {{"listen": ":8080", "mode": "http", "routes": [
+                    {{"host": "API.example.com", "pathPrefix": "/v1/", "pool": "api"}},
+                    {{"host": "*.example.com", "pool": "web"}},
+                    {{"pool": "web"}}]}},
+                {{"listen": "127.0.0.1:6432", "mode": "tcp", "pool": "db"}},
+                {{"listen": 8081, "mode": "redirect", "pool": "web"}},
+                {{"listen": ":8082", "pool": "api"}}
+            ], {POOLS}, "workers": 4, "timeouts": {{"tunnel": "10m"}}}}"#
+        ))
+        .unwrap();
+        // Pools are numbered in the order of their names: api, db, web.
+        let names: Vec<&str> = c.pools.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["api", "db", "web"]);
+        assert_eq!(c.pools[1].protocol, Protocol::Tcp);
+        assert_eq!(c.pools[1].health_check.interval, Duration::from_secs(5));
+        assert_eq!(c.pools[0].health_check.path, "/health");
+        assert_eq!(c.pools[2].retries, 1);
+        let modes: Vec<ListenerMode> = c.listeners.iter().map(|l| l.mode).collect();
+        assert_eq!(modes, [ListenerMode::Http, ListenerMode::Tcp, ListenerMode::Redirect, ListenerMode::Http]);
+        let routes = &c.listeners[0].routes;
+        assert_eq!(routes[0].host, Some(HostMatch::Exact("api.example.com".into())));
+        assert_eq!(routes[0].path_prefix.as_deref(), Some("/v1"));
+        assert_eq!(routes[0].pool, 0);
+        assert_eq!(routes[1].host, Some(HostMatch::OneLevelUnder(".example.com".into())));
+        assert_eq!((routes[2].host.is_none(), routes[2].path_prefix.is_none(), routes[2].pool), (true, true, 2));
+        assert_eq!(c.listeners[1].routes[0].pool, 1);
+        assert_eq!(c.listeners[2].addr.port(), 8081);
+        assert_eq!(c.listeners[3].routes[0].pool, 0);
+        assert_eq!((c.workers, c.timeouts.tunnel), (4, Duration::from_secs(600)));
+    }
+
+    #[test]
+    fn tunnel_timeout_defaults_to_an_hour() {
+        let c = parse(r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"]}"#).unwrap();
+        assert_eq!(c.timeouts.tunnel, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn full_form_errors_name_the_key_path() {
+        let listeners = |l: &str| format!(r#"{{"listeners": [{l}], {POOLS}}}"#);
+        let cases = [
+            (
+                listeners(r#"{"listen": ":1", "routes": [{"pool": "web"}]}, {"listen": ":2", "routes": [{"pool": "ap"}]}"#),
+                r#"config.json: listeners[1].routes[0].pool: no pool named "ap" (pools: "api", "db", "web")"#,
+            ),
+            (listeners(r#"{"listen": ":1", "mode": "tcp", "pool": "dbb"}"#), r#"config.json: listeners[0].pool: no pool named "dbb""#),
+            (
+                listeners(r#"{"listen": ":1", "mode": "tcp", "pool": "web"}"#),
+                r#"config.json: listeners[0].pool: pool "web" has http:// servers, but a tcp listener needs tcp:// servers"#,
+            ),
+            (
+                listeners(r#"{"listen": ":1", "routes": [{"pool": "db"}]}"#),
+                r#"config.json: listeners[0].routes[0].pool: pool "db" has tcp:// servers, but an http listener needs http:// servers"#,
+            ),
+            (
+                listeners(r#"{"listen": ":1", "mode": "redirect", "pool": "db"}"#),
+                r#"config.json: listeners[0].pool: pool "db" has tcp:// servers, but a redirect listener"#,
+            ),
+            (listeners(r#"{"listen": ":1", "mode": "udp", "pool": "db"}"#), r#"config.json: listeners[0].mode: unknown mode "udp""#),
+            (listeners(r#"{"listen": ":1"}"#), "config.json: listeners[0].routes: missing"),
+            (listeners(r#"{"listen": ":1", "mode": "tcp"}"#), "config.json: listeners[0].pool: missing"),
+            (listeners(r#"{"mode": "tcp", "pool": "db"}"#), "config.json: listeners[0].listen: missing"),
+            (
+                listeners(r#"{"listen": ":1", "mode": "tcp", "routes": [{"pool": "db"}]}"#),
+                "config.json: listeners[0].routes: a tcp listener has no routes; it takes one \"pool\"",
+            ),
+            (
+                listeners(r#"{"listen": ":1", "routes": [{"pool": "web"}], "pool": "web"}"#),
+                "config.json: listeners[0].pool: give either \"routes\" or \"pool\", not both",
+            ),
+            (listeners(r#"{"listen": ":1", "routes": []}"#), "config.json: listeners[0].routes: must be a list of routes"),
+            (
+                listeners(r#"{"listen": ":1", "routes": [{"pool": "web", "hots": "a"}]}"#),
+                "config.json: listeners[0].routes[0].hots: unknown key (did you mean `host`?)",
+            ),
+            (
+                listeners(r#"{"listen": ":1", "routes": [{"host": "a.*", "pool": "web"}]}"#),
+                "config.json: listeners[0].routes[0].host: \"a.*\": `*` may only be the whole first label",
+            ),
+            (
+                listeners(r#"{"listen": ":1", "routes": [{"host": "a:80", "pool": "web"}]}"#),
+                "config.json: listeners[0].routes[0].host: \"a:80\": give the host without a port",
+            ),
+            (
+                listeners(r#"{"listen": ":1", "routes": [{"pathPrefix": "api", "pool": "web"}]}"#),
+                "config.json: listeners[0].routes[0].pathPrefix: \"api\" must start with `/`",
+            ),
+            (
+                listeners(r#"{"listen": ":1", "routes": [{"pool": "web"}, {"host": "a", "pool": "api"}]}"#),
+                "config.json: listeners[0].routes[1]: never reached: routes[0] before it matches every request",
+            ),
+            (
+                listeners(r#"{"listen": ":1", "routes": [{"pool": "web"}]}, {"listen": ":1", "routes": [{"pool": "web"}]}"#),
+                "config.json: listeners[1].listen: 0.0.0.0:1 is already the address of listeners[0]",
+            ),
+            (
+                listeners(r#"{"listen": ":1", "mode": "tcp", "pool": "db", "timeout": "1s"}"#),
+                "config.json: listeners[0].timeout: unknown key",
+            ),
+            (r#"{"listeners": [], "pools": {}}"#.to_string(), "config.json: pools: is empty"),
+            (r#"{"listeners": [], "pools": {"a": {"servers": ["tcp://127.0.0.1:1"]}}}"#.to_string(), "config.json: listeners: is empty"),
+            (r#"{"pools": {"a": {"servers": ["tcp://127.0.0.1:1"]}}}"#.to_string(), "config.json: listeners: missing"),
+            (r#"{"listeners": [{"listen": ":1", "pool": "a"}]}"#.to_string(), "config.json: pools: missing"),
+            (r#"{"listeners": {}, "pools": []}"#.to_string(), "config.json: pools: must be an object of named pools"),
+            (
+                r#"{"listeners": [{"listen": ":1", "pool": "a b"}], "pools": {"a b": {"servers": ["http://127.0.0.1:1"]}}}"#.to_string(),
+                "config.json: pools.a b: a pool name is 1 to 64 letters, digits",
+            ),
+            (
+                r#"{"listeners": [{"listen": ":1", "pool": "a"}], "pools": {"a": {"servers": ["http://127.0.0.1:1"], "listen": ":2"}}}"#.to_string(),
+                "config.json: pools.a.listen: unknown key",
+            ),
+            (
+                r#"{"listeners": [{"listen": ":1", "pool": "a"}], "pools": {"a": {"servers": ["http://127.0.0.1:1", "tcp://127.0.0.1:2"]}}}"#.to_string(),
+                "config.json: pools.a.servers[1]: \"tcp://127.0.0.1:2\" is tcp:// but servers[0] is http://",
+            ),
+            (
+                r#"{"listeners": [{"listen": ":1", "mode": "tcp", "pool": "a"}], "pools": {"a": {"servers": ["tcp://127.0.0.1"]}}}"#.to_string(),
+                "config.json: pools.a.servers[0]: \"tcp://127.0.0.1\": a tcp:// backend needs a port",
+            ),
+            (
+                format!(r#"{{"port": ":8080", "listeners": [{{"listen": ":1", "pool": "web"}}], {POOLS}}}"#),
+                "config.json: port: belongs to the short form; with \"listeners\" and \"pools\" it goes in a listener's \"listen\"",
+            ),
+            (
+                format!(r#"{{"servers": ["http://127.0.0.1:1"], "listeners": [{{"listen": ":1", "pool": "web"}}], {POOLS}}}"#),
+                "config.json: servers: belongs to the short form; with \"listeners\" and \"pools\" it goes in a pool",
+            ),
+            (
+                r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"], "pools": {}}"#.to_string(),
+                "config.json: port: belongs to the short form",
+            ),
+            (
+                r#"{"port": ":8080", "servers": ["tcp://127.0.0.1:1"]}"#.to_string(),
+                "config.json: servers: tcp:// backends need a listener with \"mode\": \"tcp\"",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = parse(&text).expect_err(&text);
+            assert!(err.starts_with(expected), "for {text}\n got: {err}\nwant: {expected}...");
+        }
+    }
+
+    #[test]
+    fn several_listeners_may_all_ask_for_port_zero() {
+        let c = parse(&format!(
+            r#"{{"listeners": [{{"listen": "127.0.0.1:0", "pool": "web"}}, {{"listen": "127.0.0.1:0", "mode": "tcp", "pool": "db"}}], {POOLS}}}"#
+        ))
+        .unwrap();
+        assert_eq!(c.listeners.len(), 2);
+    }
 }

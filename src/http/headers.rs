@@ -253,7 +253,8 @@ mod tests {
 
     #[test]
     fn only_http_1_1_with_connection_upgrade_and_an_upgrade_field_is_an_upgrade() {
-        let cases: [(Version, &[(&str, &str)], bool); 5] = [
+        type Fields<'a> = &'a [(&'a str, &'a str)];
+        let cases: [(Version, Fields, bool); 5] = [
             (Version::Http11, &[("Connection", "Upgrade"), ("Upgrade", "websocket")], true),
             (Version::Http11, &[("Upgrade", "websocket")], false),
             (Version::Http11, &[("Connection", "upgrade")], false),

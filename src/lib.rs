@@ -18,7 +18,7 @@
 //! state every thread shares, [`config`] turns the JSON file into validated settings, and
 //! [`demo`] runs the demo backends for `--demo`.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod backend;
 pub mod balance;
@@ -31,6 +31,7 @@ pub mod pool;
 pub mod proxy;
 pub mod runtime;
 pub mod server;
+pub mod sys;
 
 pub use config::{Config, ConfigError};
 pub use server::{Server, StartError};

@@ -32,6 +32,7 @@ pub mod proxy;
 pub mod runtime;
 pub mod server;
 pub mod sys;
+pub mod waiting_room;
 
 pub use config::{Config, ConfigError};
 pub use server::{Server, StartError};

@@ -52,7 +52,8 @@ impl Epoll {
         let millis = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
         // SAFETY: the pointer and length describe `events`, which outlives the call; the
         // kernel writes at most that many entries.
-        let n = unsafe { libc::epoll_wait(self.fd.as_raw_fd(), events.as_mut_ptr(), events.len() as libc::c_int, millis) };
+        let n =
+            unsafe { libc::epoll_wait(self.fd.as_raw_fd(), events.as_mut_ptr(), events.len() as libc::c_int, millis) };
         if n < 0 {
             let e = io::Error::last_os_error();
             return if e.kind() == io::ErrorKind::Interrupted { Ok(()) } else { Err(e) };

@@ -295,7 +295,7 @@ fn relay_response(
     };
     let wants_keep_alive = is_persistent(head.version, &connection_tokens(head))
         && !ctx.runtime.is_stopping()
-        && ctx.runtime.waiting_connections() == 0;
+        && !ctx.runtime.should_close_idle();
     let chunked_out = framing == BodyFraming::Chunked && head.version == Version::Http11;
     let (header_framing, keep_alive) = match framing {
         BodyFraming::Empty => (passed_on_length(response, &head.method), wants_keep_alive),

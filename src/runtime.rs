@@ -121,10 +121,18 @@ impl Runtime {
         Serving(self)
     }
 
-    /// True while more than three quarters of the workers hold a connection: then a
-    /// connection with nothing to read should wait in the waiting room, not on a worker.
+    /// Whether a connection with nothing to read should wait in the waiting room rather than
+    /// on its worker: while other connections wait for a worker (so every client gets its
+    /// turn), or while more than three quarters of the workers hold a connection.
     pub fn should_park(&self) -> bool {
-        self.parking_enabled && self.serving.load(Ordering::Relaxed) * 4 > self.workers.max_count() * 3
+        self.parking_enabled
+            && (self.waiting_connections() > 0 || self.serving.load(Ordering::Relaxed) * 4 > self.workers.max_count() * 3)
+    }
+
+    /// Without the waiting room, the only fair answer to connections queued for a worker is
+    /// to stop offering keep-alive until the queue is empty.
+    pub fn should_close_idle(&self) -> bool {
+        !self.parking_enabled && self.waiting_connections() > 0
     }
 
     pub fn state(&self) -> Arc<State> {

@@ -205,7 +205,7 @@ fn attempt(
     let config = &ctx.state.config;
     let head = request.head;
     client.upstream_out.clear();
-    write_request_head(&mut client.upstream_out, head, request.framing, client.peer.ip());
+    write_request_head(&mut client.upstream_out, head, request.framing, client.peer.ip(), &backend.config.authority);
     let wants_continue = request.expects_continue && request.framing != BodyFraming::Empty;
     if wants_continue && client.send(b"HTTP/1.1 100 Continue\r\n\r\n").is_err() {
         return done(Outcome::closed(CLIENT_CLOSED));

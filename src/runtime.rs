@@ -127,7 +127,8 @@ impl Runtime {
     /// turn), or while more than three quarters of the workers hold a connection.
     pub fn should_park(&self) -> bool {
         self.parking_enabled
-            && (self.waiting_connections() > 0 || self.serving.load(Ordering::Relaxed) * 4 > self.workers.max_count() * 3)
+            && (self.waiting_connections() > 0
+                || self.serving.load(Ordering::Relaxed) * 4 > self.workers.max_count() * 3)
     }
 
     /// Without the waiting room, the only fair answer to connections queued for a worker is

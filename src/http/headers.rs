@@ -45,14 +45,27 @@ pub fn is_persistent(version: Version, tokens: &[String]) -> bool {
     }
 }
 
+/// Whether a field goes on to the next hop. `Host` always does, whatever `Connection` names:
+/// a client must not be able to strip it.
 fn is_forwarded(name: &str, tokens: &[String]) -> bool {
-    !NOT_FORWARDED.iter().any(|h| name.eq_ignore_ascii_case(h)) && !tokens.iter().any(|t| name.eq_ignore_ascii_case(t))
+    let named_by_connection = tokens.iter().any(|t| name.eq_ignore_ascii_case(t)) && !name.eq_ignore_ascii_case("host");
+    !NOT_FORWARDED.iter().any(|h| name.eq_ignore_ascii_case(h)) && !named_by_connection
 }
 
-/// Writes the head sluice sends to a backend for `head`.
-pub fn write_request_head(out: &mut Vec<u8>, head: &RequestHead, framing: BodyFraming, client_ip: IpAddr) {
+/// Writes the head sluice sends to a backend for `head`. A request without `Host` (HTTP/1.0
+/// allows that) gets `default_host`, the backend's own `host:port`, since HTTP/1.1 needs one.
+pub fn write_request_head(
+    out: &mut Vec<u8>,
+    head: &RequestHead,
+    framing: BodyFraming,
+    client_ip: IpAddr,
+    default_host: &str,
+) {
     let tokens = connection_tokens(head);
     let _ = write!(out, "{} {} HTTP/1.1\r\n", head.method, head.target);
+    if !head.has("host") {
+        push_field(out, b"Host", default_host.as_bytes());
+    }
     let mut forwarded_for: Vec<&[u8]> = Vec::new();
     for h in &head.headers {
         if h.name.eq_ignore_ascii_case("x-forwarded-for") {
@@ -187,7 +200,7 @@ mod tests {
             ]),
         };
         let mut out = Vec::new();
-        write_request_head(&mut out, &head, BodyFraming::Length(3), "10.0.0.1".parse().unwrap());
+        write_request_head(&mut out, &head, BodyFraming::Length(3), "10.0.0.1".parse().unwrap(), "backend:1");
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "POST /p?q HTTP/1.1\r\nHost: site\r\nAccept: */*\r\nX-Forwarded-For: 1.1.1.1, 2.2.2.2, 10.0.0.1\r\n\

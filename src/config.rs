@@ -322,7 +322,8 @@ fn read_pool(section: &mut Section, name: &str) -> Result<PoolConfig, ConfigErro
 
 fn read_sticky(section: &mut Section) -> Result<Option<StickyConfig>, ConfigError> {
     let Some(mut s) = section.section("sticky")? else { return Ok(None) };
-    let cookie = s.str("cookie")?.ok_or_else(|| s.error("cookie", "missing: the cookie's name, such as \"SERVERID\""))?;
+    let cookie =
+        s.str("cookie")?.ok_or_else(|| s.error("cookie", "missing: the cookie's name, such as \"SERVERID\""))?;
     if !is_cookie_name(cookie) {
         return Err(s.error("cookie", "must be 1 to 64 letters, digits or `!#$%&'*+-.^_`|~` (a cookie name)"));
     }
@@ -332,8 +333,7 @@ fn read_sticky(section: &mut Section) -> Result<Option<StickyConfig>, ConfigErro
 
 /// A cookie name is an HTTP token (RFC 6265, section 4.1.1); sluice also caps its length.
 fn is_cookie_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 fn read_servers(section: &mut Section) -> Result<Vec<ServerConfig>, ConfigError> {
@@ -808,8 +808,10 @@ mod tests {
 
     #[test]
     fn sticky_and_queue_timeout() {
-        let c = parse(r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"], "sticky": {"cookie": "SRV_id"},
-            "timeouts": {"queue": "250ms"}}"#)
+        let c = parse(
+            r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"], "sticky": {"cookie": "SRV_id"},
+            "timeouts": {"queue": "250ms"}}"#,
+        )
         .unwrap();
         assert_eq!(c.pools[0].sticky, Some(StickyConfig { cookie: "SRV_id".into() }));
         assert_eq!(c.timeouts.queue, Duration::from_millis(250));

@@ -13,6 +13,7 @@ use crate::balance::hash::hash64;
 use crate::balance::{self, Balancer};
 use crate::config::PoolConfig;
 use crate::queue::{Queue, QueueStats};
+use log::warn;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -106,7 +107,10 @@ impl Pool {
             Err(Shortfall::Full) => None,
             Err(Shortfall::Unavailable) => Some(Err(NoSlot::Unavailable)),
         });
-        waited.unwrap_or(Err(NoSlot::QueueTimedOut))
+        waited.unwrap_or_else(|| {
+            warn!("pool {:?}: every backend stayed at its maxConnections for {queue_timeout:?}", self.name());
+            Err(NoSlot::QueueTimedOut)
+        })
     }
 
     /// One attempt: the sticky backend if it is eligible, else the balancer's pick. A pick

@@ -25,7 +25,7 @@ use crate::http::headers::{
 };
 use crate::http::request::check_request;
 use crate::http::stream::{is_timeout, BufferedStream};
-use crate::pool::{NoSlot, PickRequest};
+use crate::pool::{NoSlot, PickRequest, Pool};
 use crate::runtime::{Runtime, State};
 use log::{debug, warn};
 use std::io::{self, Write};
@@ -112,16 +112,7 @@ pub fn exchange(ctx: &Context, client: &mut Client, head: &mut RequestHead) -> O
         let wanted = PickRequest { client: client.peer.ip(), tried: &tried, sticky };
         let slot = match pool.acquire(&wanted, ctx.state.config.timeouts.queue) {
             Ok(slot) => slot,
-            Err(NoSlot::QueueTimedOut) => {
-                warn!("pool {:?}: every backend at its maxConnections for {:?}", pool.name(), ctx.state.config.timeouts.queue);
-                let detail = "every backend is at its connection limit";
-                return answer(client, 503, detail, &[("Retry-After", "1")], !body_pending);
-            }
-            Err(NoSlot::Unavailable) if tried.is_empty() => {
-                let retry_after = pool.retry_after_secs().to_string();
-                return answer(client, 503, "no backend available", &[("Retry-After", &retry_after)], !body_pending);
-            }
-            Err(NoSlot::Unavailable) => return answer(client, 502, "no backend could be reached", &[], !body_pending),
+            Err(why) => return answer_no_slot(client, pool, why, tried.is_empty(), !body_pending),
         };
         let backend = slot.backend;
         let set_cookie = pool.sticky_cookie(slot.index, sticky);
@@ -140,6 +131,21 @@ pub fn exchange(ctx: &Context, client: &mut Client, head: &mut RequestHead) -> O
                 }
             }
         }
+    }
+}
+
+/// Answers a request for which the pool had no backend: 503 when nothing is available or
+/// the queue timed out, 502 when every backend tried failed.
+fn answer_no_slot(client: &mut Client, pool: &Pool, why: NoSlot, first: bool, keep: bool) -> Outcome {
+    match why {
+        NoSlot::QueueTimedOut => {
+            answer(client, 503, "every backend is at its connection limit", &[("Retry-After", "1")], keep)
+        }
+        NoSlot::Unavailable if first => {
+            let retry_after = pool.retry_after_secs().to_string();
+            answer(client, 503, "no backend available", &[("Retry-After", &retry_after)], keep)
+        }
+        NoSlot::Unavailable => answer(client, 502, "no backend could be reached", &[], keep),
     }
 }
 

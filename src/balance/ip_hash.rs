@@ -61,14 +61,17 @@ mod tests {
 
     /// Where each client lands, by backend URL (indices differ between lists).
     fn placement(list: &[Arc<Backend>], eligible: &dyn Fn(usize) -> bool, count: u32) -> Vec<String> {
-        clients(count).map(|c| IpHash.pick(list, eligible, c).map_or("-".into(), |i| list[i].url().to_string())).collect()
+        clients(count)
+            .map(|c| IpHash.pick(list, eligible, c).map_or("-".into(), |i| list[i].url().to_string()))
+            .collect()
     }
 
     #[test]
     fn pinned_choices_keep_clients_in_place_across_versions() {
         //  client:      10.0.0.0  .1  .2  .3  .4  .5  .6  .7   over  a b c
         let list = backends(&[1, 1, 1]);
-        let seq: String = clients(8).map(|c| char::from(b'a' + IpHash.pick(&list, &|_| true, c).unwrap() as u8)).collect();
+        let seq: String =
+            clients(8).map(|c| char::from(b'a' + IpHash.pick(&list, &|_| true, c).unwrap() as u8)).collect();
         assert_eq!(seq, PINNED);
     }
 

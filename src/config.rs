@@ -26,6 +26,8 @@ pub struct Config {
     pub timeouts: Timeouts,
     pub limits: Limits,
     pub expose_backend: bool,
+    /// Park idle client connections in the waiting room while most workers are busy.
+    pub waiting_room: bool,
 }
 
 /// One address sluice listens on, and where its requests go.
@@ -269,6 +271,7 @@ fn read_config(top: &mut Section) -> Result<Config, ConfigError> {
     let timeouts = read_timeouts(top)?;
     let limits = read_limits(top)?;
     let expose_backend = top.bool("exposeBackend")?.unwrap_or(false);
+    let waiting_room = top.bool("waitingRoom")?.unwrap_or(true);
     Ok(Config {
         source: top.file.to_string(),
         listeners: vec![ListenerConfig { addr, mode: ListenerMode::Http, routes: vec![RouteConfig { pool: 0 }] }],
@@ -277,6 +280,7 @@ fn read_config(top: &mut Section) -> Result<Config, ConfigError> {
         timeouts,
         limits,
         expose_backend,
+        waiting_room,
     })
 }
 

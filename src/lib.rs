@@ -20,7 +20,7 @@
 //! state every thread shares, [`config`] turns the JSON file into validated settings, and
 //! [`demo`] runs the demo backends for `--demo`.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod backend;
 pub mod balance;
@@ -34,6 +34,8 @@ pub mod proxy;
 pub mod queue;
 pub mod runtime;
 pub mod server;
+pub mod sys;
+pub mod waiting_room;
 
 pub use config::{Config, ConfigError};
 pub use server::{Server, StartError};

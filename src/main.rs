@@ -110,6 +110,10 @@ fn run(path: &Path, with_demo: bool) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    match sluice::sys::raise_open_file_limit() {
+        Ok(limit) => log::info!("open file limit: {} (was {}, hard limit {})", limit.after, limit.before, limit.hard),
+        Err(e) => log::warn!("cannot raise the open file limit: {e}"),
+    }
     if with_demo {
         if let Err(e) = demo::start(&config) {
             eprintln!("sluice: {e}");

@@ -37,7 +37,7 @@ use std::time::Duration;
 /// response bodies stream through.
 pub const BACKEND_BUFFER_BYTES: usize = 64 * 1024;
 
-/// A client connection as the exchange sees it, with buffers kept across its requests.
+/// A client connection as the exchange sees it, with the buffers it borrows from its worker.
 pub struct Client {
     pub stream: BufferedStream,
     pub peer: SocketAddr,
@@ -49,9 +49,26 @@ pub struct Client {
     upstream_buf: Option<Box<[u8]>>,
 }
 
+/// The buffers an exchange needs besides the client's read buffer; a worker keeps one set
+/// and lends it to each connection it serves.
+#[derive(Default)]
+pub struct ExchangeBuffers {
+    out: Vec<u8>,
+    upstream_out: Vec<u8>,
+    upstream_buf: Option<Box<[u8]>>,
+}
+
 impl Client {
-    pub fn new(stream: BufferedStream, peer: SocketAddr) -> Client {
-        Client { stream, peer, out: Vec::new(), upstream_out: Vec::new(), upstream_buf: None }
+    pub fn new(stream: BufferedStream, peer: SocketAddr, buffers: ExchangeBuffers) -> Client {
+        let ExchangeBuffers { out, upstream_out, upstream_buf } = buffers;
+        Client { stream, peer, out, upstream_out, upstream_buf }
+    }
+
+    /// Gives back the stream and the lent buffers.
+    pub fn into_parts(self) -> (BufferedStream, ExchangeBuffers) {
+        let buffers =
+            ExchangeBuffers { out: self.out, upstream_out: self.upstream_out, upstream_buf: self.upstream_buf };
+        (self.stream, buffers)
     }
 
     /// Writes one complete sluice-made response.
@@ -299,7 +316,7 @@ fn relay_response(
     };
     let wants_keep_alive = is_persistent(head.version, &connection_tokens(head))
         && !ctx.runtime.is_stopping()
-        && ctx.runtime.waiting_connections() == 0;
+        && !ctx.runtime.should_close_idle();
     let chunked_out = framing == BodyFraming::Chunked && head.version == Version::Http11;
     let (header_framing, keep_alive) = match framing {
         BodyFraming::Empty => (passed_on_length(response, &head.method), wants_keep_alive),

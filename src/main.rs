@@ -175,9 +175,18 @@ fn describe(config: &Config) -> String {
     }
     for p in &config.pools {
         let hc = &p.health_check;
+        let sticky = p.sticky.as_ref().map_or(String::new(), |s| format!(", sticky cookie {:?}", s.cookie));
         out += &format!(
-            "pool {:?}: {:?}, retries {}, health check {} {} every {:?} (timeout {:?}, rise {}, fall {})\n",
-            p.name, p.algorithm, p.retries, hc.method, hc.path, hc.interval, hc.timeout, hc.rise, hc.fall
+            "pool {:?}: {}{sticky}, retries {}, health check {} {} every {:?} (timeout {:?}, rise {}, fall {})\n",
+            p.name,
+            p.algorithm.name(),
+            p.retries,
+            hc.method,
+            hc.path,
+            hc.interval,
+            hc.timeout,
+            hc.rise,
+            hc.fall
         );
         for s in &p.servers {
             let addrs: Vec<_> = s.addrs.iter().map(ToString::to_string).collect();
@@ -188,8 +197,8 @@ fn describe(config: &Config) -> String {
     }
     let t = &config.timeouts;
     out += &format!(
-        "workers {}; timeouts: connect {:?}, clientHeader {:?}, keepAlive {:?}, backend {:?}, client {:?}, backendIdle {:?}, drain {:?}\n",
-        config.workers, t.connect, t.client_header, t.keep_alive, t.backend, t.client, t.backend_idle, t.drain
+        "workers {}; timeouts: connect {:?}, clientHeader {:?}, keepAlive {:?}, backend {:?}, client {:?}, backendIdle {:?}, drain {:?}, queue {:?}\n",
+        config.workers, t.connect, t.client_header, t.keep_alive, t.backend, t.client, t.backend_idle, t.drain, t.queue
     );
     let l = &config.limits;
     let body = l.max_body_bytes.map_or("unlimited".to_string(), |n| n.to_string());

@@ -1,7 +1,8 @@
 //! Header rewriting between client and backend: `Connection` parsed as a token list,
-//! hop-by-hop fields dropped both ways, `X-Forwarded-*` and `Via` added to requests, and the
-//! framing fields (`Content-Length`, `Transfer-Encoding`) always written by sluice itself from
-//! the framing it decided, never copied.
+//! hop-by-hop fields dropped both ways, `X-Forwarded-*` and `Via` added to requests, a sticky
+//! session's `Set-Cookie` added to responses, and the framing fields (`Content-Length`,
+//! `Transfer-Encoding`) always written by sluice itself from the framing it decided, never
+//! copied.
 
 use super::framing::BodyFraming;
 use super::head::{HeaderList, RequestHead, ResponseHead, Version};
@@ -102,6 +103,8 @@ pub struct ResponseFraming {
     pub client_version: Version,
     /// The backend's URL when `exposeBackend` is on.
     pub backend: Option<String>,
+    /// A sticky session's `Set-Cookie` value, when the client must be (re)pinned.
+    pub set_cookie: Option<String>,
 }
 
 /// Writes the head sluice sends to a client for a backend's `head`.
@@ -116,6 +119,9 @@ pub fn write_response_head(out: &mut Vec<u8>, head: &ResponseHead, how: &Respons
     write_framing(out, how.framing);
     if let Some(url) = &how.backend {
         let _ = write!(out, "X-Forwarded-Server: {url}\r\n");
+    }
+    if let Some(cookie) = &how.set_cookie {
+        let _ = write!(out, "Set-Cookie: {cookie}\r\n");
     }
     if !how.keep_alive {
         out.extend_from_slice(b"Connection: close\r\n");
@@ -132,6 +138,7 @@ pub fn write_interim_head(out: &mut Vec<u8>, head: &ResponseHead) {
         keep_alive: true,
         client_version: Version::Http11,
         backend: None,
+        set_cookie: None,
     };
     write_response_head(out, head, &how);
 }
@@ -221,6 +228,7 @@ mod tests {
             keep_alive: false,
             client_version: Version::Http11,
             backend: None,
+            set_cookie: None,
         };
         let mut out = Vec::new();
         write_response_head(&mut out, &head, &how);
@@ -233,12 +241,36 @@ mod tests {
             keep_alive: true,
             client_version: Version::Http10,
             backend: Some("http://b:1".into()),
+            set_cookie: None,
         };
         let mut out = Vec::new();
         write_response_head(&mut out, &head, &how);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 200 OK\r\nServer: b\r\nX-Forwarded-Server: http://b:1\r\nConnection: keep-alive\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn a_sticky_cookie_is_added_beside_the_backends_own_cookies() {
+        let head = ResponseHead {
+            version: Version::Http11,
+            status: 200,
+            reason: "OK".into(),
+            headers: headers(&[("Set-Cookie", "app=1")]),
+        };
+        let how = ResponseFraming {
+            framing: BodyFraming::Length(0),
+            keep_alive: true,
+            client_version: Version::Http11,
+            backend: None,
+            set_cookie: Some("SRV=00ff; Path=/; HttpOnly".into()),
+        };
+        let mut out = Vec::new();
+        write_response_head(&mut out, &head, &how);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\r\nSet-Cookie: app=1\r\nContent-Length: 0\r\nSet-Cookie: SRV=00ff; Path=/; HttpOnly\r\n\r\n"
         );
     }
 }

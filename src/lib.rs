@@ -8,8 +8,9 @@
 //!    [`http::head`] under the client timeouts, and logs one access line per exchange.
 //! 3. [`proxy`]: one exchange. It checks the head ([`http::request`]), decides the body's
 //!    framing ([`http::framing`]), routes to a [`pool`] by host and path ([`routing`]), whose
-//!    [`balance`] algorithm picks a [`backend`]; the backend hands over an idle keep-alive
-//!    connection or opens one.
+//!    [`balance`] algorithm picks a [`backend`] (or a sticky cookie names one,
+//!    [`http::cookie`]); when every backend is at its connection limit the request waits in
+//!    the pool's [`queue`]. The backend hands over an idle keep-alive connection or opens one.
 //! 4. Still in [`proxy`]: the request head is rewritten ([`http::headers`]) and sent with its
 //!    body streamed through fixed buffers ([`http::body`]); the response head comes back, and
 //!    the response is relayed the same way. A clean backend connection goes back to the idle
@@ -24,7 +25,7 @@
 //! state every thread shares, [`config`] turns the JSON file into validated settings, and
 //! [`demo`] runs the demo backends for `--demo`.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod backend;
 pub mod balance;
@@ -35,12 +36,15 @@ pub mod health;
 pub mod http;
 pub mod pool;
 pub mod proxy;
+pub mod queue;
 pub mod redirect;
 pub mod routing;
 pub mod runtime;
 pub mod server;
+pub mod sys;
 pub mod tcp;
 pub mod tunnel;
+pub mod waiting_room;
 
 pub use config::{Config, ConfigError};
 pub use server::{Server, StartError};

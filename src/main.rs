@@ -110,6 +110,10 @@ fn run(path: &Path, with_demo: bool) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    match sluice::sys::raise_open_file_limit() {
+        Ok(limit) => log::info!("open file limit: {} (was {}, hard limit {})", limit.after, limit.before, limit.hard),
+        Err(e) => log::warn!("cannot raise the open file limit: {e}"),
+    }
     if with_demo {
         if let Err(e) = demo::start(&config) {
             eprintln!("sluice: {e}");
@@ -172,11 +176,11 @@ fn describe(config: &Config) -> String {
             Protocol::Http => format!("{} {}", hc.method, hc.path),
             Protocol::Tcp => "tcp connect".to_string(),
         };
+        let sticky = p.sticky.as_ref().map_or(String::new(), |s| format!(", sticky cookie {:?}", s.cookie));
         out += &format!(
-            "pool {:?} ({}): {:?}, retries {}, health check {check} every {:?} (timeout {:?}, rise {}, fall {})\n",
+            "pool {:?}: {}{sticky}, retries {}, health check {check} every {:?} (timeout {:?}, rise {}, fall {})\n",
             p.name,
-            p.protocol.scheme(),
-            p.algorithm,
+            p.algorithm.name(),
             p.retries,
             hc.interval,
             hc.timeout,
@@ -192,8 +196,8 @@ fn describe(config: &Config) -> String {
     }
     let t = &config.timeouts;
     out += &format!(
-        "workers {}; timeouts: connect {:?}, clientHeader {:?}, keepAlive {:?}, backend {:?}, client {:?}, backendIdle {:?}, drain {:?}, tunnel {:?}\n",
-        config.workers, t.connect, t.client_header, t.keep_alive, t.backend, t.client, t.backend_idle, t.drain, t.tunnel
+        "workers {}; timeouts: connect {:?}, clientHeader {:?}, keepAlive {:?}, backend {:?}, client {:?}, backendIdle {:?}, drain {:?}, queue {:?}, tunnel {:?}\n",
+        config.workers, t.connect, t.client_header, t.keep_alive, t.backend, t.client, t.backend_idle, t.drain, t.queue, t.tunnel
     );
     let l = &config.limits;
     let body = l.max_body_bytes.map_or("unlimited".to_string(), |n| n.to_string());

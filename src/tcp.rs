@@ -3,11 +3,13 @@
 //!
 //! Called by `connection::serve` for tcp listeners, on a worker that stays with the
 //! connection until it closes. A failed connect tries the next backend (up to the pool's
-//! `retries`); when no backend is available the client is closed at once. Writes the
-//! backend's counters; logs one access line per connection.
+//! `retries`); when no backend is available the client is closed at once (when every backend
+//! is at its `maxConnections`, after waiting up to `timeouts.queue` for a slot, as HTTP
+//! requests do). Writes the backend's counters; logs one access line per connection.
 
 use crate::backend::Backend;
 use crate::config::ListenerConfig;
+use crate::pool::{NoSlot, PickRequest};
 use crate::runtime::State;
 use crate::tunnel::{self, Carried, End};
 use log::{info, log_enabled, warn};
@@ -21,13 +23,20 @@ pub fn serve(state: &State, listener: &ListenerConfig, client: &TcpStream, peer:
     let timeouts = &state.config.timeouts;
     let mut tried = Vec::new();
     loop {
-        let Some(index) = pool.pick(&tried, peer.ip()) else {
-            let why = if tried.is_empty() { "no backend available" } else { "no backend could be reached" };
-            log_connection(peer, None, why, Carried::default(), started);
-            return;
+        let wanted = PickRequest { client: peer.ip(), tried: &tried, sticky: None };
+        let slot = match pool.acquire(&wanted, timeouts.queue) {
+            Ok(slot) => slot,
+            Err(why) => {
+                let why = match why {
+                    NoSlot::QueueTimedOut => "every backend is at its connection limit",
+                    NoSlot::Unavailable if tried.is_empty() => "no backend available",
+                    NoSlot::Unavailable => "no backend could be reached",
+                };
+                log_connection(peer, None, why, Carried::default(), started);
+                return;
+            }
         };
-        let backend = &pool.backends[index];
-        let _in_flight = backend.start_exchange();
+        let backend = slot.backend;
         match backend.connect(timeouts) {
             Ok(upstream) => {
                 let client_end = End { stream: client, already_read: &[] };
@@ -41,7 +50,7 @@ pub fn serve(state: &State, listener: &ListenerConfig, client: &TcpStream, peer:
             Err(e) => {
                 backend.record_failure();
                 warn!("{}: cannot connect: {e}", backend.url());
-                tried.push(index);
+                tried.push(slot.index);
                 if tried.len() > pool.config.retries as usize {
                     log_connection(peer, None, "no backend could be reached", Carried::default(), started);
                     return;

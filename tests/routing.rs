@@ -222,9 +222,9 @@ fn check_prints_listeners_modes_routes_and_pools() {
         "listener 127.0.0.1:8080 (http)\n  route host *.example.com, pathPrefix /v1 -> pool \"api\"\n  route every other request -> pool \"web\"\n",
         "listener 127.0.0.1:6432 (tcp) -> pool \"db\"\n",
         "listener 127.0.0.1:8081 (redirect) -> pool \"web\"\n",
-        "pool \"db\" (tcp): RoundRobin, retries 2, health check tcp connect every 2s",
+        "pool \"db\": round-robin, retries 2, health check tcp connect every 2s",
         "  tcp://127.0.0.1:5433 (127.0.0.1:5433) weight 1\n",
-        "pool \"web\" (http): RoundRobin, retries 2, health check HEAD / every 2s",
+        "pool \"web\": round-robin, retries 2, health check HEAD / every 2s",
         "tunnel 1800s",
     ] {
         assert!(report.contains(line), "missing {line:?} in:\n{report}");

@@ -225,6 +225,17 @@ fn websocket_upgrade_is_forwarded_and_the_101_becomes_a_tunnel() {
 }
 
 #[test]
+fn a_sticky_pool_pins_the_client_in_the_101() {
+    let backend = EchoBackend::start("ws", true);
+    let sluice = http_sluice(&backend.url("http"), r#""sticky": {"cookie": "SRV"},"#);
+    let mut c = connect(sluice.addr);
+    c.write_all(upgrade_request("").as_bytes()).unwrap();
+    let (head, _) = read_head(&mut c).expect("a 101 head");
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    assert!(head.contains("\r\nSet-Cookie: SRV="), "{head}");
+}
+
+#[test]
 fn websocket_carries_50_mib_each_way_and_passes_a_half_close() {
     let backend = EchoBackend::start("ws", true);
     let sluice = http_sluice(&backend.url("http"), "");
@@ -297,6 +308,42 @@ fn tcp_mode_rotates_connections_over_the_pool() {
         })
         .collect();
     assert_eq!(names, ["a\n", "b\n", "c\n", "a\n", "b\n", "c\n"]);
+}
+
+#[test]
+fn tcp_mode_follows_ip_hash() {
+    let backends: Vec<EchoBackend> = ["a", "b", "c"].iter().map(|n| EchoBackend::start(n, false)).collect();
+    let urls: Vec<String> = backends.iter().map(|b| b.url("tcp")).collect();
+    let sluice = tcp_sluice(&urls, r#", "algorithm": "ip-hash""#, "");
+    let names: Vec<String> = (0..6)
+        .map(|_| {
+            let mut c = connect(sluice.addr);
+            String::from_utf8(read_n(&mut c, 2)).unwrap()
+        })
+        .collect();
+    assert!(names.iter().all(|n| *n == names[0]), "one client address, one backend: {names:?}");
+}
+
+#[test]
+fn tcp_mode_least_connections_counts_open_tunnels() {
+    let backends: Vec<EchoBackend> = ["a", "b"].iter().map(|n| EchoBackend::start(n, false)).collect();
+    let urls: Vec<String> = backends.iter().map(|b| b.url("tcp")).collect();
+    let sluice = tcp_sluice(&urls, r#", "algorithm": "least-connections""#, "");
+    let pool = sluice.server().runtime().state().pools[0].clone();
+    let mut held = connect(sluice.addr);
+    let first = String::from_utf8(read_n(&mut held, 2)).unwrap();
+    // While the first tunnel stays open, its backend has one in flight and the other none.
+    let others: Vec<String> = (0..3)
+        .map(|_| {
+            let mut c = connect(sluice.addr);
+            let name = String::from_utf8(read_n(&mut c, 2)).unwrap();
+            drop(c);
+            let closed = wait_until(IO_TIMEOUT, || pool.backends.iter().map(|b| b.active()).sum::<usize>() == 1);
+            assert!(closed, "the tunnel to {name:?} did not end when its client left");
+            name
+        })
+        .collect();
+    assert!(others.iter().all(|n| *n != first), "held {first:?}, then {others:?}");
 }
 
 #[test]

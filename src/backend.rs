@@ -6,14 +6,18 @@
 //! the health thread's probes, or from workers when traffic fails) go through
 //! [`Backend::change_health`]; reload and the admin API write `draining`. No lock here is held
 //! while connecting, reading or writing.
+//!
+//! A backend with `maxConnections` wakes the queues of its pools whenever one of its slots
+//! comes free, so requests waiting there try again (see `queue`).
 
 use crate::config::{ServerConfig, Timeouts};
 use crate::health::{Health, HealthChange, HealthState};
 use crate::lock;
+use crate::queue::Queue;
 use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 pub struct Backend {
@@ -40,6 +44,9 @@ pub struct Backend {
     /// Up, down or unknown, with the run of probe results; changed only through
     /// [`Backend::change_health`], by the health thread's probes and by workers.
     health: Mutex<HealthState>,
+    /// The queues of the pools this backend belongs to, woken when a slot may have come
+    /// free. Written when a pool is built; read when an exchange ends or the backend returns.
+    queues: Mutex<Vec<Weak<Queue>>>,
 }
 
 struct IdleConnection {
@@ -60,6 +67,9 @@ pub struct InFlight<'a>(&'a Backend);
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.active.fetch_sub(1, Ordering::Relaxed);
+        if self.0.config.max_connections.is_some() {
+            self.0.wake_queues();
+        }
     }
 }
 
@@ -101,6 +111,7 @@ impl Backend {
             preferred_addr: AtomicUsize::new(0),
             idle: Mutex::new(Vec::new()),
             health: Mutex::new(health),
+            queues: Mutex::new(Vec::new()),
         }
     }
 
@@ -159,9 +170,9 @@ impl Backend {
     }
 
     /// Applies `update` to the health state and, when it reports a change, makes the
-    /// `healthy` flag follow it: going down empties the idle connections, coming up clears
-    /// the run of traffic failures. The flag changes under the same lock as the state, so the
-    /// two never disagree.
+    /// `healthy` flag follow it: going down empties the idle connections; coming up clears
+    /// the run of traffic failures and wakes requests queued for a slot. The flag changes
+    /// under the same lock as the state, so the two never disagree.
     pub fn change_health(&self, update: impl FnOnce(&mut HealthState) -> Option<HealthChange>) -> Option<HealthChange> {
         let mut state = lock(&self.health);
         let change = update(&mut state)?;
@@ -169,6 +180,7 @@ impl Backend {
         drop(state);
         if change.to == Health::Up {
             self.traffic_failures.store(0, Ordering::Relaxed);
+            self.wake_queues();
         } else {
             let idle = std::mem::take(&mut *lock(&self.idle));
             drop(idle);
@@ -182,8 +194,9 @@ impl Backend {
         self.traffic_failures.fetch_add(1, Ordering::Relaxed).saturating_add(1)
     }
 
-    /// A response head arrived: the run of traffic failures is over.
-    pub fn count_response(&self) {
+    /// An answer came back (a response head, or a TCP connection opened in tcp mode): the
+    /// run of traffic failures is over.
+    pub fn count_success(&self) {
         if self.traffic_failures.load(Ordering::Relaxed) != 0 {
             self.traffic_failures.store(0, Ordering::Relaxed);
         }
@@ -195,6 +208,9 @@ impl Backend {
 
     pub fn set_draining(&self, draining: bool) {
         self.draining.store(draining, Ordering::Relaxed);
+        if !draining {
+            self.wake_queues();
+        }
     }
 
     pub fn active(&self) -> usize {
@@ -203,16 +219,47 @@ impl Backend {
 
     /// Healthy, not draining, weighted in, and under its connection limit.
     pub fn is_available(&self) -> bool {
-        self.is_healthy()
-            && !self.is_draining()
-            && self.config.weight > 0
-            && self.config.max_connections.is_none_or(|max| self.active() < max)
+        self.is_in_service() && self.has_room()
     }
 
+    /// Healthy, not draining and weighted in: it may be picked once it has room.
+    pub fn is_in_service(&self) -> bool {
+        self.is_healthy() && !self.is_draining() && self.config.weight > 0
+    }
+
+    /// Under its `maxConnections`, if it has one.
+    pub fn has_room(&self) -> bool {
+        self.config.max_connections.is_none_or(|max| self.active() < max)
+    }
+
+    /// Counts an exchange in flight without looking at the limit; [`Backend::try_start_exchange`]
+    /// is the way that keeps `maxConnections`.
     pub fn start_exchange(&self) -> InFlight<'_> {
         self.active.fetch_add(1, Ordering::Relaxed);
         self.requests.fetch_add(1, Ordering::Relaxed);
         InFlight(self)
+    }
+
+    /// Counts an exchange in flight if the backend is under its `maxConnections`; checking
+    /// and counting are one atomic step, so concurrent picks never pass the limit.
+    pub fn try_start_exchange(&self) -> Option<InFlight<'_>> {
+        let max = self.config.max_connections.unwrap_or(usize::MAX);
+        self.active.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < max).then_some(n + 1)).ok()?;
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        Some(InFlight(self))
+    }
+
+    /// Registers a pool's queue to be woken when this backend may have a free slot.
+    pub fn watch(&self, queue: &Arc<Queue>) {
+        let mut queues = lock(&self.queues);
+        queues.retain(|q| q.strong_count() > 0);
+        queues.push(Arc::downgrade(queue));
+    }
+
+    fn wake_queues(&self) {
+        for queue in lock(&self.queues).iter().filter_map(Weak::upgrade) {
+            queue.wake();
+        }
     }
 
     pub fn record_failure(&self) {

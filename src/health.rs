@@ -2,7 +2,9 @@
 //! traffic into up and down, the health thread that probes every backend, and the one place
 //! that reports a change (a log line, an alert, a pool left with no healthy backend).
 //!
-//! Active checks: each backend is probed on its pool's interval. The first probes are spread
+//! Active checks: each backend is probed on its pool's interval, with an HTTP request for an
+//! HTTP pool (2xx and 3xx pass, or `expectStatus`) and a TCP connect for a tcp pool. The first
+//! probes are spread
 //! over the first half of the interval and every later one comes after the interval moved by
 //! up to ±[`PROBE_JITTER_PERCENT`], so many backends are not probed in the same instant.
 //! Backends added while running start unknown and are probed at once: they join on their
@@ -18,7 +20,7 @@
 
 use crate::alerts::{AlertEvent, AlertKind};
 use crate::backend::Backend;
-use crate::config::HealthCheckConfig;
+use crate::config::{HealthCheckConfig, Protocol};
 use crate::http::head::read_response_head;
 use crate::http::stream::BufferedStream;
 use crate::pool::Pool;
@@ -154,7 +156,7 @@ pub fn record_traffic_failure(runtime: &Runtime, pool: &Pool, backend: &Backend,
     }
 }
 
-fn record_probe(runtime: &Runtime, pool: &Pool, backend: &Backend, result: Result<u16, String>) {
+fn record_probe(runtime: &Runtime, pool: &Pool, backend: &Backend, result: Result<(), String>) {
     let check = &pool.config.health_check;
     if let Err(why) = &result {
         debug!("{}: health check failed: {why}", backend.url());
@@ -163,7 +165,7 @@ fn record_probe(runtime: &Runtime, pool: &Pool, backend: &Backend, result: Resul
         return;
     };
     let cause = match (result, change.from) {
-        (Ok(status), Health::Unknown) => format!("first health check passed with {status}"),
+        (Ok(()), Health::Unknown) => "first health check passed".to_string(),
         (Ok(_), _) => format!("{} health checks passed in a row", check.rise),
         (Err(why), _) => format!("{} health checks failed in a row, last: {why}", check.fall),
     };
@@ -257,7 +259,7 @@ fn start_probe(runtime: &Arc<Runtime>, pool: &Arc<Pool>, backend: &Arc<Backend>,
     let (runtime, pool, backend) = (Arc::clone(runtime), Arc::clone(pool), Arc::clone(backend));
     let spawned = thread::Builder::new().name("sluice-probe".into()).stack_size(PROBE_STACK_BYTES).spawn(move || {
         let _probing = probing;
-        let result = probe(&backend, &pool.config.health_check);
+        let result = probe(&backend, &pool.config.health_check, pool.config.protocol);
         record_probe(&runtime, &pool, &backend, result);
     });
     if let Err(e) = spawned {
@@ -265,11 +267,15 @@ fn start_probe(runtime: &Arc<Runtime>, pool: &Arc<Pool>, backend: &Arc<Backend>,
     }
 }
 
-/// One probe: `check.method check.path` over a new connection, with `check.host` or the
-/// backend's `host:port` as `Host`; returns the status when it is an expected one.
-fn probe(backend: &Backend, check: &HealthCheckConfig) -> Result<u16, String> {
+/// One probe over a new connection: for HTTP, `check.method check.path` with `check.host` or
+/// the backend's `host:port` as `Host`, answered with an expected status; for TCP, the
+/// connection opening is the pass.
+fn probe(backend: &Backend, check: &HealthCheckConfig, protocol: Protocol) -> Result<(), String> {
     let deadline = Instant::now() + check.timeout;
     let stream = connect(backend, check.timeout).map_err(|e| format!("connect: {e}"))?;
+    if protocol == Protocol::Tcp {
+        return Ok(());
+    }
     stream.set_write_timeout(Some(check.timeout)).map_err(|e| e.to_string())?;
     let host = check.host.as_deref().unwrap_or(&backend.config.authority);
     let request = format!(
@@ -281,7 +287,7 @@ fn probe(backend: &Backend, check: &HealthCheckConfig) -> Result<u16, String> {
     let left = deadline.saturating_duration_since(Instant::now());
     let response = read_response_head(&mut src, PROBE_HEAD_BYTES, left).map_err(|e| format!("response: {e:?}"))?;
     if is_expected_status(response.status, check.expect_status.as_deref()) {
-        Ok(response.status)
+        Ok(())
     } else {
         Err(format!("status {}", response.status))
     }

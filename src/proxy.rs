@@ -1,9 +1,16 @@
-//! One exchange, top to bottom: check the request, route it to a pool, pick a backend, get a
-//! connection (reused or new), send the request and its body, read the response head, relay
-//! the response, and put the backend connection back for reuse when it is still clean.
+//! One exchange, top to bottom: check the request, route it to a pool, pick a backend (waiting
+//! in the pool's queue when every backend is at its limit), get a connection (reused or new),
+//! send the request and its body, read the response head, relay the response (with a sticky
+//! cookie when the pool asks for one), and put the backend connection back for reuse when it
+//! is still clean.
 //!
 //! Called by `connection` once per request head. Writes the backend's counters and idle
 //! connections; reads the current [`State`].
+//!
+//! An upgrade request (WebSocket and the like) goes the same way; if the backend answers
+//! `101`, the exchange passes the `101` on and becomes a two-way [`tunnel`] until either side
+//! closes, and that backend connection is never reused. Any other answer is an ordinary
+//! response.
 //!
 //! Retries follow the rule HAProxy and Envoy state: a request goes to another attempt only
 //! while it cannot have been acted on twice ([`after_failure`] decides). A failed connect sent
@@ -19,16 +26,19 @@ use crate::backend::{Backend, Upstream};
 use crate::config::ListenerConfig;
 use crate::health::record_traffic_failure;
 use crate::http::body::{relay_body, RelayError, Sink};
+use crate::http::cookie::find_cookie;
 use crate::http::error::{canned_response, HttpError};
 use crate::http::framing::{content_length, request_framing, response_framing, BodyFraming};
 use crate::http::head::{read_response_head, HeadError, RequestHead, ResponseHead, Version};
 use crate::http::headers::{
-    connection_tokens, is_persistent, write_interim_head, write_request_head, write_response_head, ResponseFraming,
+    connection_tokens, is_persistent, wants_upgrade, write_interim_head, write_request_head, write_response_head,
+    write_switching_head, ResponseFraming,
 };
 use crate::http::request::check_request;
 use crate::http::stream::{is_timeout, BufferedStream};
-use crate::pool::Pool;
+use crate::pool::{NoSlot, PickRequest, Pool};
 use crate::runtime::{Runtime, State};
+use crate::tunnel::{self, End};
 use log::{debug, warn};
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -39,7 +49,7 @@ use std::time::Duration;
 /// response bodies stream through.
 pub const BACKEND_BUFFER_BYTES: usize = 64 * 1024;
 
-/// A client connection as the exchange sees it, with buffers kept across its requests.
+/// A client connection as the exchange sees it, with the buffers it borrows from its worker.
 pub struct Client {
     pub stream: BufferedStream,
     pub peer: SocketAddr,
@@ -51,9 +61,26 @@ pub struct Client {
     upstream_buf: Option<Box<[u8]>>,
 }
 
+/// The buffers an exchange needs besides the client's read buffer; a worker keeps one set
+/// and lends it to each connection it serves.
+#[derive(Default)]
+pub struct ExchangeBuffers {
+    out: Vec<u8>,
+    upstream_out: Vec<u8>,
+    upstream_buf: Option<Box<[u8]>>,
+}
+
 impl Client {
-    pub fn new(stream: BufferedStream, peer: SocketAddr) -> Client {
-        Client { stream, peer, out: Vec::new(), upstream_out: Vec::new(), upstream_buf: None }
+    pub fn new(stream: BufferedStream, peer: SocketAddr, buffers: ExchangeBuffers) -> Client {
+        let ExchangeBuffers { out, upstream_out, upstream_buf } = buffers;
+        Client { stream, peer, out, upstream_out, upstream_buf }
+    }
+
+    /// Gives back the stream and the lent buffers.
+    pub fn into_parts(self) -> (BufferedStream, ExchangeBuffers) {
+        let buffers =
+            ExchangeBuffers { out: self.out, upstream_out: self.upstream_out, upstream_buf: self.upstream_buf };
+        (self.stream, buffers)
     }
 
     /// Writes one complete sluice-made response.
@@ -103,22 +130,26 @@ pub fn exchange(ctx: &Context, client: &mut Client, head: &mut RequestHead) -> O
         }
     }
     let body_pending = framing != BodyFraming::Empty;
+    // sluice's own answers keep the connection only when the client wants that, no unread
+    // body stands between this request and the next, and sluice is not stopping.
+    let keep = !body_pending && is_persistent(head.version, &connection_tokens(head)) && !ctx.runtime.is_stopping();
     let Some(pool) = ctx.state.route(ctx.listener, head) else {
-        return answer(client, 404, "no route for this host and path", &[], !body_pending);
+        return answer(client, 404, "no route for this host and path", &[], keep);
     };
     let replayable = !body_pending && is_idempotent(&head.method);
+    let upgrade = wants_upgrade(head);
+    let head: &RequestHead = head;
+    let sticky = pool.config.sticky.as_ref().and_then(|s| find_cookie(head, &s.cookie));
     let mut tried = Vec::new();
     loop {
-        let Some(index) = pool.pick(&tried, client.peer.ip()) else {
-            if tried.is_empty() {
-                let retry_after = pool.retry_after_secs().to_string();
-                return answer(client, 503, "no backend available", &[("Retry-After", &retry_after)], !body_pending);
-            }
-            return answer(client, 502, "no backend could be reached", &[], !body_pending);
+        let wanted = PickRequest { client: client.peer.ip(), tried: &tried, sticky };
+        let slot = match pool.acquire(&wanted, ctx.state.config.timeouts.queue) {
+            Ok(slot) => slot,
+            Err(why) => return answer_no_slot(client, pool, why, tried.is_empty(), keep),
         };
-        let backend = &pool.backends[index];
-        let _in_flight = backend.start_exchange();
-        let request = Request { head, framing, expects_continue, replayable };
+        let backend = slot.backend;
+        let set_cookie = pool.sticky_cookie(slot.index, sticky);
+        let request = Request { head, framing, expects_continue, replayable, set_cookie, upgrade };
         let failure = match forward(ctx, client, &request, backend) {
             Ok(mut outcome) => {
                 outcome.backend = Some(Arc::clone(backend));
@@ -127,12 +158,12 @@ pub fn exchange(ctx: &Context, client: &mut Client, head: &mut RequestHead) -> O
             Err(failure) => failure,
         };
         note_failure(ctx, pool, backend, &failure);
-        tried.push(index);
+        tried.push(slot.index);
         if after_failure(failure.stage, replayable) != NextStep::OtherBackend {
             return answer(client, 502, "backend closed the connection before answering", &[], false);
         }
         if tried.len() > pool.config.retries as usize {
-            return answer(client, 502, "no backend could be reached", &[], !body_pending);
+            return answer(client, 502, "no backend could be reached", &[], keep);
         }
     }
 }
@@ -187,11 +218,30 @@ fn note_failure(ctx: &Context, pool: &Pool, backend: &Backend, failure: &Failure
     }
 }
 
+/// Answers a request for which the pool had no backend: 503 when nothing is available or
+/// the queue timed out, 502 when every backend tried failed.
+fn answer_no_slot(client: &mut Client, pool: &Pool, why: NoSlot, first: bool, keep: bool) -> Outcome {
+    match why {
+        NoSlot::QueueTimedOut => {
+            answer(client, 503, "every backend is at its connection limit", &[("Retry-After", "1")], keep)
+        }
+        NoSlot::Unavailable if first => {
+            let retry_after = pool.retry_after_secs().to_string();
+            answer(client, 503, "no backend available", &[("Retry-After", &retry_after)], keep)
+        }
+        NoSlot::Unavailable => answer(client, 502, "no backend could be reached", &[], keep),
+    }
+}
+
 struct Request<'a> {
     head: &'a RequestHead,
     framing: BodyFraming,
     expects_continue: bool,
     replayable: bool,
+    /// A sticky session's `Set-Cookie` value for the response, when the client needs one.
+    set_cookie: Option<String>,
+    /// The request asks to switch protocols, so a `101` is a valid answer.
+    upgrade: bool,
 }
 
 /// Sends `request` to `backend` and relays its answer. Fails only when the connection failed
@@ -244,7 +294,7 @@ fn attempt(
     let config = &ctx.state.config;
     let head = request.head;
     client.upstream_out.clear();
-    write_request_head(&mut client.upstream_out, head, request.framing, client.peer.ip());
+    write_request_head(&mut client.upstream_out, head, request.framing, client.peer.ip(), &backend.config.authority);
     let wants_continue = request.expects_continue && request.framing != BodyFraming::Empty;
     if wants_continue && client.send(b"HTTP/1.1 100 Continue\r\n\r\n").is_err() {
         return done(Outcome::closed(CLIENT_CLOSED));
@@ -266,9 +316,9 @@ fn attempt(
         Err(RelayError::Malformed(why)) => return done(refuse(client, HttpError::BadRequest(why))),
         Err(RelayError::TooLarge) => return done(refuse(client, HttpError::BodyTooLarge)),
     }
-    let response = match read_final_response(client, head.version, up, config.timeouts.backend) {
+    let response = match read_final_response(client, request, up, config.timeouts.backend) {
         Ok(response) => {
-            backend.count_response();
+            backend.count_success();
             response
         }
         Err(HeadError::Closed) => return Attempt::DeadBeforeResponse(io::ErrorKind::UnexpectedEof.into()),
@@ -284,6 +334,9 @@ fn attempt(
             return done(answer(client, 502, "backend sent an invalid response", &[], false));
         }
     };
+    if response.status == 101 {
+        return switch_protocols(ctx, client, request, up, &response);
+    }
     relay_response(ctx, client, request, backend, up, &response)
 }
 
@@ -292,19 +345,21 @@ fn done(outcome: Outcome) -> Attempt {
 }
 
 /// Reads response heads until a final one, passing interim (1xx) ones to HTTP/1.1 clients.
-/// `100 Continue` is not passed on: sluice answers `Expect` itself.
+/// `100 Continue` is not passed on: sluice answers `Expect` itself. A `101` is final when the
+/// request asked to upgrade, and invalid otherwise.
 fn read_final_response(
     client: &mut Client,
-    version: Version,
+    request: &Request,
     up: &mut BufferedStream,
     wait: Duration,
 ) -> Result<ResponseHead, HeadError> {
     loop {
         let response = read_response_head(up, BACKEND_BUFFER_BYTES, wait)?;
         match response.status {
+            101 if request.upgrade => return Ok(response),
             101 => return Err(HeadError::Malformed("101 Switching Protocols without an upgrade request")),
             100 => {}
-            102..=199 if version == Version::Http11 => {
+            102..=199 if request.head.version == Version::Http11 => {
                 client.out.clear();
                 write_interim_head(&mut client.out, &response);
                 let out = std::mem::take(&mut client.out);
@@ -316,6 +371,34 @@ fn read_final_response(
             _ => return Ok(response),
         }
     }
+}
+
+/// The backend agreed to switch protocols: pass its `101` on, then carry bytes both ways,
+/// starting with any each side sent early, until both sides have closed. The backend
+/// connection is not reusable afterwards.
+fn switch_protocols(
+    ctx: &Context,
+    client: &mut Client,
+    request: &Request,
+    up: &mut BufferedStream,
+    response: &ResponseHead,
+) -> Attempt {
+    client.out.clear();
+    write_switching_head(&mut client.out, response, request.set_cookie.as_deref());
+    let out = std::mem::take(&mut client.out);
+    let sent = client.send(&out);
+    client.out = out;
+    if sent.is_err() {
+        return done(Outcome::closed(CLIENT_CLOSED));
+    }
+    let client_end = End { stream: client.stream.get_ref(), already_read: client.stream.buffered() };
+    let backend_end = End { stream: up.get_ref(), already_read: up.buffered() };
+    let mut outcome = Outcome { status: 101, body_bytes: 0, backend: None, keep_alive: false };
+    match tunnel::run(client_end, backend_end, ctx.state.config.timeouts.tunnel) {
+        Ok(carried) => outcome.body_bytes = carried.backend_to_client,
+        Err(e) => warn!("{}: cannot start a tunnel: {e}", client.peer),
+    }
+    done(outcome)
 }
 
 fn relay_response(
@@ -337,7 +420,7 @@ fn relay_response(
     };
     let wants_keep_alive = is_persistent(head.version, &connection_tokens(head))
         && !ctx.runtime.is_stopping()
-        && ctx.runtime.waiting_connections() == 0;
+        && !ctx.runtime.should_close_idle();
     let chunked_out = framing == BodyFraming::Chunked && head.version == Version::Http11;
     let (header_framing, keep_alive) = match framing {
         BodyFraming::Empty => (passed_on_length(response, &head.method), wants_keep_alive),
@@ -350,6 +433,7 @@ fn relay_response(
         keep_alive,
         client_version: head.version,
         backend: ctx.state.config.expose_backend.then(|| backend.url().to_string()),
+        set_cookie: request.set_cookie.clone(),
     };
     client.out.clear();
     write_response_head(&mut client.out, response, &how);

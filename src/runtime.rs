@@ -1,19 +1,29 @@
 //! The live state every thread shares: the current configuration and pools (one snapshot,
-//! replaced whole by a reload), the stop flag, the open client connections, and the alerts.
+//! replaced whole by a reload), the worker pool and the waiting room, the stop flag, the open
+//! client connections, and the alerts.
 //!
 //! Workers read the snapshot once per request (clone an `Arc`, let go of the lock). The
 //! acceptor counts connections in; each connection counts itself out when it closes.
 
 use crate::alerts::Alerts;
 use crate::config::{Config, ListenerConfig};
-use crate::http::head::RequestHead;
+use crate::http::head::{HeaderList, RequestHead};
 use crate::lock;
 use crate::pool::Pool;
+use crate::routing;
+use crate::waiting_room::WaitingRoom;
 use std::collections::HashMap;
+use std::io;
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+use threadpool::ThreadPool;
+
+/// Stack size of each worker thread. The request path needs a few KiB of stack (the largest
+/// frame is httparse's 100-field array, 3.2 KiB); this leaves a wide margin, and only the
+/// pages a thread touches become resident (about 8 KiB a thread).
+pub const WORKER_STACK_BYTES: usize = 128 * 1024;
 
 /// One consistent view of the configuration and the pools built from it.
 pub struct State {
@@ -31,8 +41,16 @@ impl State {
         State { config, pools }
     }
 
-    /// The pool that serves `head` on `listener`, if any route matches.
-    pub fn route(&self, listener: &ListenerConfig, _head: &RequestHead) -> Option<&Arc<Pool>> {
+    /// The pool that serves `head` on `listener`: the first route matching its `Host` and
+    /// path (see [`routing`]), if any.
+    pub fn route(&self, listener: &ListenerConfig, head: &RequestHead) -> Option<&Arc<Pool>> {
+        let host = head.value("host").and_then(routing::request_host);
+        let index = routing::find_route(&listener.routes, host.as_deref(), &head.target)?;
+        Some(&self.pools[listener.routes[index].pool])
+    }
+
+    /// The one pool of a tcp or redirect listener (the first route's, for an http listener).
+    pub fn listener_pool(&self, listener: &ListenerConfig) -> Option<&Arc<Pool>> {
         listener.routes.first().map(|route| &self.pools[route.pool])
     }
 }
@@ -40,6 +58,14 @@ impl State {
 pub struct Runtime {
     /// The current snapshot; replaced whole on reload.
     state: Mutex<Arc<State>>,
+    /// The fixed worker pool every connection is served on.
+    pub workers: ThreadPool,
+    /// Where idle client connections wait while most workers are busy.
+    pub waiting_room: WaitingRoom,
+    /// Whether connections may be parked at all (`waitingRoom` in the configuration).
+    parking_enabled: bool,
+    /// Connections a worker is serving right now; changed through [`Serving`].
+    serving: AtomicUsize,
     /// Set once when sluice begins to stop; read by the acceptors and every connection.
     stopping: AtomicBool,
     /// Woken when stopping and when the snapshot is replaced, so the health thread notices
@@ -73,17 +99,36 @@ struct RegisteredClient {
     idle: Arc<AtomicBool>,
 }
 
-/// A served connection's place in the registry; leaving it counts the connection closed.
-pub struct ClientTicket<'a> {
-    runtime: &'a Runtime,
+/// A connection's place in the registry, for its whole life; dropping it counts the
+/// connection closed.
+pub struct ClientTicket {
+    runtime: Arc<Runtime>,
     id: u64,
     idle: Arc<AtomicBool>,
 }
 
+/// Counts one connection as held by a worker for as long as it lives.
+pub struct Serving<'a>(&'a Runtime);
+
+impl Drop for Serving<'_> {
+    fn drop(&mut self) {
+        self.0.serving.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 impl Runtime {
-    pub fn new(state: State, alerts: Alerts) -> Runtime {
-        Runtime {
+    pub fn new(state: State, alerts: Alerts) -> io::Result<Runtime> {
+        let workers = threadpool::Builder::new()
+            .num_threads(state.config.workers)
+            .thread_name("sluice-worker".into())
+            .thread_stack_size(WORKER_STACK_BYTES)
+            .build();
+        Ok(Runtime {
+            parking_enabled: state.config.waiting_room,
             state: Mutex::new(Arc::new(state)),
+            workers,
+            waiting_room: WaitingRoom::new()?,
+            serving: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
             wake: (Mutex::new(Wake::default()), Condvar::new()),
             reload_lock: Mutex::new(()),
@@ -94,7 +139,27 @@ impl Runtime {
             clients: Mutex::new(HashMap::new()),
             next_client_id: AtomicU64::new(0),
             started: Instant::now(),
-        }
+        })
+    }
+
+    pub fn start_serving(&self) -> Serving<'_> {
+        self.serving.fetch_add(1, Ordering::SeqCst);
+        Serving(self)
+    }
+
+    /// Whether a connection with nothing to read should wait in the waiting room rather than
+    /// on its worker: while other connections wait for a worker (so every client gets its
+    /// turn), or while more than three quarters of the workers hold a connection.
+    pub fn should_park(&self) -> bool {
+        self.parking_enabled
+            && (self.waiting_connections() > 0
+                || self.serving.load(Ordering::Relaxed) * 4 > self.workers.max_count() * 3)
+    }
+
+    /// Without the waiting room, the only fair answer to connections queued for a worker is
+    /// to stop offering keep-alive until the queue is empty.
+    pub fn should_close_idle(&self) -> bool {
+        !self.parking_enabled && self.waiting_connections() > 0
     }
 
     pub fn state(&self) -> Arc<State> {
@@ -178,16 +243,16 @@ impl Runtime {
         self.open_connections.fetch_sub(1, Ordering::SeqCst);
     }
 
-    /// Registers a connection a worker starts serving. `stream` is a second handle to it.
-    pub fn register_client(&self, stream: TcpStream) -> ClientTicket<'_> {
+    /// Registers an accepted connection. `stream` is a second handle to it.
+    pub fn register_client(self: &Arc<Self>, stream: TcpStream) -> ClientTicket {
         let id = self.next_client_id.fetch_add(1, Ordering::Relaxed);
         let idle = Arc::new(AtomicBool::new(false));
         lock(&self.clients).insert(id, RegisteredClient { stream, idle: Arc::clone(&idle) });
-        ClientTicket { runtime: self, id, idle }
+        ClientTicket { runtime: Arc::clone(self), id, idle }
     }
 }
 
-impl ClientTicket<'_> {
+impl ClientTicket {
     /// Marks the connection as waiting for its next request; false if sluice is stopping,
     /// in which case the connection should close instead of waiting.
     pub fn enter_idle(&self) -> bool {
@@ -200,7 +265,7 @@ impl ClientTicket<'_> {
     }
 }
 
-impl Drop for ClientTicket<'_> {
+impl Drop for ClientTicket {
     fn drop(&mut self) {
         lock(&self.runtime.clients).remove(&self.id);
         self.runtime.uncount_connection();

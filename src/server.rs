@@ -13,19 +13,14 @@ use crate::health;
 use crate::http::error::canned_response;
 use crate::reload::{self, ReloadError, ReloadSummary};
 use crate::runtime::{Runtime, State};
+use crate::waiting_room;
 use log::{error, info, warn};
 use std::fmt;
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
-use threadpool::ThreadPool;
-
-/// Stack size of each worker thread. The request path needs a few KiB of stack; only the
-/// pages a thread touches become resident.
-pub const WORKER_STACK_BYTES: usize = 256 * 1024;
 
 /// Pause after `accept()` fails for lack of file descriptors, instead of spinning.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -33,9 +28,8 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 pub struct Server {
     runtime: Arc<Runtime>,
     addrs: Vec<SocketAddr>,
-    acceptors: Vec<JoinHandle<()>>,
-    health: Option<JoinHandle<()>>,
-    workers: ThreadPool,
+    /// The acceptors, the health thread and the waiting room.
+    threads: Vec<JoinHandle<()>>,
 }
 
 #[derive(Debug)]
@@ -69,28 +63,24 @@ impl Server {
             let listener = TcpListener::bind(l.addr).map_err(|source| StartError::Bind { addr: l.addr, source })?;
             listeners.push(listener);
         }
-        let workers = threadpool::Builder::new()
-            .num_threads(config.workers)
-            .thread_name("sluice-worker".into())
-            .thread_stack_size(WORKER_STACK_BYTES)
-            .build();
         let alerts = Alerts::start(&config.alerts).map_err(StartError::Thread)?;
-        let runtime = Arc::new(Runtime::new(State::new(config, None), alerts));
+        let runtime = Arc::new(Runtime::new(State::new(config, None), alerts).map_err(StartError::Thread)?);
         let mut addrs = Vec::new();
-        let mut acceptors = Vec::new();
+        let mut threads = Vec::new();
         for (index, listener) in listeners.into_iter().enumerate() {
             let addr = listener.local_addr().map_err(StartError::Thread)?;
             info!("listening on {addr}");
             addrs.push(addr);
-            let (runtime, workers) = (Arc::clone(&runtime), workers.clone());
+            let runtime = Arc::clone(&runtime);
             let acceptor = thread::Builder::new()
                 .name(format!("sluice-accept-{addr}"))
-                .spawn(move || accept_loop(&runtime, index, &listener, &workers))
+                .spawn(move || accept_loop(&runtime, index, &listener))
                 .map_err(StartError::Thread)?;
-            acceptors.push(acceptor);
+            threads.push(acceptor);
         }
-        let health = Some(health::spawn(Arc::clone(&runtime)).map_err(StartError::Thread)?);
-        Ok(Server { runtime, addrs, acceptors, health, workers })
+        threads.push(health::spawn(Arc::clone(&runtime)).map_err(StartError::Thread)?);
+        threads.push(waiting_room::spawn(Arc::clone(&runtime)).map_err(StartError::Thread)?);
+        Ok(Server { runtime, addrs, threads })
     }
 
     /// The bound addresses, in the order of the configuration's listeners.
@@ -116,14 +106,14 @@ impl Server {
 
     /// Stops accepting, closes idle connections, and waits up to `timeouts.drain` for
     /// in-flight exchanges. Returns true when every connection finished in time.
-    pub fn stop(mut self) -> bool {
+    pub fn stop(self) -> bool {
         let drain = self.runtime.state().config.timeouts.drain;
         self.runtime.begin_stop();
         for addr in &self.addrs {
             wake_acceptor(*addr);
         }
-        for acceptor in self.acceptors.drain(..) {
-            let _ = acceptor.join();
+        for thread in self.threads {
+            let _ = thread.join();
         }
         let deadline = Instant::now() + drain;
         while self.runtime.open_connections() > 0 && Instant::now() < deadline {
@@ -133,17 +123,14 @@ impl Server {
         if !drained {
             warn!("{} connections still open after {drain:?}; closing anyway", self.runtime.open_connections());
         }
-        if let Some(health) = self.health.take() {
-            let _ = health.join();
-        }
         if drained {
-            self.workers.join();
+            self.runtime.workers.join();
         }
         drained
     }
 }
 
-fn accept_loop(runtime: &Arc<Runtime>, listener_index: usize, listener: &TcpListener, workers: &ThreadPool) {
+fn accept_loop(runtime: &Arc<Runtime>, listener_index: usize, listener: &TcpListener) {
     let mut last_rejection_warning: Option<Instant> = None;
     loop {
         let (stream, peer) = match listener.accept() {
@@ -169,15 +156,7 @@ fn accept_loop(runtime: &Arc<Runtime>, listener_index: usize, listener: &TcpList
             reject(stream);
             continue;
         }
-        runtime.connection_queued();
-        let runtime = Arc::clone(runtime);
-        workers.execute(move || {
-            runtime.connection_dequeued();
-            let served = catch_unwind(AssertUnwindSafe(|| connection::serve(&runtime, listener_index, stream, peer)));
-            if served.is_err() {
-                error!("{peer}: a bug ended this connection (panic); the worker goes on");
-            }
-        });
+        connection::accept(runtime, stream, peer, listener_index);
     }
 }
 

@@ -105,6 +105,27 @@ fn active_checks_bring_a_passively_failed_backend_back_after_rise_passes() {
     assert!(bodies.contains(&"flaky".to_string()), "{bodies:?}");
 }
 
+#[test]
+fn sluices_own_answers_close_the_connection_when_the_client_asks() {
+    let dead = closed_port_url();
+    let sluice = Sluice::start(&[&dead], r#""healthCheckInterval": "1h", "healthCheck": {"passiveFails": 1},"#);
+    for (request, want) in [
+        ("GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", 502),
+        ("GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", 503),
+        ("GET / HTTP/1.0\r\n\r\n", 503),
+    ] {
+        let mut c = sluice.connect();
+        c.send(request.as_bytes());
+        let r = c.response().unwrap();
+        assert_eq!((r.status, r.header("connection")), (want, Some("close")), "{request:?}: {}", r.raw_head);
+        assert!(c.is_closed(), "{request:?}: the connection stayed open");
+    }
+    let mut c = sluice.connect();
+    c.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    let statuses = [c.response().unwrap().status, c.response().unwrap().status];
+    assert_eq!(statuses, [503, 503], "a keep-alive client keeps its connection across a 503");
+}
+
 // ---- the retry rule ----
 
 const NO_HEALTH_CHANGES: &str = r#""healthCheckInterval": "1h", "healthCheck": {"passiveFails": 0},"#;

@@ -75,6 +75,30 @@ fn a_refusing_backend_leaves_rotation_after_passive_fails() {
 }
 
 #[test]
+fn tcp_mode_connect_failures_count_towards_passive_health_too() {
+    // A TCP backend that greets each connection and closes it.
+    let live = TcpListener::bind("127.0.0.1:0").unwrap();
+    let live_url = format!("tcp://{}", live.local_addr().unwrap());
+    thread::spawn(move || {
+        for mut stream in live.incoming().flatten() {
+            let _ = std::io::Write::write_all(&mut stream, b"live\n");
+        }
+    });
+    let dead = closed_port_url().replace("http://", "tcp://");
+    let sluice = Sluice::from_json(&format!(
+        r#"{{"listeners": [{{"listen": "127.0.0.1:0", "mode": "tcp", "pool": "db"}}],
+            "pools": {{"db": {{"servers": ["{dead}", "{live_url}"], "healthCheckInterval": "1h",
+                "healthCheck": {{"fall": 100, "passiveFails": 2}}}}}}}}"#
+    ));
+    for i in 0..6 {
+        let greeting = Client::connect(sluice.addr).read_to_close();
+        assert_eq!(greeting, "live\n", "connection {i}");
+    }
+    let dead_stats = stats(&sluice, 0);
+    assert_eq!((dead_stats.healthy, dead_stats.failures), (false, 2), "{dead_stats:?}");
+}
+
+#[test]
 fn active_checks_bring_a_passively_failed_backend_back_after_rise_passes() {
     let broken = Arc::new(AtomicBool::new(true));
     let flag = Arc::clone(&broken);

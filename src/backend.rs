@@ -8,6 +8,7 @@
 use crate::config::{ServerConfig, Timeouts};
 use crate::health::HealthState;
 use crate::lock;
+use crate::metrics::BackendMetrics;
 use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -34,6 +35,8 @@ pub struct Backend {
     idle: Mutex<Vec<IdleConnection>>,
     /// Written only by the health thread.
     pub health: Mutex<HealthState>,
+    /// Exchanges answered and probes run, by outcome; written by workers and the health thread.
+    pub metrics: BackendMetrics,
 }
 
 struct IdleConnection {
@@ -83,6 +86,7 @@ impl Backend {
             preferred_addr: AtomicUsize::new(0),
             idle: Mutex::new(Vec::new()),
             health: Mutex::new(HealthState::new()),
+            metrics: BackendMetrics::default(),
         }
     }
 

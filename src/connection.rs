@@ -1,18 +1,21 @@
-//! One client connection on a worker: read a request head, hand it to `proxy`, log the
-//! exchange, and go round again while the connection stays persistent.
+//! One client connection on a worker: read a request head, hand it to `proxy`, record the
+//! exchange (metrics and the access-log line), and go round again while the connection stays
+//! persistent. This is the one place every exchange ends, so it is where they are counted.
 //!
 //! Client timeouts live here: the first head must start within `timeouts.clientHeader`,
 //! later ones within `timeouts.keepAlive`, and every head must be complete within
 //! `timeouts.clientHeader` of its first byte.
 
+use crate::access_log::Entry;
 use crate::http::error::HttpError;
 use crate::http::head::{read_request_head, HeadError, HeadWait, RequestHead};
 use crate::http::stream::BufferedStream;
+use crate::metrics::Finished;
 use crate::proxy::{self, Client, Context, Outcome};
-use crate::runtime::Runtime;
-use log::{debug, info, log_enabled};
+use crate::runtime::{Runtime, State};
+use log::debug;
 use std::net::{SocketAddr, TcpStream};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 /// Serves `stream`, accepted on listener number `listener`, until it closes.
 pub fn serve(runtime: &Runtime, listener: usize, stream: TcpStream, peer: SocketAddr) {
@@ -38,6 +41,7 @@ pub fn serve(runtime: &Runtime, listener: usize, stream: TcpStream, peer: Socket
             first_byte: if first { config.timeouts.client_header } else { config.timeouts.keep_alive },
             whole: Some(config.timeouts.client_header),
         };
+        let received_before = client.stream.received();
         let head = read_request_head(&mut client.stream, config.limits.max_header_bytes, wait);
         ticket.leave_idle();
         let started = Instant::now();
@@ -46,14 +50,16 @@ pub fn serve(runtime: &Runtime, listener: usize, stream: TcpStream, peer: Socket
             Err(e) => {
                 if let Some(error) = refusal_for(e, first, peer) {
                     let outcome = proxy::refuse(&mut client, error);
-                    log_exchange(peer, None, &outcome, started);
+                    let received = client.stream.received() - received_before;
+                    record_exchange(runtime, &state, client.peer, Ended { head: None, outcome: &outcome, started, received });
                 }
                 break;
             }
         };
         let ctx = Context { runtime, state: &state, listener: &config.listeners[listener] };
         let outcome = proxy::exchange(&ctx, &mut client, &mut head);
-        log_exchange(peer, Some(&head), &outcome, started);
+        let received = client.stream.received() - received_before;
+        record_exchange(runtime, &state, client.peer, Ended { head: Some(&head), outcome: &outcome, started, received });
         if !outcome.keep_alive {
             break;
         }
@@ -85,16 +91,35 @@ fn refusal_for(error: HeadError, first: bool, peer: SocketAddr) -> Option<HttpEr
     }
 }
 
-/// One access-log line: client, request line, status, body bytes, backend, duration.
-fn log_exchange(peer: SocketAddr, head: Option<&RequestHead>, outcome: &Outcome, started: Instant) {
-    if !log_enabled!(target: "sluice::access", log::Level::Info) {
-        return;
+/// One exchange as it ended.
+struct Ended<'a> {
+    /// `None` when no head could be read.
+    head: Option<&'a RequestHead>,
+    outcome: &'a Outcome,
+    /// When its head had been read.
+    started: Instant,
+    /// Bytes read from the client for it: the head and any body.
+    received: u64,
+}
+
+/// Counts a finished exchange against its backend (or against sluice's own answers) and
+/// writes its access-log line.
+fn record_exchange(runtime: &Runtime, state: &State, peer: SocketAddr, ended: Ended) {
+    let Ended { head, outcome, started, received } = ended;
+    let duration = started.elapsed();
+    let finished = Finished { status: outcome.status, duration, bytes_received: received, bytes_sent: outcome.body_bytes };
+    match &outcome.backend {
+        Some(backend) => backend.metrics.exchanges.record(&finished),
+        None => runtime.metrics.own_answers.record(&finished),
     }
-    let request = match head {
-        Some(h) => format!("{} {} {}", h.method, h.target, h.version.as_str()),
-        None => "-".to_string(),
+    let entry = Entry {
+        time: SystemTime::now(),
+        client: peer,
+        head,
+        status: outcome.status,
+        bytes: outcome.body_bytes,
+        backend: outcome.backend.as_ref().map(|b| b.url()),
+        duration,
     };
-    let backend = outcome.backend.as_ref().map_or("-", |b| b.url());
-    let millis = started.elapsed().as_secs_f64() * 1000.0;
-    info!(target: "sluice::access", "{peer} \"{request}\" {} {} {backend} {millis:.1}ms", outcome.status, outcome.body_bytes);
+    runtime.access_log.write(&state.config.access_log, &entry);
 }

@@ -40,6 +40,12 @@ impl HealthState {
         HealthState { healthy: true, streak: 0 }
     }
 
+    /// Down, needing `rise` passing probes to come up: a backend added at run time whose
+    /// first probe failed.
+    pub fn down() -> HealthState {
+        HealthState { healthy: false, streak: 0 }
+    }
+
     /// Records one probe result; returns the new state when this result flips it.
     pub fn record(&mut self, passed: bool, rise: u32, fall: u32) -> Option<bool> {
         if passed == self.healthy {
@@ -101,6 +107,7 @@ fn probe_pools(pools: &[&Arc<Pool>]) {
 }
 
 fn record(backend: &Backend, check: &HealthCheckConfig, result: Result<u16, String>) {
+    backend.metrics.record_health_check(result.is_ok());
     let flipped = lock(&backend.health).record(result.is_ok(), check.rise, check.fall);
     match (flipped, result) {
         (Some(false), Err(why)) => {
@@ -116,7 +123,7 @@ fn record(backend: &Backend, check: &HealthCheckConfig, result: Result<u16, Stri
 }
 
 /// One probe: `check.method check.path` over a new connection; 2xx and 3xx pass.
-fn probe(backend: &Backend, check: &HealthCheckConfig) -> Result<u16, String> {
+pub fn probe(backend: &Backend, check: &HealthCheckConfig) -> Result<u16, String> {
     let deadline = Instant::now() + check.timeout;
     let stream = connect(backend, check.timeout).map_err(|e| format!("connect: {e}"))?;
     stream.set_write_timeout(Some(check.timeout)).map_err(|e| e.to_string())?;

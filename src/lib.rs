@@ -14,19 +14,29 @@
 //!    the response is relayed the same way. A clean backend connection goes back to the idle
 //!    set; the connection loop reads the next request or closes.
 //!
+//! 5. Back in [`connection`]: the exchange is counted ([`metrics`]) and logged
+//!    ([`access_log`]), the one place every exchange ends.
+//!
 //! Beside the request path: [`health`] probes backends on a timer, [`runtime`] holds the
 //! state every thread shares, [`config`] turns the JSON file into validated settings, and
-//! [`demo`] runs the demo backends for `--demo`.
+//! [`demo`] runs the demo backends for `--demo`. [`admin`] serves stats, Prometheus metrics,
+//! a status page and runtime changes ([`changes`]), with host numbers from [`host`].
 
-#![forbid(unsafe_code)]
+// Denied everywhere but in `host`, which calls statvfs(2) through libc (std has no wrapper).
+#![deny(unsafe_code)]
 
+pub mod access_log;
+pub mod admin;
 pub mod backend;
 pub mod balance;
+pub mod changes;
 pub mod config;
 pub mod connection;
 pub mod demo;
 pub mod health;
+pub mod host;
 pub mod http;
+pub mod metrics;
 pub mod pool;
 pub mod proxy;
 pub mod runtime;

@@ -139,11 +139,8 @@ fn wait_for_stop(mut signals: Signals, server: &Server, path: &Path) {
         if signal != SIGHUP {
             return;
         }
-        match Config::load(path) {
-            Ok(config) => match server.reload(config) {
-                Ok(()) => log::info!("reloaded {}", path.display()),
-                Err(e) => log::error!("reload refused, keeping the running configuration: {e}"),
-            },
+        match server.reload_from_file() {
+            Ok(()) => log::info!("reloaded {}", path.display()),
             Err(e) => log::error!("reload refused, keeping the running configuration: {e}"),
         }
     }

@@ -125,6 +125,7 @@ pub fn exchange(ctx: &Context, client: &mut Client, head: &mut RequestHead) -> O
                 if tried.len() > pool.config.retries as usize {
                     return answer(client, 502, "no backend could be reached", &[], !body_pending);
                 }
+                ctx.runtime.metrics.record_retry();
             }
         }
     }
@@ -158,6 +159,7 @@ fn forward(ctx: &Context, client: &mut Client, request: &Request, backend: &Back
             }
             Attempt::DeadBeforeResponse(e) if reused && request.replayable => {
                 debug!("{}: idle connection was closed ({e}); retrying on a new one", backend.url());
+                ctx.runtime.metrics.record_retry();
                 upstream = Upstream { stream: backend.connect(timeouts)?, reused: false };
             }
             Attempt::DeadBeforeResponse(e) => {

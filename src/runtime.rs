@@ -1,12 +1,18 @@
 //! The live state every thread shares: the current configuration and pools (one snapshot,
-//! replaced whole by a reload), the stop flag, and the open client connections.
+//! replaced whole by a reload or an admin change), the stop flag, the open client
+//! connections, the process-wide metrics and the access log.
 //!
 //! Workers read the snapshot once per request (clone an `Arc`, let go of the lock). The
-//! acceptor counts connections in; each connection counts itself out when it closes.
+//! acceptor counts connections in; each connection counts itself out when it closes. Whoever
+//! changes the snapshot goes through [`Runtime::change_state`], one change at a time.
 
-use crate::config::{Config, ListenerConfig};
+use crate::access_log::AccessLog;
+use crate::backend::Backend;
+use crate::changes::{Place, RuntimeChanges};
+use crate::config::{AccessLogConfig, Config, ListenerConfig};
 use crate::http::head::RequestHead;
 use crate::lock;
+use crate::metrics::Metrics;
 use crate::pool::Pool;
 use std::collections::HashMap;
 use std::net::{Shutdown, TcpStream};
@@ -16,17 +22,48 @@ use std::time::{Duration, Instant};
 
 /// One consistent view of the configuration and the pools built from it.
 pub struct State {
+    /// The file's configuration with the runtime changes applied.
     pub config: Config,
     pub pools: Vec<Arc<Pool>>,
+    /// What the admin API changed, applied again over every reload.
+    pub changes: RuntimeChanges,
 }
 
 impl State {
-    /// Builds the pools for `config`, keeping the backends of `previous` that did not change.
+    /// Builds the pools for `config`, as read from the file, keeping the runtime changes made
+    /// on `previous` and the backends of `previous` that did not change.
     pub fn new(config: Config, previous: Option<&State>) -> State {
-        let existing: Vec<_> =
-            previous.iter().flat_map(|s| s.pools.iter()).flat_map(|p| p.backends.iter().cloned()).collect();
-        let pools = config.pools.iter().map(|p| Arc::new(Pool::new(p.clone(), &existing))).collect();
-        State { config, pools }
+        let changes = previous.map_or_else(RuntimeChanges::default, |p| p.changes.settled(&config));
+        let existing = previous.map(State::backends).unwrap_or_default();
+        State::with_changes(config, changes, &existing)
+    }
+
+    /// Builds the pools for `config` with `changes` laid over it, reusing any of `existing`
+    /// whose configuration is unchanged.
+    pub fn with_changes(config: Config, changes: RuntimeChanges, existing: &[Arc<Backend>]) -> State {
+        let config = changes.apply(config);
+        let pools: Vec<Arc<Pool>> = config.pools.iter().map(|p| Arc::new(Pool::new(p.clone(), existing))).collect();
+        for pool in &pools {
+            for backend in &pool.backends {
+                if changes.is_drained(&Place::new(pool.name(), backend.url())) {
+                    backend.set_draining(true);
+                }
+            }
+        }
+        State { config, pools, changes }
+    }
+
+    /// Every backend of every pool.
+    pub fn backends(&self) -> Vec<Arc<Backend>> {
+        self.pools.iter().flat_map(|p| p.backends.iter().cloned()).collect()
+    }
+
+    /// The pool named `name`, or the first pool when no name is given.
+    pub fn pool(&self, name: Option<&str>) -> Option<&Arc<Pool>> {
+        match name {
+            Some(name) => self.pools.iter().find(|p| p.name() == name),
+            None => self.pools.first(),
+        }
     }
 
     /// The pool that serves `head` on `listener`, if any route matches.
@@ -38,6 +75,9 @@ impl State {
 pub struct Runtime {
     /// The current snapshot; replaced whole on reload.
     state: Mutex<Arc<State>>,
+    /// Held while a new snapshot is built from the current one, so that two changes (a reload
+    /// and an admin request) never build on the same snapshot and lose one another.
+    changing: Mutex<()>,
     /// Set once when sluice begins to stop; read by the acceptors and every connection.
     stopping: AtomicBool,
     /// Woken when stopping, so sleeping threads (health checks) notice at once.
@@ -52,6 +92,10 @@ pub struct Runtime {
     clients: Mutex<HashMap<u64, RegisteredClient>>,
     next_client_id: AtomicU64,
     pub started: Instant,
+    /// Written by workers as exchanges end; read by the admin API.
+    pub metrics: Metrics,
+    /// Written by workers as exchanges end; reopened on reload.
+    pub access_log: AccessLog,
 }
 
 struct RegisteredClient {
@@ -70,6 +114,7 @@ impl Runtime {
     pub fn new(state: State) -> Runtime {
         Runtime {
             state: Mutex::new(Arc::new(state)),
+            changing: Mutex::new(()),
             stopping: AtomicBool::new(false),
             stop_signal: (Mutex::new(false), Condvar::new()),
             open_connections: AtomicUsize::new(0),
@@ -78,6 +123,8 @@ impl Runtime {
             clients: Mutex::new(HashMap::new()),
             next_client_id: AtomicU64::new(0),
             started: Instant::now(),
+            metrics: Metrics::default(),
+            access_log: AccessLog::stderr(),
         }
     }
 
@@ -87,6 +134,25 @@ impl Runtime {
 
     pub fn replace_state(&self, state: State) {
         *lock(&self.state) = Arc::new(state);
+    }
+
+    /// Builds a new snapshot from the current one with `change` and puts it in place, unless
+    /// `change` fails. Changes are made one at a time; readers are never held up.
+    pub fn change_state<T, E>(&self, change: impl FnOnce(&State) -> Result<(State, T), E>) -> Result<T, E> {
+        let _one_at_a_time = lock(&self.changing);
+        let (state, result) = change(&self.state())?;
+        self.replace_state(state);
+        Ok(result)
+    }
+
+    /// Client connections being served by a worker (not counting those queued for one).
+    pub fn busy_workers(&self) -> usize {
+        self.open_connections().saturating_sub(self.waiting_connections())
+    }
+
+    /// Opens the access log file `config` names, if any, in place of the current one.
+    pub fn reopen_access_log(&self, config: &AccessLogConfig) -> std::io::Result<()> {
+        self.access_log.reopen(config)
     }
 
     pub fn is_stopping(&self) -> bool {

@@ -24,23 +24,25 @@ header .live { margin-left: auto; color: #aab6c3; font-size: 12px; }
 header .live::before { content: ""; display: inline-block; width: 8px; height: 8px; border-radius: 50%;
   background: var(--up); margin-right: 6px; }
 main { padding: 20px 28px 32px; max-width: 1280px; }
-.tiles { display: grid; grid-template-columns: repeat(auto-fill, minmax(150px, 1fr)); gap: 12px; margin-bottom: 12px; }
+.group { color: var(--muted); font-size: 11px; text-transform: uppercase; letter-spacing: .8px; margin: 4px 0 6px; }
+.tiles { display: grid; grid-template-columns: repeat(auto-fit, minmax(170px, 1fr)); gap: 12px; margin-bottom: 14px; }
 .tile { background: var(--card); border: 1px solid var(--line); border-radius: 8px; padding: 10px 14px; }
 .tile .label { color: var(--muted); font-size: 11px; text-transform: uppercase; letter-spacing: .6px; }
 .tile .value { font-size: 20px; font-weight: 600; font-variant-numeric: tabular-nums; }
 .tile .sub { color: var(--muted); font-size: 12px; }
-section.pool { background: var(--card); border: 1px solid var(--line); border-radius: 8px; margin-top: 18px; overflow: hidden; }
+section.pool { background: var(--card); border: 1px solid var(--line); border-radius: 8px; margin-top: 18px; overflow-x: auto; }
 section.pool h2 { margin: 0; padding: 12px 16px; font-size: 16px; border-bottom: 1px solid var(--line);
   display: flex; gap: 12px; align-items: baseline; }
 section.pool h2 .summary { color: var(--muted); font-weight: 400; font-size: 13px; }
 table { width: 100%; border-collapse: collapse; font-variant-numeric: tabular-nums; }
-th { text-align: right; font-size: 11px; text-transform: uppercase; letter-spacing: .5px; color: var(--muted);
-  font-weight: 600; padding: 8px 16px; background: #fafbfc; border-bottom: 1px solid var(--line); }
-td { text-align: right; padding: 9px 16px; border-bottom: 1px solid var(--line); white-space: nowrap; }
+th { text-align: right; white-space: nowrap; font-size: 11px; text-transform: uppercase; letter-spacing: .5px; color: var(--muted);
+  font-weight: 600; padding: 8px 12px; background: #fafbfc; border-bottom: 1px solid var(--line); }
+td { text-align: right; padding: 8px 12px; border-bottom: 1px solid var(--line); white-space: nowrap; }
+th:first-child, td:first-child { padding-left: 16px; } th:last-child, td:last-child { padding-right: 16px; }
 tr:last-child td { border-bottom: 0; }
 th:first-child, td:first-child, th:nth-child(2), td:nth-child(2) { text-align: left; }
 td.server { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 13px; }
-.tag { display: inline-block; margin-left: 8px; padding: 0 6px; border-radius: 4px; font-size: 11px;
+.tags { margin-top: 2px; } .tag { display: inline-block; margin-right: 6px; padding: 0 6px; border-radius: 4px; font-size: 11px;
   background: #eef2f7; color: var(--muted); font-family: system-ui, sans-serif; }
 .state { display: inline-block; min-width: 76px; text-align: center; padding: 2px 10px; border-radius: 999px;
   font-size: 12px; font-weight: 600; color: #fff; }
@@ -91,12 +93,15 @@ fn render_tiles(html: &mut String, s: &Snapshot) {
     let servers = s.pools.iter().flat_map(|p| &p.servers);
     let (up, total) = servers.fold((0, 0), |(up, total), sv| (up + usize::from(sv.healthy), total + 1));
     let w = &s.workers;
-    html.push_str("<div class=\"tiles\">");
+    let pools = if s.pools.len() == 1 { "1 pool".to_string() } else { format!("{} pools", s.pools.len()) };
+    html.push_str("<div class=\"group\">Traffic</div><div class=\"tiles\">");
     tile(html, "Requests / s", &format!("{rate:.1}"), "all pools, last 10 s");
-    tile(html, "Backends up", &format!("{up} / {total}"), &format!("{} pools", s.pools.len()));
+    tile(html, "Backends up", &format!("{up} / {total}"), &pools);
     tile(html, "Connections", &s.open_connections.to_string(), &format!("{} rejected", s.rejected_connections));
     tile(html, "Workers busy", &format!("{} / {}", w.busy, w.total), &format!("{} idle · {} queued", w.idle, w.queued));
-    tile(html, "Retries", &s.retries.to_string(), &format!("{} own 5xx answers", s.own_answers.server_errors()));
+    let own_errors = s.own_answers.server_errors();
+    tile(html, "Retries", &s.retries.to_string(), &format!("{own_errors} 5xx answered by sluice"));
+    html.push_str("</div>\n<div class=\"group\">Host</div><div class=\"tiles\">");
     render_host_tiles(html, &s.host);
     html.push_str("</div>\n");
 }
@@ -106,16 +111,16 @@ fn render_host_tiles(html: &mut String, h: &host::Sample) {
     let cpu = p.cpu_seconds.map_or("–".into(), |c| format!("{c:.1} s"));
     let rss = p.resident_bytes.map_or("–".into(), bytes);
     let fds = p.open_fds.map_or("–".into(), |n| format!("{n} open fds"));
-    tile(html, "sluice memory", &rss, &format!("CPU {cpu} · {fds}"));
+    tile(html, "sluice resident memory", &rss, &format!("CPU {cpu} · {fds}"));
     let load = h.host.load.map_or("–".into(), |l| format!("{:.2}", l[0]));
     let load_sub = h.host.load.map_or(String::new(), |l| format!("5m {:.2} · 15m {:.2}", l[1], l[2]));
-    tile(html, "Host load", &load, &load_sub);
+    tile(html, "Load (1 min)", &load, &load_sub);
     let used = |s: Option<host::Space>| match s {
         Some(s) => (format!("{:.0} %", s.used_ratio() * 100.0), format!("{} free of {}", bytes(s.available_bytes), bytes(s.total_bytes))),
         None => ("–".into(), String::new()),
     };
     let (memory, memory_sub) = used(h.host.memory);
-    tile(html, "Host memory used", &memory, &memory_sub);
+    tile(html, "Memory used", &memory, &memory_sub);
     let (disk, disk_sub) = used(h.host.disk);
     tile(html, &format!("Disk used ({})", host::DISK_PATH), &disk, &disk_sub);
 }
@@ -125,8 +130,8 @@ fn render_pool(html: &mut String, pool: &PoolSnapshot) {
         html,
         "<section class=\"pool\"><h2>pool {}<span class=\"summary\">{} · {} of {} available · {:.1} req/s</span></h2>\n\
          <table><thead><tr><th>Server</th><th>State</th><th>Weight</th><th>In flight</th><th>Req/s</th>\
-         <th>Errors</th><th>Latency mean</th><th>p95</th><th>Requests</th><th>Failures</th><th>Checks ok/failed</th>\
-         </tr></thead><tbody>\n",
+         <th>Errors</th><th>Latency</th><th>p95</th><th>Requests</th><th>Failures</th>\
+         <th title=\"health checks passed / failed\">Checks</th></tr></thead><tbody>\n",
         escape(&pool.name),
         escape(&pool.algorithm),
         pool.available(),
@@ -146,6 +151,9 @@ fn render_server(html: &mut String, s: &ServerSnapshot, busiest: f64) {
         if on {
             let _ = write!(tags, "<span class=\"tag\">{tag}</span>");
         }
+    }
+    if !tags.is_empty() {
+        tags = format!("<div class=\"tags\">{tags}</div>");
     }
     let (rate, errors, mean, p95) = match &s.recent {
         Some(r) => {

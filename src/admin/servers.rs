@@ -43,6 +43,7 @@ pub fn add(runtime: &Runtime, request: &Request) -> Response {
     }
     let backend = Arc::new(Backend::new(server.clone()));
     let probe = health::probe(&backend, &pool.config.health_check);
+    backend.metrics.record_health_check(probe.is_ok());
     if probe.is_err() {
         backend.set_healthy(false);
         *lock(&backend.health) = HealthState::down();
@@ -152,7 +153,7 @@ pub fn remove(runtime: &Runtime, request: &Request) -> Response {
         Ok(places) => places,
         Err(response) => return response,
     };
-    for (place, backend) in &places {
+    for (place, backend) in places.iter().filter(|(_, b)| b.active() > 0) {
         info!("admin: removing {} from pool {:?} once {} in flight finish", place.url, place.pool, backend.active());
     }
     finish_removals(runtime);

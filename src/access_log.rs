@@ -265,10 +265,7 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 /// `2001-09-09T01:46:40.000Z`
 pub fn rfc3339(time: SystemTime) -> String {
     let t = utc(time);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        t.year, t.month, t.day, t.hour, t.minute, t.second, t.millis
-    )
+    format!("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z", t.year, t.month, t.day, t.hour, t.minute, t.second, t.millis)
 }
 
 /// `09/Sep/2001:01:46:40 +0000`
@@ -338,7 +335,10 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["time"], "2001-09-09T01:46:40.042Z");
         assert_eq!(v["client"], "10.0.0.7:5555");
-        assert_eq!((v["method"].as_str(), v["target"].as_str(), v["version"].as_str()), (Some("GET"), Some("/a?q=\"x\""), Some("HTTP/1.1")));
+        assert_eq!(
+            (v["method"].as_str(), v["target"].as_str(), v["version"].as_str()),
+            (Some("GET"), Some("/a?q=\"x\""), Some("HTTP/1.1"))
+        );
         assert_eq!((v["status"].as_u64(), v["bytes"].as_u64()), (Some(200), Some(1234)));
         assert_eq!(v["backend"], "http://127.0.0.1:5001");
         assert_eq!(v["duration_ms"].as_f64(), Some(1234.567));
@@ -358,7 +358,10 @@ mod tests {
         e.bytes = 0;
         e.backend = None;
         e.status = 408;
-        assert_eq!(combined_line(&e), "10.0.0.7 - - [09/Sep/2001:01:46:40 +0000] \"-\" 408 - \"-\" \"-\" \"-\" 1234.567");
+        assert_eq!(
+            combined_line(&e),
+            "10.0.0.7 - - [09/Sep/2001:01:46:40 +0000] \"-\" 408 - \"-\" \"-\" \"-\" 1234.567"
+        );
     }
 
     #[test]

@@ -110,7 +110,8 @@ impl RuntimeChanges {
             .filter(|(pool, s)| has_pool(pool) && !listed(&Place::new(pool, &s.url)))
             .cloned()
             .collect();
-        let still_known = |place: &&Place| listed(place) || added.iter().any(|(p, s)| *p == place.pool && s.url == place.url);
+        let still_known =
+            |place: &&Place| listed(place) || added.iter().any(|(p, s)| *p == place.pool && s.url == place.url);
         RuntimeChanges {
             removed: self.removed.iter().filter(|p| listed(p)).cloned().collect(),
             drained: self.drained.iter().filter(still_known).cloned().collect(),

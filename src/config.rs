@@ -829,7 +829,8 @@ mod tests {
 
     #[test]
     fn server_objects_from_the_admin_api_use_the_same_rules() {
-        let value: Value = serde_json::from_str(r#"{"url": "http://127.0.0.1:7", "weight": 3, "pool": "web"}"#).unwrap();
+        let value: Value =
+            serde_json::from_str(r#"{"url": "http://127.0.0.1:7", "weight": 3, "pool": "web"}"#).unwrap();
         let s = parse_server_object(&value, "request body", &["pool"]).unwrap();
         assert_eq!((s.url.as_str(), s.weight), ("http://127.0.0.1:7", 3));
         let value: Value = serde_json::from_str(r#"{"url": "http://127.0.0.1:7", "weight": 3000}"#).unwrap();

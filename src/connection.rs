@@ -51,7 +51,12 @@ pub fn serve(runtime: &Runtime, listener: usize, stream: TcpStream, peer: Socket
                 if let Some(error) = refusal_for(e, first, peer) {
                     let outcome = proxy::refuse(&mut client, error);
                     let received = client.stream.received() - received_before;
-                    record_exchange(runtime, &state, client.peer, Ended { head: None, outcome: &outcome, started, received });
+                    record_exchange(
+                        runtime,
+                        &state,
+                        client.peer,
+                        Ended { head: None, outcome: &outcome, started, received },
+                    );
                 }
                 break;
             }
@@ -59,7 +64,12 @@ pub fn serve(runtime: &Runtime, listener: usize, stream: TcpStream, peer: Socket
         let ctx = Context { runtime, state: &state, listener: &config.listeners[listener] };
         let outcome = proxy::exchange(&ctx, &mut client, &mut head);
         let received = client.stream.received() - received_before;
-        record_exchange(runtime, &state, client.peer, Ended { head: Some(&head), outcome: &outcome, started, received });
+        record_exchange(
+            runtime,
+            &state,
+            client.peer,
+            Ended { head: Some(&head), outcome: &outcome, started, received },
+        );
         if !outcome.keep_alive {
             break;
         }
@@ -107,7 +117,8 @@ struct Ended<'a> {
 fn record_exchange(runtime: &Runtime, state: &State, peer: SocketAddr, ended: Ended) {
     let Ended { head, outcome, started, received } = ended;
     let duration = started.elapsed();
-    let finished = Finished { status: outcome.status, duration, bytes_received: received, bytes_sent: outcome.body_bytes };
+    let finished =
+        Finished { status: outcome.status, duration, bytes_received: received, bytes_sent: outcome.body_bytes };
     match &outcome.backend {
         Some(backend) => backend.metrics.exchanges.record(&finished),
         None => runtime.metrics.own_answers.record(&finished),

@@ -11,8 +11,9 @@ use std::time::Duration;
 
 /// Upper bounds of the request-duration buckets, in microseconds; one more bucket, `+Inf`,
 /// follows the last.
-pub const DURATION_BUCKETS_MICROS: [u64; 13] =
-    [1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000, 10_000_000];
+pub const DURATION_BUCKETS_MICROS: [u64; 13] = [
+    1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000, 10_000_000,
+];
 
 const BUCKETS: usize = DURATION_BUCKETS_MICROS.len() + 1;
 

@@ -76,7 +76,10 @@ pub enum ReloadError {
     Config(ConfigError),
     /// The new configuration changes what only a restart can.
     NeedsRestart(String),
-    AccessLog { path: PathBuf, source: io::Error },
+    AccessLog {
+        path: PathBuf,
+        source: io::Error,
+    },
 }
 
 impl fmt::Display for ReloadError {
@@ -153,10 +156,9 @@ impl Server {
         let access_log = config.access_log.clone();
         let worker_count = config.workers;
         let runtime = Arc::new(Runtime::new(State::new(config, None)));
-        runtime.reopen_access_log(&access_log).map_err(|source| StartError::AccessLog {
-            path: access_log.path.clone().unwrap_or_default(),
-            source,
-        })?;
+        runtime
+            .reopen_access_log(&access_log)
+            .map_err(|source| StartError::AccessLog { path: access_log.path.clone().unwrap_or_default(), source })?;
         let mut addrs = Vec::new();
         let mut acceptors = Vec::new();
         for (index, listener) in listeners.into_iter().enumerate() {

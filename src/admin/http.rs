@@ -235,7 +235,11 @@ mod tests {
         assert_eq!(path, "/servers/drain");
         assert_eq!(
             query,
-            [("url".into(), "http://127.0.0.1:5001".into()), ("pool".into(), "web".into()), ("flag".into(), String::new())]
+            [
+                ("url".into(), "http://127.0.0.1:5001".into()),
+                ("pool".into(), "web".into()),
+                ("flag".into(), String::new())
+            ]
         );
         assert_eq!(split_target("/stats"), ("/stats".into(), vec![]));
         assert_eq!(percent_decode("a%zzb%4"), "a%zzb%4");

@@ -116,7 +116,10 @@ fn render_host_tiles(html: &mut String, h: &host::Sample) {
     let load_sub = h.host.load.map_or(String::new(), |l| format!("5m {:.2} · 15m {:.2}", l[1], l[2]));
     tile(html, "Load (1 min)", &load, &load_sub);
     let used = |s: Option<host::Space>| match s {
-        Some(s) => (format!("{:.0} %", s.used_ratio() * 100.0), format!("{} free of {}", bytes(s.available_bytes), bytes(s.total_bytes))),
+        Some(s) => (
+            format!("{:.0} %", s.used_ratio() * 100.0),
+            format!("{} free of {}", bytes(s.available_bytes), bytes(s.total_bytes)),
+        ),
         None => ("–".into(), String::new()),
     };
     let (memory, memory_sub) = used(h.host.memory);

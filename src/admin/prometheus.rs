@@ -106,7 +106,8 @@ fn render_backends(out: &mut Text, pools: &[PoolSnapshot]) {
             }
         }
     };
-    let bytes_received = ("sluice_received_bytes_total", "counter", "Bytes read from clients (request heads and bodies).");
+    let bytes_received =
+        ("sluice_received_bytes_total", "counter", "Bytes read from clients (request heads and bodies).");
     per_server(out, bytes_received, |s| s.exchanges.bytes_received);
     per_server(out, ("sluice_sent_bytes_total", "counter", "Response body bytes sent to clients."), |s| {
         s.exchanges.bytes_sent
@@ -124,7 +125,8 @@ fn render_backends(out: &mut Text, pools: &[PoolSnapshot]) {
     });
     let opened = ("sluice_backend_connections_opened_total", "counter", "New TCP connections opened to the backend.");
     per_server(out, opened, |s| s.connections_opened);
-    let attempts = ("sluice_backend_attempts_total", "counter", "Exchanges started, attempts that failed to connect included.");
+    let attempts =
+        ("sluice_backend_attempts_total", "counter", "Exchanges started, attempts that failed to connect included.");
     per_server(out, attempts, |s| s.requests);
     let name = "sluice_health_checks_total";
     out.header(name, "counter", "Health-check probes, by result.");

@@ -91,7 +91,8 @@ fn recent_json(r: &Recent) -> Value {
 }
 
 fn by_class(e: &ExchangeSnapshot) -> Value {
-    let map: Map<String, Value> = STATUS_CLASSES.iter().zip(e.by_class).map(|(c, n)| (c.to_string(), n.into())).collect();
+    let map: Map<String, Value> =
+        STATUS_CLASSES.iter().zip(e.by_class).map(|(c, n)| (c.to_string(), n.into())).collect();
     Value::Object(map)
 }
 

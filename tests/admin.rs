@@ -7,7 +7,7 @@ use common::*;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -447,7 +447,7 @@ fn temp_config(name: &str, json: &str) -> PathBuf {
     path
 }
 
-fn start_from_file(path: &PathBuf) -> (Sluice, SocketAddr) {
+fn start_from_file(path: &Path) -> (Sluice, SocketAddr) {
     let config = sluice::Config::load(path).unwrap();
     let server = sluice::Server::start(config).expect("start sluice");
     let addr = server.admin_addr().unwrap();

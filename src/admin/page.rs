@@ -177,17 +177,17 @@ fn render_server(html: &mut String, s: &ServerSnapshot, busiest: f64) {
     };
     let limit = s.max_connections.map_or(String::new(), |m| format!("<span class=\"dim\"> / {m}</span>"));
     let failures = if s.failures > 0 { format!("<span class=\"bad\">{}</span>", s.failures) } else { "0".into() };
+    let (passed, failed) = s.health_checks;
+    let failed = if failed > 0 { format!("<span class=\"bad\">{failed}</span>") } else { "0".into() };
     let _ = writeln!(
         html,
         "<tr><td class=\"server\">{}{tags}</td><td><span class=\"state {state}\">{state}</span></td><td>{}</td>\
          <td>{}{limit}</td><td>{rate}</td><td>{errors}</td><td>{mean}</td><td>{p95}</td><td>{}</td><td>{failures}</td>\
-         <td>{} / {}</td></tr>",
+         <td>{passed} / {failed}</td></tr>",
         escape(&s.url),
         s.weight,
         s.active,
         s.requests,
-        s.health_checks.0,
-        s.health_checks.1,
         state = s.state(),
     );
 }

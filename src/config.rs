@@ -26,6 +26,8 @@ pub struct Config {
     pub timeouts: Timeouts,
     pub limits: Limits,
     pub expose_backend: bool,
+    /// Park idle client connections in the waiting room while most workers are busy.
+    pub waiting_room: bool,
     /// The admin API; `None` when `admin` is not configured.
     pub admin: Option<AdminConfig>,
     pub access_log: AccessLogConfig,
@@ -89,6 +91,8 @@ pub struct PoolConfig {
     pub name: String,
     pub servers: Vec<ServerConfig>,
     pub algorithm: Algorithm,
+    /// `sticky`: pin each client to the backend that served it first; `None` is off.
+    pub sticky: Option<StickyConfig>,
     pub health_check: HealthCheckConfig,
     /// How many other backends to try when connecting fails.
     pub retries: u32,
@@ -109,9 +113,45 @@ pub struct ServerConfig {
     pub backup: bool,
 }
 
+/// How a pool picks among its available backends (see `balance`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Algorithm {
     RoundRobin,
+    WeightedRoundRobin,
+    LeastConnections,
+    IpHash,
+    Random,
+}
+
+impl Algorithm {
+    pub const ALL: [Algorithm; 5] = [
+        Algorithm::RoundRobin,
+        Algorithm::WeightedRoundRobin,
+        Algorithm::LeastConnections,
+        Algorithm::IpHash,
+        Algorithm::Random,
+    ];
+
+    /// The name written in the configuration file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::RoundRobin => "round-robin",
+            Algorithm::WeightedRoundRobin => "weighted-round-robin",
+            Algorithm::LeastConnections => "least-connections",
+            Algorithm::IpHash => "ip-hash",
+            Algorithm::Random => "random",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Algorithm> {
+        Algorithm::ALL.into_iter().find(|a| a.name() == name)
+    }
+}
+
+/// Sticky sessions by cookie: the first response names its backend in cookie `cookie`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StickyConfig {
+    pub cookie: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,6 +183,9 @@ pub struct Timeouts {
     pub backend_idle: Duration,
     /// On stop, in-flight exchanges get this long to finish.
     pub drain: Duration,
+    /// When every candidate backend is at its `maxConnections`, a request waits this long
+    /// for a free slot before it is answered 503.
+    pub queue: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -169,6 +212,7 @@ impl Default for Timeouts {
             client: Duration::from_secs(30),
             backend_idle: Duration::from_secs(4),
             drain: Duration::from_secs(30),
+            queue: Duration::from_secs(5),
         }
     }
 }
@@ -263,6 +307,7 @@ fn read_config(top: &mut Section) -> Result<Config, ConfigError> {
     let expose_backend = top.bool("exposeBackend")?.unwrap_or(false);
     let admin = read_admin(top)?;
     let access_log = read_access_log(top)?;
+    let waiting_room = top.bool("waitingRoom")?.unwrap_or(true);
     Ok(Config {
         source: top.file.to_string(),
         listeners: vec![ListenerConfig { addr, mode: ListenerMode::Http, routes: vec![RouteConfig { pool: 0 }] }],
@@ -273,18 +318,22 @@ fn read_config(top: &mut Section) -> Result<Config, ConfigError> {
         expose_backend,
         admin,
         access_log,
+        waiting_room,
     })
 }
 
-/// Reads the pool keys (`servers`, `algorithm`, health checking, `retries`) from `section`.
+/// Reads the pool keys (`servers`, `algorithm`, `sticky`, health checking, `retries`) from
+/// `section`.
 fn read_pool(section: &mut Section, name: &str) -> Result<PoolConfig, ConfigError> {
     let servers = read_servers(section)?;
     let algorithm = match section.str("algorithm")? {
-        None | Some("round-robin") => Algorithm::RoundRobin,
-        Some(other) => {
-            return Err(section.error("algorithm", &format!("unknown algorithm {other:?} (known: \"round-robin\")")))
-        }
+        None => Algorithm::RoundRobin,
+        Some(text) => Algorithm::from_name(text).ok_or_else(|| {
+            let known: Vec<String> = Algorithm::ALL.iter().map(|a| format!("{:?}", a.name())).collect();
+            section.error("algorithm", &format!("unknown algorithm {text:?} (known: {})", known.join(", ")))
+        })?,
     };
+    let sticky = read_sticky(section)?;
     let mut health_check = HealthCheckConfig::default();
     if let Some(interval) = section.duration("healthCheckInterval")? {
         health_check.interval = interval;
@@ -310,7 +359,23 @@ fn read_pool(section: &mut Section, name: &str) -> Result<PoolConfig, ConfigErro
         hc.finish()?;
     }
     let retries = section.uint("retries", 0, 100)?.map_or(2, |n| n as u32);
-    Ok(PoolConfig { name: name.to_string(), servers, algorithm, health_check, retries })
+    Ok(PoolConfig { name: name.to_string(), servers, algorithm, sticky, health_check, retries })
+}
+
+fn read_sticky(section: &mut Section) -> Result<Option<StickyConfig>, ConfigError> {
+    let Some(mut s) = section.section("sticky")? else { return Ok(None) };
+    let cookie =
+        s.str("cookie")?.ok_or_else(|| s.error("cookie", "missing: the cookie's name, such as \"SERVERID\""))?;
+    if !is_cookie_name(cookie) {
+        return Err(s.error("cookie", "must be 1 to 64 letters, digits or `!#$%&'*+-.^_`|~` (a cookie name)"));
+    }
+    s.finish()?;
+    Ok(Some(StickyConfig { cookie: cookie.to_string() }))
+}
+
+/// A cookie name is an HTTP token (RFC 6265, section 4.1.1); sluice also caps its length.
+fn is_cookie_name(name: &str) -> bool {
+    (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 fn read_servers(section: &mut Section) -> Result<Vec<ServerConfig>, ConfigError> {
@@ -411,7 +476,7 @@ fn read_access_log(top: &mut Section) -> Result<AccessLogConfig, ConfigError> {
 fn read_timeouts(top: &mut Section) -> Result<Timeouts, ConfigError> {
     let mut t = Timeouts::default();
     if let Some(mut s) = top.section("timeouts")? {
-        let fields: [(&'static str, &mut Duration); 7] = [
+        let fields: [(&'static str, &mut Duration); 8] = [
             ("connect", &mut t.connect),
             ("clientHeader", &mut t.client_header),
             ("keepAlive", &mut t.keep_alive),
@@ -419,6 +484,7 @@ fn read_timeouts(top: &mut Section) -> Result<Timeouts, ConfigError> {
             ("client", &mut t.client),
             ("backendIdle", &mut t.backend_idle),
             ("drain", &mut t.drain),
+            ("queue", &mut t.queue),
         ];
         for (key, slot) in fields {
             if let Some(d) = s.duration(key)? {
@@ -765,6 +831,39 @@ mod tests {
                 r#"{"port": ":8080", "servers": [{"url": "http://127.0.0.1:1", "backup": true}]}"#,
                 "config.json: servers: every server is a backup",
             ),
+            (
+                r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"], "algorithm": "least-conn"}"#,
+                "config.json: algorithm: unknown algorithm \"least-conn\" (known: \"round-robin\", \
+                 \"weighted-round-robin\", \"least-connections\", \"ip-hash\", \"random\")",
+            ),
+            (
+                r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"], "sticky": {}}"#,
+                "config.json: sticky.cookie: missing",
+            ),
+            (
+                r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"], "sticky": {"cookie": "a b"}}"#,
+                "config.json: sticky.cookie: must be 1 to 64 letters",
+            ),
+            (
+                r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"], "sticky": {"cookie": "S", "ttl": 1}}"#,
+                "config.json: sticky.ttl: unknown key",
+            ),
+            (
+                r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"], "sticky": "S"}"#,
+                "config.json: sticky: must be a JSON object",
+            ),
+            (
+                r#"{"port": ":8080", "servers": [{"url": "http://127.0.0.1:1", "weight": 1.5}]}"#,
+                "config.json: servers[0].weight: must be a whole number from 0 to 1000",
+            ),
+            (
+                r#"{"port": ":8080", "servers": [{"url": "http://127.0.0.1:1", "weight": -1}]}"#,
+                "config.json: servers[0].weight: must be a whole number from 0 to 1000",
+            ),
+            (
+                r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"], "timeouts": {"queue": "0s"}}"#,
+                "config.json: timeouts.queue: \"0s\" must be more than zero",
+            ),
         ];
         for (text, expected) in cases {
             let err = parse(text).expect_err(text);
@@ -838,5 +937,31 @@ mod tests {
         assert_eq!(err, "request body: weight: must be a whole number from 0 to 1000");
         let value: Value = serde_json::from_str(r#"{"url": "ftp://x"}"#).unwrap();
         assert!(parse_server_object(&value, "request body", &[]).is_err());
+    }
+
+    #[test]
+    fn every_algorithm_reads_by_its_name() {
+        for algorithm in Algorithm::ALL {
+            let text = format!(
+                r#"{{"port": ":8080", "servers": ["http://127.0.0.1:1"], "algorithm": "{}"}}"#,
+                algorithm.name()
+            );
+            assert_eq!(parse(&text).unwrap().pools[0].algorithm, algorithm);
+        }
+        let c = parse(r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"]}"#).unwrap();
+        assert_eq!(c.pools[0].algorithm, Algorithm::RoundRobin);
+    }
+
+    #[test]
+    fn sticky_and_queue_timeout() {
+        let c = parse(
+            r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"], "sticky": {"cookie": "SRV_id"},
+            "timeouts": {"queue": "250ms"}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.pools[0].sticky, Some(StickyConfig { cookie: "SRV_id".into() }));
+        assert_eq!(c.timeouts.queue, Duration::from_millis(250));
+        let c = parse(r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"]}"#).unwrap();
+        assert_eq!((c.pools[0].sticky.clone(), c.timeouts.queue), (None, Duration::from_secs(5)));
     }
 }

@@ -1,25 +1,54 @@
-//! One client connection on a worker: read a request head, hand it to `proxy`, record the
-//! exchange (metrics and the access-log line), and go round again while the connection stays
-//! persistent. This is the one place every exchange ends, so it is where they are counted.
+//! One client connection: accepted, handed to a worker, served request by request, parked in
+//! the waiting room when it has nothing to read while workers are scarce, and closed.
 //!
-//! Client timeouts live here: the first head must start within `timeouts.clientHeader`,
-//! later ones within `timeouts.keepAlive`, and every head must be complete within
-//! `timeouts.clientHeader` of its first byte.
+//! On a worker the loop is: read a request head, hand it to `proxy`, record the exchange
+//! (metrics and the access-log line: this is the one place every exchange ends, so it is where
+//! they are counted), and go round again while the connection stays persistent. Client timeouts live here: the first
+//! head must start within `timeouts.clientHeader`, later ones within `timeouts.keepAlive`,
+//! and every head must be complete within `timeouts.clientHeader` of its first byte, counted
+//! across any time spent parked.
 
 use crate::access_log::Entry;
 use crate::http::error::HttpError;
 use crate::http::head::{read_request_head, HeadError, HeadWait, RequestHead};
 use crate::http::stream::BufferedStream;
 use crate::metrics::Finished;
-use crate::proxy::{self, Client, Context, Outcome};
-use crate::runtime::{Runtime, State};
-use log::debug;
+use crate::proxy::{self, Client, Context, ExchangeBuffers, Outcome};
+use crate::runtime::{ClientTicket, Runtime, State};
+use log::{debug, error};
+use std::cell::RefCell;
 use std::net::{SocketAddr, TcpStream};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-/// Serves `stream`, accepted on listener number `listener`, until it closes.
-pub fn serve(runtime: &Runtime, listener: usize, stream: TcpStream, peer: SocketAddr) {
-    let handle = match prepare(runtime, &stream) {
+/// A client connection while no worker holds it: what must survive between its requests.
+pub struct ClientConn {
+    pub stream: TcpStream,
+    pub peer: SocketAddr,
+    /// Which configured listener accepted it.
+    listener: usize,
+    /// Bytes of a head that had begun to arrive when the connection was parked.
+    partial_head: Vec<u8>,
+    /// When the head being read must be complete; set at its first byte.
+    head_deadline: Option<Instant>,
+    /// Requests answered on this connection so far.
+    requests: u64,
+    /// Keeps the connection counted and registered until it is dropped.
+    ticket: ClientTicket,
+}
+
+impl ClientConn {
+    /// Whether closing it now leaves a request unanswered: a head had begun, or none ever came.
+    pub fn is_waiting_for_head(&self) -> bool {
+        !self.partial_head.is_empty() || self.requests == 0
+    }
+}
+
+/// Takes an accepted connection, already counted in, and queues it for the workers.
+pub fn accept(runtime: &Arc<Runtime>, stream: TcpStream, peer: SocketAddr, listener: usize) {
+    let registered = stream.set_nodelay(true).and_then(|()| stream.try_clone());
+    let handle = match registered {
         Ok(handle) => handle,
         Err(e) => {
             debug!("{peer}: cannot set up the connection: {e}");
@@ -28,67 +57,110 @@ pub fn serve(runtime: &Runtime, listener: usize, stream: TcpStream, peer: Socket
         }
     };
     let ticket = runtime.register_client(handle);
-    let capacity = runtime.state().config.limits.max_header_bytes;
-    let mut client = Client::new(BufferedStream::new(stream, capacity), peer);
-    let mut first = true;
+    let conn =
+        ClientConn { stream, peer, listener, partial_head: Vec::new(), head_deadline: None, requests: 0, ticket };
+    dispatch(runtime, conn, false);
+}
+
+/// Queues `conn` for a worker; `readable` says bytes are known to be waiting on it.
+pub fn dispatch(runtime: &Arc<Runtime>, conn: ClientConn, readable: bool) {
+    runtime.connection_queued();
+    let runtime = Arc::clone(runtime);
+    runtime.workers.clone().execute(move || {
+        runtime.connection_dequeued();
+        let peer = conn.peer;
+        if catch_unwind(AssertUnwindSafe(|| serve(&runtime, conn, readable))).is_err() {
+            error!("{peer}: a bug ended this connection (panic); the worker goes on");
+        }
+    });
+}
+
+thread_local! {
+    /// The buffers of this worker thread, lent to the connection it serves.
+    static WORKER_BUFFERS: RefCell<Option<(Box<[u8]>, ExchangeBuffers)>> = const { RefCell::new(None) };
+}
+
+fn take_buffers(read_capacity: usize) -> (Box<[u8]>, ExchangeBuffers) {
+    match WORKER_BUFFERS.with(|b| b.borrow_mut().take()) {
+        Some((read, exchange)) if read.len() == read_capacity => (read, exchange),
+        _ => (vec![0; read_capacity].into_boxed_slice(), ExchangeBuffers::default()),
+    }
+}
+
+fn return_buffers(read: Box<[u8]>, exchange: ExchangeBuffers) {
+    WORKER_BUFFERS.with(|b| *b.borrow_mut() = Some((read, exchange)));
+}
+
+/// Serves `conn` on this worker until it closes or parks.
+fn serve(runtime: &Arc<Runtime>, conn: ClientConn, mut readable: bool) {
+    let _serving = runtime.start_serving();
+    let ClientConn { stream, peer, listener, partial_head, mut head_deadline, mut requests, ticket } = conn;
+    let capacity = runtime.state().config.limits.max_header_bytes.max(partial_head.len());
+    let (read_buf, exchange_buffers) = take_buffers(capacity);
+    let mut stream = BufferedStream::from_parts(stream, read_buf, None);
+    stream.preload(&partial_head);
+    let mut client = Client::new(stream, peer, exchange_buffers);
+    let _ = client.stream.get_ref().set_write_timeout(Some(runtime.state().config.timeouts.client));
+    // Bytes read from the client before the current exchange's (the preloaded ones count).
+    let mut counted = 0;
     loop {
         let state = runtime.state();
         let config = &state.config;
-        if !first && !ticket.enter_idle() {
+        if requests > 0 && !ticket.enter_idle() {
             break;
         }
-        let wait = HeadWait {
-            first_byte: if first { config.timeouts.client_header } else { config.timeouts.keep_alive },
+        let mut may_block = || std::mem::take(&mut readable) || !runtime.should_park();
+        let mut wait = HeadWait {
+            first_byte: if requests == 0 { config.timeouts.client_header } else { config.timeouts.keep_alive },
             whole: Some(config.timeouts.client_header),
+            deadline: head_deadline,
+            may_block: &mut may_block,
         };
-        let received_before = client.stream.received();
-        let head = read_request_head(&mut client.stream, config.limits.max_header_bytes, wait);
+        let head = read_request_head(&mut client.stream, config.limits.max_header_bytes, &mut wait);
+        head_deadline = wait.deadline;
         ticket.leave_idle();
         let started = Instant::now();
         let mut head = match head {
             Ok(head) => head,
+            Err(HeadError::WouldBlock) => {
+                let expires = head_deadline.unwrap_or_else(|| started + wait.first_byte);
+                let (stream, exchange_buffers) = client.into_parts();
+                let partial_head = stream.buffered().to_vec();
+                let (stream, read_buf) = stream.into_parts();
+                return_buffers(read_buf, exchange_buffers);
+                let conn = ClientConn { stream, peer, listener, partial_head, head_deadline, requests, ticket };
+                runtime.waiting_room.park(conn, expires);
+                return;
+            }
             Err(e) => {
-                if let Some(error) = refusal_for(e, first, peer) {
+                if let Some(error) = refusal_for(e, requests == 0, peer) {
                     let outcome = proxy::refuse(&mut client, error);
-                    let received = client.stream.received() - received_before;
-                    record_exchange(
-                        runtime,
-                        &state,
-                        client.peer,
-                        Ended { head: None, outcome: &outcome, started, received },
-                    );
+                    let received = client.stream.received() - counted;
+                    record_exchange(runtime, &state, peer, Ended { head: None, outcome: &outcome, started, received });
                 }
                 break;
             }
         };
+        head_deadline = None;
         let ctx = Context { runtime, state: &state, listener: &config.listeners[listener] };
         let outcome = proxy::exchange(&ctx, &mut client, &mut head);
-        let received = client.stream.received() - received_before;
-        record_exchange(
-            runtime,
-            &state,
-            client.peer,
-            Ended { head: Some(&head), outcome: &outcome, started, received },
-        );
+        let received = client.stream.received() - counted;
+        counted += received;
+        record_exchange(runtime, &state, peer, Ended { head: Some(&head), outcome: &outcome, started, received });
+        requests += 1;
         if !outcome.keep_alive {
             break;
         }
-        first = false;
     }
-}
-
-/// Sets the socket options every client connection gets, and returns a second handle for
-/// the registry.
-fn prepare(runtime: &Runtime, stream: &TcpStream) -> std::io::Result<TcpStream> {
-    stream.set_nodelay(true)?;
-    stream.set_write_timeout(Some(runtime.state().config.timeouts.client))?;
-    stream.try_clone()
+    let (stream, exchange_buffers) = client.into_parts();
+    let (_, read_buf) = stream.into_parts();
+    return_buffers(read_buf, exchange_buffers);
 }
 
 /// The answer to a head that could not be read, if it deserves one.
 fn refusal_for(error: HeadError, first: bool, peer: SocketAddr) -> Option<HttpError> {
     match error {
-        HeadError::Closed => None,
+        HeadError::Closed | HeadError::WouldBlock => None,
         HeadError::TimedOut { partial } if partial || first => Some(HttpError::HeaderTimeout),
         HeadError::TimedOut { .. } => None,
         HeadError::TooLarge => Some(HttpError::HeadTooLarge),

@@ -74,10 +74,16 @@ fn accept_loop(listener: &TcpListener, name: &str) {
 }
 
 fn serve(stream: TcpStream, name: &str) -> io::Result<()> {
-    let wait = HeadWait { first_byte: Duration::from_secs(60), whole: Some(Duration::from_secs(10)) };
     let mut src = BufferedStream::new(stream, 16 * 1024);
     loop {
-        let Ok(head) = read_request_head(&mut src, 16 * 1024, wait) else { return Ok(()) };
+        let mut always = || true;
+        let mut wait = HeadWait {
+            first_byte: Duration::from_secs(60),
+            whole: Some(Duration::from_secs(10)),
+            deadline: None,
+            may_block: &mut always,
+        };
+        let Ok(head) = read_request_head(&mut src, 16 * 1024, &mut wait) else { return Ok(()) };
         let keep_alive = is_persistent(head.version, &connection_tokens(&head)) && skip_body(&mut src, &head)?;
         let body = format!("Hello from {name}: {} {}\n", head.method, head.target);
         let mut response = format!(

@@ -2,7 +2,7 @@
 //! memory and open file descriptors, and the host's load average, memory and disk use.
 //!
 //! Read from /proc on demand (each [`sample`] reads five small files) and, for the disk, from
-//! `statvfs(2)`. Called by the admin API for /stats, /metrics and the status page, and open to
+//! `statvfs(2)` (through `sys`, which owns every call below std). Called by the admin API for /stats, /metrics and the status page, and open to
 //! anything else that wants the numbers (such as alert thresholds). Writes no shared state.
 //! Every value is an `Option`: on a system without /proc the numbers are simply missing.
 
@@ -107,27 +107,9 @@ fn kib_field(text: &str, name: &str) -> Option<u64> {
 }
 
 /// Total and available (to unprivileged users) space on the file system holding `path`.
-///
-/// std has no `statvfs`, so this calls it through `libc`: the one place sluice uses `unsafe`,
-/// with a buffer it owns and a path it made into a C string.
-#[allow(unsafe_code)]
 fn disk_space(path: &Path) -> Option<Space> {
-    use std::os::unix::ffi::OsStrExt;
-    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    let mut stats = std::mem::MaybeUninit::<libc::statvfs>::uninit();
-    // SAFETY: `c_path` is a valid NUL-terminated string and `stats` points to writable memory
-    // of the right type; statvfs fills it completely when it returns 0.
-    let stats = unsafe {
-        if libc::statvfs(c_path.as_ptr(), stats.as_mut_ptr()) != 0 {
-            return None;
-        }
-        stats.assume_init()
-    };
-    let block = stats.f_frsize as u64;
-    Some(Space {
-        total_bytes: (stats.f_blocks as u64).saturating_mul(block),
-        available_bytes: (stats.f_bavail as u64).saturating_mul(block),
-    })
+    let (total_bytes, available_bytes) = crate::sys::file_system_space(path).ok()?;
+    Some(Space { total_bytes, available_bytes })
 }
 
 #[cfg(test)]

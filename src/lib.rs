@@ -8,7 +8,9 @@
 //!    [`http::head`] under the client timeouts, and logs one access line per exchange.
 //! 3. [`proxy`]: one exchange. It checks the head ([`http::request`]), decides the body's
 //!    framing ([`http::framing`]), routes to a [`pool`], whose [`balance`] algorithm picks a
-//!    [`backend`]; the backend hands over an idle keep-alive connection or opens one.
+//!    [`backend`] (or a sticky cookie names one, [`http::cookie`]); when every backend is at
+//!    its connection limit the request waits in the pool's [`queue`]. The backend hands over
+//!    an idle keep-alive connection or opens one.
 //! 4. Still in [`proxy`]: the request head is rewritten ([`http::headers`]) and sent with its
 //!    body streamed through fixed buffers ([`http::body`]); the response head comes back, and
 //!    the response is relayed the same way. A clean backend connection goes back to the idle
@@ -22,7 +24,6 @@
 //! [`demo`] runs the demo backends for `--demo`. [`admin`] serves stats, Prometheus metrics,
 //! a status page and runtime changes ([`changes`]), with host numbers from [`host`].
 
-// Denied everywhere but in `host`, which calls statvfs(2) through libc (std has no wrapper).
 #![deny(unsafe_code)]
 
 pub mod access_log;
@@ -39,8 +40,11 @@ pub mod http;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;
+pub mod queue;
 pub mod runtime;
 pub mod server;
+pub mod sys;
+pub mod waiting_room;
 
 pub use config::{Config, ConfigError};
 pub use server::{Server, StartError};

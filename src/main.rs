@@ -110,6 +110,10 @@ fn run(path: &Path, with_demo: bool) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    match sluice::sys::raise_open_file_limit() {
+        Ok(limit) => log::info!("open file limit: {} (was {}, hard limit {})", limit.after, limit.before, limit.hard),
+        Err(e) => log::warn!("cannot raise the open file limit: {e}"),
+    }
     if with_demo {
         if let Err(e) = demo::start(&config) {
             eprintln!("sluice: {e}");
@@ -168,9 +172,18 @@ fn describe(config: &Config) -> String {
     }
     for p in &config.pools {
         let hc = &p.health_check;
+        let sticky = p.sticky.as_ref().map_or(String::new(), |s| format!(", sticky cookie {:?}", s.cookie));
         out += &format!(
-            "pool {:?}: {:?}, retries {}, health check {} {} every {:?} (timeout {:?}, rise {}, fall {})\n",
-            p.name, p.algorithm, p.retries, hc.method, hc.path, hc.interval, hc.timeout, hc.rise, hc.fall
+            "pool {:?}: {}{sticky}, retries {}, health check {} {} every {:?} (timeout {:?}, rise {}, fall {})\n",
+            p.name,
+            p.algorithm.name(),
+            p.retries,
+            hc.method,
+            hc.path,
+            hc.interval,
+            hc.timeout,
+            hc.rise,
+            hc.fall
         );
         for s in &p.servers {
             let addrs: Vec<_> = s.addrs.iter().map(ToString::to_string).collect();
@@ -181,8 +194,8 @@ fn describe(config: &Config) -> String {
     }
     let t = &config.timeouts;
     out += &format!(
-        "workers {}; timeouts: connect {:?}, clientHeader {:?}, keepAlive {:?}, backend {:?}, client {:?}, backendIdle {:?}, drain {:?}\n",
-        config.workers, t.connect, t.client_header, t.keep_alive, t.backend, t.client, t.backend_idle, t.drain
+        "workers {}; timeouts: connect {:?}, clientHeader {:?}, keepAlive {:?}, backend {:?}, client {:?}, backendIdle {:?}, drain {:?}, queue {:?}\n",
+        config.workers, t.connect, t.client_header, t.keep_alive, t.backend, t.client, t.backend_idle, t.drain, t.queue
     );
     let l = &config.limits;
     let body = l.max_body_bytes.map_or("unlimited".to_string(), |n| n.to_string());

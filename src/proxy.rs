@@ -1,6 +1,8 @@
-//! One exchange, top to bottom: check the request, route it to a pool, pick a backend, get a
-//! connection (reused or new), send the request and its body, read the response head, relay
-//! the response, and put the backend connection back for reuse when it is still clean.
+//! One exchange, top to bottom: check the request, route it to a pool, pick a backend (waiting
+//! in the pool's queue when every backend is at its limit), get a connection (reused or new),
+//! send the request and its body, read the response head, relay the response (with a sticky
+//! cookie when the pool asks for one), and put the backend connection back for reuse when it
+//! is still clean.
 //!
 //! Called by `connection` once per request head. Writes the backend's counters and idle
 //! connections; reads the current [`State`].
@@ -14,6 +16,7 @@
 use crate::backend::{Backend, Upstream};
 use crate::config::ListenerConfig;
 use crate::http::body::{relay_body, RelayError, Sink};
+use crate::http::cookie::find_cookie;
 use crate::http::error::{canned_response, HttpError};
 use crate::http::framing::{content_length, request_framing, response_framing, BodyFraming};
 use crate::http::head::{read_response_head, HeadError, RequestHead, ResponseHead, Version};
@@ -22,6 +25,7 @@ use crate::http::headers::{
 };
 use crate::http::request::check_request;
 use crate::http::stream::{is_timeout, BufferedStream};
+use crate::pool::{NoSlot, PickRequest, Pool};
 use crate::runtime::{Runtime, State};
 use log::{debug, warn};
 use std::io::{self, Write};
@@ -33,7 +37,7 @@ use std::time::Duration;
 /// response bodies stream through.
 pub const BACKEND_BUFFER_BYTES: usize = 64 * 1024;
 
-/// A client connection as the exchange sees it, with buffers kept across its requests.
+/// A client connection as the exchange sees it, with the buffers it borrows from its worker.
 pub struct Client {
     pub stream: BufferedStream,
     pub peer: SocketAddr,
@@ -45,9 +49,26 @@ pub struct Client {
     upstream_buf: Option<Box<[u8]>>,
 }
 
+/// The buffers an exchange needs besides the client's read buffer; a worker keeps one set
+/// and lends it to each connection it serves.
+#[derive(Default)]
+pub struct ExchangeBuffers {
+    out: Vec<u8>,
+    upstream_out: Vec<u8>,
+    upstream_buf: Option<Box<[u8]>>,
+}
+
 impl Client {
-    pub fn new(stream: BufferedStream, peer: SocketAddr) -> Client {
-        Client { stream, peer, out: Vec::new(), upstream_out: Vec::new(), upstream_buf: None }
+    pub fn new(stream: BufferedStream, peer: SocketAddr, buffers: ExchangeBuffers) -> Client {
+        let ExchangeBuffers { out, upstream_out, upstream_buf } = buffers;
+        Client { stream, peer, out, upstream_out, upstream_buf }
+    }
+
+    /// Gives back the stream and the lent buffers.
+    pub fn into_parts(self) -> (BufferedStream, ExchangeBuffers) {
+        let buffers =
+            ExchangeBuffers { out: self.out, upstream_out: self.upstream_out, upstream_buf: self.upstream_buf };
+        (self.stream, buffers)
     }
 
     /// Writes one complete sluice-made response.
@@ -101,18 +122,18 @@ pub fn exchange(ctx: &Context, client: &mut Client, head: &mut RequestHead) -> O
         return answer(client, 404, "no route for this host and path", &[], !body_pending);
     };
     let replayable = !body_pending && is_idempotent(&head.method);
+    let head: &RequestHead = head;
+    let sticky = pool.config.sticky.as_ref().and_then(|s| find_cookie(head, &s.cookie));
     let mut tried = Vec::new();
     loop {
-        let Some(index) = pool.pick(&tried, client.peer.ip()) else {
-            if tried.is_empty() {
-                let retry_after = pool.retry_after_secs().to_string();
-                return answer(client, 503, "no backend available", &[("Retry-After", &retry_after)], !body_pending);
-            }
-            return answer(client, 502, "no backend could be reached", &[], !body_pending);
+        let wanted = PickRequest { client: client.peer.ip(), tried: &tried, sticky };
+        let slot = match pool.acquire(&wanted, ctx.state.config.timeouts.queue) {
+            Ok(slot) => slot,
+            Err(why) => return answer_no_slot(client, pool, why, tried.is_empty(), !body_pending),
         };
-        let backend = &pool.backends[index];
-        let _in_flight = backend.start_exchange();
-        let request = Request { head, framing, expects_continue, replayable };
+        let backend = slot.backend;
+        let set_cookie = pool.sticky_cookie(slot.index, sticky);
+        let request = Request { head, framing, expects_continue, replayable, set_cookie };
         match forward(ctx, client, &request, backend) {
             Ok(mut outcome) => {
                 outcome.backend = Some(Arc::clone(backend));
@@ -121,7 +142,7 @@ pub fn exchange(ctx: &Context, client: &mut Client, head: &mut RequestHead) -> O
             Err(e) => {
                 backend.record_failure();
                 warn!("{}: cannot connect: {e}", backend.url());
-                tried.push(index);
+                tried.push(slot.index);
                 if tried.len() > pool.config.retries as usize {
                     return answer(client, 502, "no backend could be reached", &[], !body_pending);
                 }
@@ -131,11 +152,28 @@ pub fn exchange(ctx: &Context, client: &mut Client, head: &mut RequestHead) -> O
     }
 }
 
+/// Answers a request for which the pool had no backend: 503 when nothing is available or
+/// the queue timed out, 502 when every backend tried failed.
+fn answer_no_slot(client: &mut Client, pool: &Pool, why: NoSlot, first: bool, keep: bool) -> Outcome {
+    match why {
+        NoSlot::QueueTimedOut => {
+            answer(client, 503, "every backend is at its connection limit", &[("Retry-After", "1")], keep)
+        }
+        NoSlot::Unavailable if first => {
+            let retry_after = pool.retry_after_secs().to_string();
+            answer(client, 503, "no backend available", &[("Retry-After", &retry_after)], keep)
+        }
+        NoSlot::Unavailable => answer(client, 502, "no backend could be reached", &[], keep),
+    }
+}
+
 struct Request<'a> {
     head: &'a RequestHead,
     framing: BodyFraming,
     expects_continue: bool,
     replayable: bool,
+    /// A sticky session's `Set-Cookie` value for the response, when the client needs one.
+    set_cookie: Option<String>,
 }
 
 /// Sends `request` to `backend` and relays its answer. Fails only when no connection to the
@@ -190,7 +228,7 @@ fn attempt(
     let config = &ctx.state.config;
     let head = request.head;
     client.upstream_out.clear();
-    write_request_head(&mut client.upstream_out, head, request.framing, client.peer.ip());
+    write_request_head(&mut client.upstream_out, head, request.framing, client.peer.ip(), &backend.config.authority);
     let wants_continue = request.expects_continue && request.framing != BodyFraming::Empty;
     if wants_continue && client.send(b"HTTP/1.1 100 Continue\r\n\r\n").is_err() {
         return done(Outcome::closed(CLIENT_CLOSED));
@@ -280,7 +318,7 @@ fn relay_response(
     };
     let wants_keep_alive = is_persistent(head.version, &connection_tokens(head))
         && !ctx.runtime.is_stopping()
-        && ctx.runtime.waiting_connections() == 0;
+        && !ctx.runtime.should_close_idle();
     let chunked_out = framing == BodyFraming::Chunked && head.version == Version::Http11;
     let (header_framing, keep_alive) = match framing {
         BodyFraming::Empty => (passed_on_length(response, &head.method), wants_keep_alive),
@@ -293,6 +331,7 @@ fn relay_response(
         keep_alive,
         client_version: head.version,
         backend: ctx.state.config.expose_backend.then(|| backend.url().to_string()),
+        set_cookie: request.set_cookie.clone(),
     };
     client.out.clear();
     write_response_head(&mut client.out, response, &how);

@@ -1,6 +1,6 @@
 //! The live state every thread shares: the current configuration and pools (one snapshot,
-//! replaced whole by a reload or an admin change), the stop flag, the open client
-//! connections, the process-wide metrics and the access log.
+//! replaced whole by a reload or an admin change), the worker pool and the waiting room, the
+//! stop flag, the open client connections, the process-wide metrics and the access log.
 //!
 //! Workers read the snapshot once per request (clone an `Arc`, let go of the lock). The
 //! acceptor counts connections in; each connection counts itself out when it closes. Whoever
@@ -14,11 +14,19 @@ use crate::http::head::RequestHead;
 use crate::lock;
 use crate::metrics::Metrics;
 use crate::pool::Pool;
+use crate::waiting_room::WaitingRoom;
 use std::collections::HashMap;
+use std::io;
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
+use threadpool::ThreadPool;
+
+/// Stack size of each worker thread. The request path needs a few KiB of stack (the largest
+/// frame is httparse's 100-field array, 3.2 KiB); this leaves a wide margin, and only the
+/// pages a thread touches become resident (about 8 KiB a thread).
+pub const WORKER_STACK_BYTES: usize = 128 * 1024;
 
 /// One consistent view of the configuration and the pools built from it.
 pub struct State {
@@ -78,6 +86,14 @@ pub struct Runtime {
     /// Held while a new snapshot is built from the current one, so that two changes (a reload
     /// and an admin request) never build on the same snapshot and lose one another.
     changing: Mutex<()>,
+    /// The fixed worker pool every connection is served on.
+    pub workers: ThreadPool,
+    /// Where idle client connections wait while most workers are busy.
+    pub waiting_room: WaitingRoom,
+    /// Whether connections may be parked at all (`waitingRoom` in the configuration).
+    parking_enabled: bool,
+    /// Connections a worker is serving right now; changed through [`Serving`].
+    serving: AtomicUsize,
     /// Set once when sluice begins to stop; read by the acceptors and every connection.
     stopping: AtomicBool,
     /// Woken when stopping, so sleeping threads (health checks) notice at once.
@@ -103,18 +119,37 @@ struct RegisteredClient {
     idle: Arc<AtomicBool>,
 }
 
-/// A served connection's place in the registry; leaving it counts the connection closed.
-pub struct ClientTicket<'a> {
-    runtime: &'a Runtime,
+/// A connection's place in the registry, for its whole life; dropping it counts the
+/// connection closed.
+pub struct ClientTicket {
+    runtime: Arc<Runtime>,
     id: u64,
     idle: Arc<AtomicBool>,
 }
 
+/// Counts one connection as held by a worker for as long as it lives.
+pub struct Serving<'a>(&'a Runtime);
+
+impl Drop for Serving<'_> {
+    fn drop(&mut self) {
+        self.0.serving.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 impl Runtime {
-    pub fn new(state: State) -> Runtime {
-        Runtime {
+    pub fn new(state: State) -> io::Result<Runtime> {
+        let workers = threadpool::Builder::new()
+            .num_threads(state.config.workers)
+            .thread_name("sluice-worker".into())
+            .thread_stack_size(WORKER_STACK_BYTES)
+            .build();
+        Ok(Runtime {
+            parking_enabled: state.config.waiting_room,
             state: Mutex::new(Arc::new(state)),
             changing: Mutex::new(()),
+            workers,
+            waiting_room: WaitingRoom::new()?,
+            serving: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
             stop_signal: (Mutex::new(false), Condvar::new()),
             open_connections: AtomicUsize::new(0),
@@ -125,7 +160,27 @@ impl Runtime {
             started: Instant::now(),
             metrics: Metrics::default(),
             access_log: AccessLog::stderr(),
-        }
+        })
+    }
+
+    pub fn start_serving(&self) -> Serving<'_> {
+        self.serving.fetch_add(1, Ordering::SeqCst);
+        Serving(self)
+    }
+
+    /// Whether a connection with nothing to read should wait in the waiting room rather than
+    /// on its worker: while other connections wait for a worker (so every client gets its
+    /// turn), or while more than three quarters of the workers hold a connection.
+    pub fn should_park(&self) -> bool {
+        self.parking_enabled
+            && (self.waiting_connections() > 0
+                || self.serving.load(Ordering::Relaxed) * 4 > self.workers.max_count() * 3)
+    }
+
+    /// Without the waiting room, the only fair answer to connections queued for a worker is
+    /// to stop offering keep-alive until the queue is empty.
+    pub fn should_close_idle(&self) -> bool {
+        !self.parking_enabled && self.waiting_connections() > 0
     }
 
     pub fn state(&self) -> Arc<State> {
@@ -145,9 +200,9 @@ impl Runtime {
         Ok(result)
     }
 
-    /// Client connections being served by a worker (not counting those queued for one).
+    /// Connections a worker is serving right now (not those queued or parked).
     pub fn busy_workers(&self) -> usize {
-        self.open_connections().saturating_sub(self.waiting_connections())
+        self.serving.load(Ordering::Relaxed)
     }
 
     /// Opens the access log file `config` names, if any, in place of the current one.
@@ -217,16 +272,16 @@ impl Runtime {
         self.open_connections.fetch_sub(1, Ordering::SeqCst);
     }
 
-    /// Registers a connection a worker starts serving. `stream` is a second handle to it.
-    pub fn register_client(&self, stream: TcpStream) -> ClientTicket<'_> {
+    /// Registers an accepted connection. `stream` is a second handle to it.
+    pub fn register_client(self: &Arc<Self>, stream: TcpStream) -> ClientTicket {
         let id = self.next_client_id.fetch_add(1, Ordering::Relaxed);
         let idle = Arc::new(AtomicBool::new(false));
         lock(&self.clients).insert(id, RegisteredClient { stream, idle: Arc::clone(&idle) });
-        ClientTicket { runtime: self, id, idle }
+        ClientTicket { runtime: Arc::clone(self), id, idle }
     }
 }
 
-impl ClientTicket<'_> {
+impl ClientTicket {
     /// Marks the connection as waiting for its next request; false if sluice is stopping,
     /// in which case the connection should close instead of waiting.
     pub fn enter_idle(&self) -> bool {
@@ -239,7 +294,7 @@ impl ClientTicket<'_> {
     }
 }
 
-impl Drop for ClientTicket<'_> {
+impl Drop for ClientTicket {
     fn drop(&mut self) {
         lock(&self.runtime.clients).remove(&self.id);
         self.runtime.uncount_connection();

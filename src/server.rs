@@ -12,20 +12,15 @@ use crate::connection;
 use crate::health;
 use crate::http::error::canned_response;
 use crate::runtime::{Runtime, State};
+use crate::waiting_room;
 use log::{error, info, warn};
 use std::fmt;
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
-use threadpool::ThreadPool;
-
-/// Stack size of each worker thread. The request path needs a few KiB of stack; only the
-/// pages a thread touches become resident.
-pub const WORKER_STACK_BYTES: usize = 256 * 1024;
 
 /// Pause after `accept()` fails for lack of file descriptors, instead of spinning.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -33,11 +28,9 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 pub struct Server {
     runtime: Arc<Runtime>,
     addrs: Vec<SocketAddr>,
-    acceptors: Vec<JoinHandle<()>>,
-    health: Option<JoinHandle<()>>,
+    /// The acceptors, the health thread, the waiting room and the access-log flusher.
+    threads: Vec<JoinHandle<()>>,
     admin: Option<AdminThreads>,
-    log_flusher: Option<JoinHandle<()>>,
-    workers: ThreadPool,
 }
 
 #[derive(Debug)]
@@ -144,43 +137,36 @@ impl Server {
             let listener = TcpListener::bind(l.addr).map_err(|source| StartError::Bind { addr: l.addr, source })?;
             listeners.push(listener);
         }
-        let workers = threadpool::Builder::new()
-            .num_threads(config.workers)
-            .thread_name("sluice-worker".into())
-            .thread_stack_size(WORKER_STACK_BYTES)
-            .build();
         let admin_listener = match &config.admin {
             Some(a) => Some(TcpListener::bind(a.listen).map_err(|source| StartError::Bind { addr: a.listen, source })?),
             None => None,
         };
         let access_log = config.access_log.clone();
-        let worker_count = config.workers;
-        let runtime = Arc::new(Runtime::new(State::new(config, None)));
+        let runtime = Arc::new(Runtime::new(State::new(config, None)).map_err(StartError::Thread)?);
         runtime
             .reopen_access_log(&access_log)
             .map_err(|source| StartError::AccessLog { path: access_log.path.clone().unwrap_or_default(), source })?;
         let mut addrs = Vec::new();
-        let mut acceptors = Vec::new();
+        let mut threads = Vec::new();
         for (index, listener) in listeners.into_iter().enumerate() {
             let addr = listener.local_addr().map_err(StartError::Thread)?;
             info!("listening on {addr}");
             addrs.push(addr);
-            let (runtime, workers) = (Arc::clone(&runtime), workers.clone());
+            let runtime = Arc::clone(&runtime);
             let acceptor = thread::Builder::new()
                 .name(format!("sluice-accept-{addr}"))
-                .spawn(move || accept_loop(&runtime, index, &listener, &workers))
+                .spawn(move || accept_loop(&runtime, index, &listener))
                 .map_err(StartError::Thread)?;
-            acceptors.push(acceptor);
+            threads.push(acceptor);
         }
-        let health = Some(health::spawn(Arc::clone(&runtime)).map_err(StartError::Thread)?);
+        threads.push(health::spawn(Arc::clone(&runtime)).map_err(StartError::Thread)?);
+        threads.push(waiting_room::spawn(Arc::clone(&runtime)).map_err(StartError::Thread)?);
+        threads.push(spawn_log_flusher(Arc::clone(&runtime)).map_err(StartError::Thread)?);
         let admin = match admin_listener {
-            Some(listener) => {
-                Some(admin::start(Arc::clone(&runtime), listener, worker_count).map_err(StartError::Thread)?)
-            }
+            Some(listener) => Some(admin::start(Arc::clone(&runtime), listener).map_err(StartError::Thread)?),
             None => None,
         };
-        let log_flusher = Some(spawn_log_flusher(Arc::clone(&runtime)).map_err(StartError::Thread)?);
-        Ok(Server { runtime, addrs, acceptors, health, admin, log_flusher, workers })
+        Ok(Server { runtime, addrs, threads, admin })
     }
 
     /// Where the admin API listens, when it is configured.
@@ -209,14 +195,17 @@ impl Server {
 
     /// Stops accepting, closes idle connections, and waits up to `timeouts.drain` for
     /// in-flight exchanges. Returns true when every connection finished in time.
-    pub fn stop(mut self) -> bool {
+    pub fn stop(self) -> bool {
         let drain = self.runtime.state().config.timeouts.drain;
         self.runtime.begin_stop();
         for addr in &self.addrs {
             wake_acceptor(*addr);
         }
-        for acceptor in self.acceptors.drain(..) {
-            let _ = acceptor.join();
+        for thread in self.threads {
+            let _ = thread.join();
+        }
+        if let Some(admin) = self.admin {
+            admin.join();
         }
         let deadline = Instant::now() + drain;
         while self.runtime.open_connections() > 0 && Instant::now() < deadline {
@@ -226,19 +215,10 @@ impl Server {
         if !drained {
             warn!("{} connections still open after {drain:?}; closing anyway", self.runtime.open_connections());
         }
-        if let Some(health) = self.health.take() {
-            let _ = health.join();
-        }
-        if let Some(admin) = self.admin.take() {
-            admin.join();
-        }
-        if let Some(flusher) = self.log_flusher.take() {
-            let _ = flusher.join();
+        if drained {
+            self.runtime.workers.join();
         }
         self.runtime.access_log.flush();
-        if drained {
-            self.workers.join();
-        }
         drained
     }
 }
@@ -252,7 +232,7 @@ fn spawn_log_flusher(runtime: Arc<Runtime>) -> io::Result<JoinHandle<()>> {
     })
 }
 
-fn accept_loop(runtime: &Arc<Runtime>, listener_index: usize, listener: &TcpListener, workers: &ThreadPool) {
+fn accept_loop(runtime: &Arc<Runtime>, listener_index: usize, listener: &TcpListener) {
     let mut last_rejection_warning: Option<Instant> = None;
     loop {
         let (stream, peer) = match listener.accept() {
@@ -278,15 +258,7 @@ fn accept_loop(runtime: &Arc<Runtime>, listener_index: usize, listener: &TcpList
             reject(stream);
             continue;
         }
-        runtime.connection_queued();
-        let runtime = Arc::clone(runtime);
-        workers.execute(move || {
-            runtime.connection_dequeued();
-            let served = catch_unwind(AssertUnwindSafe(|| connection::serve(&runtime, listener_index, stream, peer)));
-            if served.is_err() {
-                error!("{peer}: a bug ended this connection (panic); the worker goes on");
-            }
-        });
+        connection::accept(runtime, stream, peer, listener_index);
     }
 }
 

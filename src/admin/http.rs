@@ -71,8 +71,9 @@ impl Response {
 /// Reads one request from `stream`; the error is the response to send instead, if any.
 pub fn read_request(stream: TcpStream) -> Result<Request, Option<Response>> {
     let mut src = BufferedStream::new(stream, MAX_HEAD_BYTES);
-    let wait = HeadWait { first_byte: IO_TIMEOUT, whole: Some(IO_TIMEOUT) };
-    let head = match read_request_head(&mut src, MAX_HEAD_BYTES, wait) {
+    let mut always = || true;
+    let mut wait = HeadWait { first_byte: IO_TIMEOUT, whole: Some(IO_TIMEOUT), deadline: None, may_block: &mut always };
+    let head = match read_request_head(&mut src, MAX_HEAD_BYTES, &mut wait) {
         Ok(head) => head,
         Err(HeadError::Closed | HeadError::Truncated | HeadError::Io(_)) => return Err(None),
         Err(HeadError::TimedOut { .. }) => return Err(Some(Response::error(408, "request not received in time"))),

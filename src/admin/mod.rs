@@ -41,8 +41,6 @@ const TICK: Duration = Duration::from_secs(1);
 /// What the admin threads share.
 struct Admin {
     runtime: Arc<Runtime>,
-    /// The size of the worker pool, which reloads do not change.
-    workers: usize,
     /// Written by the ticker, read by the handler.
     windows: Windows,
 }
@@ -64,13 +62,13 @@ impl AdminThreads {
 }
 
 /// Starts the admin threads on `listener`.
-pub fn start(runtime: Arc<Runtime>, listener: TcpListener, workers: usize) -> io::Result<AdminThreads> {
+pub fn start(runtime: Arc<Runtime>, listener: TcpListener) -> io::Result<AdminThreads> {
     let addr = listener.local_addr()?;
     if !addr.ip().is_loopback() {
         warn!("the admin API listens on {addr}, beyond this machine: keep admin.token secret");
     }
     info!("admin API on http://{addr}/");
-    let admin = Arc::new(Admin { runtime, workers, windows: Windows::default() });
+    let admin = Arc::new(Admin { runtime, windows: Windows::default() });
     admin.windows.sample(&admin.runtime.state(), Instant::now());
     let serving = Arc::clone(&admin);
     let listening = thread::Builder::new().name("sluice-admin".into()).spawn(move || serve(&serving, &listener))?;
@@ -116,14 +114,12 @@ fn route(admin: &Admin, request: &Request) -> Response {
     let runtime = &admin.runtime;
     match (request.path.as_str(), method) {
         ("/", _) if read => {
-            let html = page::render(&snapshot::take(runtime, &admin.windows, admin.workers));
+            let html = page::render(&snapshot::take(runtime, &admin.windows));
             Response::text(200, "text/html; charset=utf-8", html)
         }
-        ("/stats", _) if read => {
-            Response::json(200, &stats::render(&snapshot::take(runtime, &admin.windows, admin.workers)))
-        }
+        ("/stats", _) if read => Response::json(200, &stats::render(&snapshot::take(runtime, &admin.windows))),
         ("/metrics", _) if read => {
-            let text = prometheus::render(&snapshot::take(runtime, &admin.windows, admin.workers));
+            let text = prometheus::render(&snapshot::take(runtime, &admin.windows));
             Response::text(200, prometheus::CONTENT_TYPE, text)
         }
         ("/servers", "POST") => changing(admin, request, servers::add),

@@ -97,7 +97,8 @@ fn render_tiles(html: &mut String, s: &Snapshot) {
     html.push_str("<div class=\"group\">Traffic</div><div class=\"tiles\">");
     tile(html, "Requests / s", &format!("{rate:.1}"), "all pools, last 10 s");
     tile(html, "Backends up", &format!("{up} / {total}"), &pools);
-    tile(html, "Connections", &s.open_connections.to_string(), &format!("{} rejected", s.rejected_connections));
+    let connections = format!("{} parked · {} rejected", s.parked_connections, s.rejected_connections);
+    tile(html, "Connections", &s.open_connections.to_string(), &connections);
     tile(html, "Workers busy", &format!("{} / {}", w.busy, w.total), &format!("{} idle · {} queued", w.idle, w.queued));
     let own_errors = s.own_answers.server_errors();
     tile(html, "Retries", &s.retries.to_string(), &format!("{own_errors} 5xx answered by sluice"));

@@ -69,6 +69,12 @@ fn render_process(out: &mut Text, s: &Snapshot) {
     out.sample("sluice_workers", &[("state", "idle")], s.workers.idle);
     out.single("sluice_queued_connections", "gauge", "Accepted connections waiting for a worker.", s.workers.queued);
     out.single(
+        "sluice_parked_connections",
+        "gauge",
+        "Idle client connections in the waiting room, holding no worker.",
+        s.parked_connections,
+    );
+    out.single(
         "sluice_rejected_connections_total",
         "counter",
         "Connections refused with 503 because limits.maxConnections was reached.",

@@ -15,8 +15,10 @@ use std::time::{Duration, Instant};
 pub struct Snapshot {
     pub version: &'static str,
     pub uptime: Duration,
-    /// Client connections open, queued ones included.
+    /// Client connections open, queued and parked ones included.
     pub open_connections: usize,
+    /// Idle client connections waiting in the waiting room, holding no worker.
+    pub parked_connections: usize,
     pub workers: Workers,
     pub rejected_connections: u64,
     pub retries: u64,
@@ -87,8 +89,9 @@ impl PoolSnapshot {
     }
 }
 
-/// Copies the runtime's state now; `workers` is the size of the worker pool.
-pub fn take(runtime: &Runtime, windows: &Windows, workers: usize) -> Snapshot {
+/// Copies the runtime's state now.
+pub fn take(runtime: &Runtime, windows: &Windows) -> Snapshot {
+    let workers = runtime.workers.max_count();
     let state = runtime.state();
     let now = Instant::now();
     let pools = state
@@ -96,7 +99,7 @@ pub fn take(runtime: &Runtime, windows: &Windows, workers: usize) -> Snapshot {
         .iter()
         .map(|pool| PoolSnapshot {
             name: pool.name().to_string(),
-            algorithm: kebab_case(&format!("{:?}", pool.config.algorithm)),
+            algorithm: pool.config.algorithm.name().to_string(),
             servers: pool
                 .backends
                 .iter()
@@ -129,35 +132,12 @@ pub fn take(runtime: &Runtime, windows: &Windows, workers: usize) -> Snapshot {
         version: env!("CARGO_PKG_VERSION"),
         uptime: runtime.started.elapsed(),
         open_connections: runtime.open_connections(),
+        parked_connections: runtime.waiting_room.parked_count(),
         workers: Workers { total: workers, busy, idle: workers - busy, queued: runtime.waiting_connections() },
         rejected_connections: runtime.rejected_connections.load(std::sync::atomic::Ordering::Relaxed),
         retries: runtime.metrics.retries(),
         own_answers: runtime.metrics.own_answers.snapshot(),
         pools,
         host: host::sample(),
-    }
-}
-
-/// `RoundRobin` → `round-robin`, the way the configuration spells algorithms.
-fn kebab_case(name: &str) -> String {
-    let mut out = String::new();
-    for (i, c) in name.chars().enumerate() {
-        if c.is_ascii_uppercase() && i > 0 {
-            out.push('-');
-        }
-        out.push(c.to_ascii_lowercase());
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn algorithm_names_are_spelled_as_in_the_configuration() {
-        assert_eq!(kebab_case("RoundRobin"), "round-robin");
-        assert_eq!(kebab_case("WeightedRoundRobin"), "weighted-round-robin");
-        assert_eq!(kebab_case("Random"), "random");
     }
 }

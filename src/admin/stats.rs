@@ -32,6 +32,7 @@ pub fn render(s: &Snapshot) -> Value {
         "version": s.version,
         "uptimeSeconds": round3(s.uptime.as_secs_f64()),
         "openConnections": s.open_connections,
+        "parkedConnections": s.parked_connections,
         "workers": {
             "total": s.workers.total,
             "busy": s.workers.busy,

@@ -172,6 +172,9 @@ fn copy_chunked(src: &mut BufferedStream, sink: &mut Sink, limit: u64) -> Result
 fn read_line(src: &mut BufferedStream, sink: &mut Sink) -> Result<usize, RelayError> {
     loop {
         if let Some(lf) = src.buffered().iter().position(|&b| b == b'\n') {
+            if lf + 1 > MAX_CHUNK_LINE_BYTES {
+                return Err(RelayError::Malformed("chunk line too long"));
+            }
             if lf == 0 || src.buffered()[lf - 1] != b'\r' {
                 return Err(RelayError::Malformed("chunk line does not end in CRLF"));
             }

@@ -64,15 +64,22 @@ pub enum HeadError {
     TooLarge,
     Malformed(&'static str),
     UnsupportedVersion,
+    /// The next read would block and `HeadWait::may_block` said not to.
+    WouldBlock,
     Io(io::Error),
 }
 
-/// How long to wait for a head: `first_byte` for it to start, then `whole` for all of it,
-/// counted from its first byte (or, when `whole` is `None`, `first_byte` for each read).
-#[derive(Debug, Clone, Copy)]
-pub struct HeadWait {
+/// How a head is waited for. `first_byte` bounds the wait for it to start; from its first
+/// byte it must be complete within `whole`, by `deadline`, which the caller keeps if the
+/// connection is parked in between. Before each read that could block, `may_block` is asked:
+/// when it says no, reading stops with [`HeadError::WouldBlock`] and the connection can wait
+/// somewhere cheaper than a worker thread.
+pub struct HeadWait<'a> {
     pub first_byte: Duration,
+    /// `None`: no overall limit, only `first_byte` for each read.
     pub whole: Option<Duration>,
+    pub deadline: Option<Instant>,
+    pub may_block: &'a mut dyn FnMut() -> bool,
 }
 
 /// Looks up headers by name, case-insensitively.
@@ -104,7 +111,11 @@ impl HeaderList for ResponseHead {
     }
 }
 
-pub fn read_request_head(src: &mut BufferedStream, max_bytes: usize, wait: HeadWait) -> Result<RequestHead, HeadError> {
+pub fn read_request_head(
+    src: &mut BufferedStream,
+    max_bytes: usize,
+    wait: &mut HeadWait,
+) -> Result<RequestHead, HeadError> {
     read_head(src, max_bytes, wait, parse_request)
 }
 
@@ -113,13 +124,19 @@ pub fn read_response_head(
     max_bytes: usize,
     wait: Duration,
 ) -> Result<ResponseHead, HeadError> {
-    read_head(src, max_bytes, HeadWait { first_byte: wait, whole: None }, parse_response)
+    let mut always = || true;
+    let mut wait = HeadWait { first_byte: wait, whole: None, deadline: None, may_block: &mut always };
+    read_head(src, max_bytes, &mut wait, parse_response)
 }
 
 type Parser<T> = fn(&[u8]) -> Result<Option<(T, usize)>, HeadError>;
 
-fn read_head<T>(src: &mut BufferedStream, max_bytes: usize, wait: HeadWait, parse: Parser<T>) -> Result<T, HeadError> {
-    let mut deadline = None;
+fn read_head<T>(
+    src: &mut BufferedStream,
+    max_bytes: usize,
+    wait: &mut HeadWait,
+    parse: Parser<T>,
+) -> Result<T, HeadError> {
     loop {
         if !src.buffered().is_empty() {
             if let Some((head, len)) = parse(src.buffered())? {
@@ -131,21 +148,24 @@ fn read_head<T>(src: &mut BufferedStream, max_bytes: usize, wait: HeadWait, pars
             }
         }
         let now = Instant::now();
-        if deadline.is_none() && !src.buffered().is_empty() {
-            deadline = wait.whole.map(|whole| now + whole);
+        if wait.deadline.is_none() && !src.buffered().is_empty() {
+            wait.deadline = wait.whole.map(|whole| now + whole);
         }
-        let timeout = match deadline {
+        let timeout = match wait.deadline {
             None => wait.first_byte,
             Some(d) if d > now => d - now,
             Some(_) => return Err(HeadError::TimedOut { partial: true }),
         };
+        if !(wait.may_block)() {
+            return Err(HeadError::WouldBlock);
+        }
         src.set_read_timeout(timeout).map_err(HeadError::Io)?;
         match src.fill() {
             Ok(0) if src.buffered().is_empty() => return Err(HeadError::Closed),
             Ok(0) => return Err(HeadError::Truncated),
             Ok(_) => {
-                if deadline.is_none() {
-                    deadline = wait.whole.map(|whole| Instant::now() + whole);
+                if wait.deadline.is_none() {
+                    wait.deadline = wait.whole.map(|whole| Instant::now() + whole);
                 }
             }
             Err(e) if is_timeout(&e) => return Err(HeadError::TimedOut { partial: !src.buffered().is_empty() }),
@@ -163,6 +183,7 @@ fn parse_request(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, HeadError> 
     let len = match req.parse(buf) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::Version) => return parse_other_version(buf),
         Err(e) => return Err(parse_error(e)),
     };
     check_line_endings(&buf[..len])?;
@@ -173,6 +194,32 @@ fn parse_request(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, HeadError> 
         headers: own_headers(req.headers),
     };
     Ok(Some((head, len)))
+}
+
+/// httparse reads only HTTP/1.0 and HTTP/1.1. A later HTTP/1.x request is read as 1.1 (RFC
+/// 9110 section 2.5), another major version is unsupported (505), and anything else where
+/// the version belongs makes the request line malformed (400).
+fn parse_other_version(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, HeadError> {
+    let start = buf.iter().position(|&b| b != b'\r' && b != b'\n').unwrap_or(buf.len());
+    let Some(line_len) = buf[start..].iter().position(|&b| b == b'\r' || b == b'\n') else { return Ok(None) };
+    let line = &buf[start..start + line_len];
+    let malformed = HeadError::Malformed("malformed request line");
+    if line.iter().filter(|&&b| b == b' ').count() != 2 {
+        return Err(malformed);
+    }
+    match line.rsplit(|&b| b == b' ').next() {
+        Some([b'H', b'T', b'T', b'P', b'/', b'1', b'.', minor]) if (b'2'..=b'9').contains(minor) => {
+            let mut as_1_1 = buf.to_vec();
+            as_1_1[start + line_len - 1] = b'1';
+            parse_request(&as_1_1)
+        }
+        Some([b'H', b'T', b'T', b'P', b'/', major, b'.', minor])
+            if major.is_ascii_digit() && minor.is_ascii_digit() =>
+        {
+            Err(HeadError::UnsupportedVersion)
+        }
+        _ => Err(malformed),
+    }
 }
 
 fn parse_response(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, HeadError> {
@@ -273,10 +320,23 @@ mod tests {
             b"GET / HTTP/1.1 \r\nHost: x\r\n\r\n",
             b"G(T / HTTP/1.1\r\nHost: x\r\n\r\n",
             b"GET / HTTP/2.0\r\nHost: x\r\n\r\n",
+            b"GET /a b HTTP/1.1\r\nHost: x\r\n\r\n",
         ];
         for bytes in bad {
             assert!(request(bytes).is_err(), "accepted {:?}", String::from_utf8_lossy(bytes));
         }
+    }
+
+    #[test]
+    fn versions_other_than_1_0_and_1_1() {
+        let head = request(b"GET / HTTP/1.2\r\nHost: x\r\n\r\n").unwrap().unwrap();
+        assert_eq!(head.version, Version::Http11);
+        assert!(matches!(parse_request(b"GET / HTTP/2.0\r\n\r\n"), Err(HeadError::UnsupportedVersion)));
+        assert!(matches!(parse_request(b"GET / HTTP/3.0\r\n\r\n"), Err(HeadError::UnsupportedVersion)));
+        for bad in [&b"GET / FOO/1.1\r\n\r\n"[..], b"GET / http/1.1\r\n\r\n", b"GET /a b HTTP/1.1\r\n\r\n"] {
+            assert!(matches!(parse_request(bad), Err(HeadError::Malformed(_))), "{:?}", String::from_utf8_lossy(bad));
+        }
+        assert_eq!(request(b"GET / HTTP/1.2"), Ok(None));
     }
 
     #[test]

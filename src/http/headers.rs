@@ -1,7 +1,8 @@
 //! Header rewriting between client and backend: `Connection` parsed as a token list,
-//! hop-by-hop fields dropped both ways, `X-Forwarded-*` and `Via` added to requests, and the
-//! framing fields (`Content-Length`, `Transfer-Encoding`) always written by sluice itself from
-//! the framing it decided, never copied.
+//! hop-by-hop fields dropped both ways, `X-Forwarded-*` and `Via` added to requests, a sticky
+//! session's `Set-Cookie` added to responses, and the framing fields (`Content-Length`,
+//! `Transfer-Encoding`) always written by sluice itself from the framing it decided, never
+//! copied.
 
 use super::framing::BodyFraming;
 use super::head::{HeaderList, RequestHead, ResponseHead, Version};
@@ -45,14 +46,27 @@ pub fn is_persistent(version: Version, tokens: &[String]) -> bool {
     }
 }
 
+/// Whether a field goes on to the next hop. `Host` always does, whatever `Connection` names:
+/// a client must not be able to strip it.
 fn is_forwarded(name: &str, tokens: &[String]) -> bool {
-    !NOT_FORWARDED.iter().any(|h| name.eq_ignore_ascii_case(h)) && !tokens.iter().any(|t| name.eq_ignore_ascii_case(t))
+    let named_by_connection = tokens.iter().any(|t| name.eq_ignore_ascii_case(t)) && !name.eq_ignore_ascii_case("host");
+    !NOT_FORWARDED.iter().any(|h| name.eq_ignore_ascii_case(h)) && !named_by_connection
 }
 
-/// Writes the head sluice sends to a backend for `head`.
-pub fn write_request_head(out: &mut Vec<u8>, head: &RequestHead, framing: BodyFraming, client_ip: IpAddr) {
+/// Writes the head sluice sends to a backend for `head`. A request without `Host` (HTTP/1.0
+/// allows that) gets `default_host`, the backend's own `host:port`, since HTTP/1.1 needs one.
+pub fn write_request_head(
+    out: &mut Vec<u8>,
+    head: &RequestHead,
+    framing: BodyFraming,
+    client_ip: IpAddr,
+    default_host: &str,
+) {
     let tokens = connection_tokens(head);
     let _ = write!(out, "{} {} HTTP/1.1\r\n", head.method, head.target);
+    if !head.has("host") {
+        push_field(out, b"Host", default_host.as_bytes());
+    }
     let mut forwarded_for: Vec<&[u8]> = Vec::new();
     for h in &head.headers {
         if h.name.eq_ignore_ascii_case("x-forwarded-for") {
@@ -89,6 +103,8 @@ pub struct ResponseFraming {
     pub client_version: Version,
     /// The backend's URL when `exposeBackend` is on.
     pub backend: Option<String>,
+    /// A sticky session's `Set-Cookie` value, when the client must be (re)pinned.
+    pub set_cookie: Option<String>,
 }
 
 /// Writes the head sluice sends to a client for a backend's `head`.
@@ -103,6 +119,9 @@ pub fn write_response_head(out: &mut Vec<u8>, head: &ResponseHead, how: &Respons
     write_framing(out, how.framing);
     if let Some(url) = &how.backend {
         let _ = write!(out, "X-Forwarded-Server: {url}\r\n");
+    }
+    if let Some(cookie) = &how.set_cookie {
+        let _ = write!(out, "Set-Cookie: {cookie}\r\n");
     }
     if !how.keep_alive {
         out.extend_from_slice(b"Connection: close\r\n");
@@ -119,6 +138,7 @@ pub fn write_interim_head(out: &mut Vec<u8>, head: &ResponseHead) {
         keep_alive: true,
         client_version: Version::Http11,
         backend: None,
+        set_cookie: None,
     };
     write_response_head(out, head, &how);
 }
@@ -187,7 +207,7 @@ mod tests {
             ]),
         };
         let mut out = Vec::new();
-        write_request_head(&mut out, &head, BodyFraming::Length(3), "10.0.0.1".parse().unwrap());
+        write_request_head(&mut out, &head, BodyFraming::Length(3), "10.0.0.1".parse().unwrap(), "backend:1");
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "POST /p?q HTTP/1.1\r\nHost: site\r\nAccept: */*\r\nX-Forwarded-For: 1.1.1.1, 2.2.2.2, 10.0.0.1\r\n\
@@ -208,6 +228,7 @@ mod tests {
             keep_alive: false,
             client_version: Version::Http11,
             backend: None,
+            set_cookie: None,
         };
         let mut out = Vec::new();
         write_response_head(&mut out, &head, &how);
@@ -220,12 +241,36 @@ mod tests {
             keep_alive: true,
             client_version: Version::Http10,
             backend: Some("http://b:1".into()),
+            set_cookie: None,
         };
         let mut out = Vec::new();
         write_response_head(&mut out, &head, &how);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 200 OK\r\nServer: b\r\nX-Forwarded-Server: http://b:1\r\nConnection: keep-alive\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn a_sticky_cookie_is_added_beside_the_backends_own_cookies() {
+        let head = ResponseHead {
+            version: Version::Http11,
+            status: 200,
+            reason: "OK".into(),
+            headers: headers(&[("Set-Cookie", "app=1")]),
+        };
+        let how = ResponseFraming {
+            framing: BodyFraming::Length(0),
+            keep_alive: true,
+            client_version: Version::Http11,
+            backend: None,
+            set_cookie: Some("SRV=00ff; Path=/; HttpOnly".into()),
+        };
+        let mut out = Vec::new();
+        write_response_head(&mut out, &head, &how);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\r\nSet-Cookie: app=1\r\nContent-Length: 0\r\nSet-Cookie: SRV=00ff; Path=/; HttpOnly\r\n\r\n"
         );
     }
 }

@@ -89,6 +89,14 @@ impl BufferedStream {
         BufferedStream { stream, buf, start: 0, end: 0, read_timeout, received: 0 }
     }
 
+    /// Puts `bytes` (read earlier, then set aside) back in front of anything read later.
+    pub fn preload(&mut self, bytes: &[u8]) {
+        let n = bytes.len().min(self.buf.len() - self.end);
+        self.buf[self.end..self.end + n].copy_from_slice(&bytes[..n]);
+        self.received += n as u64;
+        self.end += n;
+    }
+
     /// Gives back the stream and the buffer; any buffered bytes are dropped.
     pub fn into_parts(self) -> (TcpStream, Box<[u8]>) {
         (self.stream, self.buf)

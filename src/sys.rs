@@ -1,0 +1,145 @@
+//! The only file that talks to the operating system below std: an epoll set for the waiting
+//! room, raising the open-file limit at start, and a file system's size for `host`. Each `unsafe` block is one system call on
+//! values it owns, with the reason it is sound beside it.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+/// An epoll set whose events carry a caller-chosen token.
+pub struct Epoll {
+    fd: OwnedFd,
+}
+
+/// Readable, or the peer hung up; one-shot, so a ready connection is reported once.
+const PARK_EVENTS: u32 = (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLONESHOT) as u32;
+
+impl Epoll {
+    pub fn new() -> io::Result<Epoll> {
+        // SAFETY: epoll_create1 takes no pointers; a non-negative result is a new descriptor
+        // that nothing else owns, so OwnedFd may take it.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just returned by the kernel and is owned by no one else.
+        Ok(Epoll { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
+    }
+
+    /// Watches `fd` until it is readable once, reporting `token`.
+    pub fn add(&self, fd: RawFd, token: u64) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_ADD, fd, token)
+    }
+
+    pub fn remove(&self, fd: RawFd) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_DEL, fd, 0)
+    }
+
+    fn ctl(&self, op: libc::c_int, fd: RawFd, token: u64) -> io::Result<()> {
+        let mut event = libc::epoll_event { events: PARK_EVENTS, u64: token };
+        // SAFETY: `event` lives across the call; the kernel copies it and keeps no pointer.
+        let rc = unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), op, fd, &mut event) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Waits up to `timeout` and appends the tokens of ready descriptors to `ready`.
+    pub fn wait(&self, ready: &mut Vec<u64>, timeout: Duration) -> io::Result<()> {
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 256];
+        let millis = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+        // SAFETY: the pointer and length describe `events`, which outlives the call; the
+        // kernel writes at most that many entries.
+        let n =
+            unsafe { libc::epoll_wait(self.fd.as_raw_fd(), events.as_mut_ptr(), events.len() as libc::c_int, millis) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return if e.kind() == io::ErrorKind::Interrupted { Ok(()) } else { Err(e) };
+        }
+        ready.extend(events[..n as usize].iter().map(|e| e.u64));
+        Ok(())
+    }
+}
+
+/// The soft and hard limits on open files, before and after raising the soft one.
+pub struct FileLimit {
+    pub before: u64,
+    pub after: u64,
+    pub hard: u64,
+}
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit, so many connections can be open.
+pub fn raise_open_file_limit() -> io::Result<FileLimit> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `limit` is a valid, writable rlimit for the duration of the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let before = limit.rlim_cur;
+    limit.rlim_cur = limit.rlim_max;
+    // SAFETY: `limit` is a valid rlimit; the kernel only reads it.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(FileLimit { before, after: limit.rlim_cur, hard: limit.rlim_max })
+}
+
+/// A file system's size and the bytes unprivileged users may still write, in that order.
+pub fn file_system_space(path: &std::path::Path) -> io::Result<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+    let mut stats = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c_path` is a NUL-terminated string and `stats` points to writable memory of
+    // the right type, both alive for the duration of the call.
+    if unsafe { libc::statvfs(c_path.as_ptr(), stats.as_mut_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: statvfs returned 0, so it filled `stats` completely.
+    let stats = unsafe { stats.assume_init() };
+    // Block counts and sizes are 64-bit on the 64-bit Linux sluice builds for.
+    let block = stats.f_frsize;
+    Ok((stats.f_blocks.saturating_mul(block), stats.f_bavail.saturating_mul(block)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::net::{TcpListener, TcpStream};
+
+    #[test]
+    fn reports_a_descriptor_once_when_it_becomes_readable() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let epoll = Epoll::new().unwrap();
+        epoll.add(server.as_raw_fd(), 7).unwrap();
+        let mut ready = Vec::new();
+        epoll.wait(&mut ready, Duration::from_millis(20)).unwrap();
+        assert!(ready.is_empty());
+        client.write_all(b"x").unwrap();
+        epoll.wait(&mut ready, Duration::from_secs(5)).unwrap();
+        assert_eq!(ready, [7]);
+        ready.clear();
+        client.write_all(b"y").unwrap();
+        epoll.wait(&mut ready, Duration::from_millis(20)).unwrap();
+        assert!(ready.is_empty(), "one-shot: reported only once");
+        epoll.remove(server.as_raw_fd()).unwrap();
+    }
+
+    #[test]
+    fn the_root_file_system_has_a_size() {
+        let (total, available) = file_system_space(std::path::Path::new("/")).unwrap();
+        assert!(total > 0 && available <= total, "{total} {available}");
+        assert!(file_system_space(std::path::Path::new("/no/such/dir")).is_err());
+    }
+
+    #[test]
+    fn the_soft_open_file_limit_reaches_the_hard_one() {
+        let limit = raise_open_file_limit().unwrap();
+        assert_eq!(limit.after, limit.hard);
+        assert!(limit.after >= limit.before);
+    }
+}

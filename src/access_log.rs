@@ -381,4 +381,24 @@ mod tests {
             serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("{e}: {line}"));
         }
     }
+
+    #[test]
+    fn reopening_lets_go_of_a_rotated_file() {
+        let dir = std::env::temp_dir();
+        let path = dir.join(format!("sluice-rotate-{}.log", std::process::id()));
+        let rotated = dir.join(format!("sluice-rotate-{}.log.1", std::process::id()));
+        let config = AccessLogConfig { format: AccessLogFormat::Combined, path: Some(path.clone()) };
+        let log = AccessLog::open(&config).unwrap();
+        log.write(&config, &entry(None));
+        log.flush();
+        std::fs::rename(&path, &rotated).unwrap();
+        log.write(&config, &entry(None));
+        log.reopen(&config).unwrap();
+        log.write(&config, &entry(None));
+        log.flush();
+        let old = std::fs::read_to_string(&rotated).unwrap();
+        let new = std::fs::read_to_string(&path).unwrap();
+        let _ = (std::fs::remove_file(&path), std::fs::remove_file(&rotated));
+        assert_eq!((old.lines().count(), new.lines().count()), (2, 1), "old:\n{old}\nnew:\n{new}");
+    }
 }

@@ -64,6 +64,17 @@ pub enum AccessLogFormat {
     Combined,
 }
 
+impl AccessLogFormat {
+    /// The name the configuration uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            AccessLogFormat::Text => "text",
+            AccessLogFormat::Json => "json",
+            AccessLogFormat::Combined => "combined",
+        }
+    }
+}
+
 /// One address sluice listens on, and where its requests go.
 #[derive(Debug, Clone)]
 pub struct ListenerConfig {

@@ -38,6 +38,9 @@ use std::time::{Duration, Instant};
 /// How often the ticker samples rates and looks for finished removals.
 const TICK: Duration = Duration::from_secs(1);
 
+/// Pause after `accept()` fails, instead of spinning.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
 /// What the admin threads share.
 struct Admin {
     runtime: Arc<Runtime>,
@@ -81,7 +84,15 @@ fn serve(admin: &Admin, listener: &TcpListener) {
         if admin.runtime.is_stopping() {
             return;
         }
-        let Ok(stream) = stream else { continue };
+        let stream = match stream {
+            Ok(stream) => stream,
+            Err(e) => {
+                // Out of file descriptors, most likely: pause rather than spin.
+                debug!("admin: accept failed: {e}");
+                thread::sleep(ACCEPT_BACKOFF);
+                continue;
+            }
+        };
         if let Err(e) = handle(admin, stream) {
             debug!("admin: connection failed: {e}");
         }

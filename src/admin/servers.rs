@@ -8,7 +8,7 @@
 use super::http::{Request, Response};
 use crate::backend::Backend;
 use crate::changes::Place;
-use crate::config::parse_server_object;
+use crate::config::{parse_server_object, HealthCheckConfig, ServerConfig};
 use crate::health::{self, HealthState};
 use crate::lock;
 use crate::runtime::{Runtime, State};
@@ -20,34 +20,21 @@ use std::sync::Arc;
 /// the new backend once, then adds it; it takes traffic at once if the probe passed, and
 /// after `rise` passing probes otherwise.
 pub fn add(runtime: &Runtime, request: &Request) -> Response {
-    let value: Value = match serde_json::from_slice(&request.body) {
-        Ok(value) => value,
-        Err(e) => return Response::error(400, &format!("request body is not valid JSON: {e}")),
-    };
-    let pool_name = match value.get("pool") {
-        None => None,
-        Some(Value::String(name)) => Some(name.as_str()),
-        Some(_) => return Response::error(400, "pool: must be the name of a pool"),
-    };
-    let server = match parse_server_object(&value, "request body", &["pool"]) {
-        Ok(server) => server,
-        Err(e) => return Response::error(400, &e.to_string()),
+    let (pool_name, server) = match read_new_server(&request.body) {
+        Ok(parsed) => parsed,
+        Err(response) => return response,
     };
     let state = runtime.state();
-    let Some(pool) = state.pool(pool_name) else {
-        return Response::error(400, &format!("no pool named {:?} ({})", pool_name.unwrap_or(""), pool_names(&state)));
+    let Some(pool) = state.pool(pool_name.as_deref()) else {
+        let asked = pool_name.unwrap_or_default();
+        return Response::error(400, &format!("no pool named {asked:?} ({})", pool_names(&state)));
     };
     let pool_name = pool.name().to_string();
     if pool.backends.iter().any(|b| b.url() == server.url) {
         return Response::error(409, &format!("{} is already in pool {pool_name:?}", server.url));
     }
     let backend = Arc::new(Backend::new(server.clone()));
-    let probe = health::probe(&backend, &pool.config.health_check);
-    backend.metrics.record_health_check(probe.is_ok());
-    if probe.is_err() {
-        backend.set_healthy(false);
-        *lock(&backend.health) = HealthState::down();
-    }
+    let probe = first_probe(&backend, &pool.config.health_check);
     drop(state);
     let added = runtime.change_state(|current| {
         if current.pool(Some(&pool_name)).is_some_and(|p| p.backends.iter().any(|b| b.url() == server.url)) {
@@ -77,6 +64,32 @@ pub fn add(runtime: &Runtime, request: &Request) -> Response {
             "probe": probe_text,
         }),
     )
+}
+
+/// The body of `POST /servers`: the pool it names, if any, and the backend.
+fn read_new_server(body: &[u8]) -> Result<(Option<String>, ServerConfig), Response> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| Response::error(400, &format!("request body is not valid JSON: {e}")))?;
+    let pool = match value.get("pool") {
+        None => None,
+        Some(Value::String(name)) => Some(name.clone()),
+        Some(_) => return Err(Response::error(400, "pool: must be the name of a pool")),
+    };
+    let server =
+        parse_server_object(&value, "request body", &["pool"]).map_err(|e| Response::error(400, &e.to_string()))?;
+    Ok((pool, server))
+}
+
+/// Probes a backend about to be added: passing, it starts healthy; failing, it starts down and
+/// needs `rise` passing probes, like any backend that went down.
+fn first_probe(backend: &Backend, check: &HealthCheckConfig) -> Result<u16, String> {
+    let probe = health::probe(backend, check);
+    backend.metrics.record_health_check(probe.is_ok());
+    if probe.is_err() {
+        backend.set_healthy(false);
+        *lock(&backend.health) = HealthState::down();
+    }
+    probe
 }
 
 /// Which backends a request names: `?url=` in every pool that lists it, or in `?pool=`.

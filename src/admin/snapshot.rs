@@ -6,7 +6,8 @@
 //! writes nothing.
 
 use super::rates::{Recent, Windows};
-use crate::changes::Place;
+use crate::backend::Backend;
+use crate::changes::{Place, RuntimeChanges};
 use crate::host;
 use crate::metrics::ExchangeSnapshot;
 use crate::runtime::Runtime;
@@ -89,6 +90,32 @@ impl PoolSnapshot {
     }
 }
 
+fn server_snapshot(
+    backend: &Backend,
+    changes: &RuntimeChanges,
+    recent: Option<Recent>,
+    place: &Place,
+) -> ServerSnapshot {
+    let stats = backend.stats();
+    ServerSnapshot {
+        removing: changes.is_removing(place),
+        added_at_runtime: changes.was_added(place),
+        backup: backend.config.backup,
+        max_connections: backend.config.max_connections,
+        exchanges: backend.metrics.exchanges.snapshot(),
+        health_checks: backend.metrics.health_checks(),
+        recent,
+        url: stats.url,
+        healthy: stats.healthy,
+        draining: stats.draining,
+        weight: stats.weight,
+        active: stats.active,
+        requests: stats.requests,
+        failures: stats.failures,
+        connections_opened: stats.connections_opened,
+    }
+}
+
 /// Copies the runtime's state now.
 pub fn take(runtime: &Runtime, windows: &Windows) -> Snapshot {
     let workers = runtime.workers.max_count();
@@ -105,24 +132,7 @@ pub fn take(runtime: &Runtime, windows: &Windows) -> Snapshot {
                 .iter()
                 .map(|backend| {
                     let place = Place::new(pool.name(), backend.url());
-                    let stats = backend.stats();
-                    ServerSnapshot {
-                        removing: state.changes.is_removing(&place),
-                        added_at_runtime: state.changes.was_added(&place),
-                        backup: backend.config.backup,
-                        max_connections: backend.config.max_connections,
-                        exchanges: backend.metrics.exchanges.snapshot(),
-                        health_checks: backend.metrics.health_checks(),
-                        recent: windows.recent(&place, backend, now),
-                        url: stats.url,
-                        healthy: stats.healthy,
-                        draining: stats.draining,
-                        weight: stats.weight,
-                        active: stats.active,
-                        requests: stats.requests,
-                        failures: stats.failures,
-                        connections_opened: stats.connections_opened,
-                    }
+                    server_snapshot(backend, &state.changes, windows.recent(&place, backend, now), &place)
                 })
                 .collect(),
         })

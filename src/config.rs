@@ -5,14 +5,18 @@
 //! Strings such as `"2s"` become `Duration`s here and nowhere else. The rest of sluice reads
 //! only the validated structs below.
 //!
-//! The short top-level form (`port`, `servers`, ...) is read into the same model as the full
-//! form would be: a list of listeners whose routes name pools.
+//! Two forms, never mixed: the short top-level form (`port`, `servers`, ...) is one HTTP
+//! listener in front of one pool named `default`; the full form lists `listeners` and names
+//! `pools`. Both are read into the same model: listeners whose routes point at pools.
 
+use crate::routing::HostMatch;
 use serde_json::{Map, Value};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+mod full_form;
 
 /// A validated configuration.
 #[derive(Debug, Clone)]
@@ -86,20 +90,60 @@ pub struct ListenerConfig {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListenerMode {
+    /// Proxy HTTP requests to the pool their route names.
     Http,
+    /// Relay each connection byte for byte to a backend of the listener's one pool.
+    Tcp,
+    /// Answer each request with a `307` to a backend of the listener's one pool.
+    Redirect,
 }
 
-/// A rule sending matching requests to a pool. A route with no conditions matches everything.
+impl ListenerMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListenerMode::Http => "http",
+            ListenerMode::Tcp => "tcp",
+            ListenerMode::Redirect => "redirect",
+        }
+    }
+}
+
+/// A rule sending matching requests to a pool. A route with no conditions matches everything;
+/// tcp and redirect listeners have exactly one such route.
 #[derive(Debug, Clone)]
 pub struct RouteConfig {
+    /// Matches the request's `Host`, without its port.
+    pub host: Option<HostMatch>,
+    /// Matches the request path by whole segments; never ends in `/` unless it is `/`.
+    pub path_prefix: Option<String>,
     /// Index into [`Config::pools`].
     pub pool: usize,
+}
+
+/// What a pool's backends speak, from the scheme of their URLs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// `http://`: HTTP backends, checked with an HTTP request.
+    Http,
+    /// `tcp://`: any TCP service, checked by connecting.
+    Tcp,
+}
+
+impl Protocol {
+    pub fn scheme(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Tcp => "tcp",
+        }
+    }
 }
 
 /// A named group of backends with one way of choosing among them.
 #[derive(Debug, Clone)]
 pub struct PoolConfig {
     pub name: String,
+    /// The scheme every one of `servers` uses.
+    pub protocol: Protocol,
     pub servers: Vec<ServerConfig>,
     pub algorithm: Algorithm,
     /// `sticky`: pin each client to the backend that served it first; `None` is off.
@@ -114,6 +158,8 @@ pub struct PoolConfig {
 pub struct ServerConfig {
     /// The URL as the user wrote it; the backend's name everywhere.
     pub url: String,
+    /// From the URL's scheme.
+    pub protocol: Protocol,
     /// `host:port`, sent as `Host` by health checks.
     pub authority: String,
     /// Resolved when the configuration is loaded.
@@ -197,6 +243,8 @@ pub struct Timeouts {
     /// When every candidate backend is at its `maxConnections`, a request waits this long
     /// for a free slot before it is answered 503.
     pub queue: Duration,
+    /// A tunnel (TCP mode, WebSocket) with no bytes either way for this long is closed.
+    pub tunnel: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -224,6 +272,7 @@ impl Default for Timeouts {
             backend_idle: Duration::from_secs(4),
             drain: Duration::from_secs(30),
             queue: Duration::from_secs(5),
+            tunnel: Duration::from_secs(3600),
         }
     }
 }
@@ -295,23 +344,8 @@ impl Config {
 }
 
 fn read_config(top: &mut Section) -> Result<Config, ConfigError> {
-    let port = top.get("port");
-    let listen = top.get("listen");
-    let (key, listen) = match (port, listen) {
-        (Some(_), Some(_)) => return Err(top.error("listen", "give either `port` or `listen`, not both")),
-        (Some(v), None) => ("port", v),
-        (None, Some(v)) => ("listen", v),
-        (None, None) => return Err(top.error("port", "missing: say where to listen, such as \":8080\"")),
-    };
-    let addr = match listen {
-        Value::String(s) => parse_listen(s).map_err(|p| top.error(key, &p))?,
-        Value::Number(n) => match n.as_u64().and_then(|p| u16::try_from(p).ok()) {
-            Some(port) => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port),
-            None => return Err(top.error(key, "must be a port number from 0 to 65535")),
-        },
-        _ => return Err(top.error(key, "must be a string such as \":8080\" or \"127.0.0.1:8080\"")),
-    };
-    let pool = read_pool(top, "default")?;
+    let (listeners, pools) =
+        if top.has("listeners") || top.has("pools") { full_form::read(top)? } else { read_short_form(top)? };
     let workers = top.uint("workers", 1, 100_000)?.map_or(DEFAULT_WORKERS, |n| n as usize);
     let timeouts = read_timeouts(top)?;
     let limits = read_limits(top)?;
@@ -321,8 +355,8 @@ fn read_config(top: &mut Section) -> Result<Config, ConfigError> {
     let waiting_room = top.bool("waitingRoom")?.unwrap_or(true);
     Ok(Config {
         source: top.file.to_string(),
-        listeners: vec![ListenerConfig { addr, mode: ListenerMode::Http, routes: vec![RouteConfig { pool: 0 }] }],
-        pools: vec![pool],
+        listeners,
+        pools,
         workers,
         timeouts,
         limits,
@@ -331,6 +365,41 @@ fn read_config(top: &mut Section) -> Result<Config, ConfigError> {
         access_log,
         waiting_room,
     })
+}
+
+/// The short form: `port` (or `listen`) and the pool keys at the top level, making one HTTP
+/// listener in front of one pool named `default`.
+fn read_short_form(top: &mut Section) -> Result<(Vec<ListenerConfig>, Vec<PoolConfig>), ConfigError> {
+    let key = match (top.has("port"), top.has("listen")) {
+        (true, true) => return Err(top.error("listen", "give either `port` or `listen`, not both")),
+        (true, false) => "port",
+        (false, true) => "listen",
+        (false, false) => return Err(top.error("port", "missing: say where to listen, such as \":8080\"")),
+    };
+    let addr = read_listen(top, key)?;
+    let pool = read_pool(top, "default")?;
+    if pool.protocol != Protocol::Http {
+        return Err(top.error(
+            "servers",
+            "tcp:// backends need a listener with \"mode\": \"tcp\" (the full form, with \"listeners\" and \"pools\"); \
+             the short form is one HTTP listener",
+        ));
+    }
+    let route = RouteConfig { host: None, path_prefix: None, pool: 0 };
+    Ok((vec![ListenerConfig { addr, mode: ListenerMode::Http, routes: vec![route] }], vec![pool]))
+}
+
+/// Reads a listen address given as a string (`":8080"`) or a bare port number.
+fn read_listen(section: &mut Section, key: &'static str) -> Result<SocketAddr, ConfigError> {
+    match section.get(key) {
+        None => Err(section.error(key, "missing: say where to listen, such as \":8080\"")),
+        Some(Value::String(s)) => parse_listen(s).map_err(|p| section.error(key, &p)),
+        Some(Value::Number(n)) => match n.as_u64().and_then(|p| u16::try_from(p).ok()) {
+            Some(port) => Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port)),
+            None => Err(section.error(key, "must be a port number from 0 to 65535")),
+        },
+        Some(_) => Err(section.error(key, "must be a string such as \":8080\" or \"127.0.0.1:8080\"")),
+    }
 }
 
 /// Reads the pool keys (`servers`, `algorithm`, `sticky`, health checking, `retries`) from
@@ -370,7 +439,8 @@ fn read_pool(section: &mut Section, name: &str) -> Result<PoolConfig, ConfigErro
         hc.finish()?;
     }
     let retries = section.uint("retries", 0, 100)?.map_or(2, |n| n as u32);
-    Ok(PoolConfig { name: name.to_string(), servers, algorithm, sticky, health_check, retries })
+    let protocol = servers[0].protocol;
+    Ok(PoolConfig { name: name.to_string(), protocol, servers, algorithm, sticky, health_check, retries })
 }
 
 fn read_sticky(section: &mut Section) -> Result<Option<StickyConfig>, ConfigError> {
@@ -404,6 +474,15 @@ fn read_servers(section: &mut Section) -> Result<Vec<ServerConfig>, ConfigError>
         let server = read_server(section, &key, item)?;
         if servers.iter().any(|s| s.url == server.url) {
             return Err(section.error(&key, &format!("{:?} is listed twice", server.url)));
+        }
+        if let Some(first) = servers.first().filter(|first| first.protocol != server.protocol) {
+            let problem = format!(
+                "{:?} is {}:// but servers[0] is {}://; the servers of a pool all use one scheme",
+                server.url,
+                server.protocol.scheme(),
+                first.protocol.scheme()
+            );
+            return Err(section.error(&key, &problem));
         }
         servers.push(server);
     }
@@ -487,7 +566,7 @@ fn read_access_log(top: &mut Section) -> Result<AccessLogConfig, ConfigError> {
 fn read_timeouts(top: &mut Section) -> Result<Timeouts, ConfigError> {
     let mut t = Timeouts::default();
     if let Some(mut s) = top.section("timeouts")? {
-        let fields: [(&'static str, &mut Duration); 8] = [
+        let fields: [(&'static str, &mut Duration); 9] = [
             ("connect", &mut t.connect),
             ("clientHeader", &mut t.client_header),
             ("keepAlive", &mut t.keep_alive),
@@ -496,6 +575,7 @@ fn read_timeouts(top: &mut Section) -> Result<Timeouts, ConfigError> {
             ("backendIdle", &mut t.backend_idle),
             ("drain", &mut t.drain),
             ("queue", &mut t.queue),
+            ("tunnel", &mut t.tunnel),
         ];
         for (key, slot) in fields {
             if let Some(d) = s.duration(key)? {
@@ -549,11 +629,15 @@ pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
     addrs.next().ok_or_else(|| format!("{text:?} resolves to no address"))
 }
 
-/// Parses `http://host[:port][/]` into a backend, resolving the host.
+/// Parses `http://host[:port][/]` or `tcp://host:port` into a backend, resolving the host.
+/// Callers check that the scheme suits the pool the backend joins.
 pub fn server_from_url(url: &str) -> Result<ServerConfig, String> {
-    let rest = match url.split_once("://") {
-        Some(("http", rest)) => rest,
-        Some((scheme, _)) => return Err(format!("{url:?}: scheme {scheme:?} is not supported (use http://)")),
+    let (protocol, rest) = match url.split_once("://") {
+        Some(("http", rest)) => (Protocol::Http, rest),
+        Some(("tcp", rest)) => (Protocol::Tcp, rest),
+        Some((scheme, _)) => {
+            return Err(format!("{url:?}: scheme {scheme:?} is not supported (use http://, or tcp:// in tcp pools)"))
+        }
         None => return Err(format!("{url:?} is not a URL such as \"http://127.0.0.1:5001\"")),
     };
     let authority = rest.strip_suffix('/').unwrap_or(rest);
@@ -561,7 +645,11 @@ pub fn server_from_url(url: &str) -> Result<ServerConfig, String> {
         return Err(format!("{url:?}: give only scheme, host and port (no path, query or user)"));
     }
     let (host, port) = split_host_port(authority).ok_or_else(|| format!("{url:?} has a bad host or port"))?;
-    let port = port.unwrap_or(80);
+    let port = match (port, protocol) {
+        (Some(port), _) => port,
+        (None, Protocol::Http) => 80,
+        (None, Protocol::Tcp) => return Err(format!("{url:?}: a tcp:// backend needs a port")),
+    };
     let mut addrs: Vec<SocketAddr> =
         (host, port).to_socket_addrs().map_err(|e| format!("{url:?}: cannot resolve {host:?} ({e})"))?.collect();
     if addrs.is_empty() {
@@ -571,7 +659,15 @@ pub fn server_from_url(url: &str) -> Result<ServerConfig, String> {
     addrs.sort_by_key(|a| a.is_ipv6());
     addrs.dedup();
     let authority = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
-    Ok(ServerConfig { url: url.to_string(), authority, addrs, weight: 1, max_connections: None, backup: false })
+    Ok(ServerConfig {
+        url: url.to_string(),
+        protocol,
+        authority,
+        addrs,
+        weight: 1,
+        max_connections: None,
+        backup: false,
+    })
 }
 
 /// Splits `host`, `host:port`, `[v6]` or `[v6]:port`; the host comes back without brackets.
@@ -647,8 +743,18 @@ impl<'a> Section<'a> {
         }
     }
 
+    /// A problem with this object as a whole.
+    fn error_here(&self, problem: &str) -> ConfigError {
+        ConfigError { file: self.file.to_string(), key: self.path.clone(), problem: problem.to_string() }
+    }
+
     fn error(&self, key: &str, problem: &str) -> ConfigError {
         ConfigError { file: self.file.to_string(), key: self.child_path(key), problem: problem.to_string() }
+    }
+
+    /// Whether the object has `key`, without counting it as read.
+    fn has(&self, key: &str) -> bool {
+        self.map.contains_key(key)
     }
 
     fn get(&mut self, key: &'static str) -> Option<&'a Value> {

@@ -1,20 +1,24 @@
 //! One client connection: accepted, handed to a worker, served request by request, parked in
 //! the waiting room when it has nothing to read while workers are scarce, and closed.
 //!
-//! On a worker the loop is: read a request head, hand it to `proxy`, record the exchange
-//! (metrics and the access-log line: this is the one place every exchange ends, so it is where
-//! they are counted), and go round again while the connection stays persistent. Client timeouts live here: the first
+//! On a worker the loop is: read a request head, hand it to `proxy` (or, on a redirect
+//! listener, to `redirect`), record the exchange (metrics and the access-log line: this is
+//! the one place every HTTP exchange ends, so it is where they are counted), and go round
+//! again while the connection stays persistent. A connection on a tcp listener is handed
+//! whole to `tcp` instead, and never parks. Client timeouts live here: the first
 //! head must start within `timeouts.clientHeader`, later ones within `timeouts.keepAlive`,
 //! and every head must be complete within `timeouts.clientHeader` of its first byte, counted
 //! across any time spent parked.
 
 use crate::access_log::Entry;
+use crate::config::ListenerMode;
 use crate::http::error::HttpError;
 use crate::http::head::{read_request_head, HeadError, HeadWait, RequestHead};
 use crate::http::stream::BufferedStream;
 use crate::metrics::Finished;
 use crate::proxy::{self, Client, Context, ExchangeBuffers, Outcome};
 use crate::runtime::{ClientTicket, Runtime, State};
+use crate::{redirect, tcp};
 use log::{debug, error};
 use std::cell::RefCell;
 use std::net::{SocketAddr, TcpStream};
@@ -95,6 +99,12 @@ fn return_buffers(read: Box<[u8]>, exchange: ExchangeBuffers) {
 fn serve(runtime: &Arc<Runtime>, conn: ClientConn, mut readable: bool) {
     let _serving = runtime.start_serving();
     let ClientConn { stream, peer, listener, partial_head, mut head_deadline, mut requests, ticket } = conn;
+    let state = runtime.state();
+    if state.config.listeners[listener].mode == ListenerMode::Tcp {
+        tcp::serve(&state, &state.config.listeners[listener], &stream, peer);
+        return;
+    }
+    drop(state);
     let capacity = runtime.state().config.limits.max_header_bytes.max(partial_head.len());
     let (read_buf, exchange_buffers) = take_buffers(capacity);
     let mut stream = BufferedStream::from_parts(stream, read_buf, None);
@@ -143,7 +153,10 @@ fn serve(runtime: &Arc<Runtime>, conn: ClientConn, mut readable: bool) {
         };
         head_deadline = None;
         let ctx = Context { runtime, state: &state, listener: &config.listeners[listener] };
-        let outcome = proxy::exchange(&ctx, &mut client, &mut head);
+        let outcome = match ctx.listener.mode {
+            ListenerMode::Redirect => redirect::answer(&ctx, &mut client, &mut head),
+            ListenerMode::Http | ListenerMode::Tcp => proxy::exchange(&ctx, &mut client, &mut head),
+        };
         let received = client.stream.received() - counted;
         counted += received;
         record_exchange(runtime, &state, peer, Ended { head: Some(&head), outcome: &outcome, started, received });

@@ -5,7 +5,7 @@
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
-use sluice::config::{Config, ListenerMode};
+use sluice::config::{Config, ListenerConfig, Protocol, RouteConfig};
 use sluice::{demo, Server};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -160,26 +160,25 @@ fn print_demo_help(server: &Server) {
     println!("Stop with Ctrl-C.");
 }
 
-/// What `--check` prints: the listeners, pools and settings that would run.
+/// What `--check` prints: the listeners with their modes and routes, the pools, and the
+/// process-wide settings that would run.
 fn describe(config: &Config) -> String {
     let mut out = format!("{}: OK\n", config.source);
     for l in &config.listeners {
-        let mode = match l.mode {
-            ListenerMode::Http => "http",
-        };
-        let pools: Vec<_> = l.routes.iter().map(|r| format!("{:?}", config.pools[r.pool].name)).collect();
-        out += &format!("listener {} ({mode}) -> pool {}\n", l.addr, pools.join(", "));
+        out += &describe_listener(config, l);
     }
     for p in &config.pools {
         let hc = &p.health_check;
+        let check = match p.protocol {
+            Protocol::Http => format!("{} {}", hc.method, hc.path),
+            Protocol::Tcp => "tcp connect".to_string(),
+        };
         let sticky = p.sticky.as_ref().map_or(String::new(), |s| format!(", sticky cookie {:?}", s.cookie));
         out += &format!(
-            "pool {:?}: {}{sticky}, retries {}, health check {} {} every {:?} (timeout {:?}, rise {}, fall {})\n",
+            "pool {:?}: {}{sticky}, retries {}, health check {check} every {:?} (timeout {:?}, rise {}, fall {})\n",
             p.name,
             p.algorithm.name(),
             p.retries,
-            hc.method,
-            hc.path,
             hc.interval,
             hc.timeout,
             hc.rise,
@@ -194,8 +193,8 @@ fn describe(config: &Config) -> String {
     }
     let t = &config.timeouts;
     out += &format!(
-        "workers {}; timeouts: connect {:?}, clientHeader {:?}, keepAlive {:?}, backend {:?}, client {:?}, backendIdle {:?}, drain {:?}, queue {:?}\n",
-        config.workers, t.connect, t.client_header, t.keep_alive, t.backend, t.client, t.backend_idle, t.drain, t.queue
+        "workers {}; timeouts: connect {:?}, clientHeader {:?}, keepAlive {:?}, backend {:?}, client {:?}, backendIdle {:?}, drain {:?}, queue {:?}, tunnel {:?}\n",
+        config.workers, t.connect, t.client_header, t.keep_alive, t.backend, t.client, t.backend_idle, t.drain, t.queue, t.tunnel
     );
     let l = &config.limits;
     let body = l.max_body_bytes.map_or("unlimited".to_string(), |n| n.to_string());
@@ -214,6 +213,32 @@ fn describe(config: &Config) -> String {
     let target = log.path.as_ref().map_or("stderr".to_string(), |p| p.display().to_string());
     out += &format!("access log: {} to {target}\n", log.format.name());
     out
+}
+
+/// One listener: its address and mode, then its pool, or its routes one a line.
+fn describe_listener(config: &Config, l: &ListenerConfig) -> String {
+    let head = format!("listener {} ({})", l.addr, l.mode.as_str());
+    let pool_name = |r: &RouteConfig| format!("{:?}", config.pools[r.pool].name);
+    match l.routes.as_slice() {
+        [only] if only.host.is_none() && only.path_prefix.is_none() => format!("{head} -> pool {}\n", pool_name(only)),
+        routes => {
+            let mut out = format!("{head}\n");
+            for r in routes {
+                let mut conditions = Vec::new();
+                if let Some(host) = &r.host {
+                    conditions.push(format!("host {host}"));
+                }
+                if let Some(prefix) = &r.path_prefix {
+                    conditions.push(format!("pathPrefix {prefix}"));
+                }
+                if conditions.is_empty() {
+                    conditions.push("every other request".to_string());
+                }
+                out += &format!("  route {} -> pool {}\n", conditions.join(", "), pool_name(r));
+            }
+            out
+        }
+    }
 }
 
 #[cfg(test)]

@@ -202,7 +202,7 @@ fn is_eligible(f: Facts, backups_serve: bool) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{server_from_url, Algorithm, HealthCheckConfig, StickyConfig};
+    use crate::config::{server_from_url, Algorithm, HealthCheckConfig, Protocol, StickyConfig};
 
     const PRIMARY: Facts = Facts { backup: false, in_service: true, tried: false, has_room: true };
     const BACKUP: Facts = Facts { backup: true, ..PRIMARY };
@@ -243,6 +243,7 @@ mod tests {
             .collect();
         let config = PoolConfig {
             name: "p".into(),
+            protocol: Protocol::Http,
             servers,
             algorithm: Algorithm::RoundRobin,
             sticky: sticky.then(|| StickyConfig { cookie: "S".into() }),

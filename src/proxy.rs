@@ -7,6 +7,11 @@
 //! Called by `connection` once per request head. Writes the backend's counters and idle
 //! connections; reads the current [`State`].
 //!
+//! An upgrade request (WebSocket and the like) goes the same way; if the backend answers
+//! `101`, the exchange passes the `101` on and becomes a two-way [`tunnel`] until either side
+//! closes, and that backend connection is never reused. Any other answer is an ordinary
+//! response.
+//!
 //! Retries follow one rule: a request may go to another attempt only while no byte of it can
 //! have been acted on. A failed connect moves to the next backend (up to the pool's
 //! `retries`). A reused idle connection that turns out dead before any response byte is
@@ -21,12 +26,14 @@ use crate::http::error::{canned_response, HttpError};
 use crate::http::framing::{content_length, request_framing, response_framing, BodyFraming};
 use crate::http::head::{read_response_head, HeadError, RequestHead, ResponseHead, Version};
 use crate::http::headers::{
-    connection_tokens, is_persistent, write_interim_head, write_request_head, write_response_head, ResponseFraming,
+    connection_tokens, is_persistent, wants_upgrade, write_interim_head, write_request_head, write_response_head,
+    write_switching_head, ResponseFraming,
 };
 use crate::http::request::check_request;
 use crate::http::stream::{is_timeout, BufferedStream};
 use crate::pool::{NoSlot, PickRequest, Pool};
 use crate::runtime::{Runtime, State};
+use crate::tunnel::{self, End};
 use log::{debug, warn};
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -122,6 +129,7 @@ pub fn exchange(ctx: &Context, client: &mut Client, head: &mut RequestHead) -> O
         return answer(client, 404, "no route for this host and path", &[], !body_pending);
     };
     let replayable = !body_pending && is_idempotent(&head.method);
+    let upgrade = wants_upgrade(head);
     let head: &RequestHead = head;
     let sticky = pool.config.sticky.as_ref().and_then(|s| find_cookie(head, &s.cookie));
     let mut tried = Vec::new();
@@ -133,7 +141,7 @@ pub fn exchange(ctx: &Context, client: &mut Client, head: &mut RequestHead) -> O
         };
         let backend = slot.backend;
         let set_cookie = pool.sticky_cookie(slot.index, sticky);
-        let request = Request { head, framing, expects_continue, replayable, set_cookie };
+        let request = Request { head, framing, expects_continue, replayable, set_cookie, upgrade };
         match forward(ctx, client, &request, backend) {
             Ok(mut outcome) => {
                 outcome.backend = Some(Arc::clone(backend));
@@ -174,6 +182,8 @@ struct Request<'a> {
     replayable: bool,
     /// A sticky session's `Set-Cookie` value for the response, when the client needs one.
     set_cookie: Option<String>,
+    /// The request asks to switch protocols, so a `101` is a valid answer.
+    upgrade: bool,
 }
 
 /// Sends `request` to `backend` and relays its answer. Fails only when no connection to the
@@ -250,7 +260,7 @@ fn attempt(
         Err(RelayError::Malformed(why)) => return done(refuse(client, HttpError::BadRequest(why))),
         Err(RelayError::TooLarge) => return done(refuse(client, HttpError::BodyTooLarge)),
     }
-    let response = match read_final_response(client, head.version, up, config.timeouts.backend) {
+    let response = match read_final_response(client, request, up, config.timeouts.backend) {
         Ok(response) => response,
         Err(HeadError::Closed) => return Attempt::DeadBeforeResponse(io::ErrorKind::UnexpectedEof.into()),
         Err(HeadError::Io(e)) if e.kind() == io::ErrorKind::ConnectionReset => return Attempt::DeadBeforeResponse(e),
@@ -265,6 +275,9 @@ fn attempt(
             return done(answer(client, 502, "backend sent an invalid response", &[], false));
         }
     };
+    if response.status == 101 {
+        return switch_protocols(ctx, client, request, up, &response);
+    }
     relay_response(ctx, client, request, backend, up, &response)
 }
 
@@ -273,19 +286,21 @@ fn done(outcome: Outcome) -> Attempt {
 }
 
 /// Reads response heads until a final one, passing interim (1xx) ones to HTTP/1.1 clients.
-/// `100 Continue` is not passed on: sluice answers `Expect` itself.
+/// `100 Continue` is not passed on: sluice answers `Expect` itself. A `101` is final when the
+/// request asked to upgrade, and invalid otherwise.
 fn read_final_response(
     client: &mut Client,
-    version: Version,
+    request: &Request,
     up: &mut BufferedStream,
     wait: Duration,
 ) -> Result<ResponseHead, HeadError> {
     loop {
         let response = read_response_head(up, BACKEND_BUFFER_BYTES, wait)?;
         match response.status {
+            101 if request.upgrade => return Ok(response),
             101 => return Err(HeadError::Malformed("101 Switching Protocols without an upgrade request")),
             100 => {}
-            102..=199 if version == Version::Http11 => {
+            102..=199 if request.head.version == Version::Http11 => {
                 client.out.clear();
                 write_interim_head(&mut client.out, &response);
                 let out = std::mem::take(&mut client.out);
@@ -297,6 +312,34 @@ fn read_final_response(
             _ => return Ok(response),
         }
     }
+}
+
+/// The backend agreed to switch protocols: pass its `101` on, then carry bytes both ways,
+/// starting with any each side sent early, until both sides have closed. The backend
+/// connection is not reusable afterwards.
+fn switch_protocols(
+    ctx: &Context,
+    client: &mut Client,
+    request: &Request,
+    up: &mut BufferedStream,
+    response: &ResponseHead,
+) -> Attempt {
+    client.out.clear();
+    write_switching_head(&mut client.out, response, request.set_cookie.as_deref());
+    let out = std::mem::take(&mut client.out);
+    let sent = client.send(&out);
+    client.out = out;
+    if sent.is_err() {
+        return done(Outcome::closed(CLIENT_CLOSED));
+    }
+    let client_end = End { stream: client.stream.get_ref(), already_read: client.stream.buffered() };
+    let backend_end = End { stream: up.get_ref(), already_read: up.buffered() };
+    let mut outcome = Outcome { status: 101, body_bytes: 0, backend: None, keep_alive: false };
+    match tunnel::run(client_end, backend_end, ctx.state.config.timeouts.tunnel) {
+        Ok(carried) => outcome.body_bytes = carried.backend_to_client,
+        Err(e) => warn!("{}: cannot start a tunnel: {e}", client.peer),
+    }
+    done(outcome)
 }
 
 fn relay_response(

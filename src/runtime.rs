@@ -10,10 +10,11 @@ use crate::access_log::AccessLog;
 use crate::backend::Backend;
 use crate::changes::{Place, RuntimeChanges};
 use crate::config::{AccessLogConfig, Config, ListenerConfig};
-use crate::http::head::RequestHead;
+use crate::http::head::{HeaderList, RequestHead};
 use crate::lock;
 use crate::metrics::Metrics;
 use crate::pool::Pool;
+use crate::routing;
 use crate::waiting_room::WaitingRoom;
 use std::collections::HashMap;
 use std::io;
@@ -74,8 +75,16 @@ impl State {
         }
     }
 
-    /// The pool that serves `head` on `listener`, if any route matches.
-    pub fn route(&self, listener: &ListenerConfig, _head: &RequestHead) -> Option<&Arc<Pool>> {
+    /// The pool that serves `head` on `listener`: the first route matching its `Host` and
+    /// path (see [`routing`]), if any.
+    pub fn route(&self, listener: &ListenerConfig, head: &RequestHead) -> Option<&Arc<Pool>> {
+        let host = head.value("host").and_then(routing::request_host);
+        let index = routing::find_route(&listener.routes, host.as_deref(), &head.target)?;
+        Some(&self.pools[listener.routes[index].pool])
+    }
+
+    /// The one pool of a tcp or redirect listener (the first route's, for an http listener).
+    pub fn listener_pool(&self, listener: &ListenerConfig) -> Option<&Arc<Pool>> {
         listener.routes.first().map(|route| &self.pools[route.pool])
     }
 }

@@ -542,3 +542,31 @@ fn a_combined_access_log_file_follows_apache_with_backend_and_duration() {
     let expected = format!("\"GET /x HTTP/1.1\" 200 5 \"http://r/\" \"test-agent\" \"{}\" ", backend.url());
     assert!(line.contains(&expected), "{line}\nwant: {expected}");
 }
+
+#[test]
+fn backends_are_added_to_the_named_pool_with_its_scheme() {
+    let web = TestBackend::named("web");
+    let db = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let spare = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let config = format!(
+        r#"{{"listeners": [{{"listen": "127.0.0.1:0", "mode": "http", "routes": [{{"pool": "web"}}]}},
+                           {{"listen": "127.0.0.1:0", "mode": "tcp", "pool": "db"}}],
+            "pools": {{"web": {{"servers": ["{}"]}}, "db": {{"servers": ["tcp://{}"]}}}},
+            "admin": {{"listen": "127.0.0.1:0", "token": "{TOKEN}"}}}}"#,
+        web.url(),
+        db.local_addr().unwrap()
+    );
+    let sluice = Sluice::from_json(&config);
+    let admin = sluice.server().admin_addr().unwrap();
+    let pools: Vec<String> =
+        stats(admin)["pools"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap().to_string()).collect();
+    assert_eq!(pools.len(), 2, "{pools:?}");
+    let wrong_scheme = change(admin, "POST", "/servers", &format!(r#"{{"url": "{}", "pool": "db"}}"#, web.url()));
+    assert_eq!(wrong_scheme.status, 400, "{}", wrong_scheme.text());
+    let url = format!("tcp://{}", spare.local_addr().unwrap());
+    let added = change(admin, "POST", "/servers", &format!(r#"{{"url": "{url}", "pool": "db"}}"#));
+    assert_eq!(added.status, 201, "{}", added.text());
+    assert_eq!(json(&added)["healthy"], true, "a tcp probe is a connect");
+    let listed = &servers(admin)[&url];
+    assert_eq!((listed["pool"].as_str(), listed["healthy"].as_bool()), (Some("db"), Some(true)), "{listed:#}");
+}

@@ -8,7 +8,7 @@
 use super::http::{Request, Response};
 use crate::backend::Backend;
 use crate::changes::Place;
-use crate::config::{parse_server_object, HealthCheckConfig, ServerConfig};
+use crate::config::{parse_server_object, PoolConfig, ServerConfig};
 use crate::health::{self, HealthState};
 use crate::lock;
 use crate::runtime::{Runtime, State};
@@ -33,8 +33,12 @@ pub fn add(runtime: &Runtime, request: &Request) -> Response {
     if pool.backends.iter().any(|b| b.url() == server.url) {
         return Response::error(409, &format!("{} is already in pool {pool_name:?}", server.url));
     }
+    if server.protocol != pool.config.protocol {
+        let scheme = pool.config.protocol.scheme();
+        return Response::error(400, &format!("pool {pool_name:?} takes {scheme}:// backends, not {}", server.url));
+    }
     let backend = Arc::new(Backend::new(server.clone()));
-    let probe = first_probe(&backend, &pool.config.health_check);
+    let probe = first_probe(&backend, &pool.config);
     drop(state);
     let added = runtime.change_state(|current| {
         if current.pool(Some(&pool_name)).is_some_and(|p| p.backends.iter().any(|b| b.url() == server.url)) {
@@ -50,7 +54,7 @@ pub fn add(runtime: &Runtime, request: &Request) -> Response {
         return response;
     }
     let probe_text = match &probe {
-        Ok(status) => format!("probe passed ({status}); in rotation now"),
+        Ok(()) => "probe passed; in rotation now".to_string(),
         Err(why) => format!("probe failed ({why}); joins after passing health checks"),
     };
     info!("admin: added {} to pool {pool_name:?} with weight {}: {probe_text}", server.url, server.weight);
@@ -82,8 +86,8 @@ fn read_new_server(body: &[u8]) -> Result<(Option<String>, ServerConfig), Respon
 
 /// Probes a backend about to be added: passing, it starts healthy; failing, it starts down and
 /// needs `rise` passing probes, like any backend that went down.
-fn first_probe(backend: &Backend, check: &HealthCheckConfig) -> Result<u16, String> {
-    let probe = health::probe(backend, check);
+fn first_probe(backend: &Backend, pool: &PoolConfig) -> Result<(), String> {
+    let probe = health::probe(backend, &pool.health_check, pool.protocol);
     backend.metrics.record_health_check(probe.is_ok());
     if probe.is_err() {
         backend.set_healthy(false);

@@ -3,6 +3,10 @@
 //! session's `Set-Cookie` added to responses, and the framing fields (`Content-Length`,
 //! `Transfer-Encoding`) always written by sluice itself from the framing it decided, never
 //! copied.
+//!
+//! The one exception to dropping hop-by-hop fields is an upgrade (WebSocket and the like):
+//! an HTTP/1.1 request with `Connection: upgrade` keeps its `Upgrade` fields and says
+//! `Connection: upgrade` to the backend, and a backend's `101` keeps them on the way back.
 
 use super::framing::BodyFraming;
 use super::head::{HeaderList, RequestHead, ResponseHead, Version};
@@ -46,6 +50,14 @@ pub fn is_persistent(version: Version, tokens: &[String]) -> bool {
     }
 }
 
+/// Whether `head` asks to switch protocols: HTTP/1.1, `Connection` naming `upgrade`, and a
+/// non-empty `Upgrade` field.
+pub fn wants_upgrade(head: &RequestHead) -> bool {
+    head.version == Version::Http11
+        && connection_tokens(head).iter().any(|t| t == "upgrade")
+        && head.values("upgrade").any(|v| !v.trim_ascii().is_empty())
+}
+
 /// Whether a field goes on to the next hop. `Host` always does, whatever `Connection` names:
 /// a client must not be able to strip it.
 fn is_forwarded(name: &str, tokens: &[String]) -> bool {
@@ -63,6 +75,7 @@ pub fn write_request_head(
     default_host: &str,
 ) {
     let tokens = connection_tokens(head);
+    let upgrade = wants_upgrade(head);
     let _ = write!(out, "{} {} HTTP/1.1\r\n", head.method, head.target);
     if !head.has("host") {
         push_field(out, b"Host", default_host.as_bytes());
@@ -71,6 +84,8 @@ pub fn write_request_head(
     for h in &head.headers {
         if h.name.eq_ignore_ascii_case("x-forwarded-for") {
             forwarded_for.push(&h.value);
+        } else if upgrade && h.name.eq_ignore_ascii_case("upgrade") {
+            push_field(out, h.name.as_bytes(), &h.value);
         } else if h.name.eq_ignore_ascii_case("expect")
             || h.name.eq_ignore_ascii_case("x-forwarded-proto")
             || h.name.eq_ignore_ascii_case("x-forwarded-host")
@@ -91,6 +106,9 @@ pub fn write_request_head(
         push_field(out, b"X-Forwarded-Host", host);
     }
     out.extend_from_slice(b"Via: 1.1 sluice\r\n");
+    if upgrade {
+        out.extend_from_slice(b"Connection: upgrade\r\n");
+    }
     write_framing(out, framing);
     out.extend_from_slice(b"\r\n");
 }
@@ -129,6 +147,22 @@ pub fn write_response_head(out: &mut Vec<u8>, head: &ResponseHead, how: &Respons
         out.extend_from_slice(b"Connection: keep-alive\r\n");
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// Writes a backend's `101 Switching Protocols` for the client: its end-to-end fields, its
+/// `Upgrade` fields, a sticky session's `Set-Cookie` if any, and `Connection: upgrade`.
+pub fn write_switching_head(out: &mut Vec<u8>, head: &ResponseHead, set_cookie: Option<&str>) {
+    let tokens = connection_tokens(head);
+    let _ = write!(out, "HTTP/1.1 101 {}\r\n", head.reason);
+    for h in &head.headers {
+        if h.name.eq_ignore_ascii_case("upgrade") || is_forwarded(&h.name, &tokens) {
+            push_field(out, h.name.as_bytes(), &h.value);
+        }
+    }
+    if let Some(cookie) = set_cookie {
+        let _ = write!(out, "Set-Cookie: {cookie}\r\n");
+    }
+    out.extend_from_slice(b"Connection: upgrade\r\n\r\n");
 }
 
 /// Writes an interim (1xx) response for an HTTP/1.1 client.
@@ -213,6 +247,74 @@ mod tests {
             "POST /p?q HTTP/1.1\r\nHost: site\r\nAccept: */*\r\nX-Forwarded-For: 1.1.1.1, 2.2.2.2, 10.0.0.1\r\n\
              X-Forwarded-Proto: http\r\nX-Forwarded-Host: site\r\nVia: 1.1 sluice\r\nContent-Length: 3\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn upgrade_requests_keep_upgrade_and_say_connection_upgrade() {
+        let head = RequestHead {
+            method: "GET".into(),
+            target: "/chat".into(),
+            version: Version::Http11,
+            headers: headers(&[
+                ("Host", "site"),
+                ("Connection", "keep-alive, Upgrade"),
+                ("Upgrade", "websocket"),
+                ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                ("Keep-Alive", "timeout=5"),
+            ]),
+        };
+        assert!(wants_upgrade(&head));
+        let mut out = Vec::new();
+        write_request_head(&mut out, &head, BodyFraming::Empty, "10.0.0.1".parse().unwrap(), "backend:1");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "GET /chat HTTP/1.1\r\nHost: site\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             X-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: site\r\nVia: 1.1 sluice\r\n\
+             Connection: upgrade\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn only_http_1_1_with_connection_upgrade_and_an_upgrade_field_is_an_upgrade() {
+        type Fields<'a> = &'a [(&'a str, &'a str)];
+        let cases: [(Version, Fields, bool); 5] = [
+            (Version::Http11, &[("Connection", "Upgrade"), ("Upgrade", "websocket")], true),
+            (Version::Http11, &[("Upgrade", "websocket")], false),
+            (Version::Http11, &[("Connection", "upgrade")], false),
+            (Version::Http11, &[("Connection", "upgrade"), ("Upgrade", " ")], false),
+            (Version::Http10, &[("Connection", "upgrade"), ("Upgrade", "websocket")], false),
+        ];
+        for (version, fields, expected) in cases {
+            let head = RequestHead { method: "GET".into(), target: "/".into(), version, headers: headers(fields) };
+            assert_eq!(wants_upgrade(&head), expected, "{head:?}");
+        }
+    }
+
+    #[test]
+    fn switching_head_keeps_upgrade_and_drops_other_hop_by_hop_fields() {
+        let head = ResponseHead {
+            version: Version::Http11,
+            status: 101,
+            reason: "Switching Protocols".into(),
+            headers: headers(&[
+                ("Upgrade", "websocket"),
+                ("Connection", "Upgrade, X-A"),
+                ("X-A", "1"),
+                ("Sec-WebSocket-Accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+            ]),
+        };
+        let mut out = Vec::new();
+        write_switching_head(&mut out, &head, None);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\
+             Connection: upgrade\r\n\r\n"
+        );
+        let mut out = Vec::new();
+        write_switching_head(&mut out, &head, Some("SRV=00ff; Path=/; HttpOnly"));
+        assert!(String::from_utf8(out)
+            .unwrap()
+            .ends_with("\r\nSet-Cookie: SRV=00ff; Path=/; HttpOnly\r\nConnection: upgrade\r\n\r\n"));
     }
 
     #[test]

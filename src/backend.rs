@@ -13,6 +13,7 @@
 use crate::config::{ServerConfig, Timeouts};
 use crate::health::{Health, HealthChange, HealthState};
 use crate::lock;
+use crate::metrics::BackendMetrics;
 use crate::queue::Queue;
 use std::io;
 use std::net::{SocketAddr, TcpStream};
@@ -44,6 +45,8 @@ pub struct Backend {
     /// Up, down or unknown, with the run of probe results; changed only through
     /// [`Backend::change_health`], by the health thread's probes and by workers.
     health: Mutex<HealthState>,
+    /// Exchanges answered and probes run, by outcome; written by workers and the health thread.
+    pub metrics: BackendMetrics,
     /// The queues of the pools this backend belongs to, woken when a slot may have come
     /// free. Written when a pool is built; read when an exchange ends or the backend returns.
     queues: Mutex<Vec<Weak<Queue>>>,
@@ -111,6 +114,7 @@ impl Backend {
             preferred_addr: AtomicUsize::new(0),
             idle: Mutex::new(Vec::new()),
             health: Mutex::new(health),
+            metrics: BackendMetrics::default(),
             queues: Mutex::new(Vec::new()),
         }
     }
@@ -118,7 +122,7 @@ impl Backend {
     /// The same server under new settings (a reload changed its weight, limit or
     /// addresses): it keeps the health, drain flag and counters of `previous`, and its idle
     /// connections if the addresses stayed. Exchanges in flight on `previous` finish there
-    /// and are counted there.
+    /// and are counted there; the metrics (latency histograms, probe counts) start afresh.
     pub fn carried_over(config: ServerConfig, previous: &Backend) -> Backend {
         let backend = Backend::with_health(config, *lock(&previous.health));
         backend.draining.store(previous.is_draining(), Ordering::Relaxed);

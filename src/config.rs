@@ -13,7 +13,7 @@ use crate::routing::HostMatch;
 use serde_json::{Map, Value};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod full_form;
@@ -32,7 +32,52 @@ pub struct Config {
     pub expose_backend: bool,
     /// Park idle client connections in the waiting room while most workers are busy.
     pub waiting_room: bool,
+    /// The admin API; `None` when `admin` is not configured.
+    pub admin: Option<AdminConfig>,
+    pub access_log: AccessLogConfig,
     pub alerts: AlertsConfig,
+}
+
+/// The admin listener: stats, metrics, the status page and runtime changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// Loopback unless the configuration names another address.
+    pub listen: SocketAddr,
+    /// The bearer token that changing requests must carry; without one they are refused.
+    pub token: Option<String>,
+}
+
+/// The address the admin API listens on when `admin.listen` is not given.
+pub const DEFAULT_ADMIN_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9000);
+
+/// Where and how the one line per exchange is written.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AccessLogConfig {
+    pub format: AccessLogFormat,
+    /// A file to append to; `None` writes to stderr.
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AccessLogFormat {
+    /// sluice's own line, through the `sluice::access` log target.
+    #[default]
+    Text,
+    /// One JSON object a line.
+    Json,
+    /// Apache's combined format, with the backend and the duration appended.
+    Combined,
+}
+
+impl AccessLogFormat {
+    /// The name the configuration uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            AccessLogFormat::Text => "text",
+            AccessLogFormat::Json => "json",
+            AccessLogFormat::Combined => "combined",
+        }
+    }
 }
 
 /// One address sluice listens on, and where its requests go.
@@ -343,6 +388,8 @@ fn read_config(top: &mut Section) -> Result<Config, ConfigError> {
     let timeouts = read_timeouts(top)?;
     let limits = read_limits(top)?;
     let expose_backend = top.bool("exposeBackend")?.unwrap_or(false);
+    let admin = read_admin(top)?;
+    let access_log = read_access_log(top)?;
     let waiting_room = top.bool("waitingRoom")?.unwrap_or(true);
     let alerts = read_alerts(top)?;
     Ok(Config {
@@ -353,6 +400,8 @@ fn read_config(top: &mut Section) -> Result<Config, ConfigError> {
         timeouts,
         limits,
         expose_backend,
+        admin,
+        access_log,
         waiting_room,
         alerts,
     })
@@ -560,16 +609,70 @@ fn read_server(parent: &Section, key: &str, item: &Value) -> Result<ServerConfig
         Value::String(url) => server_from_url(url).map_err(|p| parent.error(key, &p)),
         Value::Object(_) => {
             let mut s = Section::new(parent.file, parent.child_path(key), item)?;
-            let url = s.str("url")?.ok_or_else(|| s.error("url", "missing: the backend's URL"))?;
-            let mut server = server_from_url(url).map_err(|p| s.error("url", &p))?;
-            server.weight = s.uint("weight", 0, 1000)?.map_or(1, |n| n as u32);
-            server.max_connections = s.uint("maxConnections", 1, 1_000_000)?.map(|n| n as usize);
-            server.backup = s.bool("backup")?.unwrap_or(false);
+            let server = read_server_keys(&mut s)?;
             s.finish()?;
             Ok(server)
         }
         _ => Err(parent.error(key, "must be a URL string or an object with \"url\"")),
     }
+}
+
+fn read_server_keys(s: &mut Section) -> Result<ServerConfig, ConfigError> {
+    let url = s.str("url")?.ok_or_else(|| s.error("url", "missing: the backend's URL"))?;
+    let mut server = server_from_url(url).map_err(|p| s.error("url", &p))?;
+    server.weight = s.uint("weight", 0, 1000)?.map_or(1, |n| n as u32);
+    server.max_connections = s.uint("maxConnections", 1, 1_000_000)?.map(|n| n as usize);
+    server.backup = s.bool("backup")?.unwrap_or(false);
+    Ok(server)
+}
+
+/// Reads one backend object written as in `servers` (`url`, `weight`, `maxConnections`,
+/// `backup`), plus the keys in `also`, which are left for the caller. Used by the admin API;
+/// `source` names the input in errors.
+pub fn parse_server_object(value: &Value, source: &str, also: &[&'static str]) -> Result<ServerConfig, ConfigError> {
+    let mut s = Section::new(source, String::new(), value)?;
+    for key in also {
+        s.get(key);
+    }
+    let server = read_server_keys(&mut s)?;
+    s.finish()?;
+    Ok(server)
+}
+
+fn read_admin(top: &mut Section) -> Result<Option<AdminConfig>, ConfigError> {
+    let Some(mut s) = top.section("admin")? else { return Ok(None) };
+    let listen = match s.str("listen")? {
+        Some(text) => parse_listen(text).map_err(|p| s.error("listen", &p))?,
+        None => DEFAULT_ADMIN_LISTEN,
+    };
+    let token = s.str("token")?;
+    if let Some(token) = token {
+        if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(s.error("token", "must be a non-empty string of printable characters without spaces"));
+        }
+    }
+    let admin = AdminConfig { listen, token: token.map(str::to_string) };
+    s.finish()?;
+    Ok(Some(admin))
+}
+
+fn read_access_log(top: &mut Section) -> Result<AccessLogConfig, ConfigError> {
+    let Some(mut s) = top.section("accessLog")? else { return Ok(AccessLogConfig::default()) };
+    let format = match s.str("format")? {
+        None | Some("text") => AccessLogFormat::Text,
+        Some("json") => AccessLogFormat::Json,
+        Some("combined") => AccessLogFormat::Combined,
+        Some(other) => {
+            let known = "known: \"text\", \"json\", \"combined\"";
+            return Err(s.error("format", &format!("unknown format {other:?} ({known})")));
+        }
+    };
+    let path = match s.str("path")? {
+        Some("") => return Err(s.error("path", "must not be empty; leave it out to log to stderr")),
+        path => path.map(PathBuf::from),
+    };
+    s.finish()?;
+    Ok(AccessLogConfig { format, path })
 }
 
 fn read_timeouts(top: &mut Section) -> Result<Timeouts, ConfigError> {
@@ -1045,6 +1148,56 @@ mod tests {
         assert_eq!(c.limits.max_body_bytes, Some(10));
         assert_eq!(c.workers, 8);
         assert!(c.expose_backend);
+    }
+
+    #[test]
+    fn admin_listens_on_loopback_unless_told_otherwise() {
+        let base = r#""listen": "127.0.0.1:0", "servers": ["http://127.0.0.1:1"]"#;
+        let c = parse(&format!("{{{base}}}")).unwrap();
+        assert_eq!(c.admin, None);
+        let c = parse(&format!(r#"{{{base}, "admin": {{}}}}"#)).unwrap();
+        assert_eq!(c.admin, Some(AdminConfig { listen: DEFAULT_ADMIN_LISTEN, token: None }));
+        assert_eq!(DEFAULT_ADMIN_LISTEN.to_string(), "127.0.0.1:9000");
+        let c = parse(&format!(r#"{{{base}, "admin": {{"listen": ":9100", "token": "t0k"}}}}"#)).unwrap();
+        let admin = c.admin.unwrap();
+        assert_eq!((admin.listen, admin.token.as_deref()), ("0.0.0.0:9100".parse().unwrap(), Some("t0k")));
+        let cases = [
+            (r#""admin": {"token": ""}"#, "config.json: admin.token: must be a non-empty string"),
+            (r#""admin": {"token": "a b"}"#, "config.json: admin.token: must be a non-empty string"),
+            (r#""admin": {"listen": "nowhere"}"#, "config.json: admin.listen: \"nowhere\" is not an address"),
+            (r#""admin": {"tokn": "x"}"#, "config.json: admin.tokn: unknown key (did you mean `token`?)"),
+            (r#""admin": true"#, "config.json: admin: must be a JSON object"),
+        ];
+        for (extra, expected) in cases {
+            let err = parse(&format!("{{{base}, {extra}}}")).expect_err(extra);
+            assert!(err.starts_with(expected), "for {extra}\n got: {err}\nwant: {expected}...");
+        }
+    }
+
+    #[test]
+    fn access_log_format_and_path() {
+        let base = r#""listen": "127.0.0.1:0", "servers": ["http://127.0.0.1:1"]"#;
+        assert_eq!(parse(&format!("{{{base}}}")).unwrap().access_log, AccessLogConfig::default());
+        let c = parse(&format!(r#"{{{base}, "accessLog": {{"format": "json", "path": "/tmp/a.log"}}}}"#)).unwrap();
+        assert_eq!(c.access_log.format, AccessLogFormat::Json);
+        assert_eq!(c.access_log.path, Some(PathBuf::from("/tmp/a.log")));
+        let c = parse(&format!(r#"{{{base}, "accessLog": {{"format": "combined"}}}}"#)).unwrap();
+        assert_eq!((c.access_log.format, c.access_log.path), (AccessLogFormat::Combined, None));
+        let err = parse(&format!(r#"{{{base}, "accessLog": {{"format": "xml"}}}}"#)).unwrap_err();
+        assert!(err.starts_with("config.json: accessLog.format: unknown format \"xml\""), "{err}");
+    }
+
+    #[test]
+    fn server_objects_from_the_admin_api_use_the_same_rules() {
+        let value: Value =
+            serde_json::from_str(r#"{"url": "http://127.0.0.1:7", "weight": 3, "pool": "web"}"#).unwrap();
+        let s = parse_server_object(&value, "request body", &["pool"]).unwrap();
+        assert_eq!((s.url.as_str(), s.weight), ("http://127.0.0.1:7", 3));
+        let value: Value = serde_json::from_str(r#"{"url": "http://127.0.0.1:7", "weight": 3000}"#).unwrap();
+        let err = parse_server_object(&value, "request body", &[]).unwrap_err().to_string();
+        assert_eq!(err, "request body: weight: must be a whole number from 0 to 1000");
+        let value: Value = serde_json::from_str(r#"{"url": "ftp://x"}"#).unwrap();
+        assert!(parse_server_object(&value, "request body", &[]).is_err());
     }
 
     #[test]

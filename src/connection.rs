@@ -2,9 +2,10 @@
 //! the waiting room when it has nothing to read while workers are scarce, and closed.
 //!
 //! On a worker the loop is: read a request head, hand it to `proxy` (or, on a redirect
-//! listener, to `redirect`), log the exchange, and go round again while the connection stays
-//! persistent. A connection on a tcp listener is handed whole to `tcp` instead, and never
-//! parks. Client timeouts live here: the first
+//! listener, to `redirect`), record the exchange (metrics and the access-log line: this is
+//! the one place every HTTP exchange ends, so it is where they are counted), and go round
+//! again while the connection stays persistent. A connection on a tcp listener is handed
+//! whole to `tcp` instead, and never parks. Client timeouts live here: the first
 //! head must start within `timeouts.clientHeader`, later ones within `timeouts.keepAlive`,
 //! and every head must be complete within `timeouts.clientHeader` of its first byte, counted
 //! across any time spent parked.
@@ -13,19 +14,21 @@
 //! stopping closes it at once instead of waiting for it; a connection that finds sluice
 //! stopping closes unless a request is already waiting to be read.
 
+use crate::access_log::Entry;
 use crate::config::ListenerMode;
 use crate::http::error::HttpError;
 use crate::http::head::{read_request_head, HeadError, HeadWait, RequestHead};
 use crate::http::stream::BufferedStream;
+use crate::metrics::Finished;
 use crate::proxy::{self, Client, Context, ExchangeBuffers, Outcome};
-use crate::runtime::{ClientTicket, Runtime};
+use crate::runtime::{ClientTicket, Runtime, State};
 use crate::{redirect, tcp};
-use log::{debug, error, info, log_enabled};
+use log::{debug, error};
 use std::cell::RefCell;
 use std::net::{SocketAddr, TcpStream};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 /// A client connection while no worker holds it: what must survive between its requests.
 pub struct ClientConn {
@@ -112,6 +115,8 @@ fn serve(runtime: &Arc<Runtime>, conn: ClientConn, mut readable: bool) {
     stream.preload(&partial_head);
     let mut client = Client::new(stream, peer, exchange_buffers);
     let _ = client.stream.get_ref().set_write_timeout(Some(runtime.state().config.timeouts.client));
+    // Bytes read from the client before the current exchange's (the preloaded ones count).
+    let mut counted = 0;
     loop {
         let state = runtime.state();
         let config = &state.config;
@@ -148,7 +153,8 @@ fn serve(runtime: &Arc<Runtime>, conn: ClientConn, mut readable: bool) {
             Err(e) => {
                 if let Some(error) = refusal_for(e, requests == 0, peer) {
                     let outcome = proxy::refuse(&mut client, error);
-                    log_exchange(peer, None, &outcome, started);
+                    let received = client.stream.received() - counted;
+                    record_exchange(runtime, &state, peer, Ended { head: None, outcome: &outcome, started, received });
                 }
                 break;
             }
@@ -159,7 +165,9 @@ fn serve(runtime: &Arc<Runtime>, conn: ClientConn, mut readable: bool) {
             ListenerMode::Redirect => redirect::answer(&ctx, &mut client, &mut head),
             ListenerMode::Http | ListenerMode::Tcp => proxy::exchange(&ctx, &mut client, &mut head),
         };
-        log_exchange(peer, Some(&head), &outcome, started);
+        let received = client.stream.received() - counted;
+        counted += received;
+        record_exchange(runtime, &state, peer, Ended { head: Some(&head), outcome: &outcome, started, received });
         requests += 1;
         if !outcome.keep_alive {
             break;
@@ -199,16 +207,36 @@ fn refusal_for(error: HeadError, first: bool, peer: SocketAddr) -> Option<HttpEr
     }
 }
 
-/// One access-log line: client, request line, status, body bytes, backend, duration.
-fn log_exchange(peer: SocketAddr, head: Option<&RequestHead>, outcome: &Outcome, started: Instant) {
-    if !log_enabled!(target: "sluice::access", log::Level::Info) {
-        return;
+/// One exchange as it ended.
+struct Ended<'a> {
+    /// `None` when no head could be read.
+    head: Option<&'a RequestHead>,
+    outcome: &'a Outcome,
+    /// When its head had been read.
+    started: Instant,
+    /// Bytes read from the client for it: the head and any body.
+    received: u64,
+}
+
+/// Counts a finished exchange against its backend (or against sluice's own answers) and
+/// writes its access-log line.
+fn record_exchange(runtime: &Runtime, state: &State, peer: SocketAddr, ended: Ended) {
+    let Ended { head, outcome, started, received } = ended;
+    let duration = started.elapsed();
+    let finished =
+        Finished { status: outcome.status, duration, bytes_received: received, bytes_sent: outcome.body_bytes };
+    match &outcome.backend {
+        Some(backend) => backend.metrics.exchanges.record(&finished),
+        None => runtime.metrics.own_answers.record(&finished),
     }
-    let request = match head {
-        Some(h) => format!("{} {} {}", h.method, h.target, h.version.as_str()),
-        None => "-".to_string(),
+    let entry = Entry {
+        time: SystemTime::now(),
+        client: peer,
+        head,
+        status: outcome.status,
+        bytes: outcome.body_bytes,
+        backend: outcome.backend.as_ref().map(|b| b.url()),
+        duration,
     };
-    let backend = outcome.backend.as_ref().map_or("-", |b| b.url());
-    let millis = started.elapsed().as_secs_f64() * 1000.0;
-    info!(target: "sluice::access", "{peer} \"{request}\" {} {} {backend} {millis:.1}ms", outcome.status, outcome.body_bytes);
+    runtime.access_log.write(&state.config.access_log, &entry);
 }

@@ -158,6 +158,7 @@ pub fn record_traffic_failure(runtime: &Runtime, pool: &Pool, backend: &Backend,
 
 fn record_probe(runtime: &Runtime, pool: &Pool, backend: &Backend, result: Result<(), String>) {
     let check = &pool.config.health_check;
+    backend.metrics.record_health_check(result.is_ok());
     if let Err(why) = &result {
         debug!("{}: health check failed: {why}", backend.url());
     }
@@ -270,7 +271,7 @@ fn start_probe(runtime: &Arc<Runtime>, pool: &Arc<Pool>, backend: &Arc<Backend>,
 /// One probe over a new connection: for HTTP, `check.method check.path` with `check.host` or
 /// the backend's `host:port` as `Host`, answered with an expected status; for TCP, the
 /// connection opening is the pass.
-fn probe(backend: &Backend, check: &HealthCheckConfig, protocol: Protocol) -> Result<(), String> {
+pub fn probe(backend: &Backend, check: &HealthCheckConfig, protocol: Protocol) -> Result<(), String> {
     let deadline = Instant::now() + check.timeout;
     let stream = connect(backend, check.timeout).map_err(|e| format!("connect: {e}"))?;
     if protocol == Protocol::Tcp {

@@ -21,21 +21,31 @@
 //! connection to [`tcp`], which picks a backend and runs a [`tunnel`]; on a redirect
 //! listener, each request goes to [`redirect`], which answers `307` to a picked backend.
 //!
+//! 5. Back in [`connection`]: the exchange is counted ([`metrics`]) and logged
+//!    ([`access_log`]), the one place every exchange ends.
+//!
 //! Beside the request path: [`health`] probes backends on a timer and takes them out when
 //! real traffic fails, [`alerts`] posts their ups and downs to a webhook, [`runtime`] holds
 //! the state every thread shares, [`reload`] swaps in a new configuration, [`config`] turns
 //! the JSON file into validated settings, and [`demo`] runs the demo backends for `--demo`.
+//! [`admin`] serves stats, Prometheus metrics, a status page and runtime changes
+//! ([`changes`]), with host numbers from [`host`].
 
 #![deny(unsafe_code)]
 
+pub mod access_log;
+pub mod admin;
 pub mod alerts;
 pub mod backend;
 pub mod balance;
+pub mod changes;
 pub mod config;
 pub mod connection;
 pub mod demo;
 pub mod health;
+pub mod host;
 pub mod http;
+pub mod metrics;
 pub mod pool;
 pub mod proxy;
 pub mod queue;

@@ -148,7 +148,7 @@ fn wait_for_stop(mut signals: Signals, server: &Server) -> Signals {
             break;
         }
         // Success and failure are both logged by the reload itself.
-        let _ = server.reload_file();
+        let _ = server.reload_from_file();
     }
     signals
 }
@@ -224,6 +224,16 @@ fn describe(config: &Config) -> String {
         "limits: maxHeaderBytes {}, maxBodyBytes {body}, maxConnections {}, maxIdlePerBackend {}; exposeBackend {}\n",
         l.max_header_bytes, l.max_connections, l.max_idle_per_backend, config.expose_backend
     );
+    out += &match &config.admin {
+        Some(a) => {
+            let changes = if a.token.is_some() { "changes with the token" } else { "read only (no token)" };
+            format!("admin API on http://{}/ ({changes})\n", a.listen)
+        }
+        None => "admin API off\n".to_string(),
+    };
+    let log = &config.access_log;
+    let target = log.path.as_ref().map_or("stderr".to_string(), |p| p.display().to_string());
+    out += &format!("access log: {} to {target}\n", log.format.name());
     out += &match &config.alerts.webhook {
         Some(hook) => format!("alerts: POST to {} (timeout {:?})\n", hook.url, config.alerts.timeout),
         None => "alerts: logged only (no webhook)\n".to_string(),

@@ -165,6 +165,7 @@ pub fn exchange(ctx: &Context, client: &mut Client, head: &mut RequestHead) -> O
         if tried.len() > pool.config.retries as usize {
             return answer(client, 502, "no backend could be reached", &[], keep);
         }
+        ctx.runtime.metrics.record_retry();
     }
 }
 
@@ -271,6 +272,7 @@ fn forward(ctx: &Context, client: &mut Client, request: &Request, backend: &Back
             return Err(Failure { stage, error });
         }
         debug!("{}: idle connection was closed ({error}); retrying on a new one", backend.url());
+        ctx.runtime.metrics.record_retry();
         upstream = Upstream { stream: backend.connect(timeouts).map_err(connect_failed)?, reused: false };
     }
 }

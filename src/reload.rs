@@ -1,39 +1,45 @@
 //! Reloading: switching a running sluice to a new configuration without dropping a client.
-//! Called for SIGHUP (`main`, through [`crate::Server::reload_file`]) and meant for the admin
+//! Called for SIGHUP (`main`, through [`crate::Server::reload_from_file`]) and for the admin
 //! API's `POST /reload`, which holds only the [`Runtime`].
 //!
 //! The new configuration is validated in full before anything changes. If it is invalid, or
-//! asks for what only a restart can do (other listeners), the running one stays and the error
-//! is logged and returned. Otherwise a new snapshot replaces the old one whole: exchanges in
-//! flight finish with the snapshot they started with, and client connections go on with the
-//! new one from their next request. Backends that stay (same URL) keep their health, counters
-//! and idle connections; new ones join after their first passing probe; removed ones are let
-//! go when their last exchange finishes. Writes the runtime's snapshot and alert webhook.
+//! asks for what only a restart can do (other listeners), or its access log cannot be opened,
+//! the running one stays and the error is logged and returned. Otherwise a new snapshot
+//! replaces the old one whole (through `Runtime::change_state`, one change at a time):
+//! exchanges in flight finish with the snapshot they started with, and client connections go
+//! on with the new one from their next request. Backends that stay (same URL) keep their
+//! health, counters and idle connections; new ones join after their first passing probe;
+//! removed ones are let go when their last exchange finishes; changes made through the admin
+//! API are laid over the file again. Writes the runtime's snapshot, access log and webhook.
 
 use crate::config::{Config, ConfigError, ServerConfig};
 use crate::runtime::{Runtime, State};
 use log::{error, info, warn};
 use std::fmt;
-use std::path::Path;
+use std::io;
+use std::path::{Path, PathBuf};
 
+/// Why a reload was refused; the running configuration stays.
 #[derive(Debug)]
 pub enum ReloadError {
     /// The file could not be read or is not a valid configuration.
     Config(ConfigError),
-    /// Listeners were added, removed or changed, which needs a restart.
-    ListenersChanged { running: Vec<String>, requested: Vec<String> },
+    /// The new configuration changes what only a restart can; the text says what.
+    NeedsRestart(String),
+    AccessLog {
+        path: PathBuf,
+        source: io::Error,
+    },
 }
 
 impl fmt::Display for ReloadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ReloadError::Config(e) => write!(f, "{e}"),
-            ReloadError::ListenersChanged { running, requested } => write!(
-                f,
-                "listeners cannot change without a restart (running: {}; in the new configuration: {})",
-                running.join(", "),
-                requested.join(", ")
-            ),
+            ReloadError::NeedsRestart(what) => write!(f, "{what}; restart sluice to apply that"),
+            ReloadError::AccessLog { path, source } => {
+                write!(f, "cannot open the access log {}: {source}", path.display())
+            }
         }
     }
 }
@@ -42,7 +48,8 @@ impl std::error::Error for ReloadError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             ReloadError::Config(e) => Some(e),
-            ReloadError::ListenersChanged { .. } => None,
+            ReloadError::NeedsRestart(_) => None,
+            ReloadError::AccessLog { source, .. } => Some(source),
         }
     }
 }
@@ -71,7 +78,7 @@ impl fmt::Display for ReloadSummary {
 }
 
 /// Reads the file the running configuration came from again and switches to it.
-pub fn reload_file(runtime: &Runtime) -> Result<ReloadSummary, ReloadError> {
+pub fn reload_from_file(runtime: &Runtime) -> Result<ReloadSummary, ReloadError> {
     let source = runtime.state().config.source.clone();
     let result = Config::load(Path::new(&source)).map_err(ReloadError::Config).and_then(|c| apply(runtime, c));
     log_result(&source, &result);
@@ -94,23 +101,37 @@ fn log_result(source: &str, result: &Result<ReloadSummary, ReloadError>) {
 }
 
 fn apply(runtime: &Runtime, config: Config) -> Result<ReloadSummary, ReloadError> {
-    let _one_at_a_time = runtime.reload_lock();
-    let current = runtime.state();
-    let listeners = |c: &Config| -> Vec<String> {
-        c.listeners.iter().map(|l| format!("{} {:?}", l.addr, l.mode).to_lowercase()).collect()
-    };
-    let (running, requested) = (listeners(&current.config), listeners(&config));
-    if running != requested {
-        return Err(ReloadError::ListenersChanged { running, requested });
+    runtime.change_state(|current| {
+        let listeners = |c: &Config| -> Vec<String> {
+            c.listeners.iter().map(|l| format!("{} {:?}", l.addr, l.mode).to_lowercase()).collect()
+        };
+        let (running, requested) = (listeners(&current.config), listeners(&config));
+        if running != requested {
+            let what =
+                format!("listeners changed (running: {}; in the file: {})", running.join(", "), requested.join(", "));
+            return Err(ReloadError::NeedsRestart(what));
+        }
+        warn_about_restart_only_keys(&current.config, &config);
+        runtime.reopen_access_log(&config.access_log).map_err(|source| ReloadError::AccessLog {
+            path: config.access_log.path.clone().unwrap_or_default(),
+            source,
+        })?;
+        let next = State::new(config, Some(current));
+        let summary = compare(&servers(current), &servers(&next));
+        runtime.alerts.configure(&next.config.alerts);
+        Ok((next, summary))
+    })
+}
+
+/// Settings that a reload leaves as they are, with a warning when the file changed them.
+fn warn_about_restart_only_keys(running: &Config, next: &Config) {
+    if next.workers != running.workers {
+        warn!("the number of workers changes only on restart; keeping {}", running.workers);
     }
-    if config.workers != current.config.workers {
-        warn!("the number of workers changes only on restart; keeping {}", current.config.workers);
+    let admin_listen = |c: &Config| c.admin.as_ref().map(|a| a.listen);
+    if admin_listen(next) != admin_listen(running) {
+        warn!("admin.listen changes only on restart; the admin API stays as it is");
     }
-    let next = State::new(config, Some(&current));
-    let summary = compare(&servers(&current), &servers(&next));
-    runtime.alerts.configure(&next.config.alerts);
-    runtime.replace_state(next);
-    Ok(summary)
 }
 
 fn servers(state: &State) -> Vec<&ServerConfig> {

@@ -1,14 +1,20 @@
 //! The live state every thread shares: the current configuration and pools (one snapshot,
-//! replaced whole by a reload), the worker pool and the waiting room, the stop flag, the open
-//! client connections, and the alerts.
+//! replaced whole by a reload or an admin change), the worker pool and the waiting room, the
+//! stop flag, the open client connections, the process-wide metrics, the access log and the
+//! alerts.
 //!
 //! Workers read the snapshot once per request (clone an `Arc`, let go of the lock). The
-//! acceptor counts connections in; each connection counts itself out when it closes.
+//! acceptor counts connections in; each connection counts itself out when it closes. Whoever
+//! changes the snapshot goes through [`Runtime::change_state`], one change at a time.
 
+use crate::access_log::AccessLog;
 use crate::alerts::Alerts;
-use crate::config::{Config, ListenerConfig};
+use crate::backend::Backend;
+use crate::changes::{Place, RuntimeChanges};
+use crate::config::{AccessLogConfig, Config, ListenerConfig};
 use crate::http::head::{HeaderList, RequestHead};
 use crate::lock;
+use crate::metrics::Metrics;
 use crate::pool::Pool;
 use crate::routing;
 use crate::waiting_room::WaitingRoom;
@@ -16,7 +22,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use threadpool::ThreadPool;
 
@@ -27,18 +33,49 @@ pub const WORKER_STACK_BYTES: usize = 128 * 1024;
 
 /// One consistent view of the configuration and the pools built from it.
 pub struct State {
+    /// The file's configuration with the runtime changes applied.
     pub config: Config,
     pub pools: Vec<Arc<Pool>>,
+    /// What the admin API changed, applied again over every reload.
+    pub changes: RuntimeChanges,
 }
 
 impl State {
-    /// Builds the pools for `config`. With a `previous` state (a reload), its backends are
-    /// kept by URL and new ones join after a passing probe; without, every backend starts up.
+    /// Builds the pools for `config`, as read from the file, keeping the runtime changes made
+    /// on `previous`. With a `previous` state (a reload), its backends are kept by URL and new
+    /// ones join after a passing probe; without (the first start), every backend starts up.
     pub fn new(config: Config, previous: Option<&State>) -> State {
-        let running: Option<Vec<_>> =
-            previous.map(|s| s.pools.iter().flat_map(|p| p.backends.iter().cloned()).collect());
-        let pools = config.pools.iter().map(|p| Arc::new(Pool::new(p.clone(), running.as_deref()))).collect();
-        State { config, pools }
+        let changes = previous.map_or_else(RuntimeChanges::default, |p| p.changes.settled(&config));
+        let running = previous.map(State::backends);
+        State::with_changes(config, changes, running.as_deref())
+    }
+
+    /// Builds the pools for `config` with `changes` laid over it, reusing the backends of
+    /// `running` (`None` on the first start) as [`Pool::new`] says.
+    pub fn with_changes(config: Config, changes: RuntimeChanges, running: Option<&[Arc<Backend>]>) -> State {
+        let config = changes.apply(config);
+        let pools: Vec<Arc<Pool>> = config.pools.iter().map(|p| Arc::new(Pool::new(p.clone(), running))).collect();
+        for pool in &pools {
+            for backend in &pool.backends {
+                if changes.is_drained(&Place::new(pool.name(), backend.url())) {
+                    backend.set_draining(true);
+                }
+            }
+        }
+        State { config, pools, changes }
+    }
+
+    /// Every backend of every pool.
+    pub fn backends(&self) -> Vec<Arc<Backend>> {
+        self.pools.iter().flat_map(|p| p.backends.iter().cloned()).collect()
+    }
+
+    /// The pool named `name`, or the first pool when no name is given.
+    pub fn pool(&self, name: Option<&str>) -> Option<&Arc<Pool>> {
+        match name {
+            Some(name) => self.pools.iter().find(|p| p.name() == name),
+            None => self.pools.first(),
+        }
     }
 
     /// The pool that serves `head` on `listener`: the first route matching its `Host` and
@@ -58,6 +95,9 @@ impl State {
 pub struct Runtime {
     /// The current snapshot; replaced whole on reload.
     state: Mutex<Arc<State>>,
+    /// Held while a new snapshot is built from the current one, so that two changes (a reload
+    /// and an admin request) never build on the same snapshot and lose one another.
+    changing: Mutex<()>,
     /// The fixed worker pool every connection is served on.
     pub workers: ThreadPool,
     /// Where idle client connections wait while most workers are busy.
@@ -71,8 +111,6 @@ pub struct Runtime {
     /// Woken when stopping and when the snapshot is replaced, so the health thread notices
     /// both at once.
     wake: (Mutex<Wake>, Condvar),
-    /// Held by a reload from start to finish, so two reloads never interleave.
-    reload_lock: Mutex<()>,
     /// Events about backends going down and up; the webhook changes on reload.
     pub alerts: Alerts,
     /// Client connections accepted and not yet closed, queued ones included.
@@ -85,6 +123,10 @@ pub struct Runtime {
     clients: Mutex<HashMap<u64, RegisteredClient>>,
     next_client_id: AtomicU64,
     pub started: Instant,
+    /// Written by workers as exchanges end; read by the admin API.
+    pub metrics: Metrics,
+    /// Written by workers as exchanges end; reopened on reload.
+    pub access_log: AccessLog,
 }
 
 #[derive(Default)]
@@ -126,12 +168,12 @@ impl Runtime {
         Ok(Runtime {
             parking_enabled: state.config.waiting_room,
             state: Mutex::new(Arc::new(state)),
+            changing: Mutex::new(()),
             workers,
             waiting_room: WaitingRoom::new()?,
             serving: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
             wake: (Mutex::new(Wake::default()), Condvar::new()),
-            reload_lock: Mutex::new(()),
             alerts,
             open_connections: AtomicUsize::new(0),
             waiting_connections: AtomicUsize::new(0),
@@ -139,6 +181,8 @@ impl Runtime {
             clients: Mutex::new(HashMap::new()),
             next_client_id: AtomicU64::new(0),
             started: Instant::now(),
+            metrics: Metrics::default(),
+            access_log: AccessLog::stderr(),
         })
     }
 
@@ -167,16 +211,30 @@ impl Runtime {
     }
 
     /// Installs a new snapshot and wakes the health thread, so new backends are probed at
-    /// once. Callers that build `state` from the current one hold [`Runtime::reload_lock`].
+    /// once. Changes built from the current snapshot go through [`Runtime::change_state`].
     pub fn replace_state(&self, state: State) {
         *lock(&self.state) = Arc::new(state);
         lock(&self.wake.0).generation += 1;
         self.wake.1.notify_all();
     }
 
-    /// Taken for the whole of a reload (read the snapshot, build the next, install it).
-    pub fn reload_lock(&self) -> MutexGuard<'_, ()> {
-        lock(&self.reload_lock)
+    /// Builds a new snapshot from the current one with `change` and puts it in place, unless
+    /// `change` fails. Changes are made one at a time; readers are never held up.
+    pub fn change_state<T, E>(&self, change: impl FnOnce(&State) -> Result<(State, T), E>) -> Result<T, E> {
+        let _one_at_a_time = lock(&self.changing);
+        let (state, result) = change(&self.state())?;
+        self.replace_state(state);
+        Ok(result)
+    }
+
+    /// Connections a worker is serving right now (not those queued or parked).
+    pub fn busy_workers(&self) -> usize {
+        self.serving.load(Ordering::Relaxed)
+    }
+
+    /// Opens the access log file `config` names, if any, in place of the current one.
+    pub fn reopen_access_log(&self, config: &AccessLogConfig) -> std::io::Result<()> {
+        self.access_log.reopen(config)
     }
 
     pub fn is_stopping(&self) -> bool {
@@ -193,6 +251,17 @@ impl Runtime {
                 let _ = client.stream.shutdown(Shutdown::Both);
             }
         }
+    }
+
+    /// Sleeps for `duration` or until stopping begins; returns true if stopping.
+    pub fn sleep_unless_stopping(&self, duration: Duration) -> bool {
+        let wake = lock(&self.wake.0);
+        let (wake, _) = self
+            .wake
+            .1
+            .wait_timeout_while(wake, duration, |w| !w.stopping)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        wake.stopping
     }
 
     /// Sleeps for `duration`, or until stopping begins or the snapshot is replaced; returns

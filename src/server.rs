@@ -1,11 +1,14 @@
 //! The running balancer: listeners, one acceptor thread each, the fixed worker pool, the
-//! health thread, the alerts thread, reload, and graceful stop.
+//! health thread, the alerts thread, the admin threads, the access-log flusher, reload (see
+//! [`reload`]), and graceful stop.
 //!
 //! An acceptor blocks in `accept()`, counts the connection against `limits.maxConnections`
 //! (over it: a fast 503 and a close, never a silent queue) and queues it for the workers.
 //! Stopping sets the runtime's flag, closes idle client connections, and wakes each acceptor
 //! with a connection to itself; the listeners close as their acceptors return.
 
+use crate::access_log::FLUSH_INTERVAL;
+use crate::admin::{self, AdminThreads};
 use crate::alerts::Alerts;
 use crate::config::Config;
 use crate::connection;
@@ -18,6 +21,7 @@ use log::{error, info, warn};
 use std::fmt;
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -28,14 +32,16 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 pub struct Server {
     runtime: Arc<Runtime>,
     addrs: Vec<SocketAddr>,
-    /// The acceptors, the health thread and the waiting room.
+    /// The acceptors, the health thread, the waiting room and the access-log flusher.
     threads: Vec<JoinHandle<()>>,
+    admin: Option<AdminThreads>,
 }
 
 #[derive(Debug)]
 pub enum StartError {
     Bind { addr: SocketAddr, source: io::Error },
     Thread(io::Error),
+    AccessLog { path: PathBuf, source: io::Error },
 }
 
 impl fmt::Display for StartError {
@@ -43,6 +49,9 @@ impl fmt::Display for StartError {
         match self {
             StartError::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
             StartError::Thread(e) => write!(f, "cannot start a thread: {e}"),
+            StartError::AccessLog { path, source } => {
+                write!(f, "cannot open the access log {}: {source}", path.display())
+            }
         }
     }
 }
@@ -50,7 +59,9 @@ impl fmt::Display for StartError {
 impl std::error::Error for StartError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            StartError::Bind { source, .. } | StartError::Thread(source) => Some(source),
+            StartError::Bind { source, .. } | StartError::Thread(source) | StartError::AccessLog { source, .. } => {
+                Some(source)
+            }
         }
     }
 }
@@ -63,8 +74,16 @@ impl Server {
             let listener = TcpListener::bind(l.addr).map_err(|source| StartError::Bind { addr: l.addr, source })?;
             listeners.push(listener);
         }
+        let admin_listener = match &config.admin {
+            Some(a) => Some(TcpListener::bind(a.listen).map_err(|source| StartError::Bind { addr: a.listen, source })?),
+            None => None,
+        };
+        let access_log = config.access_log.clone();
         let alerts = Alerts::start(&config.alerts).map_err(StartError::Thread)?;
         let runtime = Arc::new(Runtime::new(State::new(config, None), alerts).map_err(StartError::Thread)?);
+        runtime
+            .reopen_access_log(&access_log)
+            .map_err(|source| StartError::AccessLog { path: access_log.path.clone().unwrap_or_default(), source })?;
         let mut addrs = Vec::new();
         let mut threads = Vec::new();
         for (index, listener) in listeners.into_iter().enumerate() {
@@ -80,7 +99,17 @@ impl Server {
         }
         threads.push(health::spawn(Arc::clone(&runtime)).map_err(StartError::Thread)?);
         threads.push(waiting_room::spawn(Arc::clone(&runtime)).map_err(StartError::Thread)?);
-        Ok(Server { runtime, addrs, threads })
+        threads.push(spawn_log_flusher(Arc::clone(&runtime)).map_err(StartError::Thread)?);
+        let admin = match admin_listener {
+            Some(listener) => Some(admin::start(Arc::clone(&runtime), listener).map_err(StartError::Thread)?),
+            None => None,
+        };
+        Ok(Server { runtime, addrs, threads, admin })
+    }
+
+    /// Where the admin API listens, when it is configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|a| a.addr)
     }
 
     /// The bound addresses, in the order of the configuration's listeners.
@@ -92,16 +121,17 @@ impl Server {
         &self.runtime
     }
 
-    /// Switches to `config` (see [`reload`]): listeners cannot change without a restart;
-    /// backends that stay keep their health, counters and idle connections; new ones join
-    /// after their first passing probe. On error the running configuration stays.
+    /// Switches to `config` (see [`reload::reload`]): listeners cannot change without a
+    /// restart; backends that stay keep their health, counters and idle connections; new ones
+    /// join after their first passing probe; changes made through the admin API are kept. On
+    /// error the running configuration stays.
     pub fn reload(&self, config: Config) -> Result<ReloadSummary, ReloadError> {
         reload::reload(&self.runtime, config)
     }
 
     /// Reads the configuration file again and switches to it, as SIGHUP does.
-    pub fn reload_file(&self) -> Result<ReloadSummary, ReloadError> {
-        reload::reload_file(&self.runtime)
+    pub fn reload_from_file(&self) -> Result<ReloadSummary, ReloadError> {
+        reload::reload_from_file(&self.runtime)
     }
 
     /// Stops accepting, closes idle connections, and waits up to `timeouts.drain` for
@@ -115,6 +145,9 @@ impl Server {
         for thread in self.threads {
             let _ = thread.join();
         }
+        if let Some(admin) = self.admin {
+            admin.join();
+        }
         let deadline = Instant::now() + drain;
         while self.runtime.open_connections() > 0 && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(10));
@@ -126,8 +159,18 @@ impl Server {
         if drained {
             self.runtime.workers.join();
         }
+        self.runtime.access_log.flush();
         drained
     }
+}
+
+/// Empties the access log's buffer into its file every [`FLUSH_INTERVAL`] until stopping.
+fn spawn_log_flusher(runtime: Arc<Runtime>) -> io::Result<JoinHandle<()>> {
+    thread::Builder::new().name("sluice-log-flush".into()).spawn(move || {
+        while !runtime.sleep_unless_stopping(FLUSH_INTERVAL) {
+            runtime.access_log.flush();
+        }
+    })
 }
 
 fn accept_loop(runtime: &Arc<Runtime>, listener_index: usize, listener: &TcpListener) {

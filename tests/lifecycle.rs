@@ -451,7 +451,7 @@ fn a_bad_file_on_sighup_is_logged_and_the_running_configuration_stays() {
 
 // ---- reload as a library call ----
 
-/// A sluice in this process started from a configuration file, so `reload_file` can read it.
+/// A sluice in this process started from a configuration file, so `reload_from_file` can read it.
 fn sluice_from_file(name: &str, json: &str) -> (Sluice, PathBuf) {
     let dir = std::env::temp_dir().join(format!("sluice-lifecycle-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -529,15 +529,19 @@ fn an_invalid_reload_keeps_the_running_configuration_and_says_why() {
     let (sluice, path) =
         sluice_from_file("invalid", &format!(r#"{{"listen": "127.0.0.1:0", "servers": ["{}"]}}"#, a.url()));
     std::fs::write(&path, r#"{"listen": "127.0.0.1:0", "servers": ["http://127.0.0.1:1"], "retries": -1}"#).unwrap();
-    let err = sluice.server().reload_file().expect_err("a bad file must be refused");
+    let err = sluice.server().reload_from_file().expect_err("a bad file must be refused");
     assert!(matches!(err, ReloadError::Config(_)), "{err:?}");
     let text = err.to_string();
     assert!(text.starts_with(&format!("{}: retries: must be a whole number", path.display())), "{text}");
     assert_eq!(sluice.get("/").text(), "a");
 
     std::fs::write(&path, format!(r#"{{"listen": "127.0.0.1:1", "servers": ["{}"]}}"#, a.url())).unwrap();
-    let err = sluice.server().reload_file().expect_err("another listener needs a restart");
-    assert!(err.to_string().starts_with("listeners cannot change without a restart"), "{err}");
+    let err = sluice.server().reload_from_file().expect_err("another listener needs a restart");
+    assert!(matches!(err, ReloadError::NeedsRestart(_)), "{err:?}");
+    assert!(
+        err.to_string().starts_with("listeners changed (running: 127.0.0.1:0 http; in the file: 127.0.0.1:1 http)"),
+        "{err}"
+    );
     assert_eq!(sluice.get("/").text(), "a");
 }
 

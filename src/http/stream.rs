@@ -15,11 +15,13 @@ pub struct BufferedStream {
     end: usize,
     /// The read timeout last given to the socket, so an unchanged one costs no system call.
     read_timeout: Option<Duration>,
+    /// Bytes read from the socket so far, for the metrics.
+    received: u64,
 }
 
 impl BufferedStream {
     pub fn new(stream: TcpStream, capacity: usize) -> BufferedStream {
-        BufferedStream { stream, buf: vec![0; capacity].into_boxed_slice(), start: 0, end: 0, read_timeout: None }
+        BufferedStream::from_parts(stream, vec![0; capacity].into_boxed_slice(), None)
     }
 
     pub fn get_ref(&self) -> &TcpStream {
@@ -38,6 +40,11 @@ impl BufferedStream {
             self.start = 0;
             self.end = 0;
         }
+    }
+
+    /// Bytes read from the socket since this stream was made.
+    pub fn received(&self) -> u64 {
+        self.received
     }
 
     /// True when the buffer holds as much as it ever can.
@@ -59,6 +66,7 @@ impl BufferedStream {
             match self.stream.read(&mut self.buf[self.end..]) {
                 Ok(n) => {
                     self.end += n;
+                    self.received += n as u64;
                     return Ok(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -78,13 +86,14 @@ impl BufferedStream {
 
     /// Wraps `stream` around an existing buffer; `read_timeout` is the one the socket has.
     pub fn from_parts(stream: TcpStream, buf: Box<[u8]>, read_timeout: Option<Duration>) -> BufferedStream {
-        BufferedStream { stream, buf, start: 0, end: 0, read_timeout }
+        BufferedStream { stream, buf, start: 0, end: 0, read_timeout, received: 0 }
     }
 
     /// Puts `bytes` (read earlier, then set aside) back in front of anything read later.
     pub fn preload(&mut self, bytes: &[u8]) {
         let n = bytes.len().min(self.buf.len() - self.end);
         self.buf[self.end..self.end + n].copy_from_slice(&bytes[..n]);
+        self.received += n as u64;
         self.end += n;
     }
 

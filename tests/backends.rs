@@ -366,7 +366,6 @@ fn a_health_check_answered_after_its_timeout_counts_as_failed() {
 }
 
 #[test]
-#[ignore = "BUG: health rounds join every probe, so one slow backend stretches the interval for all (health.rs probe_pools)"]
 fn a_slow_health_check_does_not_delay_probes_of_other_backends() {
     let slow = TestBackend::start(|seen| {
         if is_probe(seen) {

@@ -60,11 +60,11 @@ pub fn accept(runtime: &Arc<Runtime>, stream: TcpStream, peer: SocketAddr, liste
         Ok(handle) => handle,
         Err(e) => {
             debug!("{peer}: cannot set up the connection: {e}");
-            runtime.uncount_connection();
+            runtime.uncount_connection(peer.ip());
             return;
         }
     };
-    let ticket = runtime.register_client(handle);
+    let ticket = runtime.register_client(handle, peer.ip());
     let conn =
         ClientConn { stream, peer, listener, partial_head: Vec::new(), head_deadline: None, requests: 0, ticket };
     dispatch(runtime, conn, false);

@@ -2,7 +2,7 @@
 # profile.sh: what one small keep-alive request costs sluice, measured the same way every time.
 #
 # Usage:
-#   scripts/profile.sh [--sluice-bin PATH] [--connections C] [--requests R] [MODE...]
+#   scripts/profile.sh [--sluice-bin PATH] [--connections C] [--requests R] [--body BYTES] [MODE...]
 #
 #   MODE is any of (default: callgrind strace):
 #     callgrind  sluice under `valgrind --tool=callgrind`: after a warm-up the counters are
@@ -16,6 +16,9 @@
 #                one write.
 #     wrk        sluice natively; `wrk -t1 -c64 -d5s`, with sluice's voluntary and
 #                involuntary context switches per request (req/s is noisy on a shared host).
+#
+#   --body BYTES makes every request a POST with a body of that size, sent with its head
+#   (wrk mode stays GET).
 #
 #   Defaults: C=4, R=5000 (20,000 requests; about a minute under callgrind). Needs nginx,
 #   valgrind, strace, wrk and python3 (standard library). The sluice binary defaults to
@@ -37,6 +40,8 @@ SLUICE_BIN=$ROOT/target/release/sluice
 CONNECTIONS=4
 REQUESTS=5000
 MODES=()
+LOAD_ARGS=()
+REQUEST="GET /"
 IFS=, read -r -a BACKEND_PORTS <<<"${PROFILE_BACKEND_PORTS:-26001,26002,26003}"
 LB_PORT=${PROFILE_LB_PORT:-26080}
 WARMUP_REQUESTS=250
@@ -48,6 +53,7 @@ while (($#)); do
         --sluice-bin) SLUICE_BIN=$2; shift 2 ;;
         --connections) CONNECTIONS=$2; shift 2 ;;
         --requests) REQUESTS=$2; shift 2 ;;
+        --body) LOAD_ARGS+=(--body "$2"); REQUEST="POST / with $2 bytes"; shift 2 ;;
         -h | --help) usage; exit 0 ;;
         callgrind | strace | wrk) MODES+=("$1"); shift ;;
         *) echo "profile.sh: unknown argument: $1" >&2; usage >&2; exit 2 ;;
@@ -121,7 +127,8 @@ start_sluice() {
     SLUICE_PID=$!
     PIDS+=("$SLUICE_PID")
     wait_for "127.0.0.1:$LB_PORT"
-    python3 "$TOOLS" load "127.0.0.1:$LB_PORT" --connections "$CONNECTIONS" --requests "$WARMUP_REQUESTS" >/dev/null
+    python3 "$TOOLS" load "127.0.0.1:$LB_PORT" --connections "$CONNECTIONS" --requests "$WARMUP_REQUESTS" \
+        "${LOAD_ARGS[@]}" >/dev/null
 }
 
 stop_sluice() {
@@ -130,15 +137,15 @@ stop_sluice() {
 }
 
 measured_load() {
-    python3 "$TOOLS" load "127.0.0.1:$LB_PORT" --connections "$CONNECTIONS" --requests "$REQUESTS"
+    python3 "$TOOLS" load "127.0.0.1:$LB_PORT" --connections "$CONNECTIONS" --requests "$REQUESTS" "${LOAD_ARGS[@]}"
 }
 
 run_callgrind() {
-    echo "== callgrind: $CONNECTIONS x $REQUESTS keep-alive GET / after $CONNECTIONS x $WARMUP_REQUESTS warm-up"
+    echo "== callgrind: $CONNECTIONS x $REQUESTS keep-alive $REQUEST after $CONNECTIONS x $WARMUP_REQUESTS warm-up"
     start_sluice valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.out" --dump-instr=no
-    callgrind_control -z "$SLUICE_PID" >/dev/null
+    callgrind_control -z "$SLUICE_PID" >/dev/null 2>&1
     measured_load
-    callgrind_control -d "$SLUICE_PID" >/dev/null
+    callgrind_control -d "$SLUICE_PID" >/dev/null 2>&1
     stop_sluice
     local dumps=("$WORK"/callgrind.out.*)
     python3 "$TOOLS" counts "${dumps[0]}" --requests $((CONNECTIONS * REQUESTS))
@@ -147,7 +154,7 @@ run_callgrind() {
 
 run_strace() {
     command -v strace >/dev/null || { echo "profile.sh: strace mode needs strace" >&2; exit 2; }
-    echo "== strace -f -c: $CONNECTIONS x $REQUESTS keep-alive GET / after warm-up"
+    echo "== strace -f -c: $CONNECTIONS x $REQUESTS keep-alive $REQUEST after warm-up"
     start_sluice
     strace -f -c -p "$SLUICE_PID" -o "$WORK/strace-summary" 2>"$WORK/strace.err" &
     local strace_pid=$!
@@ -171,11 +178,11 @@ for calls, name in sorted(rows, reverse=True):
         print(f"  {name:<16} {calls / n:6.2f}")
 EOF
     echo "== strace -f: the system calls of two single requests on one connection"
-    strace -f -p "$SLUICE_PID" -e trace=read,write,writev,sendto,recvfrom,setsockopt,poll,epoll_wait \
+    strace -f -p "$SLUICE_PID" -e trace=read,write,writev,sendto,recvfrom,setsockopt,ioctl,fcntl \
         -e signal=none -s 40 -o "$WORK/strace-two" 2>>"$WORK/strace.err" &
     strace_pid=$!
     sleep 1
-    python3 "$TOOLS" load "127.0.0.1:$LB_PORT" --connections 1 --requests 2 >/dev/null
+    python3 "$TOOLS" load "127.0.0.1:$LB_PORT" --connections 1 --requests 2 "${LOAD_ARGS[@]}" >/dev/null
     sleep 0.2
     kill -INT "$strace_pid"
     wait "$strace_pid" || true

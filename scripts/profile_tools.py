@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """profile_tools.py: the two small programs behind scripts/profile.sh (standard library only).
 
-  profile_tools.py load HOST:PORT --connections C --requests R [--path /]
-      Opens C keep-alive connections and sends exactly R GET requests on each, one at a time
-      (no pipelining), reading every response in full. Exits 1 unless every answer is a 200
+  profile_tools.py load HOST:PORT --connections C --requests R [--path /] [--body BYTES]
+      Opens C keep-alive connections and sends exactly R requests on each, one at a time
+      (no pipelining), reading every response in full: GETs, or with --body POSTs of that
+      many bytes, sent together with the head. Exits 1 unless every answer is a 200
       and every connection stayed open. Prints the count and the wall time.
 
   profile_tools.py counts CALLGRIND_FILE... --requests N
@@ -43,8 +44,14 @@ def read_response(sock: socket.socket, buf: bytearray) -> tuple[int, bytearray]:
     return status, buf[end:]
 
 
-def one_connection(addr: tuple[str, int], requests: int, path: str, failures: list[str]) -> None:
-    request = f"GET {path} HTTP/1.1\r\nHost: profile\r\nUser-Agent: profile_tools\r\n\r\n".encode()
+def request_bytes(path: str, body: int | None) -> bytes:
+    head = "Host: profile\r\nUser-Agent: profile_tools\r\n"
+    if body is None:
+        return f"GET {path} HTTP/1.1\r\n{head}\r\n".encode()
+    return f"POST {path} HTTP/1.1\r\n{head}Content-Length: {body}\r\n\r\n".encode() + b"x" * body
+
+
+def one_connection(addr: tuple[str, int], request: bytes, requests: int, failures: list[str]) -> None:
     try:
         with socket.create_connection(addr, timeout=120) as sock:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -62,7 +69,8 @@ def one_connection(addr: tuple[str, int], requests: int, path: str, failures: li
 def load(args: argparse.Namespace) -> int:
     host, _, port = args.target.rpartition(":")
     failures: list[str] = []
-    threads = [threading.Thread(target=one_connection, args=((host, int(port)), args.requests, args.path, failures))
+    request = request_bytes(args.path, args.body)
+    threads = [threading.Thread(target=one_connection, args=((host, int(port)), request, args.requests, failures))
                for _ in range(args.connections)]
     started = time.monotonic()
     for t in threads:
@@ -131,6 +139,7 @@ def main() -> int:
     lp.add_argument("--connections", type=int, default=4)
     lp.add_argument("--requests", type=int, default=5000, help="per connection")
     lp.add_argument("--path", default="/")
+    lp.add_argument("--body", type=int, help="send POSTs with a body of this many bytes")
     cp = sub.add_parser("counts", help="instructions and allocator calls from callgrind files")
     cp.add_argument("files", nargs="+")
     cp.add_argument("--requests", type=int, required=True, help="requests the files cover")

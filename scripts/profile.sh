@@ -9,7 +9,9 @@
 #                zeroed, exactly C x R requests are sent (C keep-alive connections, R requests
 #                each, one at a time), the counters are dumped, and the script prints the
 #                instructions (Ir) and the calls to malloc/calloc/realloc/free per request.
-#                Instruction counts are stable on a noisy machine; wall time is not.
+#                Instruction counts are stable on a noisy machine; wall time is not. The
+#                few allocations left in a steady state are first-use buffers of workers
+#                that had not served before, and sluice's background threads.
 #     strace     sluice natively; after a warm-up `strace -f -c` is attached for C x R
 #                requests and prints system calls per request, then `strace -f` shows the
 #                calls of two single requests, to see that a head and a small body leave in
@@ -26,7 +28,9 @@
 #   line tables, so callgrind output can be read with callgrind_annotate).
 #
 # Environment: PROFILE_BACKEND_PORTS (default 26001,26002,26003), PROFILE_LB_PORT (default
-#   26080), PROFILE_KEEP=1 keeps the work directory (callgrind files, logs).
+#   26080), PROFILE_RUST_LOG (sluice's RUST_LOG, default warn: no access log; "info" measures
+#   the access log to a file too), PROFILE_KEEP=1 keeps the work directory (callgrind files,
+#   logs).
 #
 # Setup: one nginx with three backends answering `GET /` with 13 bytes ("hello from N\n"),
 # sluice in front, round robin, access log off (RUST_LOG=warn, as scripts/bench.sh runs it),
@@ -123,7 +127,7 @@ wait_for() {
 
 # Starts sluice (prefixed by the command in "$@", if any) and waits until it answers.
 start_sluice() {
-    RUST_LOG=warn "$@" "$SLUICE_BIN" --config "$WORK/sluice.json" 2>"$WORK/sluice.log" &
+    RUST_LOG=${PROFILE_RUST_LOG:-warn} "$@" "$SLUICE_BIN" --config "$WORK/sluice.json" 2>"$WORK/sluice.log" &
     SLUICE_PID=$!
     PIDS+=("$SLUICE_PID")
     wait_for "127.0.0.1:$LB_PORT"

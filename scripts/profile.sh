@@ -22,15 +22,15 @@
 #   --body BYTES makes every request a POST with a body of that size, sent with its head
 #   (wrk mode stays GET).
 #
-#   Defaults: C=4, R=5000 (20,000 requests; about a minute under callgrind). Needs nginx,
+#   Defaults: C=4, R=5000 (20,000 requests; seconds, even under callgrind). Needs nginx,
 #   valgrind, strace, wrk and python3 (standard library). The sluice binary defaults to
 #   target/release/sluice (build it with `cargo build --release`; the release profile keeps
 #   line tables, so callgrind output can be read with callgrind_annotate).
 #
 # Environment: PROFILE_BACKEND_PORTS (default 26001,26002,26003), PROFILE_LB_PORT (default
-#   26080), PROFILE_RUST_LOG (sluice's RUST_LOG, default warn: no access log; "info" measures
-#   the access log to a file too), PROFILE_KEEP=1 keeps the work directory (callgrind files,
-#   logs).
+#   26080), PROFILE_RUST_LOG (sluice's RUST_LOG, default warn: no access log; "info" adds
+#   the access log, on stderr into a file), PROFILE_KEEP=1 keeps the work directory
+#   (callgrind files, logs).
 #
 # Setup: one nginx with three backends answering `GET /` with 13 bytes ("hello from N\n"),
 # sluice in front, round robin, access log off (RUST_LOG=warn, as scripts/bench.sh runs it),

@@ -105,12 +105,9 @@ pub fn write_request_head(
         push_field(out, b"Host", default_host.as_bytes());
     }
     for (i, h) in head.headers.iter().enumerate() {
-        let passes = if upgrade && h.name.eq_ignore_ascii_case("upgrade") {
-            true
-        } else {
-            !REPLACED_IN_REQUESTS.iter().any(|r| h.name.eq_ignore_ascii_case(r)) && is_forwarded(h, i, &named)
-        };
-        if passes {
+        let kept_for_upgrade = upgrade && h.name.eq_ignore_ascii_case("upgrade");
+        let replaced = REPLACED_IN_REQUESTS.iter().any(|r| h.name.eq_ignore_ascii_case(r));
+        if kept_for_upgrade || (!replaced && is_forwarded(h, i, &named)) {
             push_field(out, h.name.as_bytes(), &h.value);
         }
     }

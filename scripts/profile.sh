@@ -17,7 +17,8 @@
 #                calls of two single requests, to see that a head and a small body leave in
 #                one write.
 #     wrk        sluice natively; `wrk -t1 -c64 -d5s`, with sluice's voluntary and
-#                involuntary context switches per request (req/s is noisy on a shared host).
+#                involuntary context switches and its user and system CPU time per request
+#                (req/s is noisy on a shared host; CPU per request less so).
 #
 #   --body BYTES makes every request a POST with a body of that size, sent with its head
 #   (wrk mode stays GET).
@@ -194,10 +195,12 @@ EOF
     stop_sluice
 }
 
-# Voluntary and involuntary context switches of every sluice thread so far.
-context_switches() {
+# Voluntary and involuntary context switches of every sluice thread so far, then sluice's
+# user and system CPU time in clock ticks.
+sluice_counters() {
     cat /proc/"$SLUICE_PID"/task/*/status 2>/dev/null |
-        awk '/^voluntary_ctxt_switches/ {v += $2} /^nonvoluntary_ctxt_switches/ {n += $2} END {print v, n}'
+        awk '/^voluntary_ctxt_switches/ {v += $2} /^nonvoluntary_ctxt_switches/ {n += $2} END {printf "%d %d ", v, n}'
+    sed 's/.*) //' /proc/"$SLUICE_PID"/stat | awk '{print $12, $13}'
 }
 
 run_wrk() {
@@ -205,16 +208,18 @@ run_wrk() {
     echo "== wrk -t1 -c64 -d5s (req/s varies with whatever else runs on this machine)"
     start_sluice
     local before after
-    before=$(context_switches)
+    before=$(sluice_counters)
     wrk -t1 -c64 -d5s "http://127.0.0.1:$LB_PORT/" >"$WORK/wrk.out"
-    after=$(context_switches)
+    after=$(sluice_counters)
     grep -E 'Requests/sec|Latency|requests in|Non-2xx|Socket errors' "$WORK/wrk.out" | sed 's/^ */  /'
     local requests
     requests=$(awk '/requests in/ {print $1}' "$WORK/wrk.out")
-    read -r v0 n0 <<<"$before"
-    read -r v1 n1 <<<"$after"
+    read -r v0 n0 u0 s0 <<<"$before"
+    read -r v1 n1 u1 s1 <<<"$after"
     awk -v v=$((v1 - v0)) -v n=$((n1 - n0)) -v r="$requests" \
         'BEGIN {printf "  context switches per request: %.2f voluntary, %.2f involuntary\n", v / r, n / r}'
+    awk -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v r="$requests" -v hz="$(getconf CLK_TCK)" \
+        'BEGIN {printf "  sluice CPU per request: %.1f us user, %.1f us system\n", u / hz / r * 1e6, s / hz / r * 1e6}'
     stop_sluice
 }
 

@@ -9,6 +9,10 @@
 //! head must start within `timeouts.clientHeader`, later ones within `timeouts.keepAlive`,
 //! and every head must be complete within `timeouts.clientHeader` of its first byte, counted
 //! across any time spent parked.
+//!
+//! While it waits for a head the connection is marked idle in the runtime's registry, so that
+//! stopping closes it at once instead of waiting for it; a connection that finds sluice
+//! stopping closes unless a request is already waiting to be read.
 
 use crate::access_log::Entry;
 use crate::config::ListenerMode;
@@ -114,7 +118,7 @@ fn serve(runtime: &Arc<Runtime>, conn: ClientConn, mut readable: bool) {
     let ClientConn { stream, peer, listener, partial_head, mut head_deadline, mut requests, ticket } = conn;
     let state = runtime.state();
     if state.config.listeners[listener].mode == ListenerMode::Tcp {
-        tcp::serve(&state, &state.config.listeners[listener], &stream, peer);
+        tcp::serve(runtime, &state, &state.config.listeners[listener], &stream, peer);
         return;
     }
     drop(state);
@@ -129,8 +133,12 @@ fn serve(runtime: &Arc<Runtime>, conn: ClientConn, mut readable: bool) {
     loop {
         let state = runtime.state();
         let config = &state.config;
-        if requests > 0 && !ticket.enter_idle() {
-            break;
+        if !ticket.enter_idle() {
+            // Stopping: serve only a request that is already here.
+            if !readable && !has_input(&client.stream) {
+                break;
+            }
+            ticket.leave_idle();
         }
         let mut may_block = || std::mem::take(&mut readable) || !runtime.should_park();
         let mut wait = HeadWait {
@@ -181,6 +189,19 @@ fn serve(runtime: &Arc<Runtime>, conn: ClientConn, mut readable: bool) {
     let (stream, exchange) = client.into_parts();
     let (_, read) = stream.into_parts();
     return_buffers(WorkerBuffers { read, head, exchange });
+}
+
+/// True when request bytes are already buffered or waiting in the socket.
+fn has_input(stream: &BufferedStream) -> bool {
+    if !stream.buffered().is_empty() {
+        return true;
+    }
+    let socket = stream.get_ref();
+    if socket.set_nonblocking(true).is_err() {
+        return false;
+    }
+    let waiting = matches!(socket.peek(&mut [0u8; 1]), Ok(n) if n > 0);
+    socket.set_nonblocking(false).is_ok() && waiting
 }
 
 /// The answer to a head that could not be read, if it deserves one.

@@ -26,15 +26,18 @@
 //! 5. Back in [`connection`]: the exchange is counted ([`metrics`]) and logged
 //!    ([`access_log`]), the one place every exchange ends.
 //!
-//! Beside the request path: [`health`] probes backends on a timer, [`runtime`] holds the
-//! state every thread shares, [`config`] turns the JSON file into validated settings, and
-//! [`demo`] runs the demo backends for `--demo`. [`admin`] serves stats, Prometheus metrics,
-//! a status page and runtime changes ([`changes`]), with host numbers from [`host`].
+//! Beside the request path: [`health`] probes backends on a timer and takes them out when
+//! real traffic fails, [`alerts`] posts their ups and downs to a webhook, [`runtime`] holds
+//! the state every thread shares, [`reload`] swaps in a new configuration, [`config`] turns
+//! the JSON file into validated settings, and [`demo`] runs the demo backends for `--demo`.
+//! [`admin`] serves stats, Prometheus metrics, a status page and runtime changes
+//! ([`changes`]), with host numbers from [`host`].
 
 #![deny(unsafe_code)]
 
 pub mod access_log;
 pub mod admin;
+pub mod alerts;
 pub mod backend;
 pub mod balance;
 pub mod changes;
@@ -49,6 +52,7 @@ pub mod pool;
 pub mod proxy;
 pub mod queue;
 pub mod redirect;
+pub mod reload;
 pub mod routing;
 pub mod runtime;
 pub mod server;
@@ -58,6 +62,7 @@ pub mod tunnel;
 pub mod waiting_room;
 
 pub use config::{Config, ConfigError};
+pub use reload::{ReloadError, ReloadSummary};
 pub use server::{Server, StartError};
 
 use std::sync::{Mutex, MutexGuard};

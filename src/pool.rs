@@ -6,7 +6,8 @@
 //! candidate and backups otherwise. A candidate with room under its limit is eligible; the
 //! balancer decides among the eligible. A sticky cookie naming an eligible backend skips the
 //! balancer. Called by `proxy` once per attempt; writes the backends' in-flight counts
-//! (through [`Slot`]) and the queue's counters.
+//! (through [`Slot`]) and the queue's counters. `without_healthy` is written by whoever
+//! reports a health change (the health thread, workers).
 
 use crate::backend::{Backend, InFlight};
 use crate::balance::hash::hash64;
@@ -15,6 +16,7 @@ use crate::config::PoolConfig;
 use crate::queue::{Queue, QueueStats};
 use log::warn;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +28,8 @@ pub struct Pool {
     queue: Arc<Queue>,
     /// Each backend's sticky-cookie value, by index.
     sticky_ids: Vec<String>,
+    /// Set when the last healthy backend went down, so that is reported once.
+    without_healthy: AtomicBool,
 }
 
 /// What a pick needs to know about the request.
@@ -62,24 +66,30 @@ enum Shortfall {
 }
 
 impl Pool {
-    /// Builds a pool, reusing any of `existing` whose configuration is unchanged, so that
-    /// health, counters and idle connections survive a reload.
-    pub fn new(config: PoolConfig, existing: &[Arc<Backend>]) -> Pool {
-        let backends: Vec<Arc<Backend>> = config
-            .servers
-            .iter()
-            .map(|server| match existing.iter().find(|b| b.config == *server) {
-                Some(backend) => Arc::clone(backend),
-                None => Arc::new(Backend::new(server.clone())),
-            })
-            .collect();
+    /// Builds a pool. On the first start `running` is `None` and every backend starts up;
+    /// on a reload, backends of the `running` set with the same URL are kept with their
+    /// health, counters and idle connections, and new ones join after a passing probe.
+    pub fn new(config: PoolConfig, running: Option<&[Arc<Backend>]>) -> Pool {
+        let backends: Vec<Arc<Backend>> =
+            config.servers.iter().map(|server| Backend::reuse_or_join(server, running)).collect();
         let queue = Arc::new(Queue::default());
         for backend in &backends {
             backend.watch(&queue);
         }
         let sticky_ids = backends.iter().map(|b| sticky_id(b.url())).collect();
         let balancer = balance::for_algorithm(config.algorithm);
-        Pool { config, backends, balancer, queue, sticky_ids }
+        Pool { config, backends, balancer, queue, sticky_ids, without_healthy: AtomicBool::new(false) }
+    }
+
+    /// True exactly once each time the pool goes from some healthy backend to none.
+    pub fn lost_last_healthy(&self) -> bool {
+        let none = !self.backends.iter().any(|b| b.is_healthy());
+        none && !self.without_healthy.swap(true, Ordering::SeqCst)
+    }
+
+    /// Called when a backend comes up, so the next loss of the last one is reported again.
+    pub fn regained_healthy(&self) {
+        self.without_healthy.store(false, Ordering::SeqCst);
     }
 
     pub fn name(&self) -> &str {
@@ -268,7 +278,7 @@ mod tests {
             health_check: HealthCheckConfig::default(),
             retries: 2,
         };
-        Pool::new(config, &[])
+        Pool::new(config, None)
     }
 
     fn request(sticky: Option<&str>) -> PickRequest<'_> {

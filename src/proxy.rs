@@ -12,14 +12,19 @@
 //! closes, and that backend connection is never reused. Any other answer is an ordinary
 //! response.
 //!
-//! Retries follow one rule: a request may go to another attempt only while no byte of it can
-//! have been acted on. A failed connect moves to the next backend (up to the pool's
-//! `retries`). A reused idle connection that turns out dead before any response byte is
-//! replaced once by a fresh connection to the same backend, but only for a bodiless,
-//! idempotent request, which the backend may safely see twice.
+//! Retries follow the rule HAProxy and Envoy state: a request goes to another attempt only
+//! while it cannot have been acted on twice ([`after_failure`] decides). A failed connect sent
+//! nothing, so any request moves to the next backend (up to the pool's `retries`). A
+//! connection that dies before any response byte may have delivered the request, so only a
+//! replayable one (idempotent method, no body: a streamed body is gone) is sent again: on a
+//! fresh connection to the same backend when a reused idle connection died (the backend had
+//! closed it), on the next backend when a fresh one did. Once a response byte has come back,
+//! or a request body has started to flow, nothing is retried. Connect failures and fresh
+//! connections dying before a response also count towards passive health.
 
 use crate::backend::{Backend, Upstream};
 use crate::config::ListenerConfig;
+use crate::health::record_traffic_failure;
 use crate::http::body::{relay_body, RelayError, Sink};
 use crate::http::cookie::find_cookie;
 use crate::http::error::{canned_response, HttpError};
@@ -127,8 +132,11 @@ pub fn exchange(ctx: &Context, client: &mut Client, head: &mut RequestHead) -> O
         }
     }
     let body_pending = framing != BodyFraming::Empty;
+    // sluice's own answers keep the connection only when the client wants that, no unread
+    // body stands between this request and the next, and sluice is not stopping.
+    let keep = !body_pending && is_persistent(head.version, head) && !ctx.runtime.is_stopping();
     let Some(pool) = ctx.state.route(ctx.listener, head) else {
-        return answer(client, 404, "no route for this host and path", &[], !body_pending);
+        return answer(client, 404, "no route for this host and path", &[], keep);
     };
     let replayable = !body_pending && is_idempotent(&head.method);
     let upgrade = wants_upgrade(head);
@@ -139,26 +147,77 @@ pub fn exchange(ctx: &Context, client: &mut Client, head: &mut RequestHead) -> O
         let wanted = PickRequest { client: client.peer.ip(), tried: &tried, sticky };
         let slot = match pool.acquire(&wanted, ctx.state.config.timeouts.queue) {
             Ok(slot) => slot,
-            Err(why) => return answer_no_slot(client, pool, why, tried.is_empty(), !body_pending),
+            Err(why) => return answer_no_slot(client, pool, why, tried.is_empty(), keep),
         };
         let backend = slot.backend;
         let set_cookie = pool.sticky_cookie(slot.index, sticky);
         let request = Request { head, framing, expects_continue, replayable, set_cookie, upgrade };
-        match forward(ctx, client, &request, backend) {
+        let failure = match forward(ctx, client, &request, backend) {
             Ok(mut outcome) => {
                 outcome.backend = Some(Arc::clone(backend));
                 return outcome;
             }
-            Err(e) => {
-                backend.record_failure();
-                warn!("{}: cannot connect: {e}", backend.url());
-                tried.push(slot.index);
-                if tried.len() > pool.config.retries as usize {
-                    return answer(client, 502, "no backend could be reached", &[], !body_pending);
-                }
-                ctx.runtime.metrics.record_retry();
-            }
+            Err(failure) => failure,
+        };
+        note_failure(ctx, pool, backend, &failure);
+        tried.push(slot.index);
+        if after_failure(failure.stage, replayable) != NextStep::OtherBackend {
+            return answer(client, 502, "backend closed the connection before answering", &[], false);
         }
+        if tried.len() > pool.config.retries as usize {
+            return answer(client, 502, "no backend could be reached", &[], keep);
+        }
+        ctx.runtime.metrics.record_retry();
+    }
+}
+
+/// How far an attempt got before its connection failed; no response byte had arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// No connection could be made: nothing was sent.
+    Connect,
+    /// The connection failed while sending the request or waiting for the response head;
+    /// `reused` says it came from the idle set (so the backend may just have closed it).
+    BeforeResponse { reused: bool },
+}
+
+/// Where an exchange goes after a failure at `stage`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextStep {
+    NewConnectionSameBackend,
+    OtherBackend,
+    /// Answer 502: the request may have been acted on and cannot be sent again.
+    GiveUp,
+}
+
+/// The retry rule. `replayable`: the method is idempotent and there is no body.
+pub fn after_failure(stage: Stage, replayable: bool) -> NextStep {
+    match stage {
+        Stage::Connect => NextStep::OtherBackend,
+        Stage::BeforeResponse { reused: true } if replayable => NextStep::NewConnectionSameBackend,
+        Stage::BeforeResponse { reused: false } if replayable => NextStep::OtherBackend,
+        Stage::BeforeResponse { .. } => NextStep::GiveUp,
+    }
+}
+
+/// A failed attempt, with no response byte received.
+struct Failure {
+    stage: Stage,
+    error: io::Error,
+}
+
+/// Logs a failed attempt and counts it against the backend: towards passive health unless it
+/// was a reused idle connection, which the backend may simply have closed.
+fn note_failure(ctx: &Context, pool: &Pool, backend: &Backend, failure: &Failure) {
+    let error = &failure.error;
+    match failure.stage {
+        Stage::Connect => warn!("{}: cannot connect: {error}", backend.url()),
+        Stage::BeforeResponse { .. } => warn!("{}: connection failed before a response: {error}", backend.url()),
+    }
+    if failure.stage == (Stage::BeforeResponse { reused: true }) {
+        backend.record_failure();
+    } else {
+        record_traffic_failure(ctx.runtime, pool, backend, error);
     }
 }
 
@@ -188,11 +247,12 @@ struct Request<'a> {
     upgrade: bool,
 }
 
-/// Sends `request` to `backend` and relays its answer. Fails only when no connection to the
-/// backend could be made, so the caller may try another.
-fn forward(ctx: &Context, client: &mut Client, request: &Request, backend: &Backend) -> io::Result<Outcome> {
+/// Sends `request` to `backend` and relays its answer. Fails only when the connection failed
+/// before any response byte and the request was not sent again on a fresh one.
+fn forward(ctx: &Context, client: &mut Client, request: &Request, backend: &Backend) -> Result<Outcome, Failure> {
     let timeouts = &ctx.state.config.timeouts;
-    let mut upstream = backend.connection(timeouts, !request.replayable)?;
+    let connect_failed = |error| Failure { stage: Stage::Connect, error };
+    let mut upstream = backend.connection(timeouts, !request.replayable).map_err(connect_failed)?;
     loop {
         let buf = client.upstream_buf.take().unwrap_or_else(|| vec![0; BACKEND_BUFFER_BYTES].into_boxed_slice());
         let reused = upstream.reused;
@@ -200,24 +260,22 @@ fn forward(ctx: &Context, client: &mut Client, request: &Request, backend: &Back
         let attempt = attempt(ctx, client, request, backend, &mut up);
         let (stream, buf) = up.into_parts();
         client.upstream_buf = Some(buf);
-        match attempt {
+        let error = match attempt {
             Attempt::Done { outcome, reusable } => {
                 if reusable {
                     backend.put_idle(stream, ctx.state.config.limits.max_idle_per_backend);
                 }
                 return Ok(outcome);
             }
-            Attempt::DeadBeforeResponse(e) if reused && request.replayable => {
-                debug!("{}: idle connection was closed ({e}); retrying on a new one", backend.url());
-                ctx.runtime.metrics.record_retry();
-                upstream = Upstream { stream: backend.connect(timeouts)?, reused: false };
-            }
-            Attempt::DeadBeforeResponse(e) => {
-                backend.record_failure();
-                warn!("{}: connection failed before a response: {e}", backend.url());
-                return Ok(answer(client, 502, "backend closed the connection", &[], false));
-            }
+            Attempt::DeadBeforeResponse(error) => error,
+        };
+        let stage = Stage::BeforeResponse { reused };
+        if after_failure(stage, request.replayable) != NextStep::NewConnectionSameBackend {
+            return Err(Failure { stage, error });
         }
+        debug!("{}: idle connection was closed ({error}); retrying on a new one", backend.url());
+        ctx.runtime.metrics.record_retry();
+        upstream = Upstream { stream: backend.connect(timeouts).map_err(connect_failed)?, reused: false };
     }
 }
 
@@ -263,7 +321,7 @@ fn attempt(
         Err(RelayError::TooLarge) => return done(refuse(client, HttpError::BodyTooLarge)),
     }
     match read_final_response(client, request, up, config.timeouts.backend) {
-        Ok(()) => {}
+        Ok(()) => backend.count_success(),
         Err(HeadError::Closed) => return Attempt::DeadBeforeResponse(io::ErrorKind::UnexpectedEof.into()),
         Err(HeadError::Io(e)) if e.kind() == io::ErrorKind::ConnectionReset => return Attempt::DeadBeforeResponse(e),
         Err(HeadError::TimedOut { .. }) => {
@@ -413,4 +471,38 @@ pub fn refuse(client: &mut Client, error: HttpError) -> Outcome {
 fn answer(client: &mut Client, status: u16, detail: &str, extra: &[(&str, &str)], keep_alive: bool) -> Outcome {
     let sent = client.send(&canned_response(status, detail, extra, !keep_alive)).is_ok();
     Outcome { status, body_bytes: 0, backend: None, keep_alive: keep_alive && sent }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_retry_rule() {
+        use NextStep::*;
+        let fresh = Stage::BeforeResponse { reused: false };
+        let reused = Stage::BeforeResponse { reused: true };
+        // (where it failed, idempotent without a body, what happens next)
+        let table = [
+            (Stage::Connect, true, OtherBackend),
+            (Stage::Connect, false, OtherBackend),
+            (reused, true, NewConnectionSameBackend),
+            (reused, false, GiveUp),
+            (fresh, true, OtherBackend),
+            (fresh, false, GiveUp),
+        ];
+        for (stage, replayable, next) in table {
+            assert_eq!(after_failure(stage, replayable), next, "{stage:?}, replayable: {replayable}");
+        }
+    }
+
+    #[test]
+    fn idempotent_methods() {
+        for method in ["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"] {
+            assert!(is_idempotent(method), "{method}");
+        }
+        for method in ["POST", "PATCH", "CONNECT", "LOCK", "get"] {
+            assert!(!is_idempotent(method), "{method}");
+        }
+    }
 }

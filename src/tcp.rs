@@ -5,19 +5,21 @@
 //! connection until it closes. A failed connect tries the next backend (up to the pool's
 //! `retries`); when no backend is available the client is closed at once (when every backend
 //! is at its `maxConnections`, after waiting up to `timeouts.queue` for a slot, as HTTP
-//! requests do). Writes the backend's counters; logs one access line per connection.
+//! requests do). Connect failures count towards the backend's passive health, as in HTTP
+//! mode. Writes the backend's counters; logs one access line per connection.
 
 use crate::backend::Backend;
 use crate::config::ListenerConfig;
+use crate::health::record_traffic_failure;
 use crate::pool::{NoSlot, PickRequest};
-use crate::runtime::State;
+use crate::runtime::{Runtime, State};
 use crate::tunnel::{self, Carried, End};
 use log::{info, log_enabled, warn};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Instant;
 
 /// Relays `client` to a backend until either side closes.
-pub fn serve(state: &State, listener: &ListenerConfig, client: &TcpStream, peer: SocketAddr) {
+pub fn serve(runtime: &Runtime, state: &State, listener: &ListenerConfig, client: &TcpStream, peer: SocketAddr) {
     let started = Instant::now();
     let Some(pool) = state.listener_pool(listener) else { return };
     let timeouts = &state.config.timeouts;
@@ -39,6 +41,7 @@ pub fn serve(state: &State, listener: &ListenerConfig, client: &TcpStream, peer:
         let backend = slot.backend;
         match backend.connect(timeouts) {
             Ok(upstream) => {
+                backend.count_success();
                 let client_end = End { stream: client, already_read: &[] };
                 let backend_end = End { stream: &upstream, already_read: &[] };
                 match tunnel::run(client_end, backend_end, timeouts.tunnel) {
@@ -48,8 +51,8 @@ pub fn serve(state: &State, listener: &ListenerConfig, client: &TcpStream, peer:
                 return;
             }
             Err(e) => {
-                backend.record_failure();
                 warn!("{}: cannot connect: {e}", backend.url());
+                record_traffic_failure(runtime, pool, backend, &e);
                 tried.push(slot.index);
                 if tried.len() > pool.config.retries as usize {
                     log_connection(peer, None, "no backend could be reached", Carried::default(), started);

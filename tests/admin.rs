@@ -472,6 +472,8 @@ fn reload_rereads_the_file_and_keeps_backends_added_at_run_time() {
     let listed = servers(admin);
     assert!(listed.contains_key(&a.url()) && listed.contains_key(&b.url()), "{listed:?}");
     assert_eq!(listed[&c.url()]["addedAtRuntime"], true, "a runtime-added backend was lost on reload");
+    // A backend new to the file joins after its first passing probe.
+    assert!(wait_until(WAIT, || servers(admin)[&b.url()]["healthy"] == true), "{listed:?}");
     let bodies: Vec<String> = (0..6).map(|_| sluice.get("/").text()).collect();
     assert!(["a", "b", "c"].iter().all(|n| bodies.contains(&n.to_string())), "{bodies:?}");
 

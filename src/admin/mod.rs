@@ -25,8 +25,8 @@ mod snapshot;
 mod stats;
 
 use self::http::{authorize, read_request, write_response, Request, Response, IO_TIMEOUT};
+use crate::reload::reload_from_file;
 use crate::runtime::Runtime;
-use crate::server::reload_from_file;
 use log::{debug, info, warn};
 use rates::Windows;
 use std::io;
@@ -157,15 +157,16 @@ fn changing(admin: &Admin, request: &Request, change: fn(&Runtime, &Request) -> 
 
 fn reload(runtime: &Runtime, _request: &Request) -> Response {
     let source = runtime.state().config.source.clone();
+    // The reload logs its own outcome.
     match reload_from_file(runtime) {
-        Ok(()) => {
-            info!("admin: reloaded {source}");
-            Response::json(200, &serde_json::json!({ "reloaded": source }))
-        }
-        Err(e) => {
-            log::error!("admin: reload refused, keeping the running configuration: {e}");
-            Response::error(500, &format!("reload refused, keeping the running configuration: {e}"))
-        }
+        Ok(summary) => Response::json(
+            200,
+            &serde_json::json!({
+                "reloaded": source,
+                "backends": {"kept": summary.kept, "changed": summary.changed, "added": summary.added, "removed": summary.removed},
+            }),
+        ),
+        Err(e) => Response::error(500, &format!("reload refused, keeping the running configuration: {e}")),
     }
 }
 

@@ -82,7 +82,7 @@ impl State {
     /// path (see [`routing`]), if any.
     pub fn route(&self, listener: &ListenerConfig, head: &RequestHead) -> Option<&Arc<Pool>> {
         let host = head.value("host").and_then(routing::request_host);
-        let index = routing::find_route(&listener.routes, host.as_deref(), &head.target)?;
+        let index = routing::find_route(&listener.routes, host, &head.target)?;
         Some(&self.pools[listener.routes[index].pool])
     }
 

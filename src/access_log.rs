@@ -127,7 +127,7 @@ fn write_to_stderr(format: AccessLogFormat, entry: &Entry) {
     }
     let mut line = match format {
         AccessLogFormat::Text => {
-            info!(target: LOG_TARGET, "{}", text_line(entry));
+            info!(target: LOG_TARGET, "{}", TextLine(entry));
             return;
         }
         AccessLogFormat::Json => json_line(entry),
@@ -139,15 +139,24 @@ fn write_to_stderr(format: AccessLogFormat, entry: &Entry) {
 
 /// `client "METHOD target VERSION" status bytes backend 1.2ms`
 pub fn text_line(e: &Entry) -> String {
-    let millis = e.duration.as_secs_f64() * 1000.0;
-    format!(
-        "{} \"{}\" {} {} {} {millis:.1}ms",
-        e.client,
-        request_line(e.head),
-        e.status,
-        e.bytes,
-        e.backend.unwrap_or("-")
-    )
+    TextLine(e).to_string()
+}
+
+/// The text line, formatted straight into the log record without a String in between: the
+/// default access log is on every request's path.
+struct TextLine<'a, 'b>(&'a Entry<'b>);
+
+impl std::fmt::Display for TextLine<'_, '_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let e = self.0;
+        let millis = e.duration.as_secs_f64() * 1000.0;
+        write!(f, "{} \"", e.client)?;
+        match e.head {
+            Some(h) => write!(f, "{} {} {}", h.method, h.target, h.version.as_str())?,
+            None => f.write_str("-")?,
+        }
+        write!(f, "\" {} {} {} {millis:.1}ms", e.status, e.bytes, e.backend.unwrap_or("-"))
+    }
 }
 
 #[derive(Serialize)]

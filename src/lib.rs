@@ -44,6 +44,7 @@ pub mod connection;
 pub mod demo;
 pub mod health;
 pub mod host;
+pub mod host_alerts;
 pub mod http;
 pub mod metrics;
 pub mod pool;

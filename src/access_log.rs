@@ -291,7 +291,8 @@ mod tests {
             headers: vec![
                 Header { name: "User-Agent".into(), value: b"curl/8.0".to_vec() },
                 Header { name: "Referer".into(), value: b"http://r/\xff".to_vec() },
-            ],
+            ]
+            .into(),
         }
     }
 

@@ -15,6 +15,7 @@ use crate::health::{Health, HealthChange, HealthState};
 use crate::lock;
 use crate::metrics::BackendMetrics;
 use crate::queue::Queue;
+use crate::sys;
 use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -354,9 +355,5 @@ fn connect_to(addr: SocketAddr, timeouts: &Timeouts) -> io::Result<TcpStream> {
 /// A one-byte non-blocking peek: an idle connection the backend closed reads as EOF, and one
 /// with unexpected bytes waiting is no use either.
 fn is_open(stream: &TcpStream) -> bool {
-    if stream.set_nonblocking(true).is_err() {
-        return false;
-    }
-    let open = matches!(stream.peek(&mut [0u8; 1]), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
-    open && stream.set_nonblocking(false).is_ok()
+    matches!(sys::peek_now(stream), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
 }

@@ -301,6 +301,9 @@ pub struct Limits {
     pub max_body_bytes: Option<u64>,
     /// Open client connections above this are answered 503 at once.
     pub max_connections: usize,
+    /// Open connections from one client address above this are answered 503 at once;
+    /// `None` is no limit.
+    pub max_connections_per_client: Option<usize>,
     /// Idle connections kept per backend for reuse.
     pub max_idle_per_backend: usize,
 }
@@ -325,7 +328,13 @@ impl Default for Timeouts {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_header_bytes: 16 * 1024, max_body_bytes: None, max_connections: 10_000, max_idle_per_backend: 64 }
+        Limits {
+            max_header_bytes: 16 * 1024,
+            max_body_bytes: None,
+            max_connections: 10_000,
+            max_connections_per_client: Some(1024),
+            max_idle_per_backend: 64,
+        }
     }
 }
 
@@ -734,6 +743,9 @@ fn read_limits(top: &mut Section) -> Result<Limits, ConfigError> {
         }
         if let Some(n) = s.uint("maxConnections", 1, 1_000_000)? {
             l.max_connections = n as usize;
+        }
+        if let Some(n) = s.uint("maxConnectionsPerClient", 0, 1_000_000)? {
+            l.max_connections_per_client = (n > 0).then_some(n as usize);
         }
         if let Some(n) = s.uint("maxIdlePerBackend", 0, 10_000)? {
             l.max_idle_per_backend = n as usize;

@@ -99,9 +99,10 @@ impl Pool {
     /// Picks an eligible backend for a request from `client`, skipping the indices in `tried`,
     /// without counting it in flight. [`Pool::acquire`] is the way that keeps limits exact.
     pub fn pick(&self, tried: &[usize], client: IpAddr) -> Option<usize> {
-        let facts = self.facts(tried);
-        let tier = serving_tier(&facts);
-        self.balancer.pick(&self.backends, &|i| is_eligible(facts[i], tier), client)
+        self.with_facts(tried, |facts| {
+            let tier = serving_tier(facts);
+            self.balancer.pick(&self.backends, &|i| is_eligible(facts[i], tier), client)
+        })
     }
 
     /// Picks a backend and counts the exchange in flight. When every candidate is at its
@@ -127,18 +128,23 @@ impl Pool {
     /// that another worker filled to its limit in the meantime is picked again.
     fn try_acquire(&self, request: &PickRequest) -> Result<Slot<'_>, Shortfall> {
         loop {
-            let facts = self.facts(request.tried);
-            let tier = serving_tier(&facts);
-            let eligible = |i: usize| is_eligible(facts[i], tier);
-            let sticky = request.sticky.and_then(|id| self.sticky_ids.iter().position(|s| s == id));
-            let picked = match sticky.filter(|&i| eligible(i)) {
-                Some(i) => Some(i),
-                None => self.balancer.pick(&self.backends, &eligible, request.client),
-            };
-            let Some(index) = picked else {
-                let any_candidate = facts.iter().any(|&f| is_candidate(f, tier));
-                return Err(if any_candidate { Shortfall::Full } else { Shortfall::Unavailable });
-            };
+            let index = self.with_facts(request.tried, |facts| {
+                let tier = serving_tier(facts);
+                let eligible = |i: usize| is_eligible(facts[i], tier);
+                let sticky = request.sticky.and_then(|id| self.sticky_ids.iter().position(|s| s == id));
+                let picked = match sticky.filter(|&i| eligible(i)) {
+                    Some(i) => Some(i),
+                    None => self.balancer.pick(&self.backends, &eligible, request.client),
+                };
+                picked.ok_or_else(|| {
+                    let any_candidate = facts.iter().any(|&f| is_candidate(f, tier));
+                    if any_candidate {
+                        Shortfall::Full
+                    } else {
+                        Shortfall::Unavailable
+                    }
+                })
+            })?;
             let backend = &self.backends[index];
             if let Some(in_flight) = backend.try_start_exchange() {
                 return Ok(Slot { index, backend, _in_flight: in_flight });
@@ -163,15 +169,24 @@ impl Pool {
         self.queue.stats()
     }
 
-    /// A snapshot of what each backend offers a pick right now.
-    fn facts(&self, tried: &[usize]) -> Vec<Facts> {
+    /// Calls `decide` with a snapshot of what each backend offers a pick right now. Pools of
+    /// up to [`FACTS_ON_STACK`] backends take the snapshot without allocating.
+    fn with_facts<T>(&self, tried: &[usize], decide: impl FnOnce(&[Facts]) -> T) -> T {
         let facts = self.backends.iter().enumerate().map(|(i, b)| Facts {
             backup: b.config.backup,
             in_service: b.is_in_service(),
             tried: tried.contains(&i),
             has_room: b.has_room(),
         });
-        facts.collect()
+        let n = self.backends.len();
+        if n > FACTS_ON_STACK {
+            return decide(&facts.collect::<Vec<_>>());
+        }
+        let mut on_stack = [Facts::default(); FACTS_ON_STACK];
+        for (slot, fact) in on_stack.iter_mut().zip(facts) {
+            *slot = fact;
+        }
+        decide(&on_stack[..n])
     }
 }
 
@@ -182,8 +197,11 @@ fn sticky_id(url: &str) -> String {
     format!("{:016x}", hash64(STICKY_KEY, url.as_bytes()))
 }
 
+/// Pools with up to this many backends pick without allocating.
+const FACTS_ON_STACK: usize = 32;
+
 /// What a pick needs to know about one backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 struct Facts {
     backup: bool,
     /// Healthy, not draining, weight above 0.
@@ -273,6 +291,23 @@ mod tests {
         for _ in 0..5 {
             assert_eq!(p.pick(&[], [127, 0, 0, 1].into()), Some(1));
         }
+    }
+
+    #[test]
+    fn pools_larger_than_the_stack_snapshot_pick_the_same_way() {
+        //  40 backends; only the backup at index 39 and primaries 35, 36 are weighted in:
+        //  35 36 35 36, then with both tried the backup.
+        let mut servers = vec![(0, None, false); FACTS_ON_STACK + 8];
+        servers[35] = (1, None, false);
+        servers[36] = (1, None, false);
+        servers[39] = (1, None, true);
+        let p = pool(&servers, false);
+        let picks: Vec<_> = (0..4).map(|_| p.pick(&[], [127, 0, 0, 1].into())).collect();
+        assert_eq!(picks, [Some(35), Some(36), Some(35), Some(36)]);
+        assert_eq!(p.pick(&[35, 36], [127, 0, 0, 1].into()), Some(39));
+        let tried = [35, 36];
+        let wanted = PickRequest { tried: &tried, ..request(None) };
+        assert_eq!(p.acquire(&wanted, Duration::ZERO).map(|slot| slot.index).ok(), Some(39));
     }
 
     #[test]

@@ -29,10 +29,10 @@ use crate::http::body::{relay_body, RelayError, Sink};
 use crate::http::cookie::find_cookie;
 use crate::http::error::{canned_response, HttpError};
 use crate::http::framing::{content_length, request_framing, response_framing, BodyFraming};
-use crate::http::head::{read_response_head, HeadError, RequestHead, ResponseHead, Version};
+use crate::http::head::{read_response_head_into, HeadError, RequestHead, ResponseHead, Version};
 use crate::http::headers::{
-    connection_tokens, is_persistent, wants_upgrade, write_interim_head, write_request_head, write_response_head,
-    write_switching_head, ResponseFraming,
+    is_persistent, wants_upgrade, write_interim_head, write_request_head, write_response_head, write_switching_head,
+    ResponseFraming,
 };
 use crate::http::request::check_request;
 use crate::http::stream::{is_timeout, BufferedStream};
@@ -59,6 +59,8 @@ pub struct Client {
     upstream_out: Vec<u8>,
     /// The read buffer for backend responses, allocated on first use.
     upstream_buf: Option<Box<[u8]>>,
+    /// The backend's response head of the current exchange, refilled by each.
+    response: ResponseHead,
 }
 
 /// The buffers an exchange needs besides the client's read buffer; a worker keeps one set
@@ -68,19 +70,19 @@ pub struct ExchangeBuffers {
     out: Vec<u8>,
     upstream_out: Vec<u8>,
     upstream_buf: Option<Box<[u8]>>,
+    response: ResponseHead,
 }
 
 impl Client {
     pub fn new(stream: BufferedStream, peer: SocketAddr, buffers: ExchangeBuffers) -> Client {
-        let ExchangeBuffers { out, upstream_out, upstream_buf } = buffers;
-        Client { stream, peer, out, upstream_out, upstream_buf }
+        let ExchangeBuffers { out, upstream_out, upstream_buf, response } = buffers;
+        Client { stream, peer, out, upstream_out, upstream_buf, response }
     }
 
     /// Gives back the stream and the lent buffers.
     pub fn into_parts(self) -> (BufferedStream, ExchangeBuffers) {
-        let buffers =
-            ExchangeBuffers { out: self.out, upstream_out: self.upstream_out, upstream_buf: self.upstream_buf };
-        (self.stream, buffers)
+        let Client { stream, out, upstream_out, upstream_buf, response, .. } = self;
+        (stream, ExchangeBuffers { out, upstream_out, upstream_buf, response })
     }
 
     /// Writes one complete sluice-made response.
@@ -132,7 +134,7 @@ pub fn exchange(ctx: &Context, client: &mut Client, head: &mut RequestHead) -> O
     let body_pending = framing != BodyFraming::Empty;
     // sluice's own answers keep the connection only when the client wants that, no unread
     // body stands between this request and the next, and sluice is not stopping.
-    let keep = !body_pending && is_persistent(head.version, &connection_tokens(head)) && !ctx.runtime.is_stopping();
+    let keep = !body_pending && is_persistent(head.version, head) && !ctx.runtime.is_stopping();
     let Some(pool) = ctx.state.route(ctx.listener, head) else {
         return answer(client, 404, "no route for this host and path", &[], keep);
     };
@@ -301,8 +303,8 @@ fn attempt(
     if wants_continue && client.send(b"HTTP/1.1 100 Continue\r\n\r\n").is_err() {
         return done(Outcome::closed(CLIENT_CLOSED));
     }
-    if request.framing != BodyFraming::Empty && client.stream.set_read_timeout(config.timeouts.client).is_err() {
-        return done(Outcome::closed(CLIENT_CLOSED));
+    if request.framing != BodyFraming::Empty {
+        client.stream.set_read_timeout(config.timeouts.client);
     }
     let mut sink = Sink::new(up.get_ref(), &mut client.upstream_out, request.framing == BodyFraming::Chunked);
     match relay_body(&mut client.stream, request.framing, &mut sink, config.limits.max_body_bytes) {
@@ -318,11 +320,8 @@ fn attempt(
         Err(RelayError::Malformed(why)) => return done(refuse(client, HttpError::BadRequest(why))),
         Err(RelayError::TooLarge) => return done(refuse(client, HttpError::BodyTooLarge)),
     }
-    let response = match read_final_response(client, request, up, config.timeouts.backend) {
-        Ok(response) => {
-            backend.count_success();
-            response
-        }
+    match read_final_response(client, request, up, config.timeouts.backend) {
+        Ok(()) => backend.count_success(),
         Err(HeadError::Closed) => return Attempt::DeadBeforeResponse(io::ErrorKind::UnexpectedEof.into()),
         Err(HeadError::Io(e)) if e.kind() == io::ErrorKind::ConnectionReset => return Attempt::DeadBeforeResponse(e),
         Err(HeadError::TimedOut { .. }) => {
@@ -335,42 +334,39 @@ fn attempt(
             warn!("{}: bad response head: {e:?}", backend.url());
             return done(answer(client, 502, "backend sent an invalid response", &[], false));
         }
-    };
-    if response.status == 101 {
-        return switch_protocols(ctx, client, request, up, &response);
     }
-    relay_response(ctx, client, request, backend, up, &response)
+    if client.response.status == 101 {
+        return switch_protocols(ctx, client, request, up);
+    }
+    relay_response(ctx, client, request, backend, up)
 }
 
 fn done(outcome: Outcome) -> Attempt {
     Attempt::Done { outcome, reusable: false }
 }
 
-/// Reads response heads until a final one, passing interim (1xx) ones to HTTP/1.1 clients.
-/// `100 Continue` is not passed on: sluice answers `Expect` itself. A `101` is final when the
-/// request asked to upgrade, and invalid otherwise.
+/// Reads response heads into `client.response` until a final one, passing interim (1xx) ones
+/// to HTTP/1.1 clients. `100 Continue` is not passed on: sluice answers `Expect` itself. A
+/// `101` is final when the request asked to upgrade, and invalid otherwise.
 fn read_final_response(
     client: &mut Client,
     request: &Request,
     up: &mut BufferedStream,
     wait: Duration,
-) -> Result<ResponseHead, HeadError> {
+) -> Result<(), HeadError> {
     loop {
-        let response = read_response_head(up, BACKEND_BUFFER_BYTES, wait)?;
-        match response.status {
-            101 if request.upgrade => return Ok(response),
+        read_response_head_into(up, BACKEND_BUFFER_BYTES, wait, &mut client.response)?;
+        match client.response.status {
+            101 if request.upgrade => return Ok(()),
             101 => return Err(HeadError::Malformed("101 Switching Protocols without an upgrade request")),
             100 => {}
             102..=199 if request.head.version == Version::Http11 => {
                 client.out.clear();
-                write_interim_head(&mut client.out, &response);
-                let out = std::mem::take(&mut client.out);
-                let sent = client.send(&out);
-                client.out = out;
-                sent.map_err(HeadError::Io)?;
+                write_interim_head(&mut client.out, &client.response);
+                client.stream.get_ref().write_all(&client.out).map_err(HeadError::Io)?;
             }
             102..=199 => {}
-            _ => return Ok(response),
+            _ => return Ok(()),
         }
     }
 }
@@ -378,19 +374,10 @@ fn read_final_response(
 /// The backend agreed to switch protocols: pass its `101` on, then carry bytes both ways,
 /// starting with any each side sent early, until both sides have closed. The backend
 /// connection is not reusable afterwards.
-fn switch_protocols(
-    ctx: &Context,
-    client: &mut Client,
-    request: &Request,
-    up: &mut BufferedStream,
-    response: &ResponseHead,
-) -> Attempt {
+fn switch_protocols(ctx: &Context, client: &mut Client, request: &Request, up: &mut BufferedStream) -> Attempt {
     client.out.clear();
-    write_switching_head(&mut client.out, response, request.set_cookie.as_deref());
-    let out = std::mem::take(&mut client.out);
-    let sent = client.send(&out);
-    client.out = out;
-    if sent.is_err() {
+    write_switching_head(&mut client.out, &client.response, request.set_cookie.as_deref());
+    if client.stream.get_ref().write_all(&client.out).is_err() {
         return done(Outcome::closed(CLIENT_CLOSED));
     }
     let client_end = End { stream: client.stream.get_ref(), already_read: client.stream.buffered() };
@@ -403,15 +390,16 @@ fn switch_protocols(
     done(outcome)
 }
 
+/// Relays the response in `client.response` and its body from `up` to the client.
 fn relay_response(
     ctx: &Context,
     client: &mut Client,
     request: &Request,
     backend: &Backend,
     up: &mut BufferedStream,
-    response: &ResponseHead,
 ) -> Attempt {
     let head = request.head;
+    let response = &client.response;
     let framing = match response_framing(response, &head.method) {
         Ok(framing) => framing,
         Err(why) => {
@@ -420,9 +408,8 @@ fn relay_response(
             return done(answer(client, 502, "backend sent an invalid response", &[], false));
         }
     };
-    let wants_keep_alive = is_persistent(head.version, &connection_tokens(head))
-        && !ctx.runtime.is_stopping()
-        && !ctx.runtime.should_close_idle();
+    let wants_keep_alive =
+        is_persistent(head.version, head) && !ctx.runtime.is_stopping() && !ctx.runtime.should_close_idle();
     let chunked_out = framing == BodyFraming::Chunked && head.version == Version::Http11;
     let (header_framing, keep_alive) = match framing {
         BodyFraming::Empty => (passed_on_length(response, &head.method), wants_keep_alive),
@@ -434,8 +421,8 @@ fn relay_response(
         framing: header_framing,
         keep_alive,
         client_version: head.version,
-        backend: ctx.state.config.expose_backend.then(|| backend.url().to_string()),
-        set_cookie: request.set_cookie.clone(),
+        backend: ctx.state.config.expose_backend.then(|| backend.url()),
+        set_cookie: request.set_cookie.as_deref(),
     };
     client.out.clear();
     write_response_head(&mut client.out, response, &how);
@@ -455,9 +442,8 @@ fn relay_response(
             return done(outcome);
         }
     }
-    let reusable = framing != BodyFraming::UntilClose
-        && is_persistent(response.version, &connection_tokens(response))
-        && up.buffered().is_empty();
+    let reusable =
+        framing != BodyFraming::UntilClose && is_persistent(response.version, response) && up.buffered().is_empty();
     Attempt::Done { outcome, reusable }
 }
 

@@ -11,7 +11,7 @@ use crate::access_log::AccessLog;
 use crate::alerts::Alerts;
 use crate::backend::Backend;
 use crate::changes::{Place, RuntimeChanges};
-use crate::config::{AccessLogConfig, Config, ListenerConfig};
+use crate::config::{AccessLogConfig, Config, Limits, ListenerConfig};
 use crate::http::head::{HeaderList, RequestHead};
 use crate::lock;
 use crate::metrics::Metrics;
@@ -20,7 +20,7 @@ use crate::routing;
 use crate::waiting_room::WaitingRoom;
 use std::collections::HashMap;
 use std::io;
-use std::net::{Shutdown, TcpStream};
+use std::net::{IpAddr, Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -82,7 +82,7 @@ impl State {
     /// path (see [`routing`]), if any.
     pub fn route(&self, listener: &ListenerConfig, head: &RequestHead) -> Option<&Arc<Pool>> {
         let host = head.value("host").and_then(routing::request_host);
-        let index = routing::find_route(&listener.routes, host.as_deref(), &head.target)?;
+        let index = routing::find_route(&listener.routes, host, &head.target)?;
         Some(&self.pools[listener.routes[index].pool])
     }
 
@@ -115,9 +115,11 @@ pub struct Runtime {
     pub alerts: Alerts,
     /// Client connections accepted and not yet closed, queued ones included.
     open_connections: AtomicUsize,
-    /// Accepted connections queued for a worker; while any wait, keep-alive is not offered.
+    /// The same, by client address; written by the acceptor (in) and `ClientTicket` (out).
+    connections_per_client: Mutex<HashMap<IpAddr, usize>>,
+    /// Accepted connections queued for a worker.
     waiting_connections: AtomicUsize,
-    /// Connections refused because `limits.maxConnections` was reached.
+    /// Connections refused by `limits.maxConnections` or `limits.maxConnectionsPerClient`.
     pub rejected_connections: AtomicU64,
     /// Connections being served, so that stopping can close the idle ones.
     clients: Mutex<HashMap<u64, RegisteredClient>>,
@@ -147,6 +149,7 @@ pub struct ClientTicket {
     runtime: Arc<Runtime>,
     id: u64,
     idle: Arc<AtomicBool>,
+    client: IpAddr,
 }
 
 /// Counts one connection as held by a worker for as long as it lives.
@@ -176,6 +179,7 @@ impl Runtime {
             wake: (Mutex::new(Wake::default()), Condvar::new()),
             alerts,
             open_connections: AtomicUsize::new(0),
+            connections_per_client: Mutex::new(HashMap::new()),
             waiting_connections: AtomicUsize::new(0),
             rejected_connections: AtomicU64::new(0),
             clients: Mutex::new(HashMap::new()),
@@ -281,16 +285,27 @@ impl Runtime {
         self.open_connections.load(Ordering::SeqCst)
     }
 
-    /// Counts an accepted connection in, unless that would pass `max`.
-    pub fn try_count_connection(&self, max: usize) -> bool {
-        let admitted = self
+    /// Counts an accepted connection from `client` in, unless that would pass one of the
+    /// connection limits; then says which.
+    pub fn try_count_connection(&self, client: IpAddr, limits: &Limits) -> Result<(), &'static str> {
+        let max = limits.max_connections;
+        let counted = self
             .open_connections
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |open| (open < max).then_some(open + 1))
-            .is_ok();
-        if !admitted {
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |open| (open < max).then_some(open + 1));
+        if counted.is_err() {
             self.rejected_connections.fetch_add(1, Ordering::Relaxed);
+            return Err("limits.maxConnections");
         }
-        admitted
+        let mut per_client = lock(&self.connections_per_client);
+        let from_client = per_client.entry(client).or_insert(0);
+        if limits.max_connections_per_client.is_some_and(|max| *from_client >= max) {
+            drop(per_client);
+            self.open_connections.fetch_sub(1, Ordering::SeqCst);
+            self.rejected_connections.fetch_add(1, Ordering::Relaxed);
+            return Err("limits.maxConnectionsPerClient");
+        }
+        *from_client += 1;
+        Ok(())
     }
 
     pub fn waiting_connections(&self) -> usize {
@@ -307,17 +322,24 @@ impl Runtime {
         self.waiting_connections.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// Counts out a connection that was counted in but never served.
-    pub fn uncount_connection(&self) {
+    /// Counts out a connection from `client` that was counted in.
+    pub fn uncount_connection(&self, client: IpAddr) {
         self.open_connections.fetch_sub(1, Ordering::SeqCst);
+        let mut per_client = lock(&self.connections_per_client);
+        if let Some(n) = per_client.get_mut(&client) {
+            *n -= 1;
+            if *n == 0 {
+                per_client.remove(&client);
+            }
+        }
     }
 
-    /// Registers an accepted connection. `stream` is a second handle to it.
-    pub fn register_client(self: &Arc<Self>, stream: TcpStream) -> ClientTicket {
+    /// Registers an accepted connection from `client`. `stream` is a second handle to it.
+    pub fn register_client(self: &Arc<Self>, stream: TcpStream, client: IpAddr) -> ClientTicket {
         let id = self.next_client_id.fetch_add(1, Ordering::Relaxed);
         let idle = Arc::new(AtomicBool::new(false));
         lock(&self.clients).insert(id, RegisteredClient { stream, idle: Arc::clone(&idle) });
-        ClientTicket { runtime: Arc::clone(self), id, idle }
+        ClientTicket { runtime: Arc::clone(self), id, idle, client }
     }
 }
 
@@ -337,6 +359,6 @@ impl ClientTicket {
 impl Drop for ClientTicket {
     fn drop(&mut self) {
         lock(&self.runtime.clients).remove(&self.id);
-        self.runtime.uncount_connection();
+        self.runtime.uncount_connection(self.client);
     }
 }

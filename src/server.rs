@@ -195,10 +195,9 @@ fn accept_loop(runtime: &Arc<Runtime>, listener_index: usize, listener: &TcpList
         if runtime.is_stopping() {
             return;
         }
-        let max = runtime.state().config.limits.max_connections;
-        if !runtime.try_count_connection(max) {
+        if let Err(limit) = runtime.try_count_connection(peer.ip(), &runtime.state().config.limits) {
             if last_rejection_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-                warn!("{max} connections open (limits.maxConnections); refusing new ones with 503");
+                warn!("{peer}: {limit} reached; refusing new connections with 503");
                 last_rejection_warning = Some(Instant::now());
             }
             reject(stream);

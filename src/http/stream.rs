@@ -13,8 +13,12 @@ pub struct BufferedStream {
     buf: Box<[u8]>,
     start: usize,
     end: usize,
-    /// The read timeout last given to the socket, so an unchanged one costs no system call.
+    /// The read timeout last given to the socket (`None`: not known).
     read_timeout: Option<Duration>,
+    /// The read timeout the next read must have. It is given to the socket just before that
+    /// read, and only if it differs: a timeout changed and changed back between two reads,
+    /// as for a request body that arrived with its head, costs no system call.
+    next_read_timeout: Option<Duration>,
     /// Bytes read from the socket so far, for the metrics.
     received: u64,
 }
@@ -62,6 +66,10 @@ impl BufferedStream {
             self.end -= self.start;
             self.start = 0;
         }
+        if let Some(timeout) = self.next_read_timeout.filter(|&t| Some(t) != self.read_timeout) {
+            self.stream.set_read_timeout(Some(timeout))?;
+            self.read_timeout = Some(timeout);
+        }
         loop {
             match self.stream.read(&mut self.buf[self.end..]) {
                 Ok(n) => {
@@ -75,18 +83,14 @@ impl BufferedStream {
         }
     }
 
-    pub fn set_read_timeout(&mut self, timeout: Duration) -> io::Result<()> {
-        let timeout = Some(timeout.max(Duration::from_millis(1)));
-        if self.read_timeout != timeout {
-            self.stream.set_read_timeout(timeout)?;
-            self.read_timeout = timeout;
-        }
-        Ok(())
+    /// Sets the read timeout for the reads from now on (a zero one counts as 1 ms).
+    pub fn set_read_timeout(&mut self, timeout: Duration) {
+        self.next_read_timeout = Some(timeout.max(Duration::from_millis(1)));
     }
 
     /// Wraps `stream` around an existing buffer; `read_timeout` is the one the socket has.
     pub fn from_parts(stream: TcpStream, buf: Box<[u8]>, read_timeout: Option<Duration>) -> BufferedStream {
-        BufferedStream { stream, buf, start: 0, end: 0, read_timeout, received: 0 }
+        BufferedStream { stream, buf, start: 0, end: 0, read_timeout, next_read_timeout: read_timeout, received: 0 }
     }
 
     /// Puts `bytes` (read earlier, then set aside) back in front of anything read later.

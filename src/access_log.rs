@@ -31,10 +31,12 @@ const LOG_TARGET: &str = "sluice::access";
 pub struct Entry<'a> {
     pub time: SystemTime,
     pub client: SocketAddr,
-    /// `None` when no request head could be read.
+    /// `None` when no request head could be read, and for TCP-mode connections.
     pub head: Option<&'a RequestHead>,
+    /// A TCP-mode connection: its request line reads `TCP`, and JSON says `"mode": "tcp"`.
+    pub tcp: bool,
     pub status: u16,
-    /// Response body bytes sent.
+    /// Response body bytes sent (for a TCP-mode connection, every byte sent to the client).
     pub bytes: u64,
     pub backend: Option<&'a str>,
     pub duration: Duration,
@@ -153,6 +155,7 @@ impl std::fmt::Display for TextLine<'_, '_> {
         write!(f, "{} \"", e.client)?;
         match e.head {
             Some(h) => write!(f, "{} {} {}", h.method, h.target, h.version.as_str())?,
+            None if e.tcp => f.write_str("TCP")?,
             None => f.write_str("-")?,
         }
         write!(f, "\" {} {} {} {millis:.1}ms", e.status, e.bytes, e.backend.unwrap_or("-"))
@@ -163,6 +166,7 @@ impl std::fmt::Display for TextLine<'_, '_> {
 struct JsonLine<'a> {
     time: String,
     client: String,
+    mode: &'static str,
     method: Option<&'a str>,
     target: Option<&'a str>,
     version: Option<&'a str>,
@@ -177,6 +181,7 @@ pub fn json_line(e: &Entry) -> String {
     let line = JsonLine {
         time: rfc3339(e.time),
         client: e.client.to_string(),
+        mode: if e.tcp { "tcp" } else { "http" },
         method: e.head.map(|h| h.method.as_str()),
         target: e.head.map(|h| h.target.as_str()),
         version: e.head.map(|h| h.version.as_str()),
@@ -197,7 +202,7 @@ pub fn combined_line(e: &Entry) -> String {
         "{} - - [{}] \"{}\" {} {bytes} \"{}\" \"{}\" \"{}\" {:.3}",
         e.client.ip(),
         apache_time(e.time),
-        escape(request_line(e.head).as_bytes()),
+        escape(request_line(e).as_bytes()),
         e.status,
         header("referer"),
         header("user-agent"),
@@ -206,9 +211,10 @@ pub fn combined_line(e: &Entry) -> String {
     )
 }
 
-fn request_line(head: Option<&RequestHead>) -> String {
-    match head {
+fn request_line(e: &Entry) -> String {
+    match e.head {
         Some(h) => format!("{} {} {}", h.method, h.target, h.version.as_str()),
+        None if e.tcp => "TCP".to_string(),
         None => "-".to_string(),
     }
 }
@@ -312,6 +318,7 @@ mod tests {
             time: at(1_000_000_000, 42),
             client: "10.0.0.7:5555".parse().unwrap(),
             head,
+            tcp: false,
             status: 200,
             bytes: 1234,
             backend: Some("http://127.0.0.1:5001"),
@@ -352,8 +359,18 @@ mod tests {
         assert_eq!((v["status"].as_u64(), v["bytes"].as_u64()), (Some(200), Some(1234)));
         assert_eq!(v["backend"], "http://127.0.0.1:5001");
         assert_eq!(v["duration_ms"].as_f64(), Some(1234.567));
+        assert_eq!(v["mode"], "http");
         let v: serde_json::Value = serde_json::from_str(&json_line(&entry(None))).unwrap();
         assert!(v["method"].is_null() && v["target"].is_null(), "{v}");
+    }
+
+    #[test]
+    fn tcp_connections_read_tcp_as_their_request_line() {
+        let e = Entry { tcp: true, ..entry(None) };
+        assert_eq!(text_line(&e), "10.0.0.7:5555 \"TCP\" 200 1234 http://127.0.0.1:5001 1234.6ms");
+        let v: serde_json::Value = serde_json::from_str(&json_line(&e)).unwrap();
+        assert_eq!((v["mode"].as_str(), v["method"].as_str()), (Some("tcp"), None), "{v}");
+        assert!(combined_line(&e).contains("] \"TCP\" 200 1234 "), "{}", combined_line(&e));
     }
 
     #[test]

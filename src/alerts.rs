@@ -1,14 +1,16 @@
-//! Alerts: an event when a backend goes down or comes back, and when a pool has no healthy
-//! backend left, POSTed as a small JSON object to `alerts.webhook`:
-//! `{"event": "backend_down", "pool": "default", "server": "http://...", "at": "2024-05-01T12:00:00Z"}`.
+//! Alerts: an event when a backend goes down or comes back, when a pool has no healthy
+//! backend left, and when a host threshold is crossed or recovers, POSTed as a small JSON
+//! object to `alerts.webhook`:
+//! `{"event": "backend_down", "pool": "default", "server": "http://...", "at": "2024-05-01T12:00:00Z"}`,
+//! `{"event": "host_high", "metric": "memoryPercent", "value": 93.1, "threshold": 90, "at": "..."}`.
 //!
 //! [`Alerts::raise`] never waits: it puts the event on a bounded queue of
 //! [`ALERT_QUEUE_EVENTS`] (when the queue is full the event is dropped and counted) for one
 //! background thread, `sluice-alerts`, which delivers events one at a time, each within
 //! `alerts.timeout`. A slow or dead webhook therefore delays other alerts, never a request.
 //!
-//! `health` raises events when it reports a change (and logs them itself); reload replaces
-//! the webhook. The counters are for stats and metrics.
+//! `health` raises events when it reports a change, `host_alerts` when a threshold is
+//! crossed (both log them themselves); reload replaces the webhook. The counters are for stats and metrics.
 
 use crate::config::{AlertsConfig, Webhook};
 use crate::http::head::read_response_head;
@@ -36,6 +38,10 @@ pub enum AlertKind {
     BackendUp,
     /// The pool's last healthy backend went down; `server` names it.
     PoolDown,
+    /// A host metric reached its threshold.
+    HostHigh,
+    /// A host metric that was high is below its threshold again.
+    HostOk,
 }
 
 impl AlertKind {
@@ -44,40 +50,72 @@ impl AlertKind {
             AlertKind::BackendDown => "backend_down",
             AlertKind::BackendUp => "backend_up",
             AlertKind::PoolDown => "pool_down",
+            AlertKind::HostHigh => "host_high",
+            AlertKind::HostOk => "host_ok",
         }
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AlertEvent {
     pub kind: AlertKind,
-    pub pool: String,
-    /// The backend's URL.
-    pub server: String,
+    pub subject: AlertSubject,
     pub at: SystemTime,
 }
 
+/// What an event is about.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AlertSubject {
+    Backend {
+        pool: String,
+        /// The backend's URL.
+        server: String,
+    },
+    Host {
+        /// The threshold's key, such as `memoryPercent`.
+        metric: &'static str,
+        value: f64,
+        threshold: f64,
+    },
+}
+
 impl AlertEvent {
-    /// An event happening now.
+    /// An event about a backend happening now.
     pub fn now(kind: AlertKind, pool: &str, server: &str) -> AlertEvent {
-        AlertEvent { kind, pool: pool.to_string(), server: server.to_string(), at: SystemTime::now() }
+        let subject = AlertSubject::Backend { pool: pool.to_string(), server: server.to_string() };
+        AlertEvent { kind, subject, at: SystemTime::now() }
     }
 
     /// The body POSTed to the webhook.
     pub fn to_json(&self) -> String {
-        serde_json::json!({
-            "event": self.kind.as_str(),
-            "pool": self.pool,
-            "server": self.server,
-            "at": rfc3339(self.at),
-        })
+        let (event, at) = (self.kind.as_str(), rfc3339(self.at));
+        match &self.subject {
+            AlertSubject::Backend { pool, server } => {
+                serde_json::json!({"event": event, "pool": pool, "server": server, "at": at})
+            }
+            AlertSubject::Host { metric, value, threshold } => {
+                serde_json::json!({"event": event, "metric": metric, "value": rounded(*value), "threshold": threshold, "at": at})
+            }
+        }
         .to_string()
     }
 }
 
+/// `value` to one decimal place, as events and logs show it.
+fn rounded(value: f64) -> f64 {
+    (value * 10.0).round() / 10.0
+}
+
 impl fmt::Display for AlertEvent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} (pool {:?}, server {})", self.kind.as_str(), self.pool, self.server)
+        match &self.subject {
+            AlertSubject::Backend { pool, server } => {
+                write!(f, "{} (pool {pool:?}, server {server})", self.kind.as_str())
+            }
+            AlertSubject::Host { metric, value, threshold } => {
+                write!(f, "{} ({metric} {:.1}, threshold {threshold})", self.kind.as_str(), rounded(*value))
+            }
+        }
     }
 }
 
@@ -268,18 +306,27 @@ mod tests {
 
     #[test]
     fn events_are_small_json_objects() {
-        let event = AlertEvent {
-            kind: AlertKind::PoolDown,
-            pool: "web".into(),
-            server: "http://10.0.0.1:80".into(),
-            at: at(1_709_251_199),
-        };
+        let subject = AlertSubject::Backend { pool: "web".into(), server: "http://10.0.0.1:80".into() };
+        let event = AlertEvent { kind: AlertKind::PoolDown, subject, at: at(1_709_251_199) };
         let json: serde_json::Value = serde_json::from_str(&event.to_json()).unwrap();
         assert_eq!(
             json,
             serde_json::json!({"event": "pool_down", "pool": "web", "server": "http://10.0.0.1:80",
                 "at": "2024-02-29T23:59:59Z"})
         );
+    }
+
+    #[test]
+    fn host_events_name_the_metric_value_and_threshold() {
+        let subject = AlertSubject::Host { metric: "diskPercent", value: 91.234, threshold: 90.0 };
+        let event = AlertEvent { kind: AlertKind::HostHigh, subject, at: at(0) };
+        let json: serde_json::Value = serde_json::from_str(&event.to_json()).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"event": "host_high", "metric": "diskPercent", "value": 91.2, "threshold": 90.0,
+                "at": "1970-01-01T00:00:00Z"})
+        );
+        assert_eq!(event.to_string(), "host_high (diskPercent 91.2, threshold 90)");
     }
 
     #[test]

@@ -231,13 +231,30 @@ pub struct HealthCheckConfig {
     pub passive_fails: u32,
 }
 
-/// Where events about backends going down and up are sent.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where events about backends going down and up are sent, and the host thresholds that
+/// raise events of their own.
+#[derive(Debug, Clone, PartialEq)]
 pub struct AlertsConfig {
     /// `None` only logs the events.
     pub webhook: Option<Webhook>,
     /// Longest one delivery may take, from connecting to the response head.
     pub timeout: Duration,
+    pub host: HostThresholds,
+}
+
+/// Host-monitoring thresholds in percent (above 0, at most 100); `None` is not watched.
+/// Checked once a second against `host::sample()` by `host_alerts`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct HostThresholds {
+    /// `alerts.cpuPercent`: the balancer's own CPU use over the last second, as a share of
+    /// all the machine's cores.
+    pub cpu_percent: Option<f64>,
+    /// `alerts.memoryPercent`: the host's memory in use (total less available).
+    pub memory_percent: Option<f64>,
+    /// `alerts.diskPercent`: the use of the file system holding `/`.
+    pub disk_percent: Option<f64>,
+    /// `alerts.openFilesPercent`: the balancer's open file descriptors against its soft limit.
+    pub open_files_percent: Option<f64>,
 }
 
 /// An `http://host[:port]/path` URL that events are POSTed to.
@@ -339,7 +356,7 @@ impl Default for HealthCheckConfig {
 
 impl Default for AlertsConfig {
     fn default() -> Self {
-        AlertsConfig { webhook: None, timeout: Duration::from_secs(2) }
+        AlertsConfig { webhook: None, timeout: Duration::from_secs(2), host: HostThresholds::default() }
     }
 }
 
@@ -539,7 +556,8 @@ fn read_expect_status(hc: &mut Section) -> Result<Option<Vec<u16>>, ConfigError>
     }
 }
 
-/// Reads the `alerts` object: `{"webhook": "http://host:port/path", "timeout": "2s"}`.
+/// Reads the `alerts` object: `{"webhook": "http://host:port/path", "timeout": "2s"}` and
+/// the host thresholds, such as `"memoryPercent": 90`.
 fn read_alerts(top: &mut Section) -> Result<AlertsConfig, ConfigError> {
     let mut alerts = AlertsConfig::default();
     if let Some(mut s) = top.section("alerts")? {
@@ -549,6 +567,12 @@ fn read_alerts(top: &mut Section) -> Result<AlertsConfig, ConfigError> {
         if let Some(timeout) = s.duration("timeout")? {
             alerts.timeout = timeout;
         }
+        alerts.host = HostThresholds {
+            cpu_percent: s.percent("cpuPercent")?,
+            memory_percent: s.percent("memoryPercent")?,
+            disk_percent: s.percent("diskPercent")?,
+            open_files_percent: s.percent("openFilesPercent")?,
+        };
         s.finish()?;
     }
     Ok(alerts)
@@ -918,6 +942,15 @@ impl<'a> Section<'a> {
         }
     }
 
+    /// A number above 0 and at most 100.
+    fn percent(&mut self, key: &'static str) -> Result<Option<f64>, ConfigError> {
+        match self.get(key).map(Value::as_f64) {
+            None => Ok(None),
+            Some(Some(v)) if v > 0.0 && v <= 100.0 => Ok(Some(v)),
+            Some(_) => Err(self.error(key, "must be a percentage above 0 and at most 100, such as 90 or 99.5")),
+        }
+    }
+
     fn duration(&mut self, key: &'static str) -> Result<Option<Duration>, ConfigError> {
         match self.get(key) {
             None => Ok(None),
@@ -1097,6 +1130,22 @@ mod tests {
             (
                 r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"], "alerts": {"webhok": "http://127.0.0.1/"}}"#,
                 "config.json: alerts.webhok: unknown key (did you mean `webhook`?)",
+            ),
+            (
+                r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"], "alerts": {"memoryPercent": 0}}"#,
+                "config.json: alerts.memoryPercent: must be a percentage above 0 and at most 100",
+            ),
+            (
+                r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"], "alerts": {"diskPercent": "90%"}}"#,
+                "config.json: alerts.diskPercent: must be a percentage above 0 and at most 100",
+            ),
+            (
+                r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"], "alerts": {"cpuPercent": 101}}"#,
+                "config.json: alerts.cpuPercent: must be a percentage above 0 and at most 100",
+            ),
+            (
+                r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"], "alerts": {"memoryPercnt": 90}}"#,
+                "config.json: alerts.memoryPercnt: unknown key (did you mean `memoryPercent`?)",
             ),
             (r#"{"port": ":8080", "servers": ["#, "config.json: not valid JSON"),
             (r#"[1]"#, "config.json: must be a JSON object"),
@@ -1281,8 +1330,26 @@ mod tests {
         assert_eq!(hook.addrs, vec!["127.0.0.1:9090".parse().unwrap()]);
         assert_eq!(c.alerts.timeout, Duration::from_millis(500));
 
+        assert_eq!(c.alerts.host, HostThresholds::default());
         assert_eq!(webhook_from_url("http://localhost").unwrap().path, "/");
         assert_eq!(webhook_from_url("http://127.0.0.1?x").unwrap().path, "/?x");
         assert_eq!(webhook_from_url("http://[::1]:81/a").unwrap().authority, "[::1]:81");
+    }
+
+    #[test]
+    fn host_thresholds_are_optional_percentages() {
+        let c = parse(
+            r#"{"listen": "127.0.0.1:0", "servers": ["http://127.0.0.1:1"],
+            "alerts": {"cpuPercent": 80, "memoryPercent": 90.5, "diskPercent": 100, "openFilesPercent": 0.1}}"#,
+        )
+        .unwrap();
+        let want = HostThresholds {
+            cpu_percent: Some(80.0),
+            memory_percent: Some(90.5),
+            disk_percent: Some(100.0),
+            open_files_percent: Some(0.1),
+        };
+        assert_eq!(c.alerts.host, want);
+        assert_eq!(c.alerts.webhook, None);
     }
 }

@@ -246,6 +246,7 @@ fn record_exchange(runtime: &Runtime, state: &State, peer: SocketAddr, ended: En
         time: SystemTime::now(),
         client: peer,
         head,
+        tcp: false,
         status: outcome.status,
         bytes: outcome.body_bytes,
         backend: outcome.backend.as_ref().map(|b| b.url()),

@@ -24,14 +24,16 @@
 //! listener, each request goes to [`redirect`], which answers `307` to a picked backend.
 //!
 //! 5. Back in [`connection`]: the exchange is counted ([`metrics`]) and logged
-//!    ([`access_log`]), the one place every exchange ends.
+//!    ([`access_log`]), the one place every exchange ends ([`tcp`] does the same for each
+//!    TCP-mode connection).
 //!
 //! Beside the request path: [`health`] probes backends on a timer and takes them out when
 //! real traffic fails, [`alerts`] posts their ups and downs to a webhook, [`runtime`] holds
 //! the state every thread shares, [`reload`] swaps in a new configuration, [`config`] turns
 //! the JSON file into validated settings, and [`demo`] runs the demo backends for `--demo`.
 //! [`admin`] serves stats, Prometheus metrics, a status page and runtime changes
-//! ([`changes`]), with host numbers from [`host`].
+//! ([`changes`]), with host numbers from [`host`], which [`host_alerts`] compares with the
+//! alert thresholds.
 
 #![deny(unsafe_code)]
 
@@ -46,6 +48,7 @@ pub mod connection;
 pub mod demo;
 pub mod health;
 pub mod host;
+pub mod host_alerts;
 pub mod http;
 pub mod metrics;
 pub mod pool;

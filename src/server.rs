@@ -1,5 +1,6 @@
 //! The running balancer: listeners, one acceptor thread each, the fixed worker pool, the
-//! health thread, the alerts thread, the admin threads, the access-log flusher, reload (see
+//! health thread, the alerts thread, the admin threads, the ticker (access-log flushes and
+//! host thresholds), reload (see
 //! [`reload`]), and graceful stop.
 //!
 //! An acceptor blocks in `accept()`, counts the connection against `limits.maxConnections`
@@ -13,6 +14,7 @@ use crate::alerts::Alerts;
 use crate::config::Config;
 use crate::connection;
 use crate::health;
+use crate::host_alerts::{self, HostWatch};
 use crate::http::error::canned_response;
 use crate::reload::{self, ReloadError, ReloadSummary};
 use crate::runtime::{Runtime, State};
@@ -32,7 +34,7 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 pub struct Server {
     runtime: Arc<Runtime>,
     addrs: Vec<SocketAddr>,
-    /// The acceptors, the health thread, the waiting room and the access-log flusher.
+    /// The acceptors, the health thread, the waiting room and the ticker.
     threads: Vec<JoinHandle<()>>,
     admin: Option<AdminThreads>,
 }
@@ -99,7 +101,7 @@ impl Server {
         }
         threads.push(health::spawn(Arc::clone(&runtime)).map_err(StartError::Thread)?);
         threads.push(waiting_room::spawn(Arc::clone(&runtime)).map_err(StartError::Thread)?);
-        threads.push(spawn_log_flusher(Arc::clone(&runtime)).map_err(StartError::Thread)?);
+        threads.push(spawn_ticker(Arc::clone(&runtime)).map_err(StartError::Thread)?);
         let admin = match admin_listener {
             Some(listener) => Some(admin::start(Arc::clone(&runtime), listener).map_err(StartError::Thread)?),
             None => None,
@@ -164,11 +166,14 @@ impl Server {
     }
 }
 
-/// Empties the access log's buffer into its file every [`FLUSH_INTERVAL`] until stopping.
-fn spawn_log_flusher(runtime: Arc<Runtime>) -> io::Result<JoinHandle<()>> {
-    thread::Builder::new().name("sluice-log-flush".into()).spawn(move || {
+/// Every [`FLUSH_INTERVAL`] until stopping: empties the access log's buffer into its file
+/// and checks the host thresholds ([`host_alerts`]).
+fn spawn_ticker(runtime: Arc<Runtime>) -> io::Result<JoinHandle<()>> {
+    thread::Builder::new().name("sluice-tick".into()).spawn(move || {
+        let mut watch = HostWatch::default();
         while !runtime.sleep_unless_stopping(FLUSH_INTERVAL) {
             runtime.access_log.flush();
+            host_alerts::check(&runtime, &mut watch);
         }
     })
 }

@@ -104,6 +104,16 @@ pub fn raise_open_file_limit() -> io::Result<FileLimit> {
     Ok(FileLimit { before, after: limit.rlim_cur, hard: limit.rlim_max })
 }
 
+/// The soft RLIMIT_NOFILE: how many files this process may have open.
+pub fn open_file_limit() -> io::Result<u64> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `limit` is a valid, writable rlimit for the duration of the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(limit.rlim_cur)
+}
+
 /// A file system's size and the bytes unprivileged users may still write, in that order.
 pub fn file_system_space(path: &std::path::Path) -> io::Result<(u64, u64)> {
     use std::os::unix::ffi::OsStrExt;

@@ -592,6 +592,35 @@ fn alerts_are_posted_when_a_backend_goes_down_its_pool_empties_and_it_comes_back
 }
 
 #[test]
+fn a_host_threshold_that_is_always_crossed_posts_one_host_high_event() {
+    let webhook = TestBackend::named("thanks");
+    let backend = TestBackend::named("a");
+    let json = format!(
+        r#"{{"listen": "127.0.0.1:0", "servers": ["{}"],
+            "alerts": {{"webhook": "{}/hooks", "memoryPercent": 0.1, "diskPercent": 100}}}}"#,
+        backend.url(),
+        webhook.url()
+    );
+    let _sluice = Sluice::from_json(&json);
+    assert!(wait_until(WAIT, || webhook.request_count() >= 1), "no host event arrived");
+    let event = &events(&webhook)[0];
+    assert_eq!(
+        (event["event"].as_str(), event["metric"].as_str()),
+        (Some("host_high"), Some("memoryPercent")),
+        "{event}"
+    );
+    assert_eq!(event["threshold"], 0.1, "{event}");
+    let value = event["value"].as_f64().unwrap_or_else(|| panic!("value is a number: {event}"));
+    assert!(value > 0.1 && value <= 100.0, "{event}");
+    assert!(event["at"].as_str().unwrap_or_default().ends_with('Z'), "{event}");
+    // The checks go on once a second; the crossing is not reported again.
+    let ticks_later = std::time::Instant::now() + Duration::from_millis(2500);
+    wait_until(WAIT, || std::time::Instant::now() >= ticks_later);
+    let memory_events = events(&webhook).iter().filter(|e| e["metric"] == "memoryPercent").count();
+    assert_eq!(memory_events, 1, "{:?}", events(&webhook));
+}
+
+#[test]
 fn many_failing_requests_at_once_raise_one_backend_down() {
     let webhook = TestBackend::named("thanks");
     let broken = resetting_backend();
@@ -658,7 +687,7 @@ fn a_webhook_that_never_answers_slows_no_request() {
 fn a_full_alert_queue_drops_and_counts_instead_of_waiting() {
     let silent = TcpListener::bind("127.0.0.1:0").unwrap();
     let webhook = webhook_from_url(&format!("http://{}/", silent.local_addr().unwrap())).unwrap();
-    let config = AlertsConfig { webhook: Some(webhook), timeout: Duration::from_secs(10) };
+    let config = AlertsConfig { webhook: Some(webhook), timeout: Duration::from_secs(10), ..AlertsConfig::default() };
     let alerts = Alerts::with_queue(&config, 2).unwrap();
     let started = Instant::now();
     for i in 0..10 {

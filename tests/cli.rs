@@ -29,8 +29,10 @@ fn config_file(name: &str, json: &str) -> PathBuf {
     path
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// `n` distinct ports free at the moment of asking (all bound at once, then let go).
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    listeners.iter().map(|l| l.local_addr().unwrap().port()).collect()
 }
 
 /// A running sluice that is killed if the test ends early, so a failed assertion never leaves
@@ -129,7 +131,7 @@ fn an_address_in_use_exits_1_saying_which() {
 #[test]
 fn sigterm_stops_cleanly_and_sighup_reloads() {
     let (a, b) = (TestBackend::named("a"), TestBackend::named("b"));
-    let port = free_port();
+    let port = free_ports(1)[0];
     let json = |url: &str| format!(r#"{{"listen": "127.0.0.1:{port}", "servers": ["{url}"]}}"#);
     let path = config_file("signals", &json(&a.url()));
     let mut running =
@@ -155,7 +157,7 @@ fn sigterm_stops_cleanly_and_sighup_reloads() {
 
 #[test]
 fn demo_starts_backends_and_prints_what_to_try() {
-    let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
+    let ports = free_ports(4);
     let servers: Vec<String> = ports[1..].iter().map(|p| format!("\"http://localhost:{p}\"")).collect();
     let path =
         config_file("demo", &format!(r#"{{"port": "127.0.0.1:{}", "servers": [{}]}}"#, ports[0], servers.join(", ")));

@@ -35,8 +35,8 @@ fn more_keep_alive_clients_than_workers_are_all_answered() {
 #[test]
 fn trickling_heads_do_not_hold_workers_from_other_clients() {
     let backend = TestBackend::named("ok");
-    let sluice = Sluice::start(&[&backend.url()], r#""workers": 4, "timeouts": {"clientHeader": "10s"},"#);
-    let mut slow: Vec<Client> = (0..30).map(|_| sluice.connect()).collect();
+    let sluice = Sluice::start(&[&backend.url()], "");
+    let mut slow: Vec<Client> = (0..300).map(|_| sluice.connect()).collect();
     for c in &mut slow {
         c.send(b"GET / HTTP/1.1\r\nHo");
     }
@@ -52,6 +52,23 @@ fn trickling_heads_do_not_hold_workers_from_other_clients() {
     }
     for c in &mut slow {
         assert_eq!(c.response().unwrap().status, 200);
+    }
+}
+
+#[test]
+fn a_thousand_idle_keep_alive_clients_with_the_default_configuration_leave_room_for_newcomers() {
+    sluice::sys::raise_open_file_limit().expect("two thousand sockets need a higher open-file limit");
+    let backend = TestBackend::named("ok");
+    let sluice = Sluice::start(&[&backend.url()], "");
+    let mut clients: Vec<Client> = (0..1000).map(|_| sluice.connect()).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        assert_eq!(get_on(c, "/").status, 200, "client {i}");
+    }
+    let started = Instant::now();
+    assert_eq!(sluice.get("/fresh").status, 200);
+    assert!(started.elapsed() < Duration::from_secs(1), "fresh client waited {:?}", started.elapsed());
+    for (i, c) in clients.iter_mut().enumerate() {
+        assert_eq!(get_on(c, "/again").status, 200, "client {i}, second request");
     }
 }
 

@@ -177,7 +177,9 @@ fn read_head<T>(
     }
 }
 
-fn parse_request(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, HeadError> {
+/// Parses the request head at the start of `buf`: the head and its length in bytes, or
+/// `None` while it is incomplete. Pure; [`read_request_head`] and the fuzz targets call it.
+pub fn parse_request(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, HeadError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let len = match req.parse(buf) {
@@ -195,7 +197,8 @@ fn parse_request(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, HeadError> 
     Ok(Some((head, len)))
 }
 
-fn parse_response(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, HeadError> {
+/// Parses the response head at the start of `buf`, like [`parse_request`].
+pub fn parse_response(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, HeadError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut headers);
     let len = match resp.parse(buf) {

@@ -3,13 +3,16 @@
 //! Bytes read past the end of one head stay in the buffer for the body or the next pipelined
 //! request, so nothing is ever read twice or lost between steps. The buffer never grows: its
 //! size is the largest head the owner accepts, and bodies stream through it.
+//!
+//! The stream is a `TcpStream` everywhere in sluice; it is generic over [`Read`] only so that
+//! the fuzz targets and unit tests can drive the same parsing and relay code from a byte slice.
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-pub struct BufferedStream {
-    stream: TcpStream,
+pub struct BufferedStream<S = TcpStream> {
+    stream: S,
     buf: Box<[u8]>,
     start: usize,
     end: usize,
@@ -17,12 +20,12 @@ pub struct BufferedStream {
     read_timeout: Option<Duration>,
 }
 
-impl BufferedStream {
-    pub fn new(stream: TcpStream, capacity: usize) -> BufferedStream {
+impl<S: Read> BufferedStream<S> {
+    pub fn new(stream: S, capacity: usize) -> BufferedStream<S> {
         BufferedStream { stream, buf: vec![0; capacity].into_boxed_slice(), start: 0, end: 0, read_timeout: None }
     }
 
-    pub fn get_ref(&self) -> &TcpStream {
+    pub fn get_ref(&self) -> &S {
         &self.stream
     }
 
@@ -67,17 +70,8 @@ impl BufferedStream {
         }
     }
 
-    pub fn set_read_timeout(&mut self, timeout: Duration) -> io::Result<()> {
-        let timeout = Some(timeout.max(Duration::from_millis(1)));
-        if self.read_timeout != timeout {
-            self.stream.set_read_timeout(timeout)?;
-            self.read_timeout = timeout;
-        }
-        Ok(())
-    }
-
     /// Wraps `stream` around an existing buffer; `read_timeout` is the one the socket has.
-    pub fn from_parts(stream: TcpStream, buf: Box<[u8]>, read_timeout: Option<Duration>) -> BufferedStream {
+    pub fn from_parts(stream: S, buf: Box<[u8]>, read_timeout: Option<Duration>) -> BufferedStream<S> {
         BufferedStream { stream, buf, start: 0, end: 0, read_timeout }
     }
 
@@ -89,13 +83,24 @@ impl BufferedStream {
     }
 
     /// Gives back the stream and the buffer; any buffered bytes are dropped.
-    pub fn into_parts(self) -> (TcpStream, Box<[u8]>) {
+    pub fn into_parts(self) -> (S, Box<[u8]>) {
         (self.stream, self.buf)
     }
 }
 
+impl BufferedStream<TcpStream> {
+    pub fn set_read_timeout(&mut self, timeout: Duration) -> io::Result<()> {
+        let timeout = Some(timeout.max(Duration::from_millis(1)));
+        if self.read_timeout != timeout {
+            self.stream.set_read_timeout(timeout)?;
+            self.read_timeout = timeout;
+        }
+        Ok(())
+    }
+}
+
 /// Writes `first` then `second` with as few system calls as the kernel allows.
-pub fn write_both(mut out: &TcpStream, mut first: &[u8], mut second: &[u8]) -> io::Result<()> {
+pub fn write_both(mut out: impl Write, mut first: &[u8], mut second: &[u8]) -> io::Result<()> {
     while !first.is_empty() {
         let n = match out.write_vectored(&[IoSlice::new(first), IoSlice::new(second)]) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),

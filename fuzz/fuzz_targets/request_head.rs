@@ -1,0 +1,62 @@
+//! Request and response heads from arbitrary bytes: parse, check, decide the framing, and
+//! write the head sluice would forward. Nothing may panic, and whatever sluice forwards must
+//! parse again to the same method, target and framing, so sluice and the peer behind it can
+//! never disagree about where a message ends.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use sluice::http::framing::{request_framing, response_framing, BodyFraming};
+use sluice::http::head::{parse_request, parse_response, Version, MAX_HEADERS};
+use sluice::http::headers::{write_request_head, write_response_head, ResponseFraming};
+use sluice::http::request::check_request;
+use std::net::IpAddr;
+
+/// Fields sluice may add to a request it forwards (X-Forwarded-*, Via, the framing field).
+const ADDED_FIELDS: usize = 5;
+
+fuzz_target!(|data: &[u8]| {
+    request(data);
+    response(data, "GET");
+    response(data, "HEAD");
+});
+
+fn request(data: &[u8]) {
+    let Ok(Some((mut head, len))) = parse_request(data) else { return };
+    assert!(len <= data.len());
+    if check_request(&mut head).is_err() || head.headers.len() + ADDED_FIELDS > MAX_HEADERS {
+        return;
+    }
+    let Ok(framing) = request_framing(&head) else { return };
+    let mut out = Vec::new();
+    write_request_head(&mut out, &head, framing, IpAddr::from([192, 0, 2, 1]));
+    let (again, again_len) = match parse_request(&out) {
+        Ok(Some(parsed)) => parsed,
+        other => panic!("forwarded head does not parse: {other:?}\n{}", String::from_utf8_lossy(&out)),
+    };
+    assert_eq!(again_len, out.len());
+    assert_eq!((&again.method, &again.target), (&head.method, &head.target));
+    assert_eq!(request_framing(&again), Ok(framing), "{}", String::from_utf8_lossy(&out));
+}
+
+fn response(data: &[u8], method: &str) {
+    let Ok(Some((head, len))) = parse_response(data) else { return };
+    assert!(len <= data.len());
+    if head.headers.len() + ADDED_FIELDS > MAX_HEADERS {
+        return;
+    }
+    let Ok(framing) = response_framing(&head, method) else { return };
+    let how = ResponseFraming {
+        framing,
+        keep_alive: framing != BodyFraming::UntilClose,
+        client_version: Version::Http11,
+        backend: None,
+    };
+    let mut out = Vec::new();
+    write_response_head(&mut out, &head, &how);
+    let again = match parse_response(&out) {
+        Ok(Some((again, _))) => again,
+        other => panic!("relayed head does not parse: {other:?}\n{}", String::from_utf8_lossy(&out)),
+    };
+    assert_eq!(again.status, head.status);
+    assert_eq!(response_framing(&again, method), Ok(framing), "{}", String::from_utf8_lossy(&out));
+}

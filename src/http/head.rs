@@ -207,9 +207,13 @@ pub fn parse_response(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, HeadE
         Err(e) => return Err(parse_error(e)),
     };
     check_line_endings(&buf[..len])?;
+    let status = resp.code.unwrap_or_default();
+    if status < 100 {
+        return Err(HeadError::Malformed("status code below 100"));
+    }
     let head = ResponseHead {
         version: version_of(resp.version)?,
-        status: resp.code.unwrap_or_default(),
+        status,
         reason: resp.reason.unwrap_or_default().to_string(),
         headers: own_headers(resp.headers),
     };
@@ -317,5 +321,16 @@ mod tests {
         let (head, len) = parse_response(b"HTTP/1.1 204 No Content\r\nA: b\r\n\r\nrest").unwrap().unwrap();
         assert_eq!((head.status, head.reason.as_str(), len), (204, "No Content", 33));
         assert!(parse_response(b"HTTP/1.1 200 OK\nA: b\n\n").is_err());
+    }
+
+    /// Found by the `request_head` fuzz target: `004` was accepted and relayed as `4`, an
+    /// invalid status line. RFC 9110 section 15 makes codes below 100 invalid.
+    #[test]
+    fn a_status_below_100_is_malformed() {
+        for line in ["HTTP/1.1 004 X\r\n\r\n", "HTTP/1.0 099 X\r\n\r\n", "HTTP/1.1 000 X\r\n\r\n"] {
+            assert!(matches!(parse_response(line.as_bytes()), Err(HeadError::Malformed(_))), "{line:?}");
+        }
+        assert!(parse_response(b"HTTP/1.1 100 Continue\r\n\r\n").is_ok());
+        assert!(parse_response(b"HTTP/1.1 999 Odd\r\n\r\n").is_ok());
     }
 }

@@ -43,3 +43,18 @@ fn a_backend_status_below_100_gets_502() {
         assert_eq!(r.status, 502, "backend sent {:?}, client got {r:?}", String::from_utf8_lossy(raw));
     }
 }
+
+/// `body_framing` found it: with `maxHeaderBytes` below 4096, a chunk line longer than the
+/// read buffer ended as a read error, and the client lost its connection without an answer.
+#[test]
+fn a_chunk_line_longer_than_a_small_read_buffer_gets_400() {
+    let backend = TestBackend::named("b");
+    let sluice = Sluice::start(&[&backend.url()], r#""workers": 2, "limits": {"maxHeaderBytes": 1024},"#);
+    let extension = "x".repeat(2000);
+    let request =
+        format!("POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5;{extension}\r\nhello\r\n0\r\n\r\n");
+    let answer = exchange_raw(sluice.addr, request.as_bytes());
+    assert!(answer.starts_with("HTTP/1.1 400 "), "got {answer:?}");
+    assert!(answer.contains("chunk line too long"), "got {answer:?}");
+    assert_eq!(backend.request_count(), 0, "the backend must not get the refused request whole");
+}

@@ -184,7 +184,7 @@ fn read_line<S: Read, W: Write>(src: &mut BufferedStream<S>, sink: &mut Sink<W>)
             }
             return Ok(lf + 1);
         }
-        if src.buffered().len() >= MAX_CHUNK_LINE_BYTES {
+        if src.buffered().len() >= MAX_CHUNK_LINE_BYTES || src.is_full() {
             return Err(RelayError::Malformed("chunk line too long"));
         }
         fill(src, sink)?;
@@ -377,6 +377,26 @@ mod tests {
                 String::from_utf8_lossy(wire)
             );
         }
+    }
+
+    /// Found by the `body_framing` fuzz target: with a read buffer smaller than
+    /// `MAX_CHUNK_LINE_BYTES` (`limits.maxHeaderBytes` below 4096), a longer line filled the
+    /// buffer and ended as a read error, so the client got no answer instead of a 400.
+    #[test]
+    fn a_chunk_line_longer_than_the_read_buffer_is_malformed_not_a_read_error() {
+        let mut wire = b"5;".to_vec();
+        wire.extend([b'x'; 2000]);
+        wire.extend(b"\r\nhello\r\n0\r\n\r\n");
+        for read_bytes in [1, 100, 4096] {
+            let got = decode(&wire, Feed { buffer_bytes: 1024, read_bytes }, BodyFraming::Chunked);
+            assert_eq!(got, Err("Malformed(\"chunk line too long\")".to_string()), "read_bytes {read_bytes}");
+        }
+        let mut trailer = b"0\r\nX: ".to_vec();
+        trailer.extend([b'y'; 2000]);
+        trailer.extend(b"\r\n\r\n");
+        let got = decode(&trailer, Feed { buffer_bytes: 1024, read_bytes: 64 }, BodyFraming::Chunked);
+        assert_eq!(got, Err("Malformed(\"chunk line too long\")".to_string()));
+        assert!(decode(&wire, ROOMY, BodyFraming::Chunked).is_ok());
     }
 
     #[test]

@@ -566,7 +566,7 @@ def start_balancer(args, system: str, d: str) -> Proc:
                             f"{HOST}:{lb}"] + [f"{HOST}:{p}" for p in ports], log_path)
     if system == "sluice":
         cfg = {"listen": f"{HOST}:{lb}", "healthCheckInterval": "2s",
-               "servers": [f"http://{HOST}:{p}" for p in ports]}
+               "servers": [f"http://{HOST}:{p}" for p in ports], "algorithm": "round-robin"}
         cfg.update(json.loads(args.sluice_extra_json))
         write(f"{d}/sluice.json", json.dumps(cfg, indent=2) + "\n")
         env = dict(os.environ, RUST_LOG="warn")
@@ -759,6 +759,11 @@ def print_table(rows: list[dict], args, skipped: dict[str, str]) -> None:
     print("          1,000 requests (stub_status); noise = max CPU cores used by foreign processes")
     for name, why in skipped.items():
         print(f"skipped {name}: {why}")
+    noisy = [r for r in rows if (r.get("foreign_cores") or 0) > args.noise_warn]
+    if noisy:
+        worst = max(r["foreign_cores"] for r in noisy)
+        print(f"WARNING: other processes used up to {worst:.2f} CPU cores during {len(noisy)} row(s) "
+              f"(noise > {args.noise_warn:g}); on a small machine those numbers are unreliable")
 
     # ratios of sluice to each peer
     print()
@@ -803,6 +808,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--backend-ports", default=env("BENCH_BACKEND_PORTS", "25001,25002,25003"))
     ap.add_argument("--lb-port", type=int, default=int(env("BENCH_LB_PORT", "28080")))
     ap.add_argument("--wrk-timeout", type=float, default=2.0, help="wrk --timeout: slower answers are errors")
+    ap.add_argument("--noise-warn", type=float, default=0.25,
+                    help="warn when foreign processes used more CPU cores than this during a run")
     ap.add_argument("--probe-every", type=float, default=0.25)
     ap.add_argument("--probe-timeout", type=float, default=2.0)
     ap.add_argument("--workdir", help="directory for configs/logs (default: a new temp dir)")

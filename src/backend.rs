@@ -4,14 +4,19 @@
 //! Shared by every worker through `Arc<Backend>`. Workers write the counters (through
 //! [`InFlight`]) and the idle connections; the health thread writes `healthy`; reload and the
 //! admin API write `draining`. No lock here is held while connecting, reading or writing.
+//!
+//! A backend with `maxConnections` wakes the queues of its pools whenever one of its slots
+//! comes free, so requests waiting there try again (see `queue`).
 
 use crate::config::{ServerConfig, Timeouts};
 use crate::health::HealthState;
 use crate::lock;
+use crate::metrics::BackendMetrics;
+use crate::queue::Queue;
 use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 pub struct Backend {
@@ -34,6 +39,11 @@ pub struct Backend {
     idle: Mutex<Vec<IdleConnection>>,
     /// Written only by the health thread.
     pub health: Mutex<HealthState>,
+    /// Exchanges answered and probes run, by outcome; written by workers and the health thread.
+    pub metrics: BackendMetrics,
+    /// The queues of the pools this backend belongs to, woken when a slot may have come
+    /// free. Written when a pool is built; read when an exchange ends or the backend returns.
+    queues: Mutex<Vec<Weak<Queue>>>,
 }
 
 struct IdleConnection {
@@ -54,6 +64,9 @@ pub struct InFlight<'a>(&'a Backend);
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.active.fetch_sub(1, Ordering::Relaxed);
+        if self.0.config.max_connections.is_some() {
+            self.0.wake_queues();
+        }
     }
 }
 
@@ -83,6 +96,8 @@ impl Backend {
             preferred_addr: AtomicUsize::new(0),
             idle: Mutex::new(Vec::new()),
             health: Mutex::new(HealthState::new()),
+            metrics: BackendMetrics::default(),
+            queues: Mutex::new(Vec::new()),
         }
     }
 
@@ -96,7 +111,9 @@ impl Backend {
 
     pub fn set_healthy(&self, healthy: bool) {
         self.healthy.store(healthy, Ordering::Relaxed);
-        if !healthy {
+        if healthy {
+            self.wake_queues();
+        } else {
             lock(&self.idle).clear();
         }
     }
@@ -107,6 +124,9 @@ impl Backend {
 
     pub fn set_draining(&self, draining: bool) {
         self.draining.store(draining, Ordering::Relaxed);
+        if !draining {
+            self.wake_queues();
+        }
     }
 
     pub fn active(&self) -> usize {
@@ -115,16 +135,47 @@ impl Backend {
 
     /// Healthy, not draining, weighted in, and under its connection limit.
     pub fn is_available(&self) -> bool {
-        self.is_healthy()
-            && !self.is_draining()
-            && self.config.weight > 0
-            && self.config.max_connections.is_none_or(|max| self.active() < max)
+        self.is_in_service() && self.has_room()
     }
 
+    /// Healthy, not draining and weighted in: it may be picked once it has room.
+    pub fn is_in_service(&self) -> bool {
+        self.is_healthy() && !self.is_draining() && self.config.weight > 0
+    }
+
+    /// Under its `maxConnections`, if it has one.
+    pub fn has_room(&self) -> bool {
+        self.config.max_connections.is_none_or(|max| self.active() < max)
+    }
+
+    /// Counts an exchange in flight without looking at the limit; [`Backend::try_start_exchange`]
+    /// is the way that keeps `maxConnections`.
     pub fn start_exchange(&self) -> InFlight<'_> {
         self.active.fetch_add(1, Ordering::Relaxed);
         self.requests.fetch_add(1, Ordering::Relaxed);
         InFlight(self)
+    }
+
+    /// Counts an exchange in flight if the backend is under its `maxConnections`; checking
+    /// and counting are one atomic step, so concurrent picks never pass the limit.
+    pub fn try_start_exchange(&self) -> Option<InFlight<'_>> {
+        let max = self.config.max_connections.unwrap_or(usize::MAX);
+        self.active.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < max).then_some(n + 1)).ok()?;
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        Some(InFlight(self))
+    }
+
+    /// Registers a pool's queue to be woken when this backend may have a free slot.
+    pub fn watch(&self, queue: &Arc<Queue>) {
+        let mut queues = lock(&self.queues);
+        queues.retain(|q| q.strong_count() > 0);
+        queues.push(Arc::downgrade(queue));
+    }
+
+    fn wake_queues(&self) {
+        for queue in lock(&self.queues).iter().filter_map(Weak::upgrade) {
+            queue.wake();
+        }
     }
 
     pub fn record_failure(&self) {

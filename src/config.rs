@@ -5,14 +5,18 @@
 //! Strings such as `"2s"` become `Duration`s here and nowhere else. The rest of sluice reads
 //! only the validated structs below.
 //!
-//! The short top-level form (`port`, `servers`, ...) is read into the same model as the full
-//! form would be: a list of listeners whose routes name pools.
+//! Two forms, never mixed: the short top-level form (`port`, `servers`, ...) is one HTTP
+//! listener in front of one pool named `default`; the full form lists `listeners` and names
+//! `pools`. Both are read into the same model: listeners whose routes point at pools.
 
+use crate::routing::HostMatch;
 use serde_json::{Map, Value};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+mod full_form;
 
 /// A validated configuration.
 #[derive(Debug, Clone)]
@@ -28,6 +32,51 @@ pub struct Config {
     pub expose_backend: bool,
     /// Park idle client connections in the waiting room while most workers are busy.
     pub waiting_room: bool,
+    /// The admin API; `None` when `admin` is not configured.
+    pub admin: Option<AdminConfig>,
+    pub access_log: AccessLogConfig,
+}
+
+/// The admin listener: stats, metrics, the status page and runtime changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// Loopback unless the configuration names another address.
+    pub listen: SocketAddr,
+    /// The bearer token that changing requests must carry; without one they are refused.
+    pub token: Option<String>,
+}
+
+/// The address the admin API listens on when `admin.listen` is not given.
+pub const DEFAULT_ADMIN_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9000);
+
+/// Where and how the one line per exchange is written.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AccessLogConfig {
+    pub format: AccessLogFormat,
+    /// A file to append to; `None` writes to stderr.
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AccessLogFormat {
+    /// sluice's own line, through the `sluice::access` log target.
+    #[default]
+    Text,
+    /// One JSON object a line.
+    Json,
+    /// Apache's combined format, with the backend and the duration appended.
+    Combined,
+}
+
+impl AccessLogFormat {
+    /// The name the configuration uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            AccessLogFormat::Text => "text",
+            AccessLogFormat::Json => "json",
+            AccessLogFormat::Combined => "combined",
+        }
+    }
 }
 
 /// One address sluice listens on, and where its requests go.
@@ -41,22 +90,64 @@ pub struct ListenerConfig {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListenerMode {
+    /// Proxy HTTP requests to the pool their route names.
     Http,
+    /// Relay each connection byte for byte to a backend of the listener's one pool.
+    Tcp,
+    /// Answer each request with a `307` to a backend of the listener's one pool.
+    Redirect,
 }
 
-/// A rule sending matching requests to a pool. A route with no conditions matches everything.
+impl ListenerMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListenerMode::Http => "http",
+            ListenerMode::Tcp => "tcp",
+            ListenerMode::Redirect => "redirect",
+        }
+    }
+}
+
+/// A rule sending matching requests to a pool. A route with no conditions matches everything;
+/// tcp and redirect listeners have exactly one such route.
 #[derive(Debug, Clone)]
 pub struct RouteConfig {
+    /// Matches the request's `Host`, without its port.
+    pub host: Option<HostMatch>,
+    /// Matches the request path by whole segments; never ends in `/` unless it is `/`.
+    pub path_prefix: Option<String>,
     /// Index into [`Config::pools`].
     pub pool: usize,
+}
+
+/// What a pool's backends speak, from the scheme of their URLs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// `http://`: HTTP backends, checked with an HTTP request.
+    Http,
+    /// `tcp://`: any TCP service, checked by connecting.
+    Tcp,
+}
+
+impl Protocol {
+    pub fn scheme(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Tcp => "tcp",
+        }
+    }
 }
 
 /// A named group of backends with one way of choosing among them.
 #[derive(Debug, Clone)]
 pub struct PoolConfig {
     pub name: String,
+    /// The scheme every one of `servers` uses.
+    pub protocol: Protocol,
     pub servers: Vec<ServerConfig>,
     pub algorithm: Algorithm,
+    /// `sticky`: pin each client to the backend that served it first; `None` is off.
+    pub sticky: Option<StickyConfig>,
     pub health_check: HealthCheckConfig,
     /// How many other backends to try when connecting fails.
     pub retries: u32,
@@ -67,6 +158,8 @@ pub struct PoolConfig {
 pub struct ServerConfig {
     /// The URL as the user wrote it; the backend's name everywhere.
     pub url: String,
+    /// From the URL's scheme.
+    pub protocol: Protocol,
     /// `host:port`, sent as `Host` by health checks.
     pub authority: String,
     /// Resolved when the configuration is loaded.
@@ -77,9 +170,45 @@ pub struct ServerConfig {
     pub backup: bool,
 }
 
+/// How a pool picks among its available backends (see `balance`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Algorithm {
     RoundRobin,
+    WeightedRoundRobin,
+    LeastConnections,
+    IpHash,
+    Random,
+}
+
+impl Algorithm {
+    pub const ALL: [Algorithm; 5] = [
+        Algorithm::RoundRobin,
+        Algorithm::WeightedRoundRobin,
+        Algorithm::LeastConnections,
+        Algorithm::IpHash,
+        Algorithm::Random,
+    ];
+
+    /// The name written in the configuration file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::RoundRobin => "round-robin",
+            Algorithm::WeightedRoundRobin => "weighted-round-robin",
+            Algorithm::LeastConnections => "least-connections",
+            Algorithm::IpHash => "ip-hash",
+            Algorithm::Random => "random",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Algorithm> {
+        Algorithm::ALL.into_iter().find(|a| a.name() == name)
+    }
+}
+
+/// Sticky sessions by cookie: the first response names its backend in cookie `cookie`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StickyConfig {
+    pub cookie: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,6 +240,11 @@ pub struct Timeouts {
     pub backend_idle: Duration,
     /// On stop, in-flight exchanges get this long to finish.
     pub drain: Duration,
+    /// When every candidate backend is at its `maxConnections`, a request waits this long
+    /// for a free slot before it is answered 503.
+    pub queue: Duration,
+    /// A tunnel (TCP mode, WebSocket) with no bytes either way for this long is closed.
+    pub tunnel: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,6 +271,8 @@ impl Default for Timeouts {
             client: Duration::from_secs(30),
             backend_idle: Duration::from_secs(4),
             drain: Duration::from_secs(30),
+            queue: Duration::from_secs(5),
+            tunnel: Duration::from_secs(3600),
         }
     }
 }
@@ -208,49 +344,76 @@ impl Config {
 }
 
 fn read_config(top: &mut Section) -> Result<Config, ConfigError> {
-    let port = top.get("port");
-    let listen = top.get("listen");
-    let (key, listen) = match (port, listen) {
-        (Some(_), Some(_)) => return Err(top.error("listen", "give either `port` or `listen`, not both")),
-        (Some(v), None) => ("port", v),
-        (None, Some(v)) => ("listen", v),
-        (None, None) => return Err(top.error("port", "missing: say where to listen, such as \":8080\"")),
-    };
-    let addr = match listen {
-        Value::String(s) => parse_listen(s).map_err(|p| top.error(key, &p))?,
-        Value::Number(n) => match n.as_u64().and_then(|p| u16::try_from(p).ok()) {
-            Some(port) => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port),
-            None => return Err(top.error(key, "must be a port number from 0 to 65535")),
-        },
-        _ => return Err(top.error(key, "must be a string such as \":8080\" or \"127.0.0.1:8080\"")),
-    };
-    let pool = read_pool(top, "default")?;
+    let (listeners, pools) =
+        if top.has("listeners") || top.has("pools") { full_form::read(top)? } else { read_short_form(top)? };
     let workers = top.uint("workers", 1, 100_000)?.map_or(DEFAULT_WORKERS, |n| n as usize);
     let timeouts = read_timeouts(top)?;
     let limits = read_limits(top)?;
     let expose_backend = top.bool("exposeBackend")?.unwrap_or(false);
+    let admin = read_admin(top)?;
+    let access_log = read_access_log(top)?;
     let waiting_room = top.bool("waitingRoom")?.unwrap_or(true);
     Ok(Config {
         source: top.file.to_string(),
-        listeners: vec![ListenerConfig { addr, mode: ListenerMode::Http, routes: vec![RouteConfig { pool: 0 }] }],
-        pools: vec![pool],
+        listeners,
+        pools,
         workers,
         timeouts,
         limits,
         expose_backend,
+        admin,
+        access_log,
         waiting_room,
     })
 }
 
-/// Reads the pool keys (`servers`, `algorithm`, health checking, `retries`) from `section`.
+/// The short form: `port` (or `listen`) and the pool keys at the top level, making one HTTP
+/// listener in front of one pool named `default`.
+fn read_short_form(top: &mut Section) -> Result<(Vec<ListenerConfig>, Vec<PoolConfig>), ConfigError> {
+    let key = match (top.has("port"), top.has("listen")) {
+        (true, true) => return Err(top.error("listen", "give either `port` or `listen`, not both")),
+        (true, false) => "port",
+        (false, true) => "listen",
+        (false, false) => return Err(top.error("port", "missing: say where to listen, such as \":8080\"")),
+    };
+    let addr = read_listen(top, key)?;
+    let pool = read_pool(top, "default")?;
+    if pool.protocol != Protocol::Http {
+        return Err(top.error(
+            "servers",
+            "tcp:// backends need a listener with \"mode\": \"tcp\" (the full form, with \"listeners\" and \"pools\"); \
+             the short form is one HTTP listener",
+        ));
+    }
+    let route = RouteConfig { host: None, path_prefix: None, pool: 0 };
+    Ok((vec![ListenerConfig { addr, mode: ListenerMode::Http, routes: vec![route] }], vec![pool]))
+}
+
+/// Reads a listen address given as a string (`":8080"`) or a bare port number.
+fn read_listen(section: &mut Section, key: &'static str) -> Result<SocketAddr, ConfigError> {
+    match section.get(key) {
+        None => Err(section.error(key, "missing: say where to listen, such as \":8080\"")),
+        Some(Value::String(s)) => parse_listen(s).map_err(|p| section.error(key, &p)),
+        Some(Value::Number(n)) => match n.as_u64().and_then(|p| u16::try_from(p).ok()) {
+            Some(port) => Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port)),
+            None => Err(section.error(key, "must be a port number from 0 to 65535")),
+        },
+        Some(_) => Err(section.error(key, "must be a string such as \":8080\" or \"127.0.0.1:8080\"")),
+    }
+}
+
+/// Reads the pool keys (`servers`, `algorithm`, `sticky`, health checking, `retries`) from
+/// `section`.
 fn read_pool(section: &mut Section, name: &str) -> Result<PoolConfig, ConfigError> {
     let servers = read_servers(section)?;
     let algorithm = match section.str("algorithm")? {
-        None | Some("round-robin") => Algorithm::RoundRobin,
-        Some(other) => {
-            return Err(section.error("algorithm", &format!("unknown algorithm {other:?} (known: \"round-robin\")")))
-        }
+        None => Algorithm::RoundRobin,
+        Some(text) => Algorithm::from_name(text).ok_or_else(|| {
+            let known: Vec<String> = Algorithm::ALL.iter().map(|a| format!("{:?}", a.name())).collect();
+            section.error("algorithm", &format!("unknown algorithm {text:?} (known: {})", known.join(", ")))
+        })?,
     };
+    let sticky = read_sticky(section)?;
     let mut health_check = HealthCheckConfig::default();
     if let Some(interval) = section.duration("healthCheckInterval")? {
         health_check.interval = interval;
@@ -276,7 +439,24 @@ fn read_pool(section: &mut Section, name: &str) -> Result<PoolConfig, ConfigErro
         hc.finish()?;
     }
     let retries = section.uint("retries", 0, 100)?.map_or(2, |n| n as u32);
-    Ok(PoolConfig { name: name.to_string(), servers, algorithm, health_check, retries })
+    let protocol = servers[0].protocol;
+    Ok(PoolConfig { name: name.to_string(), protocol, servers, algorithm, sticky, health_check, retries })
+}
+
+fn read_sticky(section: &mut Section) -> Result<Option<StickyConfig>, ConfigError> {
+    let Some(mut s) = section.section("sticky")? else { return Ok(None) };
+    let cookie =
+        s.str("cookie")?.ok_or_else(|| s.error("cookie", "missing: the cookie's name, such as \"SERVERID\""))?;
+    if !is_cookie_name(cookie) {
+        return Err(s.error("cookie", "must be 1 to 64 letters, digits or `!#$%&'*+-.^_`|~` (a cookie name)"));
+    }
+    s.finish()?;
+    Ok(Some(StickyConfig { cookie: cookie.to_string() }))
+}
+
+/// A cookie name is an HTTP token (RFC 6265, section 4.1.1); sluice also caps its length.
+fn is_cookie_name(name: &str) -> bool {
+    (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 fn read_servers(section: &mut Section) -> Result<Vec<ServerConfig>, ConfigError> {
@@ -295,6 +475,15 @@ fn read_servers(section: &mut Section) -> Result<Vec<ServerConfig>, ConfigError>
         if servers.iter().any(|s| s.url == server.url) {
             return Err(section.error(&key, &format!("{:?} is listed twice", server.url)));
         }
+        if let Some(first) = servers.first().filter(|first| first.protocol != server.protocol) {
+            let problem = format!(
+                "{:?} is {}:// but servers[0] is {}://; the servers of a pool all use one scheme",
+                server.url,
+                server.protocol.scheme(),
+                first.protocol.scheme()
+            );
+            return Err(section.error(&key, &problem));
+        }
         servers.push(server);
     }
     if servers.iter().all(|s| s.backup) {
@@ -308,11 +497,7 @@ fn read_server(parent: &Section, key: &str, item: &Value) -> Result<ServerConfig
         Value::String(url) => server_from_url(url).map_err(|p| parent.error(key, &p)),
         Value::Object(_) => {
             let mut s = Section::new(parent.file, parent.child_path(key), item)?;
-            let url = s.str("url")?.ok_or_else(|| s.error("url", "missing: the backend's URL"))?;
-            let mut server = server_from_url(url).map_err(|p| s.error("url", &p))?;
-            server.weight = s.uint("weight", 0, 1000)?.map_or(1, |n| n as u32);
-            server.max_connections = s.uint("maxConnections", 1, 1_000_000)?.map(|n| n as usize);
-            server.backup = s.bool("backup")?.unwrap_or(false);
+            let server = read_server_keys(&mut s)?;
             s.finish()?;
             Ok(server)
         }
@@ -320,10 +505,68 @@ fn read_server(parent: &Section, key: &str, item: &Value) -> Result<ServerConfig
     }
 }
 
+fn read_server_keys(s: &mut Section) -> Result<ServerConfig, ConfigError> {
+    let url = s.str("url")?.ok_or_else(|| s.error("url", "missing: the backend's URL"))?;
+    let mut server = server_from_url(url).map_err(|p| s.error("url", &p))?;
+    server.weight = s.uint("weight", 0, 1000)?.map_or(1, |n| n as u32);
+    server.max_connections = s.uint("maxConnections", 1, 1_000_000)?.map(|n| n as usize);
+    server.backup = s.bool("backup")?.unwrap_or(false);
+    Ok(server)
+}
+
+/// Reads one backend object written as in `servers` (`url`, `weight`, `maxConnections`,
+/// `backup`), plus the keys in `also`, which are left for the caller. Used by the admin API;
+/// `source` names the input in errors.
+pub fn parse_server_object(value: &Value, source: &str, also: &[&'static str]) -> Result<ServerConfig, ConfigError> {
+    let mut s = Section::new(source, String::new(), value)?;
+    for key in also {
+        s.get(key);
+    }
+    let server = read_server_keys(&mut s)?;
+    s.finish()?;
+    Ok(server)
+}
+
+fn read_admin(top: &mut Section) -> Result<Option<AdminConfig>, ConfigError> {
+    let Some(mut s) = top.section("admin")? else { return Ok(None) };
+    let listen = match s.str("listen")? {
+        Some(text) => parse_listen(text).map_err(|p| s.error("listen", &p))?,
+        None => DEFAULT_ADMIN_LISTEN,
+    };
+    let token = s.str("token")?;
+    if let Some(token) = token {
+        if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(s.error("token", "must be a non-empty string of printable characters without spaces"));
+        }
+    }
+    let admin = AdminConfig { listen, token: token.map(str::to_string) };
+    s.finish()?;
+    Ok(Some(admin))
+}
+
+fn read_access_log(top: &mut Section) -> Result<AccessLogConfig, ConfigError> {
+    let Some(mut s) = top.section("accessLog")? else { return Ok(AccessLogConfig::default()) };
+    let format = match s.str("format")? {
+        None | Some("text") => AccessLogFormat::Text,
+        Some("json") => AccessLogFormat::Json,
+        Some("combined") => AccessLogFormat::Combined,
+        Some(other) => {
+            let known = "known: \"text\", \"json\", \"combined\"";
+            return Err(s.error("format", &format!("unknown format {other:?} ({known})")));
+        }
+    };
+    let path = match s.str("path")? {
+        Some("") => return Err(s.error("path", "must not be empty; leave it out to log to stderr")),
+        path => path.map(PathBuf::from),
+    };
+    s.finish()?;
+    Ok(AccessLogConfig { format, path })
+}
+
 fn read_timeouts(top: &mut Section) -> Result<Timeouts, ConfigError> {
     let mut t = Timeouts::default();
     if let Some(mut s) = top.section("timeouts")? {
-        let fields: [(&'static str, &mut Duration); 7] = [
+        let fields: [(&'static str, &mut Duration); 9] = [
             ("connect", &mut t.connect),
             ("clientHeader", &mut t.client_header),
             ("keepAlive", &mut t.keep_alive),
@@ -331,6 +574,8 @@ fn read_timeouts(top: &mut Section) -> Result<Timeouts, ConfigError> {
             ("client", &mut t.client),
             ("backendIdle", &mut t.backend_idle),
             ("drain", &mut t.drain),
+            ("queue", &mut t.queue),
+            ("tunnel", &mut t.tunnel),
         ];
         for (key, slot) in fields {
             if let Some(d) = s.duration(key)? {
@@ -384,11 +629,15 @@ pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
     addrs.next().ok_or_else(|| format!("{text:?} resolves to no address"))
 }
 
-/// Parses `http://host[:port][/]` into a backend, resolving the host.
+/// Parses `http://host[:port][/]` or `tcp://host:port` into a backend, resolving the host.
+/// Callers check that the scheme suits the pool the backend joins.
 pub fn server_from_url(url: &str) -> Result<ServerConfig, String> {
-    let rest = match url.split_once("://") {
-        Some(("http", rest)) => rest,
-        Some((scheme, _)) => return Err(format!("{url:?}: scheme {scheme:?} is not supported (use http://)")),
+    let (protocol, rest) = match url.split_once("://") {
+        Some(("http", rest)) => (Protocol::Http, rest),
+        Some(("tcp", rest)) => (Protocol::Tcp, rest),
+        Some((scheme, _)) => {
+            return Err(format!("{url:?}: scheme {scheme:?} is not supported (use http://, or tcp:// in tcp pools)"))
+        }
         None => return Err(format!("{url:?} is not a URL such as \"http://127.0.0.1:5001\"")),
     };
     let authority = rest.strip_suffix('/').unwrap_or(rest);
@@ -396,7 +645,11 @@ pub fn server_from_url(url: &str) -> Result<ServerConfig, String> {
         return Err(format!("{url:?}: give only scheme, host and port (no path, query or user)"));
     }
     let (host, port) = split_host_port(authority).ok_or_else(|| format!("{url:?} has a bad host or port"))?;
-    let port = port.unwrap_or(80);
+    let port = match (port, protocol) {
+        (Some(port), _) => port,
+        (None, Protocol::Http) => 80,
+        (None, Protocol::Tcp) => return Err(format!("{url:?}: a tcp:// backend needs a port")),
+    };
     let mut addrs: Vec<SocketAddr> =
         (host, port).to_socket_addrs().map_err(|e| format!("{url:?}: cannot resolve {host:?} ({e})"))?.collect();
     if addrs.is_empty() {
@@ -406,7 +659,15 @@ pub fn server_from_url(url: &str) -> Result<ServerConfig, String> {
     addrs.sort_by_key(|a| a.is_ipv6());
     addrs.dedup();
     let authority = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
-    Ok(ServerConfig { url: url.to_string(), authority, addrs, weight: 1, max_connections: None, backup: false })
+    Ok(ServerConfig {
+        url: url.to_string(),
+        protocol,
+        authority,
+        addrs,
+        weight: 1,
+        max_connections: None,
+        backup: false,
+    })
 }
 
 /// Splits `host`, `host:port`, `[v6]` or `[v6]:port`; the host comes back without brackets.
@@ -482,8 +743,18 @@ impl<'a> Section<'a> {
         }
     }
 
+    /// A problem with this object as a whole.
+    fn error_here(&self, problem: &str) -> ConfigError {
+        ConfigError { file: self.file.to_string(), key: self.path.clone(), problem: problem.to_string() }
+    }
+
     fn error(&self, key: &str, problem: &str) -> ConfigError {
         ConfigError { file: self.file.to_string(), key: self.child_path(key), problem: problem.to_string() }
+    }
+
+    /// Whether the object has `key`, without counting it as read.
+    fn has(&self, key: &str) -> bool {
+        self.map.contains_key(key)
     }
 
     fn get(&mut self, key: &'static str) -> Option<&'a Value> {
@@ -677,6 +948,39 @@ mod tests {
                 r#"{"port": ":8080", "servers": [{"url": "http://127.0.0.1:1", "backup": true}]}"#,
                 "config.json: servers: every server is a backup",
             ),
+            (
+                r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"], "algorithm": "least-conn"}"#,
+                "config.json: algorithm: unknown algorithm \"least-conn\" (known: \"round-robin\", \
+                 \"weighted-round-robin\", \"least-connections\", \"ip-hash\", \"random\")",
+            ),
+            (
+                r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"], "sticky": {}}"#,
+                "config.json: sticky.cookie: missing",
+            ),
+            (
+                r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"], "sticky": {"cookie": "a b"}}"#,
+                "config.json: sticky.cookie: must be 1 to 64 letters",
+            ),
+            (
+                r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"], "sticky": {"cookie": "S", "ttl": 1}}"#,
+                "config.json: sticky.ttl: unknown key",
+            ),
+            (
+                r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"], "sticky": "S"}"#,
+                "config.json: sticky: must be a JSON object",
+            ),
+            (
+                r#"{"port": ":8080", "servers": [{"url": "http://127.0.0.1:1", "weight": 1.5}]}"#,
+                "config.json: servers[0].weight: must be a whole number from 0 to 1000",
+            ),
+            (
+                r#"{"port": ":8080", "servers": [{"url": "http://127.0.0.1:1", "weight": -1}]}"#,
+                "config.json: servers[0].weight: must be a whole number from 0 to 1000",
+            ),
+            (
+                r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"], "timeouts": {"queue": "0s"}}"#,
+                "config.json: timeouts.queue: \"0s\" must be more than zero",
+            ),
         ];
         for (text, expected) in cases {
             let err = parse(text).expect_err(text);
@@ -700,5 +1004,81 @@ mod tests {
         assert_eq!(c.limits.max_body_bytes, Some(10));
         assert_eq!(c.workers, 8);
         assert!(c.expose_backend);
+    }
+
+    #[test]
+    fn admin_listens_on_loopback_unless_told_otherwise() {
+        let base = r#""listen": "127.0.0.1:0", "servers": ["http://127.0.0.1:1"]"#;
+        let c = parse(&format!("{{{base}}}")).unwrap();
+        assert_eq!(c.admin, None);
+        let c = parse(&format!(r#"{{{base}, "admin": {{}}}}"#)).unwrap();
+        assert_eq!(c.admin, Some(AdminConfig { listen: DEFAULT_ADMIN_LISTEN, token: None }));
+        assert_eq!(DEFAULT_ADMIN_LISTEN.to_string(), "127.0.0.1:9000");
+        let c = parse(&format!(r#"{{{base}, "admin": {{"listen": ":9100", "token": "t0k"}}}}"#)).unwrap();
+        let admin = c.admin.unwrap();
+        assert_eq!((admin.listen, admin.token.as_deref()), ("0.0.0.0:9100".parse().unwrap(), Some("t0k")));
+        let cases = [
+            (r#""admin": {"token": ""}"#, "config.json: admin.token: must be a non-empty string"),
+            (r#""admin": {"token": "a b"}"#, "config.json: admin.token: must be a non-empty string"),
+            (r#""admin": {"listen": "nowhere"}"#, "config.json: admin.listen: \"nowhere\" is not an address"),
+            (r#""admin": {"tokn": "x"}"#, "config.json: admin.tokn: unknown key (did you mean `token`?)"),
+            (r#""admin": true"#, "config.json: admin: must be a JSON object"),
+        ];
+        for (extra, expected) in cases {
+            let err = parse(&format!("{{{base}, {extra}}}")).expect_err(extra);
+            assert!(err.starts_with(expected), "for {extra}\n got: {err}\nwant: {expected}...");
+        }
+    }
+
+    #[test]
+    fn access_log_format_and_path() {
+        let base = r#""listen": "127.0.0.1:0", "servers": ["http://127.0.0.1:1"]"#;
+        assert_eq!(parse(&format!("{{{base}}}")).unwrap().access_log, AccessLogConfig::default());
+        let c = parse(&format!(r#"{{{base}, "accessLog": {{"format": "json", "path": "/tmp/a.log"}}}}"#)).unwrap();
+        assert_eq!(c.access_log.format, AccessLogFormat::Json);
+        assert_eq!(c.access_log.path, Some(PathBuf::from("/tmp/a.log")));
+        let c = parse(&format!(r#"{{{base}, "accessLog": {{"format": "combined"}}}}"#)).unwrap();
+        assert_eq!((c.access_log.format, c.access_log.path), (AccessLogFormat::Combined, None));
+        let err = parse(&format!(r#"{{{base}, "accessLog": {{"format": "xml"}}}}"#)).unwrap_err();
+        assert!(err.starts_with("config.json: accessLog.format: unknown format \"xml\""), "{err}");
+    }
+
+    #[test]
+    fn server_objects_from_the_admin_api_use_the_same_rules() {
+        let value: Value =
+            serde_json::from_str(r#"{"url": "http://127.0.0.1:7", "weight": 3, "pool": "web"}"#).unwrap();
+        let s = parse_server_object(&value, "request body", &["pool"]).unwrap();
+        assert_eq!((s.url.as_str(), s.weight), ("http://127.0.0.1:7", 3));
+        let value: Value = serde_json::from_str(r#"{"url": "http://127.0.0.1:7", "weight": 3000}"#).unwrap();
+        let err = parse_server_object(&value, "request body", &[]).unwrap_err().to_string();
+        assert_eq!(err, "request body: weight: must be a whole number from 0 to 1000");
+        let value: Value = serde_json::from_str(r#"{"url": "ftp://x"}"#).unwrap();
+        assert!(parse_server_object(&value, "request body", &[]).is_err());
+    }
+
+    #[test]
+    fn every_algorithm_reads_by_its_name() {
+        for algorithm in Algorithm::ALL {
+            let text = format!(
+                r#"{{"port": ":8080", "servers": ["http://127.0.0.1:1"], "algorithm": "{}"}}"#,
+                algorithm.name()
+            );
+            assert_eq!(parse(&text).unwrap().pools[0].algorithm, algorithm);
+        }
+        let c = parse(r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"]}"#).unwrap();
+        assert_eq!(c.pools[0].algorithm, Algorithm::RoundRobin);
+    }
+
+    #[test]
+    fn sticky_and_queue_timeout() {
+        let c = parse(
+            r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"], "sticky": {"cookie": "SRV_id"},
+            "timeouts": {"queue": "250ms"}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.pools[0].sticky, Some(StickyConfig { cookie: "SRV_id".into() }));
+        assert_eq!(c.timeouts.queue, Duration::from_millis(250));
+        let c = parse(r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"]}"#).unwrap();
+        assert_eq!((c.pools[0].sticky.clone(), c.timeouts.queue), (None, Duration::from_secs(5)));
     }
 }

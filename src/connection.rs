@@ -1,23 +1,30 @@
 //! One client connection: accepted, handed to a worker, served request by request, parked in
 //! the waiting room when it has nothing to read while workers are scarce, and closed.
 //!
-//! On a worker the loop is: read a request head, hand it to `proxy`, log the exchange, and go
-//! round again while the connection stays persistent. Client timeouts live here: the first
+//! On a worker the loop is: read a request head, hand it to `proxy` (or, on a redirect
+//! listener, to `redirect`), record the exchange (metrics and the access-log line: this is
+//! the one place every HTTP exchange ends, so it is where they are counted), and go round
+//! again while the connection stays persistent. A connection on a tcp listener is handed
+//! whole to `tcp` instead, and never parks. Client timeouts live here: the first
 //! head must start within `timeouts.clientHeader`, later ones within `timeouts.keepAlive`,
 //! and every head must be complete within `timeouts.clientHeader` of its first byte, counted
 //! across any time spent parked.
 
+use crate::access_log::Entry;
+use crate::config::ListenerMode;
 use crate::http::error::HttpError;
 use crate::http::head::{read_request_head, HeadError, HeadWait, RequestHead};
 use crate::http::stream::BufferedStream;
+use crate::metrics::Finished;
 use crate::proxy::{self, Client, Context, ExchangeBuffers, Outcome};
-use crate::runtime::{ClientTicket, Runtime};
-use log::{debug, error, info, log_enabled};
+use crate::runtime::{ClientTicket, Runtime, State};
+use crate::{redirect, tcp};
+use log::{debug, error};
 use std::cell::RefCell;
 use std::net::{SocketAddr, TcpStream};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 /// A client connection while no worker holds it: what must survive between its requests.
 pub struct ClientConn {
@@ -92,12 +99,20 @@ fn return_buffers(read: Box<[u8]>, exchange: ExchangeBuffers) {
 fn serve(runtime: &Arc<Runtime>, conn: ClientConn, mut readable: bool) {
     let _serving = runtime.start_serving();
     let ClientConn { stream, peer, listener, partial_head, mut head_deadline, mut requests, ticket } = conn;
+    let state = runtime.state();
+    if state.config.listeners[listener].mode == ListenerMode::Tcp {
+        tcp::serve(&state, &state.config.listeners[listener], &stream, peer);
+        return;
+    }
+    drop(state);
     let capacity = runtime.state().config.limits.max_header_bytes.max(partial_head.len());
     let (read_buf, exchange_buffers) = take_buffers(capacity);
     let mut stream = BufferedStream::from_parts(stream, read_buf, None);
     stream.preload(&partial_head);
     let mut client = Client::new(stream, peer, exchange_buffers);
     let _ = client.stream.get_ref().set_write_timeout(Some(runtime.state().config.timeouts.client));
+    // Bytes read from the client before the current exchange's (the preloaded ones count).
+    let mut counted = 0;
     loop {
         let state = runtime.state();
         let config = &state.config;
@@ -130,15 +145,21 @@ fn serve(runtime: &Arc<Runtime>, conn: ClientConn, mut readable: bool) {
             Err(e) => {
                 if let Some(error) = refusal_for(e, requests == 0, peer) {
                     let outcome = proxy::refuse(&mut client, error);
-                    log_exchange(peer, None, &outcome, started);
+                    let received = client.stream.received() - counted;
+                    record_exchange(runtime, &state, peer, Ended { head: None, outcome: &outcome, started, received });
                 }
                 break;
             }
         };
         head_deadline = None;
         let ctx = Context { runtime, state: &state, listener: &config.listeners[listener] };
-        let outcome = proxy::exchange(&ctx, &mut client, &mut head);
-        log_exchange(peer, Some(&head), &outcome, started);
+        let outcome = match ctx.listener.mode {
+            ListenerMode::Redirect => redirect::answer(&ctx, &mut client, &mut head),
+            ListenerMode::Http | ListenerMode::Tcp => proxy::exchange(&ctx, &mut client, &mut head),
+        };
+        let received = client.stream.received() - counted;
+        counted += received;
+        record_exchange(runtime, &state, peer, Ended { head: Some(&head), outcome: &outcome, started, received });
         requests += 1;
         if !outcome.keep_alive {
             break;
@@ -165,16 +186,36 @@ fn refusal_for(error: HeadError, first: bool, peer: SocketAddr) -> Option<HttpEr
     }
 }
 
-/// One access-log line: client, request line, status, body bytes, backend, duration.
-fn log_exchange(peer: SocketAddr, head: Option<&RequestHead>, outcome: &Outcome, started: Instant) {
-    if !log_enabled!(target: "sluice::access", log::Level::Info) {
-        return;
+/// One exchange as it ended.
+struct Ended<'a> {
+    /// `None` when no head could be read.
+    head: Option<&'a RequestHead>,
+    outcome: &'a Outcome,
+    /// When its head had been read.
+    started: Instant,
+    /// Bytes read from the client for it: the head and any body.
+    received: u64,
+}
+
+/// Counts a finished exchange against its backend (or against sluice's own answers) and
+/// writes its access-log line.
+fn record_exchange(runtime: &Runtime, state: &State, peer: SocketAddr, ended: Ended) {
+    let Ended { head, outcome, started, received } = ended;
+    let duration = started.elapsed();
+    let finished =
+        Finished { status: outcome.status, duration, bytes_received: received, bytes_sent: outcome.body_bytes };
+    match &outcome.backend {
+        Some(backend) => backend.metrics.exchanges.record(&finished),
+        None => runtime.metrics.own_answers.record(&finished),
     }
-    let request = match head {
-        Some(h) => format!("{} {} {}", h.method, h.target, h.version.as_str()),
-        None => "-".to_string(),
+    let entry = Entry {
+        time: SystemTime::now(),
+        client: peer,
+        head,
+        status: outcome.status,
+        bytes: outcome.body_bytes,
+        backend: outcome.backend.as_ref().map(|b| b.url()),
+        duration,
     };
-    let backend = outcome.backend.as_ref().map_or("-", |b| b.url());
-    let millis = started.elapsed().as_secs_f64() * 1000.0;
-    info!(target: "sluice::access", "{peer} \"{request}\" {} {} {backend} {millis:.1}ms", outcome.status, outcome.body_bytes);
+    runtime.access_log.write(&state.config.access_log, &entry);
 }

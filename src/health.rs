@@ -1,12 +1,13 @@
 //! Active health checks: a thread that probes every backend of every pool on the pool's
 //! interval, and the pure rise/fall rule that turns probe results into up and down.
 //!
-//! Each round probes all due backends at once, one short-lived thread per probe, so a slow
+//! An HTTP pool's backends are probed with an HTTP request (2xx and 3xx pass); a tcp pool's
+//! backends pass when a TCP connection opens. Each round probes all due backends at once, one short-lived thread per probe, so a slow
 //! backend costs its own probe's timeout and never delays the others. The thread writes each
 //! backend's `healthy` flag and health state, and closes idle connections grown stale.
 
 use crate::backend::Backend;
-use crate::config::HealthCheckConfig;
+use crate::config::{HealthCheckConfig, Protocol};
 use crate::http::head::read_response_head;
 use crate::http::stream::BufferedStream;
 use crate::lock;
@@ -38,6 +39,12 @@ impl HealthState {
     /// Backends start healthy, so traffic flows from the first moment.
     pub fn new() -> HealthState {
         HealthState { healthy: true, streak: 0 }
+    }
+
+    /// Down, needing `rise` passing probes to come up: a backend added at run time whose
+    /// first probe failed.
+    pub fn down() -> HealthState {
+        HealthState { healthy: false, streak: 0 }
     }
 
     /// Records one probe result; returns the new state when this result flips it.
@@ -86,12 +93,12 @@ fn run(runtime: &Runtime) {
 fn probe_pools(pools: &[&Arc<Pool>]) {
     thread::scope(|scope| {
         for pool in pools {
-            let check = &pool.config.health_check;
+            let (check, protocol) = (&pool.config.health_check, pool.config.protocol);
             for backend in &pool.backends {
                 let spawned = thread::Builder::new()
                     .name("sluice-probe".into())
                     .stack_size(64 * 1024)
-                    .spawn_scoped(scope, move || record(backend, check, probe(backend, check)));
+                    .spawn_scoped(scope, move || record(backend, check, probe(backend, check, protocol)));
                 if let Err(e) = spawned {
                     warn!("cannot start a health probe thread: {e}");
                 }
@@ -100,7 +107,8 @@ fn probe_pools(pools: &[&Arc<Pool>]) {
     });
 }
 
-fn record(backend: &Backend, check: &HealthCheckConfig, result: Result<u16, String>) {
+fn record(backend: &Backend, check: &HealthCheckConfig, result: Result<(), String>) {
+    backend.metrics.record_health_check(result.is_ok());
     let flipped = lock(&backend.health).record(result.is_ok(), check.rise, check.fall);
     match (flipped, result) {
         (Some(false), Err(why)) => {
@@ -115,10 +123,14 @@ fn record(backend: &Backend, check: &HealthCheckConfig, result: Result<u16, Stri
     }
 }
 
-/// One probe: `check.method check.path` over a new connection; 2xx and 3xx pass.
-fn probe(backend: &Backend, check: &HealthCheckConfig) -> Result<u16, String> {
+/// One probe over a new connection: for HTTP, `check.method check.path` answered with 2xx or
+/// 3xx; for TCP, the connection opening is the pass.
+pub fn probe(backend: &Backend, check: &HealthCheckConfig, protocol: Protocol) -> Result<(), String> {
     let deadline = Instant::now() + check.timeout;
     let stream = connect(backend, check.timeout).map_err(|e| format!("connect: {e}"))?;
+    if protocol == Protocol::Tcp {
+        return Ok(());
+    }
     stream.set_write_timeout(Some(check.timeout)).map_err(|e| e.to_string())?;
     let request = format!(
         "{} {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: sluice-health-check\r\nConnection: close\r\n\r\n",
@@ -129,7 +141,7 @@ fn probe(backend: &Backend, check: &HealthCheckConfig) -> Result<u16, String> {
     let left = deadline.saturating_duration_since(Instant::now());
     let response = read_response_head(&mut src, 16 * 1024, left).map_err(|e| format!("response: {e:?}"))?;
     match response.status {
-        200..=399 => Ok(response.status),
+        200..=399 => Ok(()),
         status => Err(format!("status {status}")),
     }
 }

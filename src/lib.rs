@@ -1,4 +1,4 @@
-//! sluice: an HTTP load balancer on std networking, a fixed worker pool and httparse.
+//! sluice: an HTTP and TCP load balancer on std networking, a fixed worker pool and httparse.
 //!
 //! # The tour of one request
 //!
@@ -7,31 +7,52 @@
 //! 2. [`connection`]: a worker loops over the connection's requests, reading each head with
 //!    [`http::head`] under the client timeouts, and logs one access line per exchange.
 //! 3. [`proxy`]: one exchange. It checks the head ([`http::request`]), decides the body's
-//!    framing ([`http::framing`]), routes to a [`pool`], whose [`balance`] algorithm picks a
-//!    [`backend`]; the backend hands over an idle keep-alive connection or opens one.
+//!    framing ([`http::framing`]), routes to a [`pool`] by host and path ([`routing`]), whose
+//!    [`balance`] algorithm picks a [`backend`] (or a sticky cookie names one,
+//!    [`http::cookie`]); when every backend is at its connection limit the request waits in
+//!    the pool's [`queue`]. The backend hands over an idle keep-alive connection or opens one.
 //! 4. Still in [`proxy`]: the request head is rewritten ([`http::headers`]) and sent with its
 //!    body streamed through fixed buffers ([`http::body`]); the response head comes back, and
 //!    the response is relayed the same way. A clean backend connection goes back to the idle
-//!    set; the connection loop reads the next request or closes.
+//!    set; the connection loop reads the next request or closes. A backend's `101` to an
+//!    upgrade request turns the exchange into a two-way byte [`tunnel`].
+//!
+//! Other listener modes branch off early: on a tcp listener, [`connection`] hands the whole
+//! connection to [`tcp`], which picks a backend and runs a [`tunnel`]; on a redirect
+//! listener, each request goes to [`redirect`], which answers `307` to a picked backend.
+//!
+//! 5. Back in [`connection`]: the exchange is counted ([`metrics`]) and logged
+//!    ([`access_log`]), the one place every exchange ends.
 //!
 //! Beside the request path: [`health`] probes backends on a timer, [`runtime`] holds the
 //! state every thread shares, [`config`] turns the JSON file into validated settings, and
-//! [`demo`] runs the demo backends for `--demo`.
+//! [`demo`] runs the demo backends for `--demo`. [`admin`] serves stats, Prometheus metrics,
+//! a status page and runtime changes ([`changes`]), with host numbers from [`host`].
 
 #![deny(unsafe_code)]
 
+pub mod access_log;
+pub mod admin;
 pub mod backend;
 pub mod balance;
+pub mod changes;
 pub mod config;
 pub mod connection;
 pub mod demo;
 pub mod health;
+pub mod host;
 pub mod http;
+pub mod metrics;
 pub mod pool;
 pub mod proxy;
+pub mod queue;
+pub mod redirect;
+pub mod routing;
 pub mod runtime;
 pub mod server;
 pub mod sys;
+pub mod tcp;
+pub mod tunnel;
 pub mod waiting_room;
 
 pub use config::{Config, ConfigError};

@@ -5,7 +5,7 @@
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
-use sluice::config::{Config, ListenerMode};
+use sluice::config::{Config, ListenerConfig, Protocol, RouteConfig};
 use sluice::{demo, Server};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -143,11 +143,8 @@ fn wait_for_stop(mut signals: Signals, server: &Server, path: &Path) {
         if signal != SIGHUP {
             return;
         }
-        match Config::load(path) {
-            Ok(config) => match server.reload(config) {
-                Ok(()) => log::info!("reloaded {}", path.display()),
-                Err(e) => log::error!("reload refused, keeping the running configuration: {e}"),
-            },
+        match server.reload_from_file() {
+            Ok(()) => log::info!("reloaded {}", path.display()),
             Err(e) => log::error!("reload refused, keeping the running configuration: {e}"),
         }
     }
@@ -163,21 +160,29 @@ fn print_demo_help(server: &Server) {
     println!("Stop with Ctrl-C.");
 }
 
-/// What `--check` prints: the listeners, pools and settings that would run.
+/// What `--check` prints: the listeners with their modes and routes, the pools, and the
+/// process-wide settings that would run.
 fn describe(config: &Config) -> String {
     let mut out = format!("{}: OK\n", config.source);
     for l in &config.listeners {
-        let mode = match l.mode {
-            ListenerMode::Http => "http",
-        };
-        let pools: Vec<_> = l.routes.iter().map(|r| format!("{:?}", config.pools[r.pool].name)).collect();
-        out += &format!("listener {} ({mode}) -> pool {}\n", l.addr, pools.join(", "));
+        out += &describe_listener(config, l);
     }
     for p in &config.pools {
         let hc = &p.health_check;
+        let check = match p.protocol {
+            Protocol::Http => format!("{} {}", hc.method, hc.path),
+            Protocol::Tcp => "tcp connect".to_string(),
+        };
+        let sticky = p.sticky.as_ref().map_or(String::new(), |s| format!(", sticky cookie {:?}", s.cookie));
         out += &format!(
-            "pool {:?}: {:?}, retries {}, health check {} {} every {:?} (timeout {:?}, rise {}, fall {})\n",
-            p.name, p.algorithm, p.retries, hc.method, hc.path, hc.interval, hc.timeout, hc.rise, hc.fall
+            "pool {:?}: {}{sticky}, retries {}, health check {check} every {:?} (timeout {:?}, rise {}, fall {})\n",
+            p.name,
+            p.algorithm.name(),
+            p.retries,
+            hc.interval,
+            hc.timeout,
+            hc.rise,
+            hc.fall
         );
         for s in &p.servers {
             let addrs: Vec<_> = s.addrs.iter().map(ToString::to_string).collect();
@@ -188,8 +193,8 @@ fn describe(config: &Config) -> String {
     }
     let t = &config.timeouts;
     out += &format!(
-        "workers {}; timeouts: connect {:?}, clientHeader {:?}, keepAlive {:?}, backend {:?}, client {:?}, backendIdle {:?}, drain {:?}\n",
-        config.workers, t.connect, t.client_header, t.keep_alive, t.backend, t.client, t.backend_idle, t.drain
+        "workers {}; timeouts: connect {:?}, clientHeader {:?}, keepAlive {:?}, backend {:?}, client {:?}, backendIdle {:?}, drain {:?}, queue {:?}, tunnel {:?}\n",
+        config.workers, t.connect, t.client_header, t.keep_alive, t.backend, t.client, t.backend_idle, t.drain, t.queue, t.tunnel
     );
     let l = &config.limits;
     let body = l.max_body_bytes.map_or("unlimited".to_string(), |n| n.to_string());
@@ -197,7 +202,43 @@ fn describe(config: &Config) -> String {
         "limits: maxHeaderBytes {}, maxBodyBytes {body}, maxConnections {}, maxIdlePerBackend {}; exposeBackend {}\n",
         l.max_header_bytes, l.max_connections, l.max_idle_per_backend, config.expose_backend
     );
+    out += &match &config.admin {
+        Some(a) => {
+            let changes = if a.token.is_some() { "changes with the token" } else { "read only (no token)" };
+            format!("admin API on http://{}/ ({changes})\n", a.listen)
+        }
+        None => "admin API off\n".to_string(),
+    };
+    let log = &config.access_log;
+    let target = log.path.as_ref().map_or("stderr".to_string(), |p| p.display().to_string());
+    out += &format!("access log: {} to {target}\n", log.format.name());
     out
+}
+
+/// One listener: its address and mode, then its pool, or its routes one a line.
+fn describe_listener(config: &Config, l: &ListenerConfig) -> String {
+    let head = format!("listener {} ({})", l.addr, l.mode.as_str());
+    let pool_name = |r: &RouteConfig| format!("{:?}", config.pools[r.pool].name);
+    match l.routes.as_slice() {
+        [only] if only.host.is_none() && only.path_prefix.is_none() => format!("{head} -> pool {}\n", pool_name(only)),
+        routes => {
+            let mut out = format!("{head}\n");
+            for r in routes {
+                let mut conditions = Vec::new();
+                if let Some(host) = &r.host {
+                    conditions.push(format!("host {host}"));
+                }
+                if let Some(prefix) = &r.path_prefix {
+                    conditions.push(format!("pathPrefix {prefix}"));
+                }
+                if conditions.is_empty() {
+                    conditions.push("every other request".to_string());
+                }
+                out += &format!("  route {} -> pool {}\n", conditions.join(", "), pool_name(r));
+            }
+            out
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,25 +1,71 @@
-//! A pool: a named group of backends and the balancer that picks among them.
+//! A pool: a named group of backends, the balancer that picks among them, and the queue where
+//! requests wait when every candidate is at its `maxConnections`.
 //!
-//! The pool decides who is eligible for a pick (available, not already tried for this
-//! request, and backups only while no primary is up); the balancer decides among those.
+//! The pool decides who is a candidate for a pick: backends in service (healthy, not
+//! draining, weight above 0) not already tried for this request, primaries while any is a
+//! candidate and backups otherwise. A candidate with room under its limit is eligible; the
+//! balancer decides among the eligible. A sticky cookie naming an eligible backend skips the
+//! balancer. Called by `proxy` once per attempt; writes the backends' in-flight counts
+//! (through [`Slot`]) and the queue's counters.
 
-use crate::backend::Backend;
+use crate::backend::{Backend, InFlight};
+use crate::balance::hash::hash64;
 use crate::balance::{self, Balancer};
 use crate::config::PoolConfig;
+use crate::queue::{Queue, QueueStats};
+use log::warn;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 pub struct Pool {
     pub config: PoolConfig,
     pub backends: Vec<Arc<Backend>>,
     balancer: Box<dyn Balancer>,
+    /// Requests waiting for a free slot; woken by this pool's limited backends.
+    queue: Arc<Queue>,
+    /// Each backend's sticky-cookie value, by index.
+    sticky_ids: Vec<String>,
+}
+
+/// What a pick needs to know about the request.
+#[derive(Debug, Clone, Copy)]
+pub struct PickRequest<'a> {
+    pub client: IpAddr,
+    /// Indices of backends already tried for this request.
+    pub tried: &'a [usize],
+    /// The value of the request's sticky cookie, if the pool has one and the request sent it.
+    pub sticky: Option<&'a str>,
+}
+
+/// A backend picked for one exchange, counted in flight until this is dropped.
+pub struct Slot<'a> {
+    pub index: usize,
+    pub backend: &'a Arc<Backend>,
+    _in_flight: InFlight<'a>,
+}
+
+/// Why no backend was picked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoSlot {
+    /// No backend is in service (or every one was tried already).
+    Unavailable,
+    /// Every candidate stayed at its `maxConnections` for the whole `timeouts.queue`.
+    QueueTimedOut,
+}
+
+/// Why a single attempt to pick found nothing.
+enum Shortfall {
+    /// Candidates exist, but every one is at its limit: worth waiting.
+    Full,
+    Unavailable,
 }
 
 impl Pool {
     /// Builds a pool, reusing any of `existing` whose configuration is unchanged, so that
     /// health, counters and idle connections survive a reload.
     pub fn new(config: PoolConfig, existing: &[Arc<Backend>]) -> Pool {
-        let backends = config
+        let backends: Vec<Arc<Backend>> = config
             .servers
             .iter()
             .map(|server| match existing.iter().find(|b| b.config == *server) {
@@ -27,26 +73,292 @@ impl Pool {
                 None => Arc::new(Backend::new(server.clone())),
             })
             .collect();
+        let queue = Arc::new(Queue::default());
+        for backend in &backends {
+            backend.watch(&queue);
+        }
+        let sticky_ids = backends.iter().map(|b| sticky_id(b.url())).collect();
         let balancer = balance::for_algorithm(config.algorithm);
-        Pool { config, backends, balancer }
+        Pool { config, backends, balancer, queue, sticky_ids }
     }
 
     pub fn name(&self) -> &str {
         &self.config.name
     }
 
-    /// Picks a backend for a request from `client`, skipping the indices in `tried`.
+    /// Picks an eligible backend for a request from `client`, skipping the indices in `tried`,
+    /// without counting it in flight. [`Pool::acquire`] is the way that keeps limits exact.
     pub fn pick(&self, tried: &[usize], client: IpAddr) -> Option<usize> {
-        let primary_up = self.backends.iter().any(|b| !b.config.backup && b.is_healthy() && !b.is_draining());
-        let eligible = |i: usize| {
-            let b = &self.backends[i];
-            b.config.backup != primary_up && b.is_available() && !tried.contains(&i)
-        };
-        self.balancer.pick(&self.backends, &eligible, client)
+        let facts = self.facts(tried);
+        let tier = serving_tier(&facts);
+        self.balancer.pick(&self.backends, &|i| is_eligible(facts[i], tier), client)
+    }
+
+    /// Picks a backend and counts the exchange in flight. When every candidate is at its
+    /// limit, waits up to `queue_timeout` for a slot to come free.
+    pub fn acquire(&self, request: &PickRequest, queue_timeout: Duration) -> Result<Slot<'_>, NoSlot> {
+        match self.try_acquire(request) {
+            Ok(slot) => return Ok(slot),
+            Err(Shortfall::Unavailable) => return Err(NoSlot::Unavailable),
+            Err(Shortfall::Full) => {}
+        }
+        let waited = self.queue.wait(queue_timeout, || match self.try_acquire(request) {
+            Ok(slot) => Some(Ok(slot)),
+            Err(Shortfall::Full) => None,
+            Err(Shortfall::Unavailable) => Some(Err(NoSlot::Unavailable)),
+        });
+        waited.unwrap_or_else(|| {
+            warn!("pool {:?}: every backend stayed at its maxConnections for {queue_timeout:?}", self.name());
+            Err(NoSlot::QueueTimedOut)
+        })
+    }
+
+    /// One attempt: the sticky backend if it is eligible, else the balancer's pick. A pick
+    /// that another worker filled to its limit in the meantime is picked again.
+    fn try_acquire(&self, request: &PickRequest) -> Result<Slot<'_>, Shortfall> {
+        loop {
+            let facts = self.facts(request.tried);
+            let tier = serving_tier(&facts);
+            let eligible = |i: usize| is_eligible(facts[i], tier);
+            let sticky = request.sticky.and_then(|id| self.sticky_ids.iter().position(|s| s == id));
+            let picked = match sticky.filter(|&i| eligible(i)) {
+                Some(i) => Some(i),
+                None => self.balancer.pick(&self.backends, &eligible, request.client),
+            };
+            let Some(index) = picked else {
+                let any_candidate = facts.iter().any(|&f| is_candidate(f, tier));
+                return Err(if any_candidate { Shortfall::Full } else { Shortfall::Unavailable });
+            };
+            let backend = &self.backends[index];
+            if let Some(in_flight) = backend.try_start_exchange() {
+                return Ok(Slot { index, backend, _in_flight: in_flight });
+            }
+        }
+    }
+
+    /// The `Set-Cookie` value to send with a response from backend `index`, when the pool is
+    /// sticky and the request's cookie (`sent`) does not already name that backend.
+    pub fn sticky_cookie(&self, index: usize, sent: Option<&str>) -> Option<String> {
+        let sticky = self.config.sticky.as_ref()?;
+        let id = &self.sticky_ids[index];
+        (sent != Some(id.as_str())).then(|| crate::http::cookie::set_cookie(&sticky.cookie, id))
     }
 
     /// Seconds a client should wait before trying again when nothing is available.
     pub fn retry_after_secs(&self) -> u64 {
         self.config.health_check.interval.as_secs_f64().ceil().max(1.0) as u64
+    }
+
+    pub fn queue_stats(&self) -> QueueStats {
+        self.queue.stats()
+    }
+
+    /// A snapshot of what each backend offers a pick right now.
+    fn facts(&self, tried: &[usize]) -> Vec<Facts> {
+        let facts = self.backends.iter().enumerate().map(|(i, b)| Facts {
+            backup: b.config.backup,
+            in_service: b.is_in_service(),
+            tried: tried.contains(&i),
+            has_room: b.has_room(),
+        });
+        facts.collect()
+    }
+}
+
+/// A backend's sticky-cookie value: a keyed hash of its URL in hex. Opaque (it does not show
+/// the address) and stable across restarts, reloads and reordering of `servers`.
+fn sticky_id(url: &str) -> String {
+    const STICKY_KEY: u64 = 0x5173_7469_636b_7931; // any fixed value; changing it moves every client
+    format!("{:016x}", hash64(STICKY_KEY, url.as_bytes()))
+}
+
+/// What a pick needs to know about one backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Facts {
+    backup: bool,
+    /// Healthy, not draining, weight above 0.
+    in_service: bool,
+    /// Already tried for this request.
+    tried: bool,
+    /// Under its `maxConnections`.
+    has_room: bool,
+}
+
+/// Which tier serves this pick: the primaries while any is a candidate, else the backups.
+/// `true` means the backups.
+fn serving_tier(facts: &[Facts]) -> bool {
+    !facts.iter().any(|&f| is_candidate(f, false))
+}
+
+/// In service, not yet tried, and in the serving tier: it may be picked once it has room.
+fn is_candidate(f: Facts, backups_serve: bool) -> bool {
+    f.in_service && !f.tried && f.backup == backups_serve
+}
+
+fn is_eligible(f: Facts, backups_serve: bool) -> bool {
+    is_candidate(f, backups_serve) && f.has_room
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{server_from_url, Algorithm, HealthCheckConfig, Protocol, StickyConfig};
+
+    const PRIMARY: Facts = Facts { backup: false, in_service: true, tried: false, has_room: true };
+    const BACKUP: Facts = Facts { backup: true, ..PRIMARY };
+
+    fn eligible_list(facts: &[Facts]) -> Vec<bool> {
+        let tier = serving_tier(facts);
+        facts.iter().map(|&f| is_eligible(f, tier)).collect()
+    }
+
+    #[test]
+    fn backups_serve_only_when_no_primary_is_a_candidate() {
+        let down = Facts { in_service: false, ..PRIMARY };
+        let tried = Facts { tried: true, ..PRIMARY };
+        let full = Facts { has_room: false, ..PRIMARY };
+        //  primary   primary   backup        eligible
+        let table = [
+            ([PRIMARY, PRIMARY, BACKUP], [true, true, false]),
+            ([down, PRIMARY, BACKUP], [false, true, false]),
+            ([down, down, BACKUP], [false, false, true]),
+            ([down, tried, BACKUP], [false, false, true]), // every primary failed this request
+            ([full, full, BACKUP], [false, false, false]), // full primaries queue; no spill to backup
+            ([full, down, BACKUP], [false, false, false]),
+        ];
+        for (facts, want) in table {
+            assert_eq!(eligible_list(&facts), want, "{facts:?}");
+        }
+    }
+
+    fn pool(servers: &[(u32, Option<usize>, bool)], sticky: bool) -> Pool {
+        let servers = servers
+            .iter()
+            .enumerate()
+            .map(|(i, &(weight, max_connections, backup))| {
+                let mut s = server_from_url(&format!("http://127.0.0.1:{}", 2000 + i)).unwrap();
+                (s.weight, s.max_connections, s.backup) = (weight, max_connections, backup);
+                s
+            })
+            .collect();
+        let config = PoolConfig {
+            name: "p".into(),
+            protocol: Protocol::Http,
+            servers,
+            algorithm: Algorithm::RoundRobin,
+            sticky: sticky.then(|| StickyConfig { cookie: "S".into() }),
+            health_check: HealthCheckConfig::default(),
+            retries: 2,
+        };
+        Pool::new(config, &[])
+    }
+
+    fn request(sticky: Option<&str>) -> PickRequest<'_> {
+        PickRequest { client: [127, 0, 0, 1].into(), tried: &[], sticky }
+    }
+
+    #[test]
+    fn weight_zero_is_never_picked() {
+        let p = pool(&[(0, None, false), (1, None, false)], false);
+        for _ in 0..5 {
+            assert_eq!(p.pick(&[], [127, 0, 0, 1].into()), Some(1));
+        }
+    }
+
+    #[test]
+    fn a_backend_at_its_limit_is_skipped() {
+        //  a (max 1) busy, b free:   b b b
+        let p = pool(&[(1, Some(1), false), (1, None, false)], false);
+        let held = p.acquire(&request(None), Duration::ZERO).unwrap();
+        assert_eq!(held.index, 0);
+        for _ in 0..3 {
+            assert_eq!(p.acquire(&request(None), Duration::ZERO).unwrap().index, 1);
+        }
+    }
+
+    #[test]
+    fn when_every_candidate_is_full_the_request_waits_then_times_out() {
+        let p = pool(&[(1, Some(1), false)], false);
+        let _held = p.acquire(&request(None), Duration::ZERO).unwrap();
+        let got = p.acquire(&request(None), Duration::from_millis(30)).map(|s| s.index);
+        assert_eq!(got, Err(NoSlot::QueueTimedOut));
+        assert_eq!(p.queue_stats(), QueueStats { waiting: 0, queued: 1, timed_out: 1 });
+    }
+
+    #[test]
+    fn a_waiting_request_takes_the_slot_freed_by_an_ending_exchange() {
+        let p = pool(&[(1, Some(1), false)], false);
+        let held = p.acquire(&request(None), Duration::ZERO).unwrap();
+        std::thread::scope(|scope| {
+            let waiter = scope.spawn(|| p.acquire(&request(None), Duration::from_secs(10)).map(|s| s.index));
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while p.queue_stats().waiting == 0 {
+                assert!(std::time::Instant::now() < deadline, "the request never queued");
+                std::thread::yield_now();
+            }
+            drop(held);
+            assert_eq!(waiter.join().unwrap(), Ok(0));
+        });
+        assert_eq!(p.queue_stats(), QueueStats { waiting: 0, queued: 1, timed_out: 0 });
+    }
+
+    #[test]
+    fn nothing_in_service_is_unavailable_at_once() {
+        let p = pool(&[(1, Some(1), false)], false);
+        p.backends[0].set_healthy(false);
+        assert_eq!(p.acquire(&request(None), Duration::from_secs(10)).map(|s| s.index), Err(NoSlot::Unavailable));
+        assert_eq!(p.queue_stats().queued, 0);
+    }
+
+    #[test]
+    fn limits_hold_under_concurrent_acquires() {
+        let p = pool(&[(1, Some(3), false)], false);
+        let slots: Vec<_> = (0..3).map(|_| p.acquire(&request(None), Duration::ZERO).unwrap()).collect();
+        assert_eq!(p.backends[0].active(), 3);
+        assert!(p.acquire(&request(None), Duration::ZERO).is_err());
+        drop(slots);
+        assert_eq!(p.backends[0].active(), 0);
+    }
+
+    #[test]
+    fn a_sticky_cookie_picks_its_backend_while_it_is_available() {
+        let p = pool(&[(1, None, false), (1, Some(1), false), (1, None, false)], true);
+        let b = p.sticky_ids[1].clone();
+        for _ in 0..4 {
+            let slot = p.acquire(&request(Some(&b)), Duration::ZERO).unwrap();
+            assert_eq!(slot.index, 1);
+            assert_eq!(p.sticky_cookie(slot.index, Some(&b)), None, "a matching cookie is not sent again");
+        }
+        let _held = p.acquire(&request(Some(&b)), Duration::ZERO).unwrap();
+        let slot = p.acquire(&request(Some(&b)), Duration::ZERO).unwrap();
+        assert_ne!(slot.index, 1, "b is at its limit, so the request is balanced again");
+        let replaced = p.sticky_cookie(slot.index, Some(&b)).unwrap();
+        assert_eq!(replaced, format!("S={}; Path=/; HttpOnly", p.sticky_ids[slot.index]));
+    }
+
+    #[test]
+    fn an_unknown_sticky_cookie_is_balanced_and_replaced() {
+        let p = pool(&[(1, None, false), (1, None, false)], true);
+        let slot = p.acquire(&request(Some("nonsense")), Duration::ZERO).unwrap();
+        assert!(p.sticky_cookie(slot.index, Some("nonsense")).is_some());
+        assert!(p.sticky_cookie(slot.index, None).is_some());
+    }
+
+    #[test]
+    fn sticky_ids_are_opaque_and_stable() {
+        let id = sticky_id("http://127.0.0.1:2000");
+        assert_eq!(id.len(), 16);
+        assert!(!id.contains("2000") && id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+        assert_eq!(id, sticky_id("http://127.0.0.1:2000"));
+        assert_ne!(id, sticky_id("http://127.0.0.1:2001"));
+        assert_eq!(id, PINNED_STICKY_ID, "changing ids moves every sticky client on upgrade");
+    }
+
+    const PINNED_STICKY_ID: &str = "783cdc0c65f88b32";
+
+    #[test]
+    fn without_sticky_no_cookie_is_set() {
+        let p = pool(&[(1, None, false)], false);
+        assert_eq!(p.sticky_cookie(0, None), None);
     }
 }

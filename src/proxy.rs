@@ -1,9 +1,16 @@
-//! One exchange, top to bottom: check the request, route it to a pool, pick a backend, get a
-//! connection (reused or new), send the request and its body, read the response head, relay
-//! the response, and put the backend connection back for reuse when it is still clean.
+//! One exchange, top to bottom: check the request, route it to a pool, pick a backend (waiting
+//! in the pool's queue when every backend is at its limit), get a connection (reused or new),
+//! send the request and its body, read the response head, relay the response (with a sticky
+//! cookie when the pool asks for one), and put the backend connection back for reuse when it
+//! is still clean.
 //!
 //! Called by `connection` once per request head. Writes the backend's counters and idle
 //! connections; reads the current [`State`].
+//!
+//! An upgrade request (WebSocket and the like) goes the same way; if the backend answers
+//! `101`, the exchange passes the `101` on and becomes a two-way [`tunnel`] until either side
+//! closes, and that backend connection is never reused. Any other answer is an ordinary
+//! response.
 //!
 //! Retries follow one rule: a request may go to another attempt only while no byte of it can
 //! have been acted on. A failed connect moves to the next backend (up to the pool's
@@ -14,15 +21,19 @@
 use crate::backend::{Backend, Upstream};
 use crate::config::ListenerConfig;
 use crate::http::body::{relay_body, RelayError, Sink};
+use crate::http::cookie::find_cookie;
 use crate::http::error::{canned_response, HttpError};
 use crate::http::framing::{content_length, request_framing, response_framing, BodyFraming};
 use crate::http::head::{read_response_head, HeadError, RequestHead, ResponseHead, Version};
 use crate::http::headers::{
-    connection_tokens, is_persistent, write_interim_head, write_request_head, write_response_head, ResponseFraming,
+    connection_tokens, is_persistent, wants_upgrade, write_interim_head, write_request_head, write_response_head,
+    write_switching_head, ResponseFraming,
 };
 use crate::http::request::check_request;
 use crate::http::stream::{is_timeout, BufferedStream};
+use crate::pool::{NoSlot, PickRequest, Pool};
 use crate::runtime::{Runtime, State};
+use crate::tunnel::{self, End};
 use log::{debug, warn};
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -118,18 +129,19 @@ pub fn exchange(ctx: &Context, client: &mut Client, head: &mut RequestHead) -> O
         return answer(client, 404, "no route for this host and path", &[], !body_pending);
     };
     let replayable = !body_pending && is_idempotent(&head.method);
+    let upgrade = wants_upgrade(head);
+    let head: &RequestHead = head;
+    let sticky = pool.config.sticky.as_ref().and_then(|s| find_cookie(head, &s.cookie));
     let mut tried = Vec::new();
     loop {
-        let Some(index) = pool.pick(&tried, client.peer.ip()) else {
-            if tried.is_empty() {
-                let retry_after = pool.retry_after_secs().to_string();
-                return answer(client, 503, "no backend available", &[("Retry-After", &retry_after)], !body_pending);
-            }
-            return answer(client, 502, "no backend could be reached", &[], !body_pending);
+        let wanted = PickRequest { client: client.peer.ip(), tried: &tried, sticky };
+        let slot = match pool.acquire(&wanted, ctx.state.config.timeouts.queue) {
+            Ok(slot) => slot,
+            Err(why) => return answer_no_slot(client, pool, why, tried.is_empty(), !body_pending),
         };
-        let backend = &pool.backends[index];
-        let _in_flight = backend.start_exchange();
-        let request = Request { head, framing, expects_continue, replayable };
+        let backend = slot.backend;
+        let set_cookie = pool.sticky_cookie(slot.index, sticky);
+        let request = Request { head, framing, expects_continue, replayable, set_cookie, upgrade };
         match forward(ctx, client, &request, backend) {
             Ok(mut outcome) => {
                 outcome.backend = Some(Arc::clone(backend));
@@ -138,12 +150,28 @@ pub fn exchange(ctx: &Context, client: &mut Client, head: &mut RequestHead) -> O
             Err(e) => {
                 backend.record_failure();
                 warn!("{}: cannot connect: {e}", backend.url());
-                tried.push(index);
+                tried.push(slot.index);
                 if tried.len() > pool.config.retries as usize {
                     return answer(client, 502, "no backend could be reached", &[], !body_pending);
                 }
+                ctx.runtime.metrics.record_retry();
             }
         }
+    }
+}
+
+/// Answers a request for which the pool had no backend: 503 when nothing is available or
+/// the queue timed out, 502 when every backend tried failed.
+fn answer_no_slot(client: &mut Client, pool: &Pool, why: NoSlot, first: bool, keep: bool) -> Outcome {
+    match why {
+        NoSlot::QueueTimedOut => {
+            answer(client, 503, "every backend is at its connection limit", &[("Retry-After", "1")], keep)
+        }
+        NoSlot::Unavailable if first => {
+            let retry_after = pool.retry_after_secs().to_string();
+            answer(client, 503, "no backend available", &[("Retry-After", &retry_after)], keep)
+        }
+        NoSlot::Unavailable => answer(client, 502, "no backend could be reached", &[], keep),
     }
 }
 
@@ -152,6 +180,10 @@ struct Request<'a> {
     framing: BodyFraming,
     expects_continue: bool,
     replayable: bool,
+    /// A sticky session's `Set-Cookie` value for the response, when the client needs one.
+    set_cookie: Option<String>,
+    /// The request asks to switch protocols, so a `101` is a valid answer.
+    upgrade: bool,
 }
 
 /// Sends `request` to `backend` and relays its answer. Fails only when no connection to the
@@ -175,6 +207,7 @@ fn forward(ctx: &Context, client: &mut Client, request: &Request, backend: &Back
             }
             Attempt::DeadBeforeResponse(e) if reused && request.replayable => {
                 debug!("{}: idle connection was closed ({e}); retrying on a new one", backend.url());
+                ctx.runtime.metrics.record_retry();
                 upstream = Upstream { stream: backend.connect(timeouts)?, reused: false };
             }
             Attempt::DeadBeforeResponse(e) => {
@@ -205,7 +238,7 @@ fn attempt(
     let config = &ctx.state.config;
     let head = request.head;
     client.upstream_out.clear();
-    write_request_head(&mut client.upstream_out, head, request.framing, client.peer.ip());
+    write_request_head(&mut client.upstream_out, head, request.framing, client.peer.ip(), &backend.config.authority);
     let wants_continue = request.expects_continue && request.framing != BodyFraming::Empty;
     if wants_continue && client.send(b"HTTP/1.1 100 Continue\r\n\r\n").is_err() {
         return done(Outcome::closed(CLIENT_CLOSED));
@@ -227,7 +260,7 @@ fn attempt(
         Err(RelayError::Malformed(why)) => return done(refuse(client, HttpError::BadRequest(why))),
         Err(RelayError::TooLarge) => return done(refuse(client, HttpError::BodyTooLarge)),
     }
-    let response = match read_final_response(client, head.version, up, config.timeouts.backend) {
+    let response = match read_final_response(client, request, up, config.timeouts.backend) {
         Ok(response) => response,
         Err(HeadError::Closed) => return Attempt::DeadBeforeResponse(io::ErrorKind::UnexpectedEof.into()),
         Err(HeadError::Io(e)) if e.kind() == io::ErrorKind::ConnectionReset => return Attempt::DeadBeforeResponse(e),
@@ -242,6 +275,9 @@ fn attempt(
             return done(answer(client, 502, "backend sent an invalid response", &[], false));
         }
     };
+    if response.status == 101 {
+        return switch_protocols(ctx, client, request, up, &response);
+    }
     relay_response(ctx, client, request, backend, up, &response)
 }
 
@@ -250,19 +286,21 @@ fn done(outcome: Outcome) -> Attempt {
 }
 
 /// Reads response heads until a final one, passing interim (1xx) ones to HTTP/1.1 clients.
-/// `100 Continue` is not passed on: sluice answers `Expect` itself.
+/// `100 Continue` is not passed on: sluice answers `Expect` itself. A `101` is final when the
+/// request asked to upgrade, and invalid otherwise.
 fn read_final_response(
     client: &mut Client,
-    version: Version,
+    request: &Request,
     up: &mut BufferedStream,
     wait: Duration,
 ) -> Result<ResponseHead, HeadError> {
     loop {
         let response = read_response_head(up, BACKEND_BUFFER_BYTES, wait)?;
         match response.status {
+            101 if request.upgrade => return Ok(response),
             101 => return Err(HeadError::Malformed("101 Switching Protocols without an upgrade request")),
             100 => {}
-            102..=199 if version == Version::Http11 => {
+            102..=199 if request.head.version == Version::Http11 => {
                 client.out.clear();
                 write_interim_head(&mut client.out, &response);
                 let out = std::mem::take(&mut client.out);
@@ -274,6 +312,34 @@ fn read_final_response(
             _ => return Ok(response),
         }
     }
+}
+
+/// The backend agreed to switch protocols: pass its `101` on, then carry bytes both ways,
+/// starting with any each side sent early, until both sides have closed. The backend
+/// connection is not reusable afterwards.
+fn switch_protocols(
+    ctx: &Context,
+    client: &mut Client,
+    request: &Request,
+    up: &mut BufferedStream,
+    response: &ResponseHead,
+) -> Attempt {
+    client.out.clear();
+    write_switching_head(&mut client.out, response, request.set_cookie.as_deref());
+    let out = std::mem::take(&mut client.out);
+    let sent = client.send(&out);
+    client.out = out;
+    if sent.is_err() {
+        return done(Outcome::closed(CLIENT_CLOSED));
+    }
+    let client_end = End { stream: client.stream.get_ref(), already_read: client.stream.buffered() };
+    let backend_end = End { stream: up.get_ref(), already_read: up.buffered() };
+    let mut outcome = Outcome { status: 101, body_bytes: 0, backend: None, keep_alive: false };
+    match tunnel::run(client_end, backend_end, ctx.state.config.timeouts.tunnel) {
+        Ok(carried) => outcome.body_bytes = carried.backend_to_client,
+        Err(e) => warn!("{}: cannot start a tunnel: {e}", client.peer),
+    }
+    done(outcome)
 }
 
 fn relay_response(
@@ -308,6 +374,7 @@ fn relay_response(
         keep_alive,
         client_version: head.version,
         backend: ctx.state.config.expose_backend.then(|| backend.url().to_string()),
+        set_cookie: request.set_cookie.clone(),
     };
     client.out.clear();
     write_response_head(&mut client.out, response, &how);

@@ -1,14 +1,20 @@
 //! The live state every thread shares: the current configuration and pools (one snapshot,
-//! replaced whole by a reload), the worker pool and the waiting room, the stop flag, and the
-//! open client connections.
+//! replaced whole by a reload or an admin change), the worker pool and the waiting room, the
+//! stop flag, the open client connections, the process-wide metrics and the access log.
 //!
 //! Workers read the snapshot once per request (clone an `Arc`, let go of the lock). The
-//! acceptor counts connections in; each connection counts itself out when it closes.
+//! acceptor counts connections in; each connection counts itself out when it closes. Whoever
+//! changes the snapshot goes through [`Runtime::change_state`], one change at a time.
 
-use crate::config::{Config, ListenerConfig};
-use crate::http::head::RequestHead;
+use crate::access_log::AccessLog;
+use crate::backend::Backend;
+use crate::changes::{Place, RuntimeChanges};
+use crate::config::{AccessLogConfig, Config, ListenerConfig};
+use crate::http::head::{HeaderList, RequestHead};
 use crate::lock;
+use crate::metrics::Metrics;
 use crate::pool::Pool;
+use crate::routing;
 use crate::waiting_room::WaitingRoom;
 use std::collections::HashMap;
 use std::io;
@@ -18,27 +24,67 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use threadpool::ThreadPool;
 
-/// Stack size of each worker thread. The request path needs a few KiB of stack; only the
-/// pages a thread touches become resident.
-pub const WORKER_STACK_BYTES: usize = 256 * 1024;
+/// Stack size of each worker thread. The request path needs a few KiB of stack (the largest
+/// frame is httparse's 100-field array, 3.2 KiB); this leaves a wide margin, and only the
+/// pages a thread touches become resident (about 8 KiB a thread).
+pub const WORKER_STACK_BYTES: usize = 128 * 1024;
 
 /// One consistent view of the configuration and the pools built from it.
 pub struct State {
+    /// The file's configuration with the runtime changes applied.
     pub config: Config,
     pub pools: Vec<Arc<Pool>>,
+    /// What the admin API changed, applied again over every reload.
+    pub changes: RuntimeChanges,
 }
 
 impl State {
-    /// Builds the pools for `config`, keeping the backends of `previous` that did not change.
+    /// Builds the pools for `config`, as read from the file, keeping the runtime changes made
+    /// on `previous` and the backends of `previous` that did not change.
     pub fn new(config: Config, previous: Option<&State>) -> State {
-        let existing: Vec<_> =
-            previous.iter().flat_map(|s| s.pools.iter()).flat_map(|p| p.backends.iter().cloned()).collect();
-        let pools = config.pools.iter().map(|p| Arc::new(Pool::new(p.clone(), &existing))).collect();
-        State { config, pools }
+        let changes = previous.map_or_else(RuntimeChanges::default, |p| p.changes.settled(&config));
+        let existing = previous.map(State::backends).unwrap_or_default();
+        State::with_changes(config, changes, &existing)
     }
 
-    /// The pool that serves `head` on `listener`, if any route matches.
-    pub fn route(&self, listener: &ListenerConfig, _head: &RequestHead) -> Option<&Arc<Pool>> {
+    /// Builds the pools for `config` with `changes` laid over it, reusing any of `existing`
+    /// whose configuration is unchanged.
+    pub fn with_changes(config: Config, changes: RuntimeChanges, existing: &[Arc<Backend>]) -> State {
+        let config = changes.apply(config);
+        let pools: Vec<Arc<Pool>> = config.pools.iter().map(|p| Arc::new(Pool::new(p.clone(), existing))).collect();
+        for pool in &pools {
+            for backend in &pool.backends {
+                if changes.is_drained(&Place::new(pool.name(), backend.url())) {
+                    backend.set_draining(true);
+                }
+            }
+        }
+        State { config, pools, changes }
+    }
+
+    /// Every backend of every pool.
+    pub fn backends(&self) -> Vec<Arc<Backend>> {
+        self.pools.iter().flat_map(|p| p.backends.iter().cloned()).collect()
+    }
+
+    /// The pool named `name`, or the first pool when no name is given.
+    pub fn pool(&self, name: Option<&str>) -> Option<&Arc<Pool>> {
+        match name {
+            Some(name) => self.pools.iter().find(|p| p.name() == name),
+            None => self.pools.first(),
+        }
+    }
+
+    /// The pool that serves `head` on `listener`: the first route matching its `Host` and
+    /// path (see [`routing`]), if any.
+    pub fn route(&self, listener: &ListenerConfig, head: &RequestHead) -> Option<&Arc<Pool>> {
+        let host = head.value("host").and_then(routing::request_host);
+        let index = routing::find_route(&listener.routes, host.as_deref(), &head.target)?;
+        Some(&self.pools[listener.routes[index].pool])
+    }
+
+    /// The one pool of a tcp or redirect listener (the first route's, for an http listener).
+    pub fn listener_pool(&self, listener: &ListenerConfig) -> Option<&Arc<Pool>> {
         listener.routes.first().map(|route| &self.pools[route.pool])
     }
 }
@@ -46,6 +92,9 @@ impl State {
 pub struct Runtime {
     /// The current snapshot; replaced whole on reload.
     state: Mutex<Arc<State>>,
+    /// Held while a new snapshot is built from the current one, so that two changes (a reload
+    /// and an admin request) never build on the same snapshot and lose one another.
+    changing: Mutex<()>,
     /// The fixed worker pool every connection is served on.
     pub workers: ThreadPool,
     /// Where idle client connections wait while most workers are busy.
@@ -68,6 +117,10 @@ pub struct Runtime {
     clients: Mutex<HashMap<u64, RegisteredClient>>,
     next_client_id: AtomicU64,
     pub started: Instant,
+    /// Written by workers as exchanges end; read by the admin API.
+    pub metrics: Metrics,
+    /// Written by workers as exchanges end; reopened on reload.
+    pub access_log: AccessLog,
 }
 
 struct RegisteredClient {
@@ -102,6 +155,7 @@ impl Runtime {
         Ok(Runtime {
             parking_enabled: state.config.waiting_room,
             state: Mutex::new(Arc::new(state)),
+            changing: Mutex::new(()),
             workers,
             waiting_room: WaitingRoom::new()?,
             serving: AtomicUsize::new(0),
@@ -113,6 +167,8 @@ impl Runtime {
             clients: Mutex::new(HashMap::new()),
             next_client_id: AtomicU64::new(0),
             started: Instant::now(),
+            metrics: Metrics::default(),
+            access_log: AccessLog::stderr(),
         })
     }
 
@@ -126,7 +182,8 @@ impl Runtime {
     /// turn), or while more than three quarters of the workers hold a connection.
     pub fn should_park(&self) -> bool {
         self.parking_enabled
-            && (self.waiting_connections() > 0 || self.serving.load(Ordering::Relaxed) * 4 > self.workers.max_count() * 3)
+            && (self.waiting_connections() > 0
+                || self.serving.load(Ordering::Relaxed) * 4 > self.workers.max_count() * 3)
     }
 
     /// Without the waiting room, the only fair answer to connections queued for a worker is
@@ -141,6 +198,25 @@ impl Runtime {
 
     pub fn replace_state(&self, state: State) {
         *lock(&self.state) = Arc::new(state);
+    }
+
+    /// Builds a new snapshot from the current one with `change` and puts it in place, unless
+    /// `change` fails. Changes are made one at a time; readers are never held up.
+    pub fn change_state<T, E>(&self, change: impl FnOnce(&State) -> Result<(State, T), E>) -> Result<T, E> {
+        let _one_at_a_time = lock(&self.changing);
+        let (state, result) = change(&self.state())?;
+        self.replace_state(state);
+        Ok(result)
+    }
+
+    /// Connections a worker is serving right now (not those queued or parked).
+    pub fn busy_workers(&self) -> usize {
+        self.serving.load(Ordering::Relaxed)
+    }
+
+    /// Opens the access log file `config` names, if any, in place of the current one.
+    pub fn reopen_access_log(&self, config: &AccessLogConfig) -> std::io::Result<()> {
+        self.access_log.reopen(config)
     }
 
     pub fn is_stopping(&self) -> bool {

@@ -1,11 +1,13 @@
 //! The running balancer: listeners, one acceptor thread each, the fixed worker pool, the
-//! health thread, reload, and graceful stop.
+//! health thread, the admin threads, the access-log flusher, reload, and graceful stop.
 //!
 //! An acceptor blocks in `accept()`, counts the connection against `limits.maxConnections`
 //! (over it: a fast 503 and a close, never a silent queue) and queues it for the workers.
 //! Stopping sets the runtime's flag and wakes each acceptor with a connection to itself.
 
-use crate::config::Config;
+use crate::access_log::FLUSH_INTERVAL;
+use crate::admin::{self, AdminThreads};
+use crate::config::{Config, ConfigError};
 use crate::connection;
 use crate::health;
 use crate::http::error::canned_response;
@@ -15,6 +17,7 @@ use log::{error, info, warn};
 use std::fmt;
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -25,14 +28,16 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 pub struct Server {
     runtime: Arc<Runtime>,
     addrs: Vec<SocketAddr>,
-    /// The acceptors, the health thread and the waiting room.
+    /// The acceptors, the health thread, the waiting room and the access-log flusher.
     threads: Vec<JoinHandle<()>>,
+    admin: Option<AdminThreads>,
 }
 
 #[derive(Debug)]
 pub enum StartError {
     Bind { addr: SocketAddr, source: io::Error },
     Thread(io::Error),
+    AccessLog { path: PathBuf, source: io::Error },
 }
 
 impl fmt::Display for StartError {
@@ -40,6 +45,9 @@ impl fmt::Display for StartError {
         match self {
             StartError::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
             StartError::Thread(e) => write!(f, "cannot start a thread: {e}"),
+            StartError::AccessLog { path, source } => {
+                write!(f, "cannot open the access log {}: {source}", path.display())
+            }
         }
     }
 }
@@ -47,9 +55,78 @@ impl fmt::Display for StartError {
 impl std::error::Error for StartError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            StartError::Bind { source, .. } | StartError::Thread(source) => Some(source),
+            StartError::Bind { source, .. } | StartError::Thread(source) | StartError::AccessLog { source, .. } => {
+                Some(source)
+            }
         }
     }
+}
+
+/// Why a reload was refused; the running configuration stays.
+#[derive(Debug)]
+pub enum ReloadError {
+    /// The file could not be read or is not a valid configuration.
+    Config(ConfigError),
+    /// The new configuration changes what only a restart can.
+    NeedsRestart(String),
+    AccessLog {
+        path: PathBuf,
+        source: io::Error,
+    },
+}
+
+impl fmt::Display for ReloadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReloadError::Config(e) => write!(f, "{e}"),
+            ReloadError::NeedsRestart(what) => write!(f, "{what}; restart sluice to apply that"),
+            ReloadError::AccessLog { path, source } => {
+                write!(f, "cannot open the access log {}: {source}", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for ReloadError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ReloadError::Config(e) => Some(e),
+            ReloadError::NeedsRestart(_) => None,
+            ReloadError::AccessLog { source, .. } => Some(source),
+        }
+    }
+}
+
+/// Switches the running balancer to `config`. Listeners cannot change without a restart;
+/// backends that stay keep their health, counters and idle connections; changes made through
+/// the admin API are kept; the access log file is reopened.
+pub fn reload(runtime: &Runtime, config: Config) -> Result<(), ReloadError> {
+    runtime.change_state(|current| {
+        let old: Vec<_> = current.config.listeners.iter().map(|l| (l.addr, l.mode)).collect();
+        let new: Vec<_> = config.listeners.iter().map(|l| (l.addr, l.mode)).collect();
+        if old != new {
+            return Err(ReloadError::NeedsRestart("listener addresses or modes changed".to_string()));
+        }
+        if config.workers != current.config.workers {
+            warn!("the number of workers changes only on restart; keeping {}", current.config.workers);
+        }
+        let admin_listen = |c: &Config| c.admin.as_ref().map(|a| a.listen);
+        if admin_listen(&config) != admin_listen(&current.config) {
+            warn!("admin.listen changes only on restart; the admin API stays as it is");
+        }
+        runtime.reopen_access_log(&config.access_log).map_err(|source| ReloadError::AccessLog {
+            path: config.access_log.path.clone().unwrap_or_default(),
+            source,
+        })?;
+        Ok((State::new(config, Some(current)), ()))
+    })
+}
+
+/// Re-reads the file the running configuration came from and switches to it.
+pub fn reload_from_file(runtime: &Runtime) -> Result<(), ReloadError> {
+    let source = runtime.state().config.source.clone();
+    let config = Config::load(Path::new(&source)).map_err(ReloadError::Config)?;
+    reload(runtime, config)
 }
 
 impl Server {
@@ -60,7 +137,15 @@ impl Server {
             let listener = TcpListener::bind(l.addr).map_err(|source| StartError::Bind { addr: l.addr, source })?;
             listeners.push(listener);
         }
+        let admin_listener = match &config.admin {
+            Some(a) => Some(TcpListener::bind(a.listen).map_err(|source| StartError::Bind { addr: a.listen, source })?),
+            None => None,
+        };
+        let access_log = config.access_log.clone();
         let runtime = Arc::new(Runtime::new(State::new(config, None)).map_err(StartError::Thread)?);
+        runtime
+            .reopen_access_log(&access_log)
+            .map_err(|source| StartError::AccessLog { path: access_log.path.clone().unwrap_or_default(), source })?;
         let mut addrs = Vec::new();
         let mut threads = Vec::new();
         for (index, listener) in listeners.into_iter().enumerate() {
@@ -76,7 +161,17 @@ impl Server {
         }
         threads.push(health::spawn(Arc::clone(&runtime)).map_err(StartError::Thread)?);
         threads.push(waiting_room::spawn(Arc::clone(&runtime)).map_err(StartError::Thread)?);
-        Ok(Server { runtime, addrs, threads })
+        threads.push(spawn_log_flusher(Arc::clone(&runtime)).map_err(StartError::Thread)?);
+        let admin = match admin_listener {
+            Some(listener) => Some(admin::start(Arc::clone(&runtime), listener).map_err(StartError::Thread)?),
+            None => None,
+        };
+        Ok(Server { runtime, addrs, threads, admin })
+    }
+
+    /// Where the admin API listens, when it is configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|a| a.addr)
     }
 
     /// The bound addresses, in the order of the configuration's listeners.
@@ -88,20 +183,14 @@ impl Server {
         &self.runtime
     }
 
-    /// Switches to `config`. Listeners cannot change without a restart; backends that stay
-    /// keep their health, counters and idle connections.
-    pub fn reload(&self, config: Config) -> Result<(), String> {
-        let current = self.runtime.state();
-        let old: Vec<_> = current.config.listeners.iter().map(|l| (l.addr, l.mode)).collect();
-        let new: Vec<_> = config.listeners.iter().map(|l| (l.addr, l.mode)).collect();
-        if old != new {
-            return Err("listener addresses or modes changed; restart sluice to apply that".to_string());
-        }
-        if config.workers != current.config.workers {
-            warn!("the number of workers changes only on restart; keeping {}", current.config.workers);
-        }
-        self.runtime.replace_state(State::new(config, Some(&current)));
-        Ok(())
+    /// Switches to `config`; see [`reload`].
+    pub fn reload(&self, config: Config) -> Result<(), ReloadError> {
+        reload(&self.runtime, config)
+    }
+
+    /// Re-reads the configuration file and switches to it; see [`reload_from_file`].
+    pub fn reload_from_file(&self) -> Result<(), ReloadError> {
+        reload_from_file(&self.runtime)
     }
 
     /// Stops accepting, closes idle connections, and waits up to `timeouts.drain` for
@@ -115,6 +204,9 @@ impl Server {
         for thread in self.threads {
             let _ = thread.join();
         }
+        if let Some(admin) = self.admin {
+            admin.join();
+        }
         let deadline = Instant::now() + drain;
         while self.runtime.open_connections() > 0 && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(10));
@@ -126,8 +218,18 @@ impl Server {
         if drained {
             self.runtime.workers.join();
         }
+        self.runtime.access_log.flush();
         drained
     }
+}
+
+/// Empties the access log's buffer into its file every [`FLUSH_INTERVAL`] until stopping.
+fn spawn_log_flusher(runtime: Arc<Runtime>) -> io::Result<JoinHandle<()>> {
+    thread::Builder::new().name("sluice-log-flush".into()).spawn(move || {
+        while !runtime.sleep_unless_stopping(FLUSH_INTERVAL) {
+            runtime.access_log.flush();
+        }
+    })
 }
 
 fn accept_loop(runtime: &Arc<Runtime>, listener_index: usize, listener: &TcpListener) {

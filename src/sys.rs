@@ -1,5 +1,5 @@
 //! The only file that talks to the operating system below std: an epoll set for the waiting
-//! room, and raising the open-file limit at start. Each `unsafe` block is one system call on
+//! room, raising the open-file limit at start, and a file system's size for `host`. Each `unsafe` block is one system call on
 //! values it owns, with the reason it is sound beside it.
 #![allow(unsafe_code)]
 
@@ -86,6 +86,23 @@ pub fn raise_open_file_limit() -> io::Result<FileLimit> {
     Ok(FileLimit { before, after: limit.rlim_cur, hard: limit.rlim_max })
 }
 
+/// A file system's size and the bytes unprivileged users may still write, in that order.
+pub fn file_system_space(path: &std::path::Path) -> io::Result<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+    let mut stats = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c_path` is a NUL-terminated string and `stats` points to writable memory of
+    // the right type, both alive for the duration of the call.
+    if unsafe { libc::statvfs(c_path.as_ptr(), stats.as_mut_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: statvfs returned 0, so it filled `stats` completely.
+    let stats = unsafe { stats.assume_init() };
+    // Block counts and sizes are 64-bit on the 64-bit Linux sluice builds for.
+    let block = stats.f_frsize;
+    Ok((stats.f_blocks.saturating_mul(block), stats.f_bavail.saturating_mul(block)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,6 +127,13 @@ mod tests {
         epoll.wait(&mut ready, Duration::from_millis(20)).unwrap();
         assert!(ready.is_empty(), "one-shot: reported only once");
         epoll.remove(server.as_raw_fd()).unwrap();
+    }
+
+    #[test]
+    fn the_root_file_system_has_a_size() {
+        let (total, available) = file_system_space(std::path::Path::new("/")).unwrap();
+        assert!(total > 0 && available <= total, "{total} {available}");
+        assert!(file_system_space(std::path::Path::new("/no/such/dir")).is_err());
     }
 
     #[test]

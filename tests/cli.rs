@@ -162,3 +162,38 @@ fn demo_starts_backends_and_prints_what_to_try() {
     signal(&child, "INT");
     assert_eq!(wait_exit(&mut child, Duration::from_secs(10)), Some(0));
 }
+
+#[test]
+fn check_names_the_algorithm_sticky_cookie_limits_and_queue_timeout() {
+    let path = config_file(
+        "balancing",
+        r#"{"port": "127.0.0.1:8080", "algorithm": "least-connections", "sticky": {"cookie": "SRV"},
+            "timeouts": {"queue": "2s"},
+            "servers": [{"url": "http://127.0.0.1:5001", "weight": 3, "maxConnections": 10},
+                        {"url": "http://127.0.0.1:5002", "backup": true}]}"#,
+    );
+    let out = run(&["--check", "-c", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let report = text(&out.stdout);
+    assert!(report.contains("pool \"default\": least-connections, sticky cookie \"SRV\", retries 2"), "{report}");
+    assert!(report.contains("http://127.0.0.1:5001 (127.0.0.1:5001) weight 3, maxConnections 10"), "{report}");
+    assert!(report.contains("http://127.0.0.1:5002 (127.0.0.1:5002) weight 1, backup"), "{report}");
+    assert!(report.contains("queue 2s"), "{report}");
+}
+
+#[test]
+fn check_names_the_admin_api_and_the_access_log() {
+    let path = config_file(
+        "admin",
+        r#"{"port": "127.0.0.1:8080", "servers": ["http://127.0.0.1:5001"],
+            "admin": {"token": "x"}, "accessLog": {"format": "combined", "path": "/tmp/sluice-access.log"}}"#,
+    );
+    let out = run(&["--check", "-c", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let report = text(&out.stdout);
+    assert!(report.contains("admin API on http://127.0.0.1:9000/ (changes with the token)"), "{report}");
+    assert!(report.contains("access log: combined to /tmp/sluice-access.log"), "{report}");
+    let seed = run(&["--check", "-c", "config.json"]);
+    let report = text(&seed.stdout);
+    assert!(report.contains("admin API off") && report.contains("access log: text to stderr"), "{report}");
+}

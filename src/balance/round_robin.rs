@@ -1,4 +1,6 @@
-//! Round robin: each pick takes the next eligible backend after the previous pick.
+//! Round robin: each pick takes the next eligible backend after the previous pick. Weights
+//! are not read (a weight of 0 still keeps a backend out, through the pool's eligibility);
+//! choose `weighted-round-robin` when backends differ in capacity.
 //!
 //! The cursor is one `usize` behind a mutex held for a few instructions. Skipping an
 //! ineligible backend does not shift the rotation onto its neighbour: with `a b c` and `b`
@@ -30,43 +32,42 @@ impl Balancer for RoundRobin {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::server_from_url;
-
-    fn backends(n: usize) -> Vec<Arc<Backend>> {
-        (0..n)
-            .map(|i| Arc::new(Backend::new(server_from_url(&format!("http://127.0.0.1:{}", 1000 + i)).unwrap())))
-            .collect()
-    }
-
-    fn picks(
-        rr: &RoundRobin,
-        list: &[Arc<Backend>],
-        eligible: &dyn Fn(usize) -> bool,
-        count: usize,
-    ) -> Vec<Option<usize>> {
-        (0..count).map(|_| rr.pick(list, eligible, [127, 0, 0, 1].into())).collect()
-    }
+    use crate::balance::testing::{backends, picks, CLIENT};
 
     #[test]
     fn rotates_in_order() {
-        let list = backends(3);
-        let rr = RoundRobin::default();
-        assert_eq!(picks(&rr, &list, &|_| true, 7), [0, 1, 2, 0, 1, 2, 0].map(Some));
+        let list = backends(&[1, 1, 1]);
+        assert_eq!(picks(&RoundRobin::default(), &list, &|_| true, 7), "abcabca");
+    }
+
+    #[test]
+    fn weights_do_not_change_the_rotation() {
+        // weighted-round-robin is the algorithm that reads weights; this one takes turns.
+        let list = backends(&[5, 1, 1]);
+        assert_eq!(picks(&RoundRobin::default(), &list, &|_| true, 6), "abcabc");
     }
 
     #[test]
     fn skipping_keeps_the_rotation_fair() {
         //   a b c   with b out:  a c a c
-        let list = backends(3);
+        let list = backends(&[1, 1, 1]);
+        assert_eq!(picks(&RoundRobin::default(), &list, &|i| i != 1, 4), "acac");
+    }
+
+    #[test]
+    fn a_backend_coming_back_rejoins_in_its_place() {
+        //   a b c   b out for two picks, then back:   a c | a b c
+        let list = backends(&[1, 1, 1]);
         let rr = RoundRobin::default();
-        assert_eq!(picks(&rr, &list, &|i| i != 1, 4), [0, 2, 0, 2].map(Some));
+        assert_eq!(picks(&rr, &list, &|i| i != 1, 2), "ac");
+        assert_eq!(picks(&rr, &list, &|_| true, 3), "abc");
     }
 
     #[test]
     fn nothing_eligible_is_none() {
-        let list = backends(2);
+        let list = backends(&[1, 1]);
         let rr = RoundRobin::default();
-        assert_eq!(picks(&rr, &list, &|_| false, 1), [None]);
-        assert_eq!(rr.pick(&[], &|_| true, [127, 0, 0, 1].into()), None);
+        assert_eq!(picks(&rr, &list, &|_| false, 1), "-");
+        assert_eq!(rr.pick(&[], &|_| true, CLIENT), None);
     }
 }

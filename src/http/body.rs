@@ -179,6 +179,9 @@ fn copy_chunked<S: Read, W: Write>(
 fn read_line<S: Read, W: Write>(src: &mut BufferedStream<S>, sink: &mut Sink<W>) -> Result<usize, RelayError> {
     loop {
         if let Some(lf) = src.buffered().iter().position(|&b| b == b'\n') {
+            if lf + 1 > MAX_CHUNK_LINE_BYTES {
+                return Err(RelayError::Malformed("chunk line too long"));
+            }
             if lf == 0 || src.buffered()[lf - 1] != b'\r' {
                 return Err(RelayError::Malformed("chunk line does not end in CRLF"));
             }

@@ -63,6 +63,7 @@ impl std::error::Error for HttpError {}
 
 pub fn reason_phrase(status: u16) -> &'static str {
     match status {
+        307 => "Temporary Redirect",
         400 => "Bad Request",
         404 => "Not Found",
         408 => "Request Timeout",

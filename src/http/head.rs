@@ -185,6 +185,7 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, HeadErr
     let len = match req.parse(buf) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::Version) => return parse_other_version(buf),
         Err(e) => return Err(parse_error(e)),
     };
     check_line_endings(&buf[..len])?;
@@ -195,6 +196,32 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, HeadErr
         headers: own_headers(req.headers),
     };
     Ok(Some((head, len)))
+}
+
+/// httparse reads only HTTP/1.0 and HTTP/1.1. A later HTTP/1.x request is read as 1.1 (RFC
+/// 9110 section 2.5), another major version is unsupported (505), and anything else where
+/// the version belongs makes the request line malformed (400).
+fn parse_other_version(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, HeadError> {
+    let start = buf.iter().position(|&b| b != b'\r' && b != b'\n').unwrap_or(buf.len());
+    let Some(line_len) = buf[start..].iter().position(|&b| b == b'\r' || b == b'\n') else { return Ok(None) };
+    let line = &buf[start..start + line_len];
+    let malformed = HeadError::Malformed("malformed request line");
+    if line.iter().filter(|&&b| b == b' ').count() != 2 {
+        return Err(malformed);
+    }
+    match line.rsplit(|&b| b == b' ').next() {
+        Some([b'H', b'T', b'T', b'P', b'/', b'1', b'.', minor]) if (b'2'..=b'9').contains(minor) => {
+            let mut as_1_1 = buf.to_vec();
+            as_1_1[start + line_len - 1] = b'1';
+            parse_request(&as_1_1)
+        }
+        Some([b'H', b'T', b'T', b'P', b'/', major, b'.', minor])
+            if major.is_ascii_digit() && minor.is_ascii_digit() =>
+        {
+            Err(HeadError::UnsupportedVersion)
+        }
+        _ => Err(malformed),
+    }
 }
 
 /// Parses the response head at the start of `buf`, like [`parse_request`].
@@ -300,10 +327,23 @@ mod tests {
             b"GET / HTTP/1.1 \r\nHost: x\r\n\r\n",
             b"G(T / HTTP/1.1\r\nHost: x\r\n\r\n",
             b"GET / HTTP/2.0\r\nHost: x\r\n\r\n",
+            b"GET /a b HTTP/1.1\r\nHost: x\r\n\r\n",
         ];
         for bytes in bad {
             assert!(request(bytes).is_err(), "accepted {:?}", String::from_utf8_lossy(bytes));
         }
+    }
+
+    #[test]
+    fn versions_other_than_1_0_and_1_1() {
+        let head = request(b"GET / HTTP/1.2\r\nHost: x\r\n\r\n").unwrap().unwrap();
+        assert_eq!(head.version, Version::Http11);
+        assert!(matches!(parse_request(b"GET / HTTP/2.0\r\n\r\n"), Err(HeadError::UnsupportedVersion)));
+        assert!(matches!(parse_request(b"GET / HTTP/3.0\r\n\r\n"), Err(HeadError::UnsupportedVersion)));
+        for bad in [&b"GET / FOO/1.1\r\n\r\n"[..], b"GET / http/1.1\r\n\r\n", b"GET /a b HTTP/1.1\r\n\r\n"] {
+            assert!(matches!(parse_request(bad), Err(HeadError::Malformed(_))), "{:?}", String::from_utf8_lossy(bad));
+        }
+        assert_eq!(request(b"GET / HTTP/1.2"), Ok(None));
     }
 
     #[test]

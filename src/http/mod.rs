@@ -4,6 +4,7 @@
 //! Nothing here knows about backends or pools; `proxy` puts these pieces together.
 
 pub mod body;
+pub mod cookie;
 pub mod error;
 pub mod framing;
 pub mod head;

@@ -18,11 +18,13 @@ pub struct BufferedStream<S = TcpStream> {
     end: usize,
     /// The read timeout last given to the socket, so an unchanged one costs no system call.
     read_timeout: Option<Duration>,
+    /// Bytes read from the socket so far, for the metrics.
+    received: u64,
 }
 
 impl<S: Read> BufferedStream<S> {
     pub fn new(stream: S, capacity: usize) -> BufferedStream<S> {
-        BufferedStream { stream, buf: vec![0; capacity].into_boxed_slice(), start: 0, end: 0, read_timeout: None }
+        BufferedStream::from_parts(stream, vec![0; capacity].into_boxed_slice(), None)
     }
 
     pub fn get_ref(&self) -> &S {
@@ -41,6 +43,11 @@ impl<S: Read> BufferedStream<S> {
             self.start = 0;
             self.end = 0;
         }
+    }
+
+    /// Bytes read from the socket since this stream was made.
+    pub fn received(&self) -> u64 {
+        self.received
     }
 
     /// True when the buffer holds as much as it ever can.
@@ -62,6 +69,7 @@ impl<S: Read> BufferedStream<S> {
             match self.stream.read(&mut self.buf[self.end..]) {
                 Ok(n) => {
                     self.end += n;
+                    self.received += n as u64;
                     return Ok(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -72,13 +80,14 @@ impl<S: Read> BufferedStream<S> {
 
     /// Wraps `stream` around an existing buffer; `read_timeout` is the one the socket has.
     pub fn from_parts(stream: S, buf: Box<[u8]>, read_timeout: Option<Duration>) -> BufferedStream<S> {
-        BufferedStream { stream, buf, start: 0, end: 0, read_timeout }
+        BufferedStream { stream, buf, start: 0, end: 0, read_timeout, received: 0 }
     }
 
     /// Puts `bytes` (read earlier, then set aside) back in front of anything read later.
     pub fn preload(&mut self, bytes: &[u8]) {
         let n = bytes.len().min(self.buf.len() - self.end);
         self.buf[self.end..self.end + n].copy_from_slice(&bytes[..n]);
+        self.received += n as u64;
         self.end += n;
     }
 

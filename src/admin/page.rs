@@ -1,0 +1,272 @@
+//! `GET /`: the status page. Plain HTML and CSS from this file alone (no scripts, fonts or
+//! images from anywhere), reloading itself every [`REFRESH_SECONDS`], showing each pool and
+//! server with its state, weight, in-flight exchanges, request rate, error ratio and latency.
+//!
+//! Pure: renders a snapshot. Every text that came from outside (URLs, pool names) is escaped.
+
+use super::snapshot::{PoolSnapshot, ServerSnapshot, Snapshot};
+use crate::host;
+use std::fmt::Write;
+use std::time::Duration;
+
+pub const REFRESH_SECONDS: u32 = 2;
+
+const STYLE: &str = r#"
+:root { --bg: #f4f6f8; --card: #fff; --ink: #1d2733; --muted: #6b7785; --line: #e3e8ee;
+  --up: #1f9d55; --down: #d64545; --drain: #d98a00; --gone: #8795a1; --accent: #2f6fdf; }
+* { box-sizing: border-box; }
+body { margin: 0; background: var(--bg); color: var(--ink);
+  font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
+header { background: #17212b; color: #fff; padding: 14px 28px; display: flex; align-items: baseline; gap: 18px; }
+header h1 { margin: 0; font-size: 20px; letter-spacing: .5px; }
+header .meta { color: #aab6c3; font-size: 13px; }
+header .live { margin-left: auto; color: #aab6c3; font-size: 12px; }
+header .live::before { content: ""; display: inline-block; width: 8px; height: 8px; border-radius: 50%;
+  background: var(--up); margin-right: 6px; }
+main { padding: 20px 28px 32px; max-width: 1280px; }
+.group { color: var(--muted); font-size: 11px; text-transform: uppercase; letter-spacing: .8px; margin: 4px 0 6px; }
+.tiles { display: grid; grid-template-columns: repeat(auto-fit, minmax(170px, 1fr)); gap: 12px; margin-bottom: 14px; }
+.tile { background: var(--card); border: 1px solid var(--line); border-radius: 8px; padding: 10px 14px; }
+.tile .label { color: var(--muted); font-size: 11px; text-transform: uppercase; letter-spacing: .6px; }
+.tile .value { font-size: 20px; font-weight: 600; font-variant-numeric: tabular-nums; }
+.tile .sub { color: var(--muted); font-size: 12px; }
+section.pool { background: var(--card); border: 1px solid var(--line); border-radius: 8px; margin-top: 18px; overflow-x: auto; }
+section.pool h2 { margin: 0; padding: 12px 16px; font-size: 16px; border-bottom: 1px solid var(--line);
+  display: flex; gap: 12px; align-items: baseline; }
+section.pool h2 .summary { color: var(--muted); font-weight: 400; font-size: 13px; }
+table { width: 100%; border-collapse: collapse; font-variant-numeric: tabular-nums; }
+th { text-align: right; white-space: nowrap; font-size: 11px; text-transform: uppercase; letter-spacing: .5px; color: var(--muted);
+  font-weight: 600; padding: 8px 12px; background: #fafbfc; border-bottom: 1px solid var(--line); }
+td { text-align: right; padding: 8px 12px; border-bottom: 1px solid var(--line); white-space: nowrap; }
+th:first-child, td:first-child { padding-left: 16px; } th:last-child, td:last-child { padding-right: 16px; }
+tr:last-child td { border-bottom: 0; }
+th:first-child, td:first-child, th:nth-child(2), td:nth-child(2) { text-align: left; }
+td.server { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 13px; }
+.tags { margin-top: 2px; } .tag { display: inline-block; margin-right: 6px; padding: 0 6px; border-radius: 4px; font-size: 11px;
+  background: #eef2f7; color: var(--muted); font-family: system-ui, sans-serif; }
+.state { display: inline-block; min-width: 76px; text-align: center; padding: 2px 10px; border-radius: 999px;
+  font-size: 12px; font-weight: 600; color: #fff; }
+.state.up { background: var(--up); } .state.down { background: var(--down); }
+.state.draining { background: var(--drain); } .state.removing { background: var(--gone); }
+.bad { color: var(--down); font-weight: 600; } .warn { color: var(--drain); font-weight: 600; }
+.dim { color: var(--muted); }
+.bar { display: inline-block; vertical-align: middle; width: 60px; height: 6px; border-radius: 3px;
+  background: #e8edf3; margin-left: 8px; overflow: hidden; }
+.bar i { display: block; height: 100%; background: var(--accent); }
+footer { color: var(--muted); font-size: 12px; margin-top: 18px; }
+"#;
+
+pub fn render(s: &Snapshot) -> String {
+    let mut html = String::with_capacity(16 * 1024);
+    let _ = write!(
+        html,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta http-equiv=\"refresh\" content=\"{REFRESH_SECONDS}\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>sluice status</title><style>{STYLE}</style></head><body>\n\
+         <header><h1>sluice</h1><span class=\"meta\">version {} · up {}</span>\
+         <span class=\"live\">refreshes every {REFRESH_SECONDS} s</span></header>\n<main>\n",
+        escape(s.version),
+        human_duration(s.uptime)
+    );
+    render_tiles(&mut html, s);
+    for pool in &s.pools {
+        render_pool(&mut html, pool);
+    }
+    html.push_str(
+        "<footer>Machine-readable: <a href=\"/stats\">/stats</a> (JSON) · <a href=\"/metrics\">/metrics</a> \
+         (Prometheus). Rates and latency are over the last 10 seconds.</footer>\n</main></body></html>\n",
+    );
+    html
+}
+
+fn tile(html: &mut String, label: &str, value: &str, sub: &str) {
+    let _ = write!(
+        html,
+        "<div class=\"tile\"><div class=\"label\">{label}</div><div class=\"value\">{value}</div>\
+         <div class=\"sub\">{sub}</div></div>"
+    );
+}
+
+fn render_tiles(html: &mut String, s: &Snapshot) {
+    let rate: f64 = s.pools.iter().map(PoolSnapshot::requests_per_second).sum();
+    let servers = s.pools.iter().flat_map(|p| &p.servers);
+    let (up, total) = servers.fold((0, 0), |(up, total), sv| (up + usize::from(sv.healthy), total + 1));
+    let w = &s.workers;
+    let pools = if s.pools.len() == 1 { "1 pool".to_string() } else { format!("{} pools", s.pools.len()) };
+    html.push_str("<div class=\"group\">Traffic</div><div class=\"tiles\">");
+    tile(html, "Requests / s", &format!("{rate:.1}"), "all pools, last 10 s");
+    tile(html, "Backends up", &format!("{up} / {total}"), &pools);
+    let connections = format!("{} parked · {} rejected", s.parked_connections, s.rejected_connections);
+    tile(html, "Connections", &s.open_connections.to_string(), &connections);
+    tile(html, "Workers busy", &format!("{} / {}", w.busy, w.total), &format!("{} idle · {} queued", w.idle, w.queued));
+    let own_errors = s.own_answers.server_errors();
+    tile(html, "Retries", &s.retries.to_string(), &format!("{own_errors} 5xx answered by sluice"));
+    html.push_str("</div>\n<div class=\"group\">Host</div><div class=\"tiles\">");
+    render_host_tiles(html, &s.host);
+    html.push_str("</div>\n");
+}
+
+fn render_host_tiles(html: &mut String, h: &host::Sample) {
+    let p = &h.process;
+    let cpu = p.cpu_seconds.map_or("–".into(), |c| format!("{c:.1} s"));
+    let rss = p.resident_bytes.map_or("–".into(), bytes);
+    let fds = p.open_fds.map_or("–".into(), |n| format!("{n} open fds"));
+    tile(html, "sluice resident memory", &rss, &format!("CPU {cpu} · {fds}"));
+    let load = h.host.load.map_or("–".into(), |l| format!("{:.2}", l[0]));
+    let load_sub = h.host.load.map_or(String::new(), |l| format!("5m {:.2} · 15m {:.2}", l[1], l[2]));
+    tile(html, "Load (1 min)", &load, &load_sub);
+    let used = |s: Option<host::Space>| match s {
+        Some(s) => (
+            format!("{:.0} %", s.used_ratio() * 100.0),
+            format!("{} free of {}", bytes(s.available_bytes), bytes(s.total_bytes)),
+        ),
+        None => ("–".into(), String::new()),
+    };
+    let (memory, memory_sub) = used(h.host.memory);
+    tile(html, "Memory used", &memory, &memory_sub);
+    let (disk, disk_sub) = used(h.host.disk);
+    tile(html, &format!("Disk used ({})", host::DISK_PATH), &disk, &disk_sub);
+}
+
+fn render_pool(html: &mut String, pool: &PoolSnapshot) {
+    let _ = write!(
+        html,
+        "<section class=\"pool\"><h2>pool {}<span class=\"summary\">{} · {} of {} available · {:.1} req/s</span></h2>\n\
+         <table><thead><tr><th>Server</th><th>State</th><th>Weight</th><th>In flight</th><th>Req/s</th>\
+         <th>Errors</th><th>Latency</th><th>p95</th><th>Requests</th><th>Failures</th>\
+         <th title=\"health checks passed / failed\">Checks</th></tr></thead><tbody>\n",
+        escape(&pool.name),
+        escape(&pool.algorithm),
+        pool.available(),
+        pool.servers.len(),
+        pool.requests_per_second()
+    );
+    let busiest = pool.servers.iter().filter_map(|s| s.recent).map(|r| r.requests_per_second).fold(0.0, f64::max);
+    for server in &pool.servers {
+        render_server(html, server, busiest);
+    }
+    html.push_str("</tbody></table></section>\n");
+}
+
+fn render_server(html: &mut String, s: &ServerSnapshot, busiest: f64) {
+    let mut tags = String::new();
+    for (on, tag) in [(s.backup, "backup"), (s.added_at_runtime, "added at run time")] {
+        if on {
+            let _ = write!(tags, "<span class=\"tag\">{tag}</span>");
+        }
+    }
+    if !tags.is_empty() {
+        tags = format!("<div class=\"tags\">{tags}</div>");
+    }
+    let (rate, errors, mean, p95) = match &s.recent {
+        Some(r) => {
+            let share = if busiest > 0.0 { r.requests_per_second / busiest * 100.0 } else { 0.0 };
+            let class = match r.error_ratio {
+                e if e >= 0.05 => "bad",
+                e if e > 0.0 => "warn",
+                _ => "",
+            };
+            (
+                format!("{:.1}<span class=\"bar\"><i style=\"width:{share:.0}%\"></i></span>", r.requests_per_second),
+                format!("<span class=\"{class}\">{:.1} %</span>", r.error_ratio * 100.0),
+                r.latency_mean.map_or(dash(), latency),
+                r.latency_p95.map_or(dash(), latency),
+            )
+        }
+        None => (dash(), dash(), dash(), dash()),
+    };
+    let limit = s.max_connections.map_or(String::new(), |m| format!("<span class=\"dim\"> / {m}</span>"));
+    let failures = if s.failures > 0 { format!("<span class=\"bad\">{}</span>", s.failures) } else { "0".into() };
+    let (passed, failed) = s.health_checks;
+    let failed = if failed > 0 { format!("<span class=\"bad\">{failed}</span>") } else { "0".into() };
+    let _ = writeln!(
+        html,
+        "<tr><td class=\"server\">{}{tags}</td><td><span class=\"state {state}\">{state}</span></td><td>{}</td>\
+         <td>{}{limit}</td><td>{rate}</td><td>{errors}</td><td>{mean}</td><td>{p95}</td><td>{}</td><td>{failures}</td>\
+         <td>{passed} / {failed}</td></tr>",
+        escape(&s.url),
+        s.weight,
+        s.active,
+        s.requests,
+        state = s.state(),
+    );
+}
+
+fn dash() -> String {
+    "<span class=\"dim\">–</span>".to_string()
+}
+
+fn latency(d: Duration) -> String {
+    let ms = d.as_secs_f64() * 1000.0;
+    if ms >= 1000.0 {
+        format!("{:.2} s", ms / 1000.0)
+    } else {
+        format!("{ms:.1} ms")
+    }
+}
+
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// `3d 4h`, `2h 5m`, `4m 10s`, `12s`.
+fn human_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m {}s", s / 60, s % 60),
+        3600..86_400 => format!("{}h {}m", s / 3600, s / 60 % 60),
+        _ => format!("{}d {}h", s / 86_400, s / 3600 % 24),
+    }
+}
+
+/// Escapes text for HTML element content and quoted attribute values.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outside_text_is_escaped() {
+        assert_eq!(escape("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+    }
+
+    #[test]
+    fn numbers_read_at_a_glance() {
+        assert_eq!(human_duration(Duration::from_secs(12)), "12s");
+        assert_eq!(human_duration(Duration::from_secs(250)), "4m 10s");
+        assert_eq!(human_duration(Duration::from_secs(7500)), "2h 5m");
+        assert_eq!(human_duration(Duration::from_secs(3 * 86_400 + 4 * 3600)), "3d 4h");
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(bytes(3 * 1024 * 1024 * 1024), "3.0 GiB");
+        assert_eq!(latency(Duration::from_micros(1500)), "1.5 ms");
+        assert_eq!(latency(Duration::from_millis(2500)), "2.50 s");
+    }
+}

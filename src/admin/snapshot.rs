@@ -1,0 +1,153 @@
+//! Everything the admin API reports, copied out of the runtime at one moment into plain
+//! values, so that /stats, /metrics and the status page render the same numbers and can be
+//! tested without a running balancer.
+//!
+//! Called by the admin handler for each read request. Reads atomics and the rate windows;
+//! writes nothing.
+
+use super::rates::{Recent, Windows};
+use crate::backend::Backend;
+use crate::changes::{Place, RuntimeChanges};
+use crate::host;
+use crate::metrics::ExchangeSnapshot;
+use crate::runtime::Runtime;
+use std::time::{Duration, Instant};
+
+pub struct Snapshot {
+    pub version: &'static str,
+    pub uptime: Duration,
+    /// Client connections open, queued and parked ones included.
+    pub open_connections: usize,
+    /// Idle client connections waiting in the waiting room, holding no worker.
+    pub parked_connections: usize,
+    pub workers: Workers,
+    pub rejected_connections: u64,
+    pub retries: u64,
+    /// Exchanges sluice answered itself.
+    pub own_answers: ExchangeSnapshot,
+    pub pools: Vec<PoolSnapshot>,
+    pub host: host::Sample,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Workers {
+    pub total: usize,
+    /// Serving a client connection.
+    pub busy: usize,
+    pub idle: usize,
+    /// Accepted connections waiting for a worker.
+    pub queued: usize,
+}
+
+pub struct PoolSnapshot {
+    pub name: String,
+    pub algorithm: String,
+    pub servers: Vec<ServerSnapshot>,
+}
+
+pub struct ServerSnapshot {
+    pub url: String,
+    pub healthy: bool,
+    pub draining: bool,
+    /// Drained, and to be removed once its in-flight exchanges end.
+    pub removing: bool,
+    pub added_at_runtime: bool,
+    pub backup: bool,
+    pub weight: u32,
+    pub max_connections: Option<usize>,
+    pub active: usize,
+    pub requests: u64,
+    pub failures: u64,
+    pub connections_opened: u64,
+    pub exchanges: ExchangeSnapshot,
+    /// Probes passed and failed.
+    pub health_checks: (u64, u64),
+    /// Rates over the last few seconds; `None` until two samples exist.
+    pub recent: Option<Recent>,
+}
+
+impl ServerSnapshot {
+    /// One word for the status page and scripts: up, down, draining or removing.
+    pub fn state(&self) -> &'static str {
+        match (self.removing, self.draining, self.healthy) {
+            (true, _, _) => "removing",
+            (_, true, _) => "draining",
+            (_, _, true) => "up",
+            _ => "down",
+        }
+    }
+}
+
+impl PoolSnapshot {
+    /// Servers that may get new exchanges now.
+    pub fn available(&self) -> usize {
+        self.servers.iter().filter(|s| s.healthy && !s.draining && s.weight > 0).count()
+    }
+
+    /// The pool's recent requests per second, summed over its servers.
+    pub fn requests_per_second(&self) -> f64 {
+        self.servers.iter().filter_map(|s| s.recent).map(|r| r.requests_per_second).sum()
+    }
+}
+
+fn server_snapshot(
+    backend: &Backend,
+    changes: &RuntimeChanges,
+    recent: Option<Recent>,
+    place: &Place,
+) -> ServerSnapshot {
+    let stats = backend.stats();
+    ServerSnapshot {
+        removing: changes.is_removing(place),
+        added_at_runtime: changes.was_added(place),
+        backup: backend.config.backup,
+        max_connections: backend.config.max_connections,
+        exchanges: backend.metrics.exchanges.snapshot(),
+        health_checks: backend.metrics.health_checks(),
+        recent,
+        url: stats.url,
+        healthy: stats.healthy,
+        draining: stats.draining,
+        weight: stats.weight,
+        active: stats.active,
+        requests: stats.requests,
+        failures: stats.failures,
+        connections_opened: stats.connections_opened,
+    }
+}
+
+/// Copies the runtime's state now.
+pub fn take(runtime: &Runtime, windows: &Windows) -> Snapshot {
+    let workers = runtime.workers.max_count();
+    let state = runtime.state();
+    let now = Instant::now();
+    let pools = state
+        .pools
+        .iter()
+        .map(|pool| PoolSnapshot {
+            name: pool.name().to_string(),
+            algorithm: pool.config.algorithm.name().to_string(),
+            servers: pool
+                .backends
+                .iter()
+                .map(|backend| {
+                    let place = Place::new(pool.name(), backend.url());
+                    server_snapshot(backend, &state.changes, windows.recent(&place, backend, now), &place)
+                })
+                .collect(),
+        })
+        .collect();
+    let busy = runtime.busy_workers().min(workers);
+    Snapshot {
+        version: env!("CARGO_PKG_VERSION"),
+        uptime: runtime.started.elapsed(),
+        open_connections: runtime.open_connections(),
+        parked_connections: runtime.waiting_room.parked_count(),
+        workers: Workers { total: workers, busy, idle: workers - busy, queued: runtime.waiting_connections() },
+        rejected_connections: runtime.rejected_connections.load(std::sync::atomic::Ordering::Relaxed),
+        retries: runtime.metrics.retries(),
+        own_answers: runtime.metrics.own_answers.snapshot(),
+        pools,
+        host: host::sample(),
+    }
+}

@@ -1,0 +1,331 @@
+//! The full form of the configuration: a list of `listeners`, each with a mode and routes (or
+//! one pool), and an object of named `pools`, each taking the pool keys of the short form.
+//!
+//! Called by `Config::parse` when the file has `listeners` or `pools`. Pools are numbered in
+//! the order of their names; routes refer to them by that number. Every problem names its
+//! key path, such as `listeners[1].routes[0].pool`.
+
+use super::Section;
+use super::{read_listen, read_pool, ConfigError, ListenerConfig, ListenerMode, PoolConfig, Protocol, RouteConfig};
+use crate::routing::{parse_path_prefix, HostMatch};
+use serde_json::Value;
+
+/// Top-level keys of the short form, and where each belongs in the full form.
+const SHORT_FORM_KEYS: &[(&str, &str)] = &[
+    ("port", "a listener's \"listen\""),
+    ("listen", "a listener"),
+    ("servers", "a pool"),
+    ("algorithm", "a pool"),
+    ("sticky", "a pool"),
+    ("healthCheckInterval", "a pool"),
+    ("healthCheck", "a pool"),
+    ("retries", "a pool"),
+];
+
+pub(super) fn read(top: &mut Section) -> Result<(Vec<ListenerConfig>, Vec<PoolConfig>), ConfigError> {
+    for (key, home) in SHORT_FORM_KEYS {
+        if top.has(key) {
+            let problem = format!("belongs to the short form; with \"listeners\" and \"pools\" it goes in {home}");
+            return Err(top.error(key, &problem));
+        }
+    }
+    let pools = read_pools(top)?;
+    let listeners = read_listeners(top, &pools)?;
+    Ok((listeners, pools))
+}
+
+fn read_pools(top: &mut Section) -> Result<Vec<PoolConfig>, ConfigError> {
+    let example = "such as {\"web\": {\"servers\": [\"http://127.0.0.1:5001\"]}}";
+    let map = match top.get("pools") {
+        None => return Err(top.error("pools", &format!("missing: name the pools the listeners use, {example}"))),
+        Some(Value::Object(map)) if !map.is_empty() => map,
+        Some(Value::Object(_)) => {
+            return Err(top.error("pools", &format!("is empty: name at least one pool, {example}")))
+        }
+        Some(_) => return Err(top.error("pools", &format!("must be an object of named pools, {example}"))),
+    };
+    let mut pools = Vec::with_capacity(map.len());
+    for (name, value) in map {
+        let mut section = Section::new(top.file, format!("pools.{name}"), value)?;
+        if !is_pool_name(name) {
+            return Err(section.error_here("a pool name is 1 to 64 letters, digits, `-` or `_`"));
+        }
+        pools.push(read_pool(&mut section, name)?);
+        section.finish()?;
+    }
+    Ok(pools)
+}
+
+fn is_pool_name(name: &str) -> bool {
+    (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn read_listeners(top: &mut Section, pools: &[PoolConfig]) -> Result<Vec<ListenerConfig>, ConfigError> {
+    let example = "such as [{\"listen\": \":8080\", \"routes\": [{\"pool\": \"web\"}]}]";
+    let list = match top.get("listeners") {
+        None => return Err(top.error("listeners", &format!("missing: say where to listen, {example}"))),
+        Some(Value::Array(list)) if !list.is_empty() => list,
+        Some(Value::Array(_)) => return Err(top.error("listeners", &format!("is empty: give at least one, {example}"))),
+        Some(_) => return Err(top.error("listeners", &format!("must be a list of listeners, {example}"))),
+    };
+    let mut listeners: Vec<ListenerConfig> = Vec::with_capacity(list.len());
+    for (i, value) in list.iter().enumerate() {
+        let mut section = Section::new(top.file, format!("listeners[{i}]"), value)?;
+        let listener = read_listener(&mut section, pools)?;
+        let same = listeners.iter().position(|l| l.addr == listener.addr && listener.addr.port() != 0);
+        if let Some(j) = same {
+            return Err(section.error("listen", &format!("{} is already the address of listeners[{j}]", listener.addr)));
+        }
+        section.finish()?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
+fn read_listener(s: &mut Section, pools: &[PoolConfig]) -> Result<ListenerConfig, ConfigError> {
+    let addr = read_listen(s, "listen")?;
+    let mode = match s.str("mode")? {
+        None | Some("http") => ListenerMode::Http,
+        Some("tcp") => ListenerMode::Tcp,
+        Some("redirect") => ListenerMode::Redirect,
+        Some(other) => {
+            let problem = format!("unknown mode {other:?} (known: \"http\", \"tcp\", \"redirect\")");
+            return Err(s.error("mode", &problem));
+        }
+    };
+    let routes = match (mode, s.has("routes"), s.has("pool")) {
+        (_, true, true) => return Err(s.error("pool", "give either \"routes\" or \"pool\", not both")),
+        (ListenerMode::Http, true, false) => read_routes(s, pools)?,
+        (_, false, true) => vec![RouteConfig { host: None, path_prefix: None, pool: pool_index(s, pools, mode)? }],
+        (ListenerMode::Http, false, false) => {
+            return Err(s.error("routes", "missing: list the routes, such as [{\"pool\": \"web\"}]"))
+        }
+        (_, true, false) => {
+            let problem = format!("a {} listener has no routes; it takes one \"pool\"", mode.as_str());
+            return Err(s.error("routes", &problem));
+        }
+        (_, false, false) => return Err(s.error("pool", "missing: name the pool this listener sends to")),
+    };
+    Ok(ListenerConfig { addr, mode, routes })
+}
+
+fn read_routes(listener: &mut Section, pools: &[PoolConfig]) -> Result<Vec<RouteConfig>, ConfigError> {
+    let list = match listener.get("routes") {
+        Some(Value::Array(list)) if !list.is_empty() => list,
+        _ => return Err(listener.error("routes", "must be a list of routes, such as [{\"pool\": \"web\"}]")),
+    };
+    let mut routes: Vec<RouteConfig> = Vec::with_capacity(list.len());
+    for (j, value) in list.iter().enumerate() {
+        let mut s = Section::new(listener.file, listener.child_path(&format!("routes[{j}]")), value)?;
+        if let Some(k) = routes.iter().position(|r| r.host.is_none() && r.path_prefix.is_none()) {
+            return Err(s.error_here(&format!("never reached: routes[{k}] before it matches every request")));
+        }
+        let host = match s.str("host")? {
+            Some(pattern) => Some(HostMatch::parse(pattern).map_err(|p| s.error("host", &p))?),
+            None => None,
+        };
+        let path_prefix = match s.str("pathPrefix")? {
+            Some(prefix) => Some(parse_path_prefix(prefix).map_err(|p| s.error("pathPrefix", &p))?),
+            None => None,
+        };
+        let pool = pool_index(&mut s, pools, ListenerMode::Http)?;
+        s.finish()?;
+        routes.push(RouteConfig { host, path_prefix, pool });
+    }
+    Ok(routes)
+}
+
+/// Reads `pool` from `s` and finds it, checking that its backends suit a listener in `mode`.
+fn pool_index(s: &mut Section, pools: &[PoolConfig], mode: ListenerMode) -> Result<usize, ConfigError> {
+    let name = s.str("pool")?.ok_or_else(|| s.error("pool", "missing: name the pool to send to"))?;
+    let Some(index) = pools.iter().position(|p| p.name == name) else {
+        let known: Vec<String> = pools.iter().map(|p| format!("{:?}", p.name)).collect();
+        return Err(s.error("pool", &format!("no pool named {name:?} (pools: {})", known.join(", "))));
+    };
+    let protocol = pools[index].protocol;
+    let wanted = if mode == ListenerMode::Tcp { Protocol::Tcp } else { Protocol::Http };
+    if protocol != wanted {
+        let article = if mode == ListenerMode::Http { "an" } else { "a" };
+        let problem = format!(
+            "pool {name:?} has {}:// servers, but {article} {} listener needs {}:// servers",
+            protocol.scheme(),
+            mode.as_str(),
+            wanted.scheme()
+        );
+        return Err(s.error("pool", &problem));
+    }
+    Ok(index)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, ListenerMode, Protocol};
+    use crate::routing::HostMatch;
+    use std::time::Duration;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(text, "config.json").map_err(|e| e.to_string())
+    }
+
+    const POOLS: &str = r#""pools": {
+        "web": {"servers": ["http://127.0.0.1:5001", "http://127.0.0.1:5002"], "retries": 1},
+        "api": {"servers": ["http://127.0.0.1:5003"], "healthCheck": {"path": "/health"}},
+        "db": {"servers": ["tcp://127.0.0.1:5432"], "healthCheckInterval": "5s"}
+    }"#;
+
+    #[test]
+    fn full_form_reads_listeners_routes_and_pools() {
+        let c = parse(&format!(
+            r#"{{"listeners": [
+                {{"listen": ":8080", "mode": "http", "routes": [
+                    {{"host": "API.example.com", "pathPrefix": "/v1/", "pool": "api"}},
+                    {{"host": "*.example.com", "pool": "web"}},
+                    {{"pool": "web"}}]}},
+                {{"listen": "127.0.0.1:6432", "mode": "tcp", "pool": "db"}},
+                {{"listen": 8081, "mode": "redirect", "pool": "web"}},
+                {{"listen": ":8082", "pool": "api"}}
+            ], {POOLS}, "workers": 4, "timeouts": {{"tunnel": "10m"}}}}"#
+        ))
+        .unwrap();
+        // Pools are numbered in the order of their names: api, db, web.
+        let names: Vec<&str> = c.pools.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["api", "db", "web"]);
+        assert_eq!(c.pools[1].protocol, Protocol::Tcp);
+        assert_eq!(c.pools[1].health_check.interval, Duration::from_secs(5));
+        assert_eq!(c.pools[0].health_check.path, "/health");
+        assert_eq!(c.pools[2].retries, 1);
+        let modes: Vec<ListenerMode> = c.listeners.iter().map(|l| l.mode).collect();
+        assert_eq!(modes, [ListenerMode::Http, ListenerMode::Tcp, ListenerMode::Redirect, ListenerMode::Http]);
+        let routes = &c.listeners[0].routes;
+        assert_eq!(routes[0].host, Some(HostMatch::Exact("api.example.com".into())));
+        assert_eq!(routes[0].path_prefix.as_deref(), Some("/v1"));
+        assert_eq!(routes[0].pool, 0);
+        assert_eq!(routes[1].host, Some(HostMatch::OneLevelUnder(".example.com".into())));
+        assert_eq!((routes[2].host.is_none(), routes[2].path_prefix.is_none(), routes[2].pool), (true, true, 2));
+        assert_eq!(c.listeners[1].routes[0].pool, 1);
+        assert_eq!(c.listeners[2].addr.port(), 8081);
+        assert_eq!(c.listeners[3].routes[0].pool, 0);
+        assert_eq!((c.workers, c.timeouts.tunnel), (4, Duration::from_secs(600)));
+    }
+
+    #[test]
+    fn tunnel_timeout_defaults_to_an_hour() {
+        let c = parse(r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"]}"#).unwrap();
+        assert_eq!(c.timeouts.tunnel, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn full_form_errors_name_the_key_path() {
+        let listeners = |l: &str| format!(r#"{{"listeners": [{l}], {POOLS}}}"#);
+        let cases = [
+            (
+                listeners(r#"{"listen": ":1", "routes": [{"pool": "web"}]}, {"listen": ":2", "routes": [{"pool": "ap"}]}"#),
+                r#"config.json: listeners[1].routes[0].pool: no pool named "ap" (pools: "api", "db", "web")"#,
+            ),
+            (listeners(r#"{"listen": ":1", "mode": "tcp", "pool": "dbb"}"#), r#"config.json: listeners[0].pool: no pool named "dbb""#),
+            (
+                listeners(r#"{"listen": ":1", "mode": "tcp", "pool": "web"}"#),
+                r#"config.json: listeners[0].pool: pool "web" has http:// servers, but a tcp listener needs tcp:// servers"#,
+            ),
+            (
+                listeners(r#"{"listen": ":1", "routes": [{"pool": "db"}]}"#),
+                r#"config.json: listeners[0].routes[0].pool: pool "db" has tcp:// servers, but an http listener needs http:// servers"#,
+            ),
+            (
+                listeners(r#"{"listen": ":1", "mode": "redirect", "pool": "db"}"#),
+                r#"config.json: listeners[0].pool: pool "db" has tcp:// servers, but a redirect listener"#,
+            ),
+            (listeners(r#"{"listen": ":1", "mode": "udp", "pool": "db"}"#), r#"config.json: listeners[0].mode: unknown mode "udp""#),
+            (listeners(r#"{"listen": ":1"}"#), "config.json: listeners[0].routes: missing"),
+            (listeners(r#"{"listen": ":1", "mode": "tcp"}"#), "config.json: listeners[0].pool: missing"),
+            (listeners(r#"{"mode": "tcp", "pool": "db"}"#), "config.json: listeners[0].listen: missing"),
+            (
+                listeners(r#"{"listen": ":1", "mode": "tcp", "routes": [{"pool": "db"}]}"#),
+                "config.json: listeners[0].routes: a tcp listener has no routes; it takes one \"pool\"",
+            ),
+            (
+                listeners(r#"{"listen": ":1", "routes": [{"pool": "web"}], "pool": "web"}"#),
+                "config.json: listeners[0].pool: give either \"routes\" or \"pool\", not both",
+            ),
+            (listeners(r#"{"listen": ":1", "routes": []}"#), "config.json: listeners[0].routes: must be a list of routes"),
+            (
+                listeners(r#"{"listen": ":1", "routes": [{"pool": "web", "hots": "a"}]}"#),
+                "config.json: listeners[0].routes[0].hots: unknown key (did you mean `host`?)",
+            ),
+            (
+                listeners(r#"{"listen": ":1", "routes": [{"host": "a.*", "pool": "web"}]}"#),
+                "config.json: listeners[0].routes[0].host: \"a.*\": `*` may only be the whole first label",
+            ),
+            (
+                listeners(r#"{"listen": ":1", "routes": [{"host": "a:80", "pool": "web"}]}"#),
+                "config.json: listeners[0].routes[0].host: \"a:80\": give the host without a port",
+            ),
+            (
+                listeners(r#"{"listen": ":1", "routes": [{"pathPrefix": "api", "pool": "web"}]}"#),
+                "config.json: listeners[0].routes[0].pathPrefix: \"api\" must start with `/`",
+            ),
+            (
+                listeners(r#"{"listen": ":1", "routes": [{"pool": "web"}, {"host": "a", "pool": "api"}]}"#),
+                "config.json: listeners[0].routes[1]: never reached: routes[0] before it matches every request",
+            ),
+            (
+                listeners(r#"{"listen": ":1", "routes": [{"pool": "web"}]}, {"listen": ":1", "routes": [{"pool": "web"}]}"#),
+                "config.json: listeners[1].listen: 0.0.0.0:1 is already the address of listeners[0]",
+            ),
+            (
+                listeners(r#"{"listen": ":1", "mode": "tcp", "pool": "db", "timeout": "1s"}"#),
+                "config.json: listeners[0].timeout: unknown key",
+            ),
+            (r#"{"listeners": [], "pools": {}}"#.to_string(), "config.json: pools: is empty"),
+            (r#"{"listeners": [], "pools": {"a": {"servers": ["tcp://127.0.0.1:1"]}}}"#.to_string(), "config.json: listeners: is empty"),
+            (r#"{"pools": {"a": {"servers": ["tcp://127.0.0.1:1"]}}}"#.to_string(), "config.json: listeners: missing"),
+            (r#"{"listeners": [{"listen": ":1", "pool": "a"}]}"#.to_string(), "config.json: pools: missing"),
+            (r#"{"listeners": {}, "pools": []}"#.to_string(), "config.json: pools: must be an object of named pools"),
+            (
+                r#"{"listeners": [{"listen": ":1", "pool": "a b"}], "pools": {"a b": {"servers": ["http://127.0.0.1:1"]}}}"#.to_string(),
+                "config.json: pools.a b: a pool name is 1 to 64 letters, digits",
+            ),
+            (
+                r#"{"listeners": [{"listen": ":1", "pool": "a"}], "pools": {"a": {"servers": ["http://127.0.0.1:1"], "listen": ":2"}}}"#.to_string(),
+                "config.json: pools.a.listen: unknown key",
+            ),
+            (
+                r#"{"listeners": [{"listen": ":1", "pool": "a"}], "pools": {"a": {"servers": ["http://127.0.0.1:1", "tcp://127.0.0.1:2"]}}}"#.to_string(),
+                "config.json: pools.a.servers[1]: \"tcp://127.0.0.1:2\" is tcp:// but servers[0] is http://",
+            ),
+            (
+                r#"{"listeners": [{"listen": ":1", "mode": "tcp", "pool": "a"}], "pools": {"a": {"servers": ["tcp://127.0.0.1"]}}}"#.to_string(),
+                "config.json: pools.a.servers[0]: \"tcp://127.0.0.1\": a tcp:// backend needs a port",
+            ),
+            (
+                format!(r#"{{"port": ":8080", "listeners": [{{"listen": ":1", "pool": "web"}}], {POOLS}}}"#),
+                "config.json: port: belongs to the short form; with \"listeners\" and \"pools\" it goes in a listener's \"listen\"",
+            ),
+            (
+                format!(r#"{{"servers": ["http://127.0.0.1:1"], "listeners": [{{"listen": ":1", "pool": "web"}}], {POOLS}}}"#),
+                "config.json: servers: belongs to the short form; with \"listeners\" and \"pools\" it goes in a pool",
+            ),
+            (
+                r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"], "pools": {}}"#.to_string(),
+                "config.json: port: belongs to the short form",
+            ),
+            (
+                r#"{"port": ":8080", "servers": ["tcp://127.0.0.1:1"]}"#.to_string(),
+                "config.json: servers: tcp:// backends need a listener with \"mode\": \"tcp\"",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = parse(&text).expect_err(&text);
+            assert!(err.starts_with(expected), "for {text}\n got: {err}\nwant: {expected}...");
+        }
+    }
+
+    #[test]
+    fn several_listeners_may_all_ask_for_port_zero() {
+        let c = parse(&format!(
+            r#"{{"listeners": [{{"listen": "127.0.0.1:0", "pool": "web"}}, {{"listen": "127.0.0.1:0", "mode": "tcp", "pool": "db"}}], {POOLS}}}"#
+        ))
+        .unwrap();
+        assert_eq!(c.listeners.len(), 2);
+    }
+}

@@ -1,0 +1,90 @@
+//! Redirect mode: a `"mode": "redirect"` listener answers every request itself with
+//! `307 Temporary Redirect` to a backend of its pool, picked by the pool's algorithm, with
+//! the original path and query. Clients then talk to that backend directly, as HAProxy's
+//! `redir` does. Health still applies: with no backend available the answer is `503`.
+//!
+//! Called by `connection` once per request head on redirect listeners. Writes the picked
+//! backend's request counter.
+
+use crate::http::error::canned_response;
+use crate::http::framing::{request_framing, BodyFraming};
+use crate::http::head::{RequestHead, Version};
+use crate::http::headers::{connection_tokens, is_persistent};
+use crate::http::request::check_request;
+use crate::proxy::{refuse, Client, Context, Outcome};
+use std::sync::Arc;
+
+/// Answers one request with a redirect to a backend.
+pub fn answer(ctx: &Context, client: &mut Client, head: &mut RequestHead) -> Outcome {
+    if let Err(e) = check_request(head) {
+        return refuse(client, e);
+    }
+    let framing = match request_framing(head) {
+        Ok(framing) => framing,
+        Err(e) => return refuse(client, e),
+    };
+    // A request body is not read: a 307 asks the client to send it again, to the backend.
+    // So a request with one ends the connection.
+    let keep_alive = framing == BodyFraming::Empty
+        && head.version == Version::Http11
+        && is_persistent(head.version, &connection_tokens(head))
+        && !ctx.runtime.is_stopping()
+        && ctx.runtime.waiting_connections() == 0;
+    let Some(pool) = ctx.state.listener_pool(ctx.listener) else {
+        return send(client, head, canned_response(404, "no pool for this listener", &[], true), 404, false);
+    };
+    let Some(index) = pool.pick(&[], client.peer.ip()) else {
+        let retry_after = pool.retry_after_secs().to_string();
+        let response = canned_response(503, "no backend available", &[("Retry-After", &retry_after)], !keep_alive);
+        return send(client, head, response, 503, keep_alive);
+    };
+    let backend = &pool.backends[index];
+    let _counted = backend.start_exchange();
+    let target = location(backend.url(), &head.target);
+    let response = canned_response(307, &format!("see {target}"), &[("Location", &target)], !keep_alive);
+    let mut outcome = send(client, head, response, 307, keep_alive);
+    outcome.backend = Some(Arc::clone(backend));
+    outcome
+}
+
+/// Where a request for `target` is sent on the backend at `url`: pure.
+pub fn location(url: &str, target: &str) -> String {
+    let base = url.trim_end_matches('/');
+    if target.starts_with('/') {
+        format!("{base}{target}")
+    } else {
+        format!("{base}/")
+    }
+}
+
+/// Sends `response`, without its body when answering HEAD.
+fn send(client: &mut Client, head: &RequestHead, mut response: Vec<u8>, status: u16, keep_alive: bool) -> Outcome {
+    let head_len = response.windows(4).position(|w| w == b"\r\n\r\n").map_or(response.len(), |i| i + 4);
+    let body_bytes = if head.method == "HEAD" {
+        response.truncate(head_len);
+        0
+    } else {
+        (response.len() - head_len) as u64
+    };
+    let sent = client.send(&response).is_ok();
+    Outcome { status, body_bytes, backend: None, keep_alive: keep_alive && sent }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn location_is_the_backend_url_with_the_original_path_and_query() {
+        let cases = [
+            ("http://127.0.0.1:5001", "/", "http://127.0.0.1:5001/"),
+            ("http://127.0.0.1:5001/", "/a/b?c=d&e", "http://127.0.0.1:5001/a/b?c=d&e"),
+            ("http://app.internal", "/x", "http://app.internal/x"),
+            ("http://[::1]:9", "/?q", "http://[::1]:9/?q"),
+            ("http://127.0.0.1:5001", "*", "http://127.0.0.1:5001/"),
+        ];
+        for (url, target, expected) in cases {
+            assert_eq!(location(url, target), expected, "{url} + {target}");
+        }
+    }
+}

@@ -5,7 +5,7 @@
 # Usage:
 #   scripts/soak.sh [SECONDS]          # default 600 (10 minutes)
 #
-# Environment: SOAK_PORTS (default 26001,26002,26003,26080: three backends, then sluice),
+# Environment: SOAK_PORTS (default 27101,27102,27103,27180: three backends, then sluice),
 #   SLUICE_BIN (default target/release/sluice under the repo root, built if missing),
 #   SOAK_CONNECTIONS (default 200), SOAK_THREADS (wrk threads, default 2).
 #
@@ -34,7 +34,7 @@ set -euo pipefail
 seconds=${1:-600}
 connections=${SOAK_CONNECTIONS:-200}
 threads=${SOAK_THREADS:-2}
-IFS=, read -r port1 port2 port3 lb_port <<<"${SOAK_PORTS:-26001,26002,26003,26080}"
+IFS=, read -r port1 port2 port3 lb_port <<<"${SOAK_PORTS:-27101,27102,27103,27180}"
 ports=("$port1" "$port2" "$port3")
 root=$(cd "$(dirname "$0")/.." && pwd)
 sluice_bin=${SLUICE_BIN:-$root/target/release/sluice}

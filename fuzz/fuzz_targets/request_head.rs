@@ -11,8 +11,9 @@ use sluice::http::headers::{write_request_head, write_response_head, ResponseFra
 use sluice::http::request::check_request;
 use std::net::IpAddr;
 
-/// Fields sluice may add to a request it forwards (X-Forwarded-*, Via, the framing field).
-const ADDED_FIELDS: usize = 5;
+/// Fields sluice may add to a request it forwards: Host, X-Forwarded-For, -Proto and -Host,
+/// Via, Connection and the framing field.
+const ADDED_FIELDS: usize = 7;
 
 fuzz_target!(|data: &[u8]| {
     request(data);
@@ -28,14 +29,15 @@ fn request(data: &[u8]) {
     }
     let Ok(framing) = request_framing(&head) else { return };
     let mut out = Vec::new();
-    write_request_head(&mut out, &head, framing, IpAddr::from([192, 0, 2, 1]));
-    let (again, again_len) = match parse_request(&out) {
+    write_request_head(&mut out, &head, framing, IpAddr::from([192, 0, 2, 1]), "127.0.0.1:9000");
+    let (mut again, again_len) = match parse_request(&out) {
         Ok(Some(parsed)) => parsed,
         other => panic!("forwarded head does not parse: {other:?}\n{}", String::from_utf8_lossy(&out)),
     };
     assert_eq!(again_len, out.len());
     assert_eq!((&again.method, &again.target), (&head.method, &head.target));
     assert_eq!(request_framing(&again), Ok(framing), "{}", String::from_utf8_lossy(&out));
+    assert_eq!(check_request(&mut again), Ok(false), "{}", String::from_utf8_lossy(&out));
 }
 
 fn response(data: &[u8], method: &str) {
@@ -50,6 +52,7 @@ fn response(data: &[u8], method: &str) {
         keep_alive: framing != BodyFraming::UntilClose,
         client_version: Version::Http11,
         backend: None,
+        set_cookie: None,
     };
     let mut out = Vec::new();
     write_response_head(&mut out, &head, &how);

@@ -81,14 +81,14 @@ for target in "${targets[@]}"; do
   fi
   after=$(ls "artifacts/$target" | wc -l)
   crashes=$((after - before))
-  corpus=$(ls "corpus/$target" | wc -l)
+  corpus=$(grep -o 'corp: [0-9]*' "$log" | tail -1 | cut -d' ' -f2)
   if [ "$status" -ne 0 ] || [ "$crashes" -ne 0 ]; then
     crashed=1
     grep -m1 -A3 'panicked at\|ERROR: libFuzzer' "$log" || true
     ls -t "artifacts/$target" | head -"$((crashes > 0 ? crashes : 1))" | sed "s|^|   artifact: fuzz/artifacts/$target/|"
   fi
-  line=$(printf '%-14s %6ss  executions %12s  crashes %d  corpus %d' \
-    "$target" "$seconds" "${execs:-?}" "$crashes" "$corpus")
+  line=$(printf '%-14s %6ss  executions %12s  crashes %d  corpus %s inputs' \
+    "$target" "$seconds" "${execs:-?}" "$crashes" "${corpus:-?}")
   echo "$line"
   summary+=("$line")
 done

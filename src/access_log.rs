@@ -31,10 +31,12 @@ const LOG_TARGET: &str = "sluice::access";
 pub struct Entry<'a> {
     pub time: SystemTime,
     pub client: SocketAddr,
-    /// `None` when no request head could be read.
+    /// `None` when no request head could be read, and for TCP-mode connections.
     pub head: Option<&'a RequestHead>,
+    /// A TCP-mode connection: its request line reads `TCP`, and JSON says `"mode": "tcp"`.
+    pub tcp: bool,
     pub status: u16,
-    /// Response body bytes sent.
+    /// Response body bytes sent (for a TCP-mode connection, every byte sent to the client).
     pub bytes: u64,
     pub backend: Option<&'a str>,
     pub duration: Duration,
@@ -127,7 +129,7 @@ fn write_to_stderr(format: AccessLogFormat, entry: &Entry) {
     }
     let mut line = match format {
         AccessLogFormat::Text => {
-            info!(target: LOG_TARGET, "{}", text_line(entry));
+            info!(target: LOG_TARGET, "{}", TextLine(entry));
             return;
         }
         AccessLogFormat::Json => json_line(entry),
@@ -139,21 +141,32 @@ fn write_to_stderr(format: AccessLogFormat, entry: &Entry) {
 
 /// `client "METHOD target VERSION" status bytes backend 1.2ms`
 pub fn text_line(e: &Entry) -> String {
-    let millis = e.duration.as_secs_f64() * 1000.0;
-    format!(
-        "{} \"{}\" {} {} {} {millis:.1}ms",
-        e.client,
-        request_line(e.head),
-        e.status,
-        e.bytes,
-        e.backend.unwrap_or("-")
-    )
+    TextLine(e).to_string()
+}
+
+/// The text line, formatted straight into the log record without a String in between: the
+/// default access log is on every request's path.
+struct TextLine<'a, 'b>(&'a Entry<'b>);
+
+impl std::fmt::Display for TextLine<'_, '_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let e = self.0;
+        let millis = e.duration.as_secs_f64() * 1000.0;
+        write!(f, "{} \"", e.client)?;
+        match e.head {
+            Some(h) => write!(f, "{} {} {}", h.method, h.target, h.version.as_str())?,
+            None if e.tcp => f.write_str("TCP")?,
+            None => f.write_str("-")?,
+        }
+        write!(f, "\" {} {} {} {millis:.1}ms", e.status, e.bytes, e.backend.unwrap_or("-"))
+    }
 }
 
 #[derive(Serialize)]
 struct JsonLine<'a> {
     time: String,
     client: String,
+    mode: &'static str,
     method: Option<&'a str>,
     target: Option<&'a str>,
     version: Option<&'a str>,
@@ -168,6 +181,7 @@ pub fn json_line(e: &Entry) -> String {
     let line = JsonLine {
         time: rfc3339(e.time),
         client: e.client.to_string(),
+        mode: if e.tcp { "tcp" } else { "http" },
         method: e.head.map(|h| h.method.as_str()),
         target: e.head.map(|h| h.target.as_str()),
         version: e.head.map(|h| h.version.as_str()),
@@ -188,7 +202,7 @@ pub fn combined_line(e: &Entry) -> String {
         "{} - - [{}] \"{}\" {} {bytes} \"{}\" \"{}\" \"{}\" {:.3}",
         e.client.ip(),
         apache_time(e.time),
-        escape(request_line(e.head).as_bytes()),
+        escape(request_line(e).as_bytes()),
         e.status,
         header("referer"),
         header("user-agent"),
@@ -197,9 +211,10 @@ pub fn combined_line(e: &Entry) -> String {
     )
 }
 
-fn request_line(head: Option<&RequestHead>) -> String {
-    match head {
+fn request_line(e: &Entry) -> String {
+    match e.head {
         Some(h) => format!("{} {} {}", h.method, h.target, h.version.as_str()),
+        None if e.tcp => "TCP".to_string(),
         None => "-".to_string(),
     }
 }
@@ -293,7 +308,8 @@ mod tests {
             headers: vec![
                 Header { name: "User-Agent".into(), value: b"curl/8.0".to_vec() },
                 Header { name: "Referer".into(), value: b"http://r/\xff".to_vec() },
-            ],
+            ]
+            .into(),
         }
     }
 
@@ -302,6 +318,7 @@ mod tests {
             time: at(1_000_000_000, 42),
             client: "10.0.0.7:5555".parse().unwrap(),
             head,
+            tcp: false,
             status: 200,
             bytes: 1234,
             backend: Some("http://127.0.0.1:5001"),
@@ -342,8 +359,18 @@ mod tests {
         assert_eq!((v["status"].as_u64(), v["bytes"].as_u64()), (Some(200), Some(1234)));
         assert_eq!(v["backend"], "http://127.0.0.1:5001");
         assert_eq!(v["duration_ms"].as_f64(), Some(1234.567));
+        assert_eq!(v["mode"], "http");
         let v: serde_json::Value = serde_json::from_str(&json_line(&entry(None))).unwrap();
         assert!(v["method"].is_null() && v["target"].is_null(), "{v}");
+    }
+
+    #[test]
+    fn tcp_connections_read_tcp_as_their_request_line() {
+        let e = Entry { tcp: true, ..entry(None) };
+        assert_eq!(text_line(&e), "10.0.0.7:5555 \"TCP\" 200 1234 http://127.0.0.1:5001 1234.6ms");
+        let v: serde_json::Value = serde_json::from_str(&json_line(&e)).unwrap();
+        assert_eq!((v["mode"].as_str(), v["method"].as_str()), (Some("tcp"), None), "{v}");
+        assert!(combined_line(&e).contains("] \"TCP\" 200 1234 "), "{}", combined_line(&e));
     }
 
     #[test]

@@ -2,26 +2,29 @@
 //! counters, and the idle keep-alive connections kept for reuse.
 //!
 //! Shared by every worker through `Arc<Backend>`. Workers write the counters (through
-//! [`InFlight`]) and the idle connections; the health thread writes `healthy`; reload and the
-//! admin API write `draining`. No lock here is held while connecting, reading or writing.
+//! [`InFlight`]), the idle connections and the run of traffic failures; health changes (from
+//! the health thread's probes, or from workers when traffic fails) go through
+//! [`Backend::change_health`]; reload and the admin API write `draining`. No lock here is held
+//! while connecting, reading or writing.
 //!
 //! A backend with `maxConnections` wakes the queues of its pools whenever one of its slots
 //! comes free, so requests waiting there try again (see `queue`).
 
 use crate::config::{ServerConfig, Timeouts};
-use crate::health::HealthState;
+use crate::health::{Health, HealthChange, HealthState};
 use crate::lock;
 use crate::metrics::BackendMetrics;
 use crate::queue::Queue;
+use crate::sys;
 use std::io;
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 pub struct Backend {
     pub config: ServerConfig,
-    /// Written by the health thread; read by every pick.
+    /// True while `health` says up; written only under the `health` lock, read by every pick.
     healthy: AtomicBool,
     /// Set when the backend should get no new exchanges; read by every pick.
     draining: AtomicBool,
@@ -31,14 +34,18 @@ pub struct Backend {
     requests: AtomicU64,
     /// Failed connects and broken responses, lifetime.
     failures: AtomicU64,
+    /// Traffic failures in a row (refused, timed out, reset before a response); written by
+    /// workers, set back to 0 by any response and when the backend comes back up.
+    traffic_failures: AtomicU32,
     /// New TCP connections opened to this backend, lifetime.
     connections_opened: AtomicU64,
     /// Index into `config.addrs` of the address that last accepted a connection.
     preferred_addr: AtomicUsize,
     /// Kept-alive connections waiting for reuse, newest last.
     idle: Mutex<Vec<IdleConnection>>,
-    /// Written only by the health thread.
-    pub health: Mutex<HealthState>,
+    /// Up, down or unknown, with the run of probe results; changed only through
+    /// [`Backend::change_health`], by the health thread's probes and by workers.
+    health: Mutex<HealthState>,
     /// Exchanges answered and probes run, by outcome; written by workers and the health thread.
     pub metrics: BackendMetrics,
     /// The queues of the pools this backend belongs to, woken when a slot may have come
@@ -84,20 +91,68 @@ pub struct BackendStats {
 }
 
 impl Backend {
+    /// A backend present when sluice starts: up, so traffic flows from the first moment.
     pub fn new(config: ServerConfig) -> Backend {
+        Backend::with_health(config, HealthState::up())
+    }
+
+    /// A backend added while running (by reload or the admin API): unknown, so it gets no
+    /// traffic until its first probe passes.
+    pub fn joining(config: ServerConfig) -> Backend {
+        Backend::with_health(config, HealthState::unknown())
+    }
+
+    fn with_health(config: ServerConfig, health: HealthState) -> Backend {
         Backend {
             config,
-            healthy: AtomicBool::new(true),
+            healthy: AtomicBool::new(health.health == Health::Up),
             draining: AtomicBool::new(false),
             active: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            traffic_failures: AtomicU32::new(0),
             connections_opened: AtomicU64::new(0),
             preferred_addr: AtomicUsize::new(0),
             idle: Mutex::new(Vec::new()),
-            health: Mutex::new(HealthState::new()),
+            health: Mutex::new(health),
             metrics: BackendMetrics::default(),
             queues: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The same server under new settings (a reload changed its weight, limit or
+    /// addresses): it keeps the health, drain flag and counters of `previous`, and its idle
+    /// connections if the addresses stayed. Exchanges in flight on `previous` finish there
+    /// and are counted there; the metrics (latency histograms, probe counts) start afresh.
+    pub fn carried_over(config: ServerConfig, previous: &Backend) -> Backend {
+        let backend = Backend::with_health(config, *lock(&previous.health));
+        backend.draining.store(previous.is_draining(), Ordering::Relaxed);
+        let counters = [
+            (&backend.requests, &previous.requests),
+            (&backend.failures, &previous.failures),
+            (&backend.connections_opened, &previous.connections_opened),
+        ];
+        for (new, old) in counters {
+            new.store(old.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        backend.traffic_failures.store(previous.traffic_failures.load(Ordering::Relaxed), Ordering::Relaxed);
+        if backend.config.addrs == previous.config.addrs {
+            *lock(&backend.idle) = std::mem::take(&mut *lock(&previous.idle));
+        }
+        backend
+    }
+
+    /// The backend for `server` in a new set: on the first start a fresh one that is up;
+    /// when replacing the `running` set, the running one with the same URL (carried over if
+    /// its settings changed), or else a new one that joins after a passing probe.
+    pub fn reuse_or_join(server: &ServerConfig, running: Option<&[Arc<Backend>]>) -> Arc<Backend> {
+        let Some(running) = running else {
+            return Arc::new(Backend::new(server.clone()));
+        };
+        match running.iter().find(|b| b.config.url == server.url) {
+            Some(same) if same.config == *server => Arc::clone(same),
+            Some(changed) => Arc::new(Backend::carried_over(server.clone(), changed)),
+            None => Arc::new(Backend::joining(server.clone())),
         }
     }
 
@@ -109,12 +164,46 @@ impl Backend {
         self.healthy.load(Ordering::Relaxed)
     }
 
+    /// Up, down, or unknown (added while running and not yet probed).
+    pub fn health(&self) -> Health {
+        lock(&self.health).health
+    }
+
+    /// Forces the backend up or down, outside the health checks (tests, operators).
     pub fn set_healthy(&self, healthy: bool) {
-        self.healthy.store(healthy, Ordering::Relaxed);
-        if healthy {
+        self.change_health(|state| state.force(healthy));
+    }
+
+    /// Applies `update` to the health state and, when it reports a change, makes the
+    /// `healthy` flag follow it: going down empties the idle connections; coming up clears
+    /// the run of traffic failures and wakes requests queued for a slot. The flag changes
+    /// under the same lock as the state, so the two never disagree.
+    pub fn change_health(&self, update: impl FnOnce(&mut HealthState) -> Option<HealthChange>) -> Option<HealthChange> {
+        let mut state = lock(&self.health);
+        let change = update(&mut state)?;
+        self.healthy.store(change.to == Health::Up, Ordering::Relaxed);
+        drop(state);
+        if change.to == Health::Up {
+            self.traffic_failures.store(0, Ordering::Relaxed);
             self.wake_queues();
         } else {
-            lock(&self.idle).clear();
+            let idle = std::mem::take(&mut *lock(&self.idle));
+            drop(idle);
+        }
+        Some(change)
+    }
+
+    /// Counts one failure on real traffic; returns how many have come in a row.
+    pub fn count_traffic_failure(&self) -> u32 {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        self.traffic_failures.fetch_add(1, Ordering::Relaxed).saturating_add(1)
+    }
+
+    /// An answer came back (a response head, or a TCP connection opened in tcp mode): the
+    /// run of traffic failures is over.
+    pub fn count_success(&self) {
+        if self.traffic_failures.load(Ordering::Relaxed) != 0 {
+            self.traffic_failures.store(0, Ordering::Relaxed);
         }
     }
 
@@ -266,9 +355,5 @@ fn connect_to(addr: SocketAddr, timeouts: &Timeouts) -> io::Result<TcpStream> {
 /// A one-byte non-blocking peek: an idle connection the backend closed reads as EOF, and one
 /// with unexpected bytes waiting is no use either.
 fn is_open(stream: &TcpStream) -> bool {
-    if stream.set_nonblocking(true).is_err() {
-        return false;
-    }
-    let open = matches!(stream.peek(&mut [0u8; 1]), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
-    open && stream.set_nonblocking(false).is_ok()
+    matches!(sys::peek_now(stream), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
 }

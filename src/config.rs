@@ -35,6 +35,7 @@ pub struct Config {
     /// The admin API; `None` when `admin` is not configured.
     pub admin: Option<AdminConfig>,
     pub access_log: AccessLogConfig,
+    pub alerts: AlertsConfig,
 }
 
 /// The admin listener: stats, metrics, the status page and runtime changes.
@@ -221,6 +222,51 @@ pub struct HealthCheckConfig {
     pub rise: u32,
     /// Consecutive failures that take a backend out.
     pub fall: u32,
+    /// Sent as `Host` by probes; `None` sends the backend's `host:port`.
+    pub host: Option<String>,
+    /// The statuses a probe must get back; `None` passes any 2xx or 3xx.
+    pub expect_status: Option<Vec<u16>>,
+    /// Consecutive failures on real traffic (refused, timed-out or reset before a response)
+    /// that take a backend out at once, without waiting for a probe; 0 turns this off.
+    pub passive_fails: u32,
+}
+
+/// Where events about backends going down and up are sent, and the host thresholds that
+/// raise events of their own.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertsConfig {
+    /// `None` only logs the events.
+    pub webhook: Option<Webhook>,
+    /// Longest one delivery may take, from connecting to the response head.
+    pub timeout: Duration,
+    pub host: HostThresholds,
+}
+
+/// Host-monitoring thresholds in percent (above 0, at most 100); `None` is not watched.
+/// Checked once a second against `host::sample()` by `host_alerts`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct HostThresholds {
+    /// `alerts.cpuPercent`: the balancer's own CPU use over the last second, as a share of
+    /// all the machine's cores.
+    pub cpu_percent: Option<f64>,
+    /// `alerts.memoryPercent`: the host's memory in use (total less available).
+    pub memory_percent: Option<f64>,
+    /// `alerts.diskPercent`: the use of the file system holding `/`.
+    pub disk_percent: Option<f64>,
+    /// `alerts.openFilesPercent`: the balancer's open file descriptors against its soft limit.
+    pub open_files_percent: Option<f64>,
+}
+
+/// An `http://host[:port]/path` URL that events are POSTed to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Webhook {
+    pub url: String,
+    /// `host:port`, sent as `Host`.
+    pub authority: String,
+    /// Resolved when the configuration is loaded.
+    pub addrs: Vec<SocketAddr>,
+    /// The path and query, at least `/`.
+    pub path: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -255,6 +301,9 @@ pub struct Limits {
     pub max_body_bytes: Option<u64>,
     /// Open client connections above this are answered 503 at once.
     pub max_connections: usize,
+    /// Open connections from one client address above this are answered 503 at once;
+    /// `None` is no limit.
+    pub max_connections_per_client: Option<usize>,
     /// Idle connections kept per backend for reuse.
     pub max_idle_per_backend: usize,
 }
@@ -279,7 +328,13 @@ impl Default for Timeouts {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_header_bytes: 16 * 1024, max_body_bytes: None, max_connections: 10_000, max_idle_per_backend: 64 }
+        Limits {
+            max_header_bytes: 16 * 1024,
+            max_body_bytes: None,
+            max_connections: 10_000,
+            max_connections_per_client: Some(1024),
+            max_idle_per_backend: 64,
+        }
     }
 }
 
@@ -292,7 +347,16 @@ impl Default for HealthCheckConfig {
             timeout: Duration::from_secs(1),
             rise: 2,
             fall: 2,
+            host: None,
+            expect_status: None,
+            passive_fails: 2,
         }
+    }
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig { webhook: None, timeout: Duration::from_secs(2), host: HostThresholds::default() }
     }
 }
 
@@ -353,6 +417,7 @@ fn read_config(top: &mut Section) -> Result<Config, ConfigError> {
     let admin = read_admin(top)?;
     let access_log = read_access_log(top)?;
     let waiting_room = top.bool("waitingRoom")?.unwrap_or(true);
+    let alerts = read_alerts(top)?;
     Ok(Config {
         source: top.file.to_string(),
         listeners,
@@ -364,6 +429,7 @@ fn read_config(top: &mut Section) -> Result<Config, ConfigError> {
         admin,
         access_log,
         waiting_room,
+        alerts,
     })
 }
 
@@ -414,30 +480,7 @@ fn read_pool(section: &mut Section, name: &str) -> Result<PoolConfig, ConfigErro
         })?,
     };
     let sticky = read_sticky(section)?;
-    let mut health_check = HealthCheckConfig::default();
-    if let Some(interval) = section.duration("healthCheckInterval")? {
-        health_check.interval = interval;
-    }
-    if let Some(mut hc) = section.section("healthCheck")? {
-        if let Some(path) = hc.str("path")? {
-            if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
-                return Err(hc.error("path", "must start with `/` and contain no spaces or control characters"));
-            }
-            health_check.path = path.to_string();
-        }
-        if let Some(method) = hc.str("method")? {
-            if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
-                return Err(hc.error("method", "must be an upper-case method such as \"HEAD\" or \"GET\""));
-            }
-            health_check.method = method.to_string();
-        }
-        if let Some(timeout) = hc.duration("timeout")? {
-            health_check.timeout = timeout;
-        }
-        health_check.rise = hc.uint("rise", 1, 1000)?.map_or(health_check.rise, |n| n as u32);
-        health_check.fall = hc.uint("fall", 1, 1000)?.map_or(health_check.fall, |n| n as u32);
-        hc.finish()?;
-    }
+    let health_check = read_health_check(section)?;
     let retries = section.uint("retries", 0, 100)?.map_or(2, |n| n as u32);
     let protocol = servers[0].protocol;
     Ok(PoolConfig { name: name.to_string(), protocol, servers, algorithm, sticky, health_check, retries })
@@ -457,6 +500,108 @@ fn read_sticky(section: &mut Section) -> Result<Option<StickyConfig>, ConfigErro
 /// A cookie name is an HTTP token (RFC 6265, section 4.1.1); sluice also caps its length.
 fn is_cookie_name(name: &str) -> bool {
     (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// Reads `healthCheckInterval` and the `healthCheck` object of a pool.
+fn read_health_check(section: &mut Section) -> Result<HealthCheckConfig, ConfigError> {
+    let mut health_check = HealthCheckConfig::default();
+    if let Some(interval) = section.duration("healthCheckInterval")? {
+        health_check.interval = interval;
+    }
+    let Some(mut hc) = section.section("healthCheck")? else {
+        return Ok(health_check);
+    };
+    if let Some(path) = hc.str("path")? {
+        if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+            return Err(hc.error("path", "must start with `/` and contain no spaces or control characters"));
+        }
+        health_check.path = path.to_string();
+    }
+    if let Some(method) = hc.str("method")? {
+        if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(hc.error("method", "must be an upper-case method such as \"HEAD\" or \"GET\""));
+        }
+        health_check.method = method.to_string();
+    }
+    if let Some(timeout) = hc.duration("timeout")? {
+        health_check.timeout = timeout;
+    }
+    health_check.rise = hc.uint("rise", 1, 1000)?.map_or(health_check.rise, |n| n as u32);
+    health_check.fall = hc.uint("fall", 1, 1000)?.map_or(health_check.fall, |n| n as u32);
+    health_check.passive_fails = hc.uint("passiveFails", 0, 1000)?.map_or(health_check.fall, |n| n as u32);
+    if let Some(host) = hc.str("host")? {
+        if host.is_empty() || !host.bytes().all(|b| b.is_ascii_graphic() && b != b'/' && b != b'@') {
+            return Err(hc.error("host", "must be a host name, optionally with a port, such as \"app.example.com\""));
+        }
+        health_check.host = Some(host.to_string());
+    }
+    health_check.expect_status = read_expect_status(&mut hc)?;
+    hc.finish()?;
+    Ok(health_check)
+}
+
+/// `expectStatus`: one status code or a non-empty list of them.
+fn read_expect_status(hc: &mut Section) -> Result<Option<Vec<u16>>, ConfigError> {
+    let problem = "must be a status code from 100 to 599, or a list of them such as [200, 204]";
+    let status = |v: &Value| v.as_u64().filter(|n| (100..=599).contains(n)).map(|n| n as u16);
+    match hc.get("expectStatus") {
+        None => Ok(None),
+        Some(Value::Array(list)) if !list.is_empty() => list
+            .iter()
+            .map(status)
+            .collect::<Option<Vec<u16>>>()
+            .map(Some)
+            .ok_or_else(|| hc.error("expectStatus", problem)),
+        Some(v) => status(v).map(|s| Some(vec![s])).ok_or_else(|| hc.error("expectStatus", problem)),
+    }
+}
+
+/// Reads the `alerts` object: `{"webhook": "http://host:port/path", "timeout": "2s"}` and
+/// the host thresholds, such as `"memoryPercent": 90`.
+fn read_alerts(top: &mut Section) -> Result<AlertsConfig, ConfigError> {
+    let mut alerts = AlertsConfig::default();
+    if let Some(mut s) = top.section("alerts")? {
+        if let Some(url) = s.str("webhook")? {
+            alerts.webhook = Some(webhook_from_url(url).map_err(|p| s.error("webhook", &p))?);
+        }
+        if let Some(timeout) = s.duration("timeout")? {
+            alerts.timeout = timeout;
+        }
+        alerts.host = HostThresholds {
+            cpu_percent: s.percent("cpuPercent")?,
+            memory_percent: s.percent("memoryPercent")?,
+            disk_percent: s.percent("diskPercent")?,
+            open_files_percent: s.percent("openFilesPercent")?,
+        };
+        s.finish()?;
+    }
+    Ok(alerts)
+}
+
+/// Parses `http://host[:port][/path]` into a webhook, resolving the host.
+pub fn webhook_from_url(url: &str) -> Result<Webhook, String> {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return Err(format!(
+            "{url:?} is not a URL such as \"http://127.0.0.1:9090/alerts\" (only http:// is supported)"
+        ));
+    };
+    let (authority, path) = match rest.find(['/', '?']) {
+        Some(i) => rest.split_at(i),
+        None => (rest, "/"),
+    };
+    let path = if path.starts_with('?') { format!("/{path}") } else { path.to_string() };
+    if authority.contains('@') || path.bytes().any(|b| b <= b' ' || b == 0x7f || b == b'#') {
+        return Err(format!("{url:?}: give a host, an optional port and a path, without spaces or a user"));
+    }
+    let (host, port) = split_host_port(authority).ok_or_else(|| format!("{url:?} has a bad host or port"))?;
+    let port = port.unwrap_or(80);
+    let addrs: Vec<SocketAddr> =
+        (host, port).to_socket_addrs().map_err(|e| format!("{url:?}: cannot resolve {host:?} ({e})"))?.collect();
+    if addrs.is_empty() {
+        return Err(format!("{url:?}: {host:?} resolves to no address"));
+    }
+    let authority = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+    Ok(Webhook { url: url.to_string(), authority, addrs, path })
 }
 
 fn read_servers(section: &mut Section) -> Result<Vec<ServerConfig>, ConfigError> {
@@ -598,6 +743,9 @@ fn read_limits(top: &mut Section) -> Result<Limits, ConfigError> {
         }
         if let Some(n) = s.uint("maxConnections", 1, 1_000_000)? {
             l.max_connections = n as usize;
+        }
+        if let Some(n) = s.uint("maxConnectionsPerClient", 0, 1_000_000)? {
+            l.max_connections_per_client = (n > 0).then_some(n as usize);
         }
         if let Some(n) = s.uint("maxIdlePerBackend", 0, 10_000)? {
             l.max_idle_per_backend = n as usize;
@@ -794,6 +942,15 @@ impl<'a> Section<'a> {
         }
     }
 
+    /// A number above 0 and at most 100.
+    fn percent(&mut self, key: &'static str) -> Result<Option<f64>, ConfigError> {
+        match self.get(key).map(Value::as_f64) {
+            None => Ok(None),
+            Some(Some(v)) if v > 0.0 && v <= 100.0 => Ok(Some(v)),
+            Some(_) => Err(self.error(key, "must be a percentage above 0 and at most 100, such as 90 or 99.5")),
+        }
+    }
+
     fn duration(&mut self, key: &'static str) -> Result<Option<Duration>, ConfigError> {
         match self.get(key) {
             None => Ok(None),
@@ -942,6 +1099,54 @@ mod tests {
                 r#"{"port": ":8080", "listen": ":8081", "servers": ["http://127.0.0.1:1"]}"#,
                 "config.json: listen: give either",
             ),
+            (
+                r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"], "healthCheck": {"expectStatus": [200, 99]}}"#,
+                "config.json: healthCheck.expectStatus: must be a status code from 100 to 599, or a list",
+            ),
+            (
+                r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"], "healthCheck": {"expectStatus": []}}"#,
+                "config.json: healthCheck.expectStatus: must be a status code",
+            ),
+            (
+                r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"], "healthCheck": {"expectStatus": "2xx"}}"#,
+                "config.json: healthCheck.expectStatus: must be a status code",
+            ),
+            (
+                r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"], "healthCheck": {"host": "a b"}}"#,
+                "config.json: healthCheck.host: must be a host name",
+            ),
+            (
+                r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"], "healthCheck": {"passiveFail": 1}}"#,
+                "config.json: healthCheck.passiveFail: unknown key (did you mean `passiveFails`?)",
+            ),
+            (
+                r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"], "alerts": {"webhook": "https://x/"}}"#,
+                "config.json: alerts.webhook: \"https://x/\" is not a URL such as",
+            ),
+            (
+                r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"], "alerts": {"webhook": "http://127.0.0.1:x/a"}}"#,
+                "config.json: alerts.webhook: \"http://127.0.0.1:x/a\" has a bad host or port",
+            ),
+            (
+                r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"], "alerts": {"webhok": "http://127.0.0.1/"}}"#,
+                "config.json: alerts.webhok: unknown key (did you mean `webhook`?)",
+            ),
+            (
+                r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"], "alerts": {"memoryPercent": 0}}"#,
+                "config.json: alerts.memoryPercent: must be a percentage above 0 and at most 100",
+            ),
+            (
+                r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"], "alerts": {"diskPercent": "90%"}}"#,
+                "config.json: alerts.diskPercent: must be a percentage above 0 and at most 100",
+            ),
+            (
+                r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"], "alerts": {"cpuPercent": 101}}"#,
+                "config.json: alerts.cpuPercent: must be a percentage above 0 and at most 100",
+            ),
+            (
+                r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"], "alerts": {"memoryPercnt": 90}}"#,
+                "config.json: alerts.memoryPercnt: unknown key (did you mean `memoryPercent`?)",
+            ),
             (r#"{"port": ":8080", "servers": ["#, "config.json: not valid JSON"),
             (r#"[1]"#, "config.json: must be a JSON object"),
             (
@@ -1080,5 +1285,71 @@ mod tests {
         assert_eq!(c.timeouts.queue, Duration::from_millis(250));
         let c = parse(r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"]}"#).unwrap();
         assert_eq!((c.pools[0].sticky.clone(), c.timeouts.queue), (None, Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn health_check_keys_and_their_defaults() {
+        let c = parse(r#"{"listen": "127.0.0.1:0", "servers": ["http://127.0.0.1:1"]}"#).unwrap();
+        let hc = &c.pools[0].health_check;
+        assert_eq!((hc.rise, hc.fall, hc.passive_fails), (2, 2, 2));
+        assert_eq!((&hc.host, &hc.expect_status), (&None, &None));
+
+        let c = parse(
+            r#"{"listen": "127.0.0.1:0", "servers": ["http://127.0.0.1:1"],
+            "healthCheck": {"fall": 4, "host": "app.example.com:8443", "expectStatus": 204}}"#,
+        )
+        .unwrap();
+        let hc = &c.pools[0].health_check;
+        assert_eq!(hc.passive_fails, 4, "passiveFails follows fall unless given");
+        assert_eq!(hc.host.as_deref(), Some("app.example.com:8443"));
+        assert_eq!(hc.expect_status, Some(vec![204]));
+
+        let c = parse(
+            r#"{"listen": "127.0.0.1:0", "servers": ["http://127.0.0.1:1"],
+            "healthCheck": {"passiveFails": 0, "expectStatus": [200, 204]}}"#,
+        )
+        .unwrap();
+        let hc = &c.pools[0].health_check;
+        assert_eq!((hc.passive_fails, hc.expect_status.clone()), (0, Some(vec![200, 204])));
+    }
+
+    #[test]
+    fn alerts_webhook_and_timeout() {
+        let c = parse(r#"{"listen": "127.0.0.1:0", "servers": ["http://127.0.0.1:1"]}"#).unwrap();
+        assert_eq!(c.alerts, AlertsConfig::default());
+        assert_eq!(c.alerts.timeout, Duration::from_secs(2));
+
+        let c = parse(
+            r#"{"listen": "127.0.0.1:0", "servers": ["http://127.0.0.1:1"],
+            "alerts": {"webhook": "http://127.0.0.1:9090/hooks/sluice?k=1", "timeout": "500ms"}}"#,
+        )
+        .unwrap();
+        let hook = c.alerts.webhook.unwrap();
+        assert_eq!(hook.authority, "127.0.0.1:9090");
+        assert_eq!(hook.path, "/hooks/sluice?k=1");
+        assert_eq!(hook.addrs, vec!["127.0.0.1:9090".parse().unwrap()]);
+        assert_eq!(c.alerts.timeout, Duration::from_millis(500));
+
+        assert_eq!(c.alerts.host, HostThresholds::default());
+        assert_eq!(webhook_from_url("http://localhost").unwrap().path, "/");
+        assert_eq!(webhook_from_url("http://127.0.0.1?x").unwrap().path, "/?x");
+        assert_eq!(webhook_from_url("http://[::1]:81/a").unwrap().authority, "[::1]:81");
+    }
+
+    #[test]
+    fn host_thresholds_are_optional_percentages() {
+        let c = parse(
+            r#"{"listen": "127.0.0.1:0", "servers": ["http://127.0.0.1:1"],
+            "alerts": {"cpuPercent": 80, "memoryPercent": 90.5, "diskPercent": 100, "openFilesPercent": 0.1}}"#,
+        )
+        .unwrap();
+        let want = HostThresholds {
+            cpu_percent: Some(80.0),
+            memory_percent: Some(90.5),
+            disk_percent: Some(100.0),
+            open_files_percent: Some(0.1),
+        };
+        assert_eq!(c.alerts.host, want);
+        assert_eq!(c.alerts.webhook, None);
     }
 }

@@ -9,11 +9,15 @@
 //! head must start within `timeouts.clientHeader`, later ones within `timeouts.keepAlive`,
 //! and every head must be complete within `timeouts.clientHeader` of its first byte, counted
 //! across any time spent parked.
+//!
+//! While it waits for a head the connection is marked idle in the runtime's registry, so that
+//! stopping closes it at once instead of waiting for it; a connection that finds sluice
+//! stopping closes unless a request is already waiting to be read.
 
 use crate::access_log::Entry;
 use crate::config::ListenerMode;
 use crate::http::error::HttpError;
-use crate::http::head::{read_request_head, HeadError, HeadWait, RequestHead};
+use crate::http::head::{read_request_head_into, HeadError, HeadWait, RequestHead};
 use crate::http::stream::BufferedStream;
 use crate::metrics::Finished;
 use crate::proxy::{self, Client, Context, ExchangeBuffers, Outcome};
@@ -56,11 +60,11 @@ pub fn accept(runtime: &Arc<Runtime>, stream: TcpStream, peer: SocketAddr, liste
         Ok(handle) => handle,
         Err(e) => {
             debug!("{peer}: cannot set up the connection: {e}");
-            runtime.uncount_connection();
+            runtime.uncount_connection(peer.ip());
             return;
         }
     };
-    let ticket = runtime.register_client(handle);
+    let ticket = runtime.register_client(handle, peer.ip());
     let conn =
         ClientConn { stream, peer, listener, partial_head: Vec::new(), head_deadline: None, requests: 0, ticket };
     dispatch(runtime, conn, false);
@@ -79,20 +83,33 @@ pub fn dispatch(runtime: &Arc<Runtime>, conn: ClientConn, readable: bool) {
     });
 }
 
-thread_local! {
-    /// The buffers of this worker thread, lent to the connection it serves.
-    static WORKER_BUFFERS: RefCell<Option<(Box<[u8]>, ExchangeBuffers)>> = const { RefCell::new(None) };
+/// What a worker thread keeps from one connection to the next, so that serving a request
+/// allocates nothing once the worker has served a few.
+struct WorkerBuffers {
+    read: Box<[u8]>,
+    /// The request head, refilled for each request.
+    head: RequestHead,
+    exchange: ExchangeBuffers,
 }
 
-fn take_buffers(read_capacity: usize) -> (Box<[u8]>, ExchangeBuffers) {
+thread_local! {
+    /// The buffers of this worker thread, lent to the connection it serves.
+    static WORKER_BUFFERS: RefCell<Option<WorkerBuffers>> = const { RefCell::new(None) };
+}
+
+fn take_buffers(read_capacity: usize) -> WorkerBuffers {
     match WORKER_BUFFERS.with(|b| b.borrow_mut().take()) {
-        Some((read, exchange)) if read.len() == read_capacity => (read, exchange),
-        _ => (vec![0; read_capacity].into_boxed_slice(), ExchangeBuffers::default()),
+        Some(buffers) if buffers.read.len() == read_capacity => buffers,
+        _ => WorkerBuffers {
+            read: vec![0; read_capacity].into_boxed_slice(),
+            head: RequestHead::default(),
+            exchange: ExchangeBuffers::default(),
+        },
     }
 }
 
-fn return_buffers(read: Box<[u8]>, exchange: ExchangeBuffers) {
-    WORKER_BUFFERS.with(|b| *b.borrow_mut() = Some((read, exchange)));
+fn return_buffers(buffers: WorkerBuffers) {
+    WORKER_BUFFERS.with(|b| *b.borrow_mut() = Some(buffers));
 }
 
 /// Serves `conn` on this worker until it closes or parks.
@@ -101,23 +118,27 @@ fn serve(runtime: &Arc<Runtime>, conn: ClientConn, mut readable: bool) {
     let ClientConn { stream, peer, listener, partial_head, mut head_deadline, mut requests, ticket } = conn;
     let state = runtime.state();
     if state.config.listeners[listener].mode == ListenerMode::Tcp {
-        tcp::serve(&state, &state.config.listeners[listener], &stream, peer);
+        tcp::serve(runtime, &state, &state.config.listeners[listener], &stream, peer);
         return;
     }
     drop(state);
     let capacity = runtime.state().config.limits.max_header_bytes.max(partial_head.len());
-    let (read_buf, exchange_buffers) = take_buffers(capacity);
-    let mut stream = BufferedStream::from_parts(stream, read_buf, None);
+    let WorkerBuffers { read, mut head, exchange } = take_buffers(capacity);
+    let mut stream = BufferedStream::from_parts(stream, read, None);
     stream.preload(&partial_head);
-    let mut client = Client::new(stream, peer, exchange_buffers);
+    let mut client = Client::new(stream, peer, exchange);
     let _ = client.stream.get_ref().set_write_timeout(Some(runtime.state().config.timeouts.client));
     // Bytes read from the client before the current exchange's (the preloaded ones count).
     let mut counted = 0;
     loop {
         let state = runtime.state();
         let config = &state.config;
-        if requests > 0 && !ticket.enter_idle() {
-            break;
+        if !ticket.enter_idle() {
+            // Stopping: serve only a request that is already here.
+            if !readable && !has_input(&client.stream) {
+                break;
+            }
+            ticket.leave_idle();
         }
         let mut may_block = || std::mem::take(&mut readable) || !runtime.should_park();
         let mut wait = HeadWait {
@@ -126,18 +147,18 @@ fn serve(runtime: &Arc<Runtime>, conn: ClientConn, mut readable: bool) {
             deadline: head_deadline,
             may_block: &mut may_block,
         };
-        let head = read_request_head(&mut client.stream, config.limits.max_header_bytes, &mut wait);
+        let read = read_request_head_into(&mut client.stream, config.limits.max_header_bytes, &mut wait, &mut head);
         head_deadline = wait.deadline;
         ticket.leave_idle();
         let started = Instant::now();
-        let mut head = match head {
-            Ok(head) => head,
+        match read {
+            Ok(()) => {}
             Err(HeadError::WouldBlock) => {
                 let expires = head_deadline.unwrap_or_else(|| started + wait.first_byte);
-                let (stream, exchange_buffers) = client.into_parts();
+                let (stream, exchange) = client.into_parts();
                 let partial_head = stream.buffered().to_vec();
-                let (stream, read_buf) = stream.into_parts();
-                return_buffers(read_buf, exchange_buffers);
+                let (stream, read) = stream.into_parts();
+                return_buffers(WorkerBuffers { read, head, exchange });
                 let conn = ClientConn { stream, peer, listener, partial_head, head_deadline, requests, ticket };
                 runtime.waiting_room.park(conn, expires);
                 return;
@@ -150,7 +171,7 @@ fn serve(runtime: &Arc<Runtime>, conn: ClientConn, mut readable: bool) {
                 }
                 break;
             }
-        };
+        }
         head_deadline = None;
         let ctx = Context { runtime, state: &state, listener: &config.listeners[listener] };
         let outcome = match ctx.listener.mode {
@@ -165,9 +186,22 @@ fn serve(runtime: &Arc<Runtime>, conn: ClientConn, mut readable: bool) {
             break;
         }
     }
-    let (stream, exchange_buffers) = client.into_parts();
-    let (_, read_buf) = stream.into_parts();
-    return_buffers(read_buf, exchange_buffers);
+    let (stream, exchange) = client.into_parts();
+    let (_, read) = stream.into_parts();
+    return_buffers(WorkerBuffers { read, head, exchange });
+}
+
+/// True when request bytes are already buffered or waiting in the socket.
+fn has_input(stream: &BufferedStream) -> bool {
+    if !stream.buffered().is_empty() {
+        return true;
+    }
+    let socket = stream.get_ref();
+    if socket.set_nonblocking(true).is_err() {
+        return false;
+    }
+    let waiting = matches!(socket.peek(&mut [0u8; 1]), Ok(n) if n > 0);
+    socket.set_nonblocking(false).is_ok() && waiting
 }
 
 /// The answer to a head that could not be read, if it deserves one.
@@ -212,6 +246,7 @@ fn record_exchange(runtime: &Runtime, state: &State, peer: SocketAddr, ended: En
         time: SystemTime::now(),
         client: peer,
         head,
+        tcp: false,
         status: outcome.status,
         bytes: outcome.body_bytes,
         backend: outcome.backend.as_ref().map(|b| b.url()),

@@ -6,7 +6,7 @@
 use crate::config::Config;
 use crate::http::framing::{request_framing, BodyFraming};
 use crate::http::head::{read_request_head, HeadWait, RequestHead};
-use crate::http::headers::{connection_tokens, is_persistent};
+use crate::http::headers::is_persistent;
 use crate::http::stream::BufferedStream;
 use log::debug;
 use std::fmt;
@@ -84,7 +84,7 @@ fn serve(stream: TcpStream, name: &str) -> io::Result<()> {
             may_block: &mut always,
         };
         let Ok(head) = read_request_head(&mut src, 16 * 1024, &mut wait) else { return Ok(()) };
-        let keep_alive = is_persistent(head.version, &connection_tokens(&head)) && skip_body(&mut src, &head)?;
+        let keep_alive = is_persistent(head.version, &head) && skip_body(&mut src, &head)?;
         let body = format!("Hello from {name}: {} {}\n", head.method, head.target);
         let mut response = format!(
             "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n{}\r\n",

@@ -1,66 +1,193 @@
-//! Active health checks: a thread that probes every backend of every pool on the pool's
-//! interval, and the pure rise/fall rule that turns probe results into up and down.
+//! Backend health: the pure state machine that turns probe results and failures on real
+//! traffic into up and down, the health thread that probes every backend, and the one place
+//! that reports a change (a log line, an alert, a pool left with no healthy backend).
 //!
-//! An HTTP pool's backends are probed with an HTTP request (2xx and 3xx pass); a tcp pool's
-//! backends pass when a TCP connection opens. Each round probes all due backends at once, one short-lived thread per probe, so a slow
-//! backend costs its own probe's timeout and never delays the others. The thread writes each
-//! backend's `healthy` flag and health state, and closes idle connections grown stale.
+//! Active checks: each backend is probed on its pool's interval, with an HTTP request for an
+//! HTTP pool (2xx and 3xx pass, or `expectStatus`) and a TCP connect for a tcp pool. The first
+//! probes are spread
+//! over the first half of the interval and every later one comes after the interval moved by
+//! up to ±[`PROBE_JITTER_PERCENT`], so many backends are not probed in the same instant.
+//! Backends added while running start unknown and are probed at once: they join on their
+//! first passing probe. Each probe runs on its own short-lived thread, so a slow backend
+//! never delays the others' probes.
+//!
+//! Passive checks: workers call [`record_traffic_failure`] when a backend refuses, times out
+//! or resets a connection before answering; `healthCheck.passiveFails` of those in a row take
+//! the backend out at once, and probes bring it back after `rise` passes.
+//!
+//! Writes each backend's health through `Backend::change_health`; the health thread also
+//! closes idle connections grown stale.
 
+use crate::alerts::{AlertEvent, AlertKind};
 use crate::backend::Backend;
 use crate::config::{HealthCheckConfig, Protocol};
 use crate::http::head::read_response_head;
 use crate::http::stream::BufferedStream;
-use crate::lock;
 use crate::pool::Pool;
 use crate::runtime::Runtime;
-use log::{info, warn};
-use std::collections::HashMap;
+use log::{debug, error, info, warn};
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
 use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// Consecutive probe results for one backend.
+/// Each probe interval is moved by a random amount up to this share of it, either way.
+pub const PROBE_JITTER_PERCENT: u128 = 10;
+
+/// Stack of a probe thread: it holds a few small buffers and formats a log line.
+const PROBE_STACK_BYTES: usize = 128 * 1024;
+
+/// The largest probe response head read.
+const PROBE_HEAD_BYTES: usize = 16 * 1024;
+
+/// Where a backend stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// Added while running and not probed yet: no traffic until a probe passes.
+    Unknown,
+    Up,
+    Down,
+}
+
+impl Health {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Unknown => "unknown",
+            Health::Up => "up",
+            Health::Down => "down",
+        }
+    }
+}
+
+/// A backend's health flipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthChange {
+    pub from: Health,
+    pub to: Health,
+}
+
+/// A backend's health and the run of probe results that disagree with it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HealthState {
-    pub healthy: bool,
-    /// How many results in a row have disagreed with `healthy`.
+    pub health: Health,
+    /// Probe results in a row that point away from `health`.
     streak: u32,
 }
 
-impl Default for HealthState {
-    fn default() -> Self {
-        HealthState::new()
+impl HealthState {
+    pub fn up() -> HealthState {
+        HealthState { health: Health::Up, streak: 0 }
+    }
+
+    pub fn unknown() -> HealthState {
+        HealthState { health: Health::Unknown, streak: 0 }
+    }
+
+    /// Records one probe result. Up goes down after `fall` failures in a row, down comes up
+    /// after `rise` passes in a row, unknown comes up on its first pass (or goes down after
+    /// `fall` failures). Returns the change, if this result made one.
+    pub fn record_probe(&mut self, passed: bool, rise: u32, fall: u32) -> Option<HealthChange> {
+        let (needed, to) = match (self.health, passed) {
+            (Health::Unknown, true) => (1, Health::Up),
+            (Health::Up, true) | (Health::Down, false) => {
+                self.streak = 0;
+                return None;
+            }
+            (Health::Up | Health::Unknown, false) => (fall, Health::Down),
+            (Health::Down, true) => (rise, Health::Up),
+        };
+        self.streak += 1;
+        (self.streak >= needed).then(|| self.become_(to))
+    }
+
+    /// Takes an up backend down once `in_a_row` traffic failures reach `limit` (0: never).
+    pub fn record_traffic_failures(&mut self, in_a_row: u32, limit: u32) -> Option<HealthChange> {
+        let reached = limit > 0 && in_a_row >= limit;
+        (reached && self.health == Health::Up).then(|| self.become_(Health::Down))
+    }
+
+    /// Sets the health from outside the checks (an operator, a test).
+    pub fn force(&mut self, up: bool) -> Option<HealthChange> {
+        let to = if up { Health::Up } else { Health::Down };
+        (self.health != to).then(|| self.become_(to))
+    }
+
+    fn become_(&mut self, to: Health) -> HealthChange {
+        let change = HealthChange { from: self.health, to };
+        self.health = to;
+        self.streak = 0;
+        change
     }
 }
 
-impl HealthState {
-    /// Backends start healthy, so traffic flows from the first moment.
-    pub fn new() -> HealthState {
-        HealthState { healthy: true, streak: 0 }
+/// Whether a probe's answer passes: one of `expect`, or any 2xx or 3xx when `None`.
+pub fn is_expected_status(status: u16, expect: Option<&[u16]>) -> bool {
+    match expect {
+        Some(statuses) => statuses.contains(&status),
+        None => (200..=399).contains(&status),
     }
+}
 
-    /// Down, needing `rise` passing probes to come up: a backend added at run time whose
-    /// first probe failed.
-    pub fn down() -> HealthState {
-        HealthState { healthy: false, streak: 0 }
+/// When backend `index` of a pool of `count` is first probed: spread evenly over the first
+/// half of the interval.
+pub fn first_probe_offset(index: usize, count: usize, interval: Duration) -> Duration {
+    let nanos = interval.as_nanos() / 2 * index as u128 / count.max(1) as u128;
+    Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+}
+
+/// The wait before a backend's next probe: `interval`, moved by up to
+/// ±[`PROBE_JITTER_PERCENT`] by `random` (any value).
+pub fn next_probe_delay(interval: Duration, random: u64) -> Duration {
+    let span = interval.as_nanos() * PROBE_JITTER_PERCENT / 100;
+    let shift = u128::from(random) % (2 * span + 1);
+    Duration::from_nanos(u64::try_from(interval.as_nanos() - span + shift).unwrap_or(u64::MAX))
+}
+
+/// Counts a failure seen on real traffic to `backend` of `pool` (refused, timed out, or
+/// reset before a response); `passiveFails` in a row take it out at once. Called by workers.
+pub fn record_traffic_failure(runtime: &Runtime, pool: &Pool, backend: &Backend, error: &io::Error) {
+    let in_a_row = backend.count_traffic_failure();
+    let limit = pool.config.health_check.passive_fails;
+    if let Some(change) = backend.change_health(|s| s.record_traffic_failures(in_a_row, limit)) {
+        report(runtime, pool, backend, change, &format!("{in_a_row} failures in a row on live traffic, last: {error}"));
     }
+}
 
-    /// Records one probe result; returns the new state when this result flips it.
-    pub fn record(&mut self, passed: bool, rise: u32, fall: u32) -> Option<bool> {
-        if passed == self.healthy {
-            self.streak = 0;
-            return None;
-        }
-        self.streak += 1;
-        let needed = if passed { rise } else { fall };
-        if self.streak < needed {
-            return None;
-        }
-        self.healthy = passed;
-        self.streak = 0;
-        Some(passed)
+fn record_probe(runtime: &Runtime, pool: &Pool, backend: &Backend, result: Result<(), String>) {
+    let check = &pool.config.health_check;
+    backend.metrics.record_health_check(result.is_ok());
+    if let Err(why) = &result {
+        debug!("{}: health check failed: {why}", backend.url());
+    }
+    let Some(change) = backend.change_health(|s| s.record_probe(result.is_ok(), check.rise, check.fall)) else {
+        return;
+    };
+    let cause = match (result, change.from) {
+        (Ok(()), Health::Unknown) => "first health check passed".to_string(),
+        (Ok(_), _) => format!("{} health checks passed in a row", check.rise),
+        (Err(why), _) => format!("{} health checks failed in a row, last: {why}", check.fall),
+    };
+    report(runtime, pool, backend, change, &cause);
+}
+
+/// Logs a change once, raises its alert, and notices the pool losing its last healthy
+/// backend.
+fn report(runtime: &Runtime, pool: &Pool, backend: &Backend, change: HealthChange, cause: &str) {
+    let url = backend.url();
+    if change.to == Health::Up {
+        pool.regained_healthy();
+        info!("{url}: up ({cause})");
+        runtime.alerts.raise(AlertEvent::now(AlertKind::BackendUp, pool.name(), url));
+        return;
+    }
+    warn!("{url}: down ({cause})");
+    runtime.alerts.raise(AlertEvent::now(AlertKind::BackendDown, pool.name(), url));
+    if change.from == Health::Up && pool.lost_last_healthy() {
+        error!("pool {:?}: no healthy backend left; answering 503 until one comes back", pool.name());
+        runtime.alerts.raise(AlertEvent::now(AlertKind::PoolDown, pool.name(), url));
     }
 }
 
@@ -68,63 +195,82 @@ pub fn spawn(runtime: Arc<Runtime>) -> io::Result<thread::JoinHandle<()>> {
     thread::Builder::new().name("sluice-health".into()).spawn(move || run(&runtime))
 }
 
-fn run(runtime: &Runtime) {
-    let mut next_due: HashMap<String, Instant> = HashMap::new();
+/// A backend's place in the probe schedule, by pool name and URL.
+struct Planned {
+    due: Instant,
+    /// True while a probe of it runs; a probe still running when the next is due skips it.
+    probing: Arc<AtomicBool>,
+}
+
+fn run(runtime: &Arc<Runtime>) {
+    let mut plan: HashMap<(String, String), Planned> = HashMap::new();
+    let mut random = Random::seeded();
     loop {
         let state = runtime.state();
         let now = Instant::now();
-        let due: Vec<&Arc<Pool>> =
-            state.pools.iter().filter(|p| next_due.get(p.name()).is_none_or(|&t| t <= now)).collect();
-        probe_pools(&due);
-        for pool in &due {
-            next_due.insert(pool.name().to_string(), now + pool.config.health_check.interval);
-            for backend in &pool.backends {
+        let present: HashSet<(String, String)> = state
+            .pools
+            .iter()
+            .flat_map(|p| p.backends.iter().map(|b| (p.name().to_string(), b.url().to_string())))
+            .collect();
+        plan.retain(|key, _| present.contains(key));
+        for pool in &state.pools {
+            let interval = pool.config.health_check.interval;
+            for (index, backend) in pool.backends.iter().enumerate() {
+                let key = (pool.name().to_string(), backend.url().to_string());
+                let planned = plan.entry(key).or_insert_with(|| Planned {
+                    due: now + first_probe_wait(backend, index, pool.backends.len(), interval),
+                    probing: Arc::default(),
+                });
+                if planned.due > now {
+                    continue;
+                }
+                planned.due = now + next_probe_delay(interval, random.next());
                 backend.close_stale_idle(state.config.timeouts.backend_idle);
+                if !planned.probing.swap(true, Ordering::SeqCst) {
+                    start_probe(runtime, pool, backend, Probing(Arc::clone(&planned.probing)));
+                }
             }
         }
-        let wake = state.pools.iter().filter_map(|p| next_due.get(p.name())).min().copied();
+        let wake = plan.values().map(|p| p.due).min();
         let sleep = wake.map_or(Duration::from_secs(1), |t| t.saturating_duration_since(Instant::now()));
-        if runtime.sleep_unless_stopping(sleep) {
+        if runtime.sleep_until_change(sleep) {
             return;
         }
     }
 }
 
-fn probe_pools(pools: &[&Arc<Pool>]) {
-    thread::scope(|scope| {
-        for pool in pools {
-            let (check, protocol) = (&pool.config.health_check, pool.config.protocol);
-            for backend in &pool.backends {
-                let spawned = thread::Builder::new()
-                    .name("sluice-probe".into())
-                    .stack_size(64 * 1024)
-                    .spawn_scoped(scope, move || record(backend, check, probe(backend, check, protocol)));
-                if let Err(e) = spawned {
-                    warn!("cannot start a health probe thread: {e}");
-                }
-            }
-        }
-    });
-}
-
-fn record(backend: &Backend, check: &HealthCheckConfig, result: Result<(), String>) {
-    backend.metrics.record_health_check(result.is_ok());
-    let flipped = lock(&backend.health).record(result.is_ok(), check.rise, check.fall);
-    match (flipped, result) {
-        (Some(false), Err(why)) => {
-            backend.set_healthy(false);
-            warn!("{}: down after {} failed health checks (last: {why})", backend.url(), check.fall);
-        }
-        (Some(true), _) => {
-            backend.set_healthy(true);
-            info!("{}: up after {} passed health checks", backend.url(), check.rise);
-        }
-        _ => {}
+fn first_probe_wait(backend: &Backend, index: usize, count: usize, interval: Duration) -> Duration {
+    match backend.health() {
+        Health::Unknown => Duration::ZERO,
+        _ => first_probe_offset(index, count, interval),
     }
 }
 
-/// One probe over a new connection: for HTTP, `check.method check.path` answered with 2xx or
-/// 3xx; for TCP, the connection opening is the pass.
+/// Marks a backend's probe as finished when dropped, even if the probe thread panicked.
+struct Probing(Arc<AtomicBool>);
+
+impl Drop for Probing {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
+fn start_probe(runtime: &Arc<Runtime>, pool: &Arc<Pool>, backend: &Arc<Backend>, probing: Probing) {
+    let (runtime, pool, backend) = (Arc::clone(runtime), Arc::clone(pool), Arc::clone(backend));
+    let spawned = thread::Builder::new().name("sluice-probe".into()).stack_size(PROBE_STACK_BYTES).spawn(move || {
+        let _probing = probing;
+        let result = probe(&backend, &pool.config.health_check, pool.config.protocol);
+        record_probe(&runtime, &pool, &backend, result);
+    });
+    if let Err(e) = spawned {
+        warn!("cannot start a health probe thread: {e}");
+    }
+}
+
+/// One probe over a new connection: for HTTP, `check.method check.path` with `check.host` or
+/// the backend's `host:port` as `Host`, answered with an expected status; for TCP, the
+/// connection opening is the pass.
 pub fn probe(backend: &Backend, check: &HealthCheckConfig, protocol: Protocol) -> Result<(), String> {
     let deadline = Instant::now() + check.timeout;
     let stream = connect(backend, check.timeout).map_err(|e| format!("connect: {e}"))?;
@@ -132,17 +278,19 @@ pub fn probe(backend: &Backend, check: &HealthCheckConfig, protocol: Protocol) -
         return Ok(());
     }
     stream.set_write_timeout(Some(check.timeout)).map_err(|e| e.to_string())?;
+    let host = check.host.as_deref().unwrap_or(&backend.config.authority);
     let request = format!(
-        "{} {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: sluice-health-check\r\nConnection: close\r\n\r\n",
-        check.method, check.path, backend.config.authority
+        "{} {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: sluice-health-check\r\nConnection: close\r\n\r\n",
+        check.method, check.path
     );
     (&stream).write_all(request.as_bytes()).map_err(|e| format!("send: {e}"))?;
-    let mut src = BufferedStream::new(stream, 16 * 1024);
+    let mut src = BufferedStream::new(stream, PROBE_HEAD_BYTES);
     let left = deadline.saturating_duration_since(Instant::now());
-    let response = read_response_head(&mut src, 16 * 1024, left).map_err(|e| format!("response: {e:?}"))?;
-    match response.status {
-        200..=399 => Ok(()),
-        status => Err(format!("status {status}")),
+    let response = read_response_head(&mut src, PROBE_HEAD_BYTES, left).map_err(|e| format!("response: {e:?}"))?;
+    if is_expected_status(response.status, check.expect_status.as_deref()) {
+        Ok(())
+    } else {
+        Err(format!("status {}", response.status))
     }
 }
 
@@ -157,33 +305,162 @@ fn connect(backend: &Backend, timeout: Duration) -> io::Result<TcpStream> {
     Err(last_error)
 }
 
+/// A small xorshift generator for jitter; quality hardly matters, only spread.
+struct Random(u64);
+
+impl Random {
+    fn seeded() -> Random {
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        Random(u64::from(nanos) | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use Health::{Down, Unknown, Up};
+
+    fn change(from: Health, to: Health) -> Option<HealthChange> {
+        Some(HealthChange { from, to })
+    }
 
     #[test]
     fn falls_after_fall_failures_and_rises_after_rise_passes() {
-        let mut s = HealthState::new();
+        let mut s = HealthState::up();
         //        fail  pass  fail  fail        pass  pass  pass
         // state: up    up    up    DOWN        down  down  UP      (rise 3, fall 2)
-        assert_eq!(s.record(false, 3, 2), None);
-        assert_eq!(s.record(true, 3, 2), None);
-        assert_eq!(s.record(false, 3, 2), None);
-        assert_eq!(s.record(false, 3, 2), Some(false));
-        assert_eq!(s.record(false, 3, 2), None);
-        assert_eq!(s.record(true, 3, 2), None);
-        assert_eq!(s.record(true, 3, 2), None);
-        assert_eq!(s.record(true, 3, 2), Some(true));
-        assert!(s.healthy);
+        assert_eq!(s.record_probe(false, 3, 2), None);
+        assert_eq!(s.record_probe(true, 3, 2), None);
+        assert_eq!(s.record_probe(false, 3, 2), None);
+        assert_eq!(s.record_probe(false, 3, 2), change(Up, Down));
+        assert_eq!(s.record_probe(false, 3, 2), None);
+        assert_eq!(s.record_probe(true, 3, 2), None);
+        assert_eq!(s.record_probe(true, 3, 2), None);
+        assert_eq!(s.record_probe(true, 3, 2), change(Down, Up));
+        assert_eq!(s.health, Up);
     }
 
     #[test]
     fn a_pass_in_between_resets_the_streak() {
-        let mut s = HealthState::new();
+        let mut s = HealthState::up();
         for _ in 0..10 {
-            assert_eq!(s.record(false, 2, 2), None);
-            assert_eq!(s.record(true, 2, 2), None);
+            assert_eq!(s.record_probe(false, 2, 2), None);
+            assert_eq!(s.record_probe(true, 2, 2), None);
         }
-        assert!(s.healthy);
+        assert_eq!(s.health, Up);
+    }
+
+    #[test]
+    fn an_unknown_backend_joins_on_its_first_passing_probe() {
+        let mut s = HealthState::unknown();
+        assert_eq!(s.record_probe(true, 5, 2), change(Unknown, Up));
+
+        //        fail     pass
+        // state: unknown  UP        (rise 5, fall 2): one pass is enough to join
+        let mut s = HealthState::unknown();
+        assert_eq!(s.record_probe(false, 5, 2), None);
+        assert_eq!(s.record_probe(true, 5, 2), change(Unknown, Up));
+
+        //        fail     fail      pass  pass
+        // state: unknown  DOWN      down  UP   (rise 2, fall 2): once down, rise applies
+        let mut s = HealthState::unknown();
+        assert_eq!(s.record_probe(false, 2, 2), None);
+        assert_eq!(s.record_probe(false, 2, 2), change(Unknown, Down));
+        assert_eq!(s.record_probe(true, 2, 2), None);
+        assert_eq!(s.record_probe(true, 2, 2), change(Down, Up));
+    }
+
+    #[test]
+    fn traffic_failures_take_an_up_backend_down_once() {
+        let mut s = HealthState::up();
+        assert_eq!(s.record_traffic_failures(1, 3), None);
+        assert_eq!(s.record_traffic_failures(2, 3), None);
+        assert_eq!(s.record_traffic_failures(3, 3), change(Up, Down));
+        // Workers that failed at the same time report no second change.
+        assert_eq!(s.record_traffic_failures(4, 3), None);
+        assert_eq!(s.record_traffic_failures(3, 3), None);
+        // Probes bring it back after `rise` passes, not at the first.
+        assert_eq!(s.record_probe(true, 2, 2), None);
+        assert_eq!(s.record_probe(true, 2, 2), change(Down, Up));
+    }
+
+    #[test]
+    fn traffic_failures_never_move_unknown_backends_and_zero_turns_them_off() {
+        let mut s = HealthState::unknown();
+        assert_eq!(s.record_traffic_failures(100, 1), None);
+        assert_eq!(s.health, Unknown);
+        let mut s = HealthState::up();
+        assert_eq!(s.record_traffic_failures(100, 0), None);
+        assert_eq!(s.health, Up);
+    }
+
+    #[test]
+    fn a_traffic_failure_restarts_the_probe_count_for_rising() {
+        //        traffic x2  pass  (traffic would be ignored)  pass  pass
+        // state: DOWN        down                               down  UP     (rise 3)
+        let mut s = HealthState::up();
+        assert_eq!(s.record_traffic_failures(2, 2), change(Up, Down));
+        assert_eq!(s.record_probe(true, 3, 2), None);
+        assert_eq!(s.record_traffic_failures(3, 2), None);
+        assert_eq!(s.record_probe(true, 3, 2), None);
+        assert_eq!(s.record_probe(true, 3, 2), change(Down, Up));
+    }
+
+    #[test]
+    fn forcing_reports_only_real_changes() {
+        let mut s = HealthState::up();
+        assert_eq!(s.force(true), None);
+        assert_eq!(s.force(false), change(Up, Down));
+        let mut s = HealthState::unknown();
+        assert_eq!(s.force(true), change(Unknown, Up));
+    }
+
+    #[test]
+    fn expected_statuses() {
+        let cases: [(u16, Option<&[u16]>, bool); 9] = [
+            (200, None, true),
+            (204, None, true),
+            (301, None, true),
+            (399, None, true),
+            (404, None, false),
+            (503, None, false),
+            (200, Some(&[200]), true),
+            (301, Some(&[200]), false),
+            (204, Some(&[200, 204]), true),
+        ];
+        for (status, expect, passes) in cases {
+            assert_eq!(is_expected_status(status, expect), passes, "{status} against {expect:?}");
+        }
+    }
+
+    #[test]
+    fn first_probes_are_spread_over_the_first_half_of_the_interval() {
+        let interval = Duration::from_secs(2);
+        let offsets: Vec<u128> = (0..4).map(|i| first_probe_offset(i, 4, interval).as_millis()).collect();
+        assert_eq!(offsets, [0, 250, 500, 750]);
+        assert_eq!(first_probe_offset(0, 1, interval), Duration::ZERO);
+        assert_eq!(first_probe_offset(0, 0, interval), Duration::ZERO);
+    }
+
+    #[test]
+    fn probe_delays_stay_within_the_jitter_of_the_interval() {
+        let interval = Duration::from_secs(2);
+        let span = Duration::from_millis(200).as_nanos() as u64;
+        assert_eq!(next_probe_delay(interval, 0), Duration::from_millis(1800));
+        assert_eq!(next_probe_delay(interval, span), interval);
+        assert_eq!(next_probe_delay(interval, 2 * span), Duration::from_millis(2200));
+        assert_eq!(next_probe_delay(interval, 2 * span + 1), Duration::from_millis(1800));
+        let mut random = Random(12345);
+        let delays: Vec<Duration> = (0..1000).map(|_| next_probe_delay(interval, random.next())).collect();
+        assert!(delays.iter().all(|d| (Duration::from_millis(1800)..=Duration::from_millis(2200)).contains(d)));
+        let below = delays.iter().filter(|d| **d < interval).count();
+        assert!((300..700).contains(&below), "{below} of 1000 delays below the interval: not spread");
     }
 }

@@ -28,6 +28,8 @@ pub struct ProcessSample {
     pub cpu_seconds: Option<f64>,
     pub resident_bytes: Option<u64>,
     pub open_fds: Option<u64>,
+    /// The soft limit on open file descriptors.
+    pub open_fds_limit: Option<u64>,
 }
 
 /// The machine the balancer runs on.
@@ -65,6 +67,7 @@ pub fn sample() -> Sample {
             cpu_seconds: read("/proc/self/stat").as_deref().and_then(parse_cpu_seconds),
             resident_bytes: read("/proc/self/status").as_deref().and_then(parse_resident_bytes),
             open_fds: std::fs::read_dir("/proc/self/fd").ok().map(|dir| dir.count() as u64),
+            open_fds_limit: crate::sys::open_file_limit().ok(),
         },
         host: HostSample {
             load: read("/proc/loadavg").as_deref().and_then(parse_load),
@@ -149,6 +152,7 @@ mod tests {
         let s = sample();
         assert!(s.process.cpu_seconds.is_some() && s.process.resident_bytes.unwrap() > 0, "{s:?}");
         assert!(s.process.open_fds.unwrap() >= 3, "{s:?}");
+        assert!(s.process.open_fds_limit.unwrap() >= s.process.open_fds.unwrap(), "{s:?}");
         assert!(s.host.load.is_some() && s.host.memory.unwrap().total_bytes > 0, "{s:?}");
         assert!(s.host.disk.unwrap().total_bytes > 0, "{s:?}");
     }

@@ -5,7 +5,9 @@
 //! 1. [`server`]: an acceptor thread blocks in `accept()`, counts the connection against
 //!    `limits.maxConnections`, and queues it for the worker pool.
 //! 2. [`connection`]: a worker loops over the connection's requests, reading each head with
-//!    [`http::head`] under the client timeouts, and logs one access line per exchange.
+//!    [`http::head`] under the client timeouts, and logs one access line per exchange. Heads
+//!    and buffers are refilled in storage each worker keeps, so once warm the request path
+//!    does not allocate (`tests/allocations.rs`; `scripts/profile.sh` measures it).
 //! 3. [`proxy`]: one exchange. It checks the head ([`http::request`]), decides the body's
 //!    framing ([`http::framing`]), routes to a [`pool`] by host and path ([`routing`]), whose
 //!    [`balance`] algorithm picks a [`backend`] (or a sticky cookie names one,
@@ -22,17 +24,22 @@
 //! listener, each request goes to [`redirect`], which answers `307` to a picked backend.
 //!
 //! 5. Back in [`connection`]: the exchange is counted ([`metrics`]) and logged
-//!    ([`access_log`]), the one place every exchange ends.
+//!    ([`access_log`]), the one place every exchange ends ([`tcp`] does the same for each
+//!    TCP-mode connection).
 //!
-//! Beside the request path: [`health`] probes backends on a timer, [`runtime`] holds the
-//! state every thread shares, [`config`] turns the JSON file into validated settings, and
-//! [`demo`] runs the demo backends for `--demo`. [`admin`] serves stats, Prometheus metrics,
-//! a status page and runtime changes ([`changes`]), with host numbers from [`host`].
+//! Beside the request path: [`health`] probes backends on a timer and takes them out when
+//! real traffic fails, [`alerts`] posts their ups and downs to a webhook, [`runtime`] holds
+//! the state every thread shares, [`reload`] swaps in a new configuration, [`config`] turns
+//! the JSON file into validated settings, and [`demo`] runs the demo backends for `--demo`.
+//! [`admin`] serves stats, Prometheus metrics, a status page and runtime changes
+//! ([`changes`]), with host numbers from [`host`], which [`host_alerts`] compares with the
+//! alert thresholds.
 
 #![deny(unsafe_code)]
 
 pub mod access_log;
 pub mod admin;
+pub mod alerts;
 pub mod backend;
 pub mod balance;
 pub mod changes;
@@ -41,12 +48,14 @@ pub mod connection;
 pub mod demo;
 pub mod health;
 pub mod host;
+pub mod host_alerts;
 pub mod http;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;
 pub mod queue;
 pub mod redirect;
+pub mod reload;
 pub mod routing;
 pub mod runtime;
 pub mod server;
@@ -56,6 +65,7 @@ pub mod tunnel;
 pub mod waiting_room;
 
 pub use config::{Config, ConfigError};
+pub use reload::{ReloadError, ReloadSummary};
 pub use server::{Server, StartError};
 
 use std::sync::{Mutex, MutexGuard};

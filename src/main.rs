@@ -130,24 +130,38 @@ fn run(path: &Path, with_demo: bool) -> ExitCode {
     if with_demo {
         print_demo_help(&server);
     }
-    wait_for_stop(signals, &server, path);
-    log::info!("stopping: finishing in-flight requests");
+    let signals = wait_for_stop(signals, &server);
+    log::info!("stopping: finishing in-flight requests (a second SIGTERM or SIGINT stops at once)");
+    if let Err(e) = exit_on_second_stop(signals) {
+        log::warn!("cannot watch for a second stop signal: {e}");
+    }
     let drained = server.stop();
     log::info!("stopped{}", if drained { "" } else { " (some connections were cut off)" });
     ExitCode::SUCCESS
 }
 
-/// Blocks until SIGTERM or SIGINT, reloading on each SIGHUP.
-fn wait_for_stop(mut signals: Signals, server: &Server, path: &Path) {
+/// Blocks until SIGTERM or SIGINT, reloading the configuration file on each SIGHUP (a bad
+/// file is logged and the running configuration stays).
+fn wait_for_stop(mut signals: Signals, server: &Server) -> Signals {
     for signal in signals.forever() {
         if signal != SIGHUP {
-            return;
+            break;
         }
-        match server.reload_from_file() {
-            Ok(()) => log::info!("reloaded {}", path.display()),
-            Err(e) => log::error!("reload refused, keeping the running configuration: {e}"),
-        }
+        // Success and failure are both logged by the reload itself.
+        let _ = server.reload_from_file();
     }
+    signals
+}
+
+/// While draining, a second SIGTERM or SIGINT ends the process at once, with exit code 1.
+fn exit_on_second_stop(mut signals: Signals) -> std::io::Result<()> {
+    std::thread::Builder::new().name("sluice-signals".into()).spawn(move || {
+        if signals.forever().any(|signal| signal != SIGHUP) {
+            log::warn!("second stop signal: exiting without waiting for in-flight requests");
+            std::process::exit(1);
+        }
+    })?;
+    Ok(())
 }
 
 fn print_demo_help(server: &Server) {
@@ -175,15 +189,23 @@ fn describe(config: &Config) -> String {
         };
         let sticky = p.sticky.as_ref().map_or(String::new(), |s| format!(", sticky cookie {:?}", s.cookie));
         out += &format!(
-            "pool {:?}: {}{sticky}, retries {}, health check {check} every {:?} (timeout {:?}, rise {}, fall {})\n",
+            "pool {:?}: {}{sticky}, retries {}, health check {check} every {:?} (timeout {:?}, rise {}, fall {}, passiveFails {}",
             p.name,
             p.algorithm.name(),
             p.retries,
             hc.interval,
             hc.timeout,
             hc.rise,
-            hc.fall
+            hc.fall,
+            hc.passive_fails
         );
+        if let Some(host) = &hc.host {
+            out += &format!(", host {host}");
+        }
+        if let Some(statuses) = &hc.expect_status {
+            out += &format!(", expectStatus {statuses:?}");
+        }
+        out += ")\n";
         for s in &p.servers {
             let addrs: Vec<_> = s.addrs.iter().map(ToString::to_string).collect();
             let limit = s.max_connections.map_or(String::new(), |m| format!(", maxConnections {m}"));
@@ -198,9 +220,10 @@ fn describe(config: &Config) -> String {
     );
     let l = &config.limits;
     let body = l.max_body_bytes.map_or("unlimited".to_string(), |n| n.to_string());
+    let per_client = l.max_connections_per_client.map_or("unlimited".to_string(), |n| n.to_string());
     out += &format!(
-        "limits: maxHeaderBytes {}, maxBodyBytes {body}, maxConnections {}, maxIdlePerBackend {}; exposeBackend {}\n",
-        l.max_header_bytes, l.max_connections, l.max_idle_per_backend, config.expose_backend
+        "limits: maxHeaderBytes {}, maxBodyBytes {body}, maxConnections {}, maxConnectionsPerClient {per_client}, maxIdlePerBackend {}; exposeBackend {}, waitingRoom {}\n",
+        l.max_header_bytes, l.max_connections, l.max_idle_per_backend, config.expose_backend, config.waiting_room
     );
     out += &match &config.admin {
         Some(a) => {
@@ -212,6 +235,10 @@ fn describe(config: &Config) -> String {
     let log = &config.access_log;
     let target = log.path.as_ref().map_or("stderr".to_string(), |p| p.display().to_string());
     out += &format!("access log: {} to {target}\n", log.format.name());
+    out += &match &config.alerts.webhook {
+        Some(hook) => format!("alerts: POST to {} (timeout {:?})\n", hook.url, config.alerts.timeout),
+        None => "alerts: logged only (no webhook)\n".to_string(),
+    };
     out
 }
 

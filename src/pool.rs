@@ -6,7 +6,8 @@
 //! candidate and backups otherwise. A candidate with room under its limit is eligible; the
 //! balancer decides among the eligible. A sticky cookie naming an eligible backend skips the
 //! balancer. Called by `proxy` once per attempt; writes the backends' in-flight counts
-//! (through [`Slot`]) and the queue's counters.
+//! (through [`Slot`]) and the queue's counters. `without_healthy` is written by whoever
+//! reports a health change (the health thread, workers).
 
 use crate::backend::{Backend, InFlight};
 use crate::balance::hash::hash64;
@@ -15,6 +16,7 @@ use crate::config::PoolConfig;
 use crate::queue::{Queue, QueueStats};
 use log::warn;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +28,8 @@ pub struct Pool {
     queue: Arc<Queue>,
     /// Each backend's sticky-cookie value, by index.
     sticky_ids: Vec<String>,
+    /// Set when the last healthy backend went down, so that is reported once.
+    without_healthy: AtomicBool,
 }
 
 /// What a pick needs to know about the request.
@@ -62,24 +66,30 @@ enum Shortfall {
 }
 
 impl Pool {
-    /// Builds a pool, reusing any of `existing` whose configuration is unchanged, so that
-    /// health, counters and idle connections survive a reload.
-    pub fn new(config: PoolConfig, existing: &[Arc<Backend>]) -> Pool {
-        let backends: Vec<Arc<Backend>> = config
-            .servers
-            .iter()
-            .map(|server| match existing.iter().find(|b| b.config == *server) {
-                Some(backend) => Arc::clone(backend),
-                None => Arc::new(Backend::new(server.clone())),
-            })
-            .collect();
+    /// Builds a pool. On the first start `running` is `None` and every backend starts up;
+    /// on a reload, backends of the `running` set with the same URL are kept with their
+    /// health, counters and idle connections, and new ones join after a passing probe.
+    pub fn new(config: PoolConfig, running: Option<&[Arc<Backend>]>) -> Pool {
+        let backends: Vec<Arc<Backend>> =
+            config.servers.iter().map(|server| Backend::reuse_or_join(server, running)).collect();
         let queue = Arc::new(Queue::default());
         for backend in &backends {
             backend.watch(&queue);
         }
         let sticky_ids = backends.iter().map(|b| sticky_id(b.url())).collect();
         let balancer = balance::for_algorithm(config.algorithm);
-        Pool { config, backends, balancer, queue, sticky_ids }
+        Pool { config, backends, balancer, queue, sticky_ids, without_healthy: AtomicBool::new(false) }
+    }
+
+    /// True exactly once each time the pool goes from some healthy backend to none.
+    pub fn lost_last_healthy(&self) -> bool {
+        let none = !self.backends.iter().any(|b| b.is_healthy());
+        none && !self.without_healthy.swap(true, Ordering::SeqCst)
+    }
+
+    /// Called when a backend comes up, so the next loss of the last one is reported again.
+    pub fn regained_healthy(&self) {
+        self.without_healthy.store(false, Ordering::SeqCst);
     }
 
     pub fn name(&self) -> &str {
@@ -89,9 +99,10 @@ impl Pool {
     /// Picks an eligible backend for a request from `client`, skipping the indices in `tried`,
     /// without counting it in flight. [`Pool::acquire`] is the way that keeps limits exact.
     pub fn pick(&self, tried: &[usize], client: IpAddr) -> Option<usize> {
-        let facts = self.facts(tried);
-        let tier = serving_tier(&facts);
-        self.balancer.pick(&self.backends, &|i| is_eligible(facts[i], tier), client)
+        self.with_facts(tried, |facts| {
+            let tier = serving_tier(facts);
+            self.balancer.pick(&self.backends, &|i| is_eligible(facts[i], tier), client)
+        })
     }
 
     /// Picks a backend and counts the exchange in flight. When every candidate is at its
@@ -117,18 +128,23 @@ impl Pool {
     /// that another worker filled to its limit in the meantime is picked again.
     fn try_acquire(&self, request: &PickRequest) -> Result<Slot<'_>, Shortfall> {
         loop {
-            let facts = self.facts(request.tried);
-            let tier = serving_tier(&facts);
-            let eligible = |i: usize| is_eligible(facts[i], tier);
-            let sticky = request.sticky.and_then(|id| self.sticky_ids.iter().position(|s| s == id));
-            let picked = match sticky.filter(|&i| eligible(i)) {
-                Some(i) => Some(i),
-                None => self.balancer.pick(&self.backends, &eligible, request.client),
-            };
-            let Some(index) = picked else {
-                let any_candidate = facts.iter().any(|&f| is_candidate(f, tier));
-                return Err(if any_candidate { Shortfall::Full } else { Shortfall::Unavailable });
-            };
+            let index = self.with_facts(request.tried, |facts| {
+                let tier = serving_tier(facts);
+                let eligible = |i: usize| is_eligible(facts[i], tier);
+                let sticky = request.sticky.and_then(|id| self.sticky_ids.iter().position(|s| s == id));
+                let picked = match sticky.filter(|&i| eligible(i)) {
+                    Some(i) => Some(i),
+                    None => self.balancer.pick(&self.backends, &eligible, request.client),
+                };
+                picked.ok_or_else(|| {
+                    let any_candidate = facts.iter().any(|&f| is_candidate(f, tier));
+                    if any_candidate {
+                        Shortfall::Full
+                    } else {
+                        Shortfall::Unavailable
+                    }
+                })
+            })?;
             let backend = &self.backends[index];
             if let Some(in_flight) = backend.try_start_exchange() {
                 return Ok(Slot { index, backend, _in_flight: in_flight });
@@ -153,15 +169,24 @@ impl Pool {
         self.queue.stats()
     }
 
-    /// A snapshot of what each backend offers a pick right now.
-    fn facts(&self, tried: &[usize]) -> Vec<Facts> {
+    /// Calls `decide` with a snapshot of what each backend offers a pick right now. Pools of
+    /// up to [`FACTS_ON_STACK`] backends take the snapshot without allocating.
+    fn with_facts<T>(&self, tried: &[usize], decide: impl FnOnce(&[Facts]) -> T) -> T {
         let facts = self.backends.iter().enumerate().map(|(i, b)| Facts {
             backup: b.config.backup,
             in_service: b.is_in_service(),
             tried: tried.contains(&i),
             has_room: b.has_room(),
         });
-        facts.collect()
+        let n = self.backends.len();
+        if n > FACTS_ON_STACK {
+            return decide(&facts.collect::<Vec<_>>());
+        }
+        let mut on_stack = [Facts::default(); FACTS_ON_STACK];
+        for (slot, fact) in on_stack.iter_mut().zip(facts) {
+            *slot = fact;
+        }
+        decide(&on_stack[..n])
     }
 }
 
@@ -172,8 +197,11 @@ fn sticky_id(url: &str) -> String {
     format!("{:016x}", hash64(STICKY_KEY, url.as_bytes()))
 }
 
+/// Pools with up to this many backends pick without allocating.
+const FACTS_ON_STACK: usize = 32;
+
 /// What a pick needs to know about one backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 struct Facts {
     backup: bool,
     /// Healthy, not draining, weight above 0.
@@ -250,7 +278,7 @@ mod tests {
             health_check: HealthCheckConfig::default(),
             retries: 2,
         };
-        Pool::new(config, &[])
+        Pool::new(config, None)
     }
 
     fn request(sticky: Option<&str>) -> PickRequest<'_> {
@@ -263,6 +291,23 @@ mod tests {
         for _ in 0..5 {
             assert_eq!(p.pick(&[], [127, 0, 0, 1].into()), Some(1));
         }
+    }
+
+    #[test]
+    fn pools_larger_than_the_stack_snapshot_pick_the_same_way() {
+        //  40 backends; only the backup at index 39 and primaries 35, 36 are weighted in:
+        //  35 36 35 36, then with both tried the backup.
+        let mut servers = vec![(0, None, false); FACTS_ON_STACK + 8];
+        servers[35] = (1, None, false);
+        servers[36] = (1, None, false);
+        servers[39] = (1, None, true);
+        let p = pool(&servers, false);
+        let picks: Vec<_> = (0..4).map(|_| p.pick(&[], [127, 0, 0, 1].into())).collect();
+        assert_eq!(picks, [Some(35), Some(36), Some(35), Some(36)]);
+        assert_eq!(p.pick(&[35, 36], [127, 0, 0, 1].into()), Some(39));
+        let tried = [35, 36];
+        let wanted = PickRequest { tried: &tried, ..request(None) };
+        assert_eq!(p.acquire(&wanted, Duration::ZERO).map(|slot| slot.index).ok(), Some(39));
     }
 
     #[test]

@@ -12,22 +12,27 @@
 //! closes, and that backend connection is never reused. Any other answer is an ordinary
 //! response.
 //!
-//! Retries follow one rule: a request may go to another attempt only while no byte of it can
-//! have been acted on. A failed connect moves to the next backend (up to the pool's
-//! `retries`). A reused idle connection that turns out dead before any response byte is
-//! replaced once by a fresh connection to the same backend, but only for a bodiless,
-//! idempotent request, which the backend may safely see twice.
+//! Retries follow the rule HAProxy and Envoy state: a request goes to another attempt only
+//! while it cannot have been acted on twice ([`after_failure`] decides). A failed connect sent
+//! nothing, so any request moves to the next backend (up to the pool's `retries`). A
+//! connection that dies before any response byte may have delivered the request, so only a
+//! replayable one (idempotent method, no body: a streamed body is gone) is sent again: on a
+//! fresh connection to the same backend when a reused idle connection died (the backend had
+//! closed it), on the next backend when a fresh one did. Once a response byte has come back,
+//! or a request body has started to flow, nothing is retried. Connect failures and fresh
+//! connections dying before a response also count towards passive health.
 
 use crate::backend::{Backend, Upstream};
 use crate::config::ListenerConfig;
+use crate::health::record_traffic_failure;
 use crate::http::body::{relay_body, RelayError, Sink};
 use crate::http::cookie::find_cookie;
 use crate::http::error::{canned_response, HttpError};
 use crate::http::framing::{content_length, request_framing, response_framing, BodyFraming};
-use crate::http::head::{read_response_head, HeadError, RequestHead, ResponseHead, Version};
+use crate::http::head::{read_response_head_into, HeadError, RequestHead, ResponseHead, Version};
 use crate::http::headers::{
-    connection_tokens, is_persistent, wants_upgrade, write_interim_head, write_request_head, write_response_head,
-    write_switching_head, ResponseFraming,
+    is_persistent, wants_upgrade, write_interim_head, write_request_head, write_response_head, write_switching_head,
+    ResponseFraming,
 };
 use crate::http::request::check_request;
 use crate::http::stream::{is_timeout, BufferedStream};
@@ -54,6 +59,8 @@ pub struct Client {
     upstream_out: Vec<u8>,
     /// The read buffer for backend responses, allocated on first use.
     upstream_buf: Option<Box<[u8]>>,
+    /// The backend's response head of the current exchange, refilled by each.
+    response: ResponseHead,
 }
 
 /// The buffers an exchange needs besides the client's read buffer; a worker keeps one set
@@ -63,19 +70,19 @@ pub struct ExchangeBuffers {
     out: Vec<u8>,
     upstream_out: Vec<u8>,
     upstream_buf: Option<Box<[u8]>>,
+    response: ResponseHead,
 }
 
 impl Client {
     pub fn new(stream: BufferedStream, peer: SocketAddr, buffers: ExchangeBuffers) -> Client {
-        let ExchangeBuffers { out, upstream_out, upstream_buf } = buffers;
-        Client { stream, peer, out, upstream_out, upstream_buf }
+        let ExchangeBuffers { out, upstream_out, upstream_buf, response } = buffers;
+        Client { stream, peer, out, upstream_out, upstream_buf, response }
     }
 
     /// Gives back the stream and the lent buffers.
     pub fn into_parts(self) -> (BufferedStream, ExchangeBuffers) {
-        let buffers =
-            ExchangeBuffers { out: self.out, upstream_out: self.upstream_out, upstream_buf: self.upstream_buf };
-        (self.stream, buffers)
+        let Client { stream, out, upstream_out, upstream_buf, response, .. } = self;
+        (stream, ExchangeBuffers { out, upstream_out, upstream_buf, response })
     }
 
     /// Writes one complete sluice-made response.
@@ -125,8 +132,11 @@ pub fn exchange(ctx: &Context, client: &mut Client, head: &mut RequestHead) -> O
         }
     }
     let body_pending = framing != BodyFraming::Empty;
+    // sluice's own answers keep the connection only when the client wants that, no unread
+    // body stands between this request and the next, and sluice is not stopping.
+    let keep = !body_pending && is_persistent(head.version, head) && !ctx.runtime.is_stopping();
     let Some(pool) = ctx.state.route(ctx.listener, head) else {
-        return answer(client, 404, "no route for this host and path", &[], !body_pending);
+        return answer(client, 404, "no route for this host and path", &[], keep);
     };
     let replayable = !body_pending && is_idempotent(&head.method);
     let upgrade = wants_upgrade(head);
@@ -137,26 +147,77 @@ pub fn exchange(ctx: &Context, client: &mut Client, head: &mut RequestHead) -> O
         let wanted = PickRequest { client: client.peer.ip(), tried: &tried, sticky };
         let slot = match pool.acquire(&wanted, ctx.state.config.timeouts.queue) {
             Ok(slot) => slot,
-            Err(why) => return answer_no_slot(client, pool, why, tried.is_empty(), !body_pending),
+            Err(why) => return answer_no_slot(client, pool, why, tried.is_empty(), keep),
         };
         let backend = slot.backend;
         let set_cookie = pool.sticky_cookie(slot.index, sticky);
         let request = Request { head, framing, expects_continue, replayable, set_cookie, upgrade };
-        match forward(ctx, client, &request, backend) {
+        let failure = match forward(ctx, client, &request, backend) {
             Ok(mut outcome) => {
                 outcome.backend = Some(Arc::clone(backend));
                 return outcome;
             }
-            Err(e) => {
-                backend.record_failure();
-                warn!("{}: cannot connect: {e}", backend.url());
-                tried.push(slot.index);
-                if tried.len() > pool.config.retries as usize {
-                    return answer(client, 502, "no backend could be reached", &[], !body_pending);
-                }
-                ctx.runtime.metrics.record_retry();
-            }
+            Err(failure) => failure,
+        };
+        note_failure(ctx, pool, backend, &failure);
+        tried.push(slot.index);
+        if after_failure(failure.stage, replayable) != NextStep::OtherBackend {
+            return answer(client, 502, "backend closed the connection before answering", &[], false);
         }
+        if tried.len() > pool.config.retries as usize {
+            return answer(client, 502, "no backend could be reached", &[], keep);
+        }
+        ctx.runtime.metrics.record_retry();
+    }
+}
+
+/// How far an attempt got before its connection failed; no response byte had arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// No connection could be made: nothing was sent.
+    Connect,
+    /// The connection failed while sending the request or waiting for the response head;
+    /// `reused` says it came from the idle set (so the backend may just have closed it).
+    BeforeResponse { reused: bool },
+}
+
+/// Where an exchange goes after a failure at `stage`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextStep {
+    NewConnectionSameBackend,
+    OtherBackend,
+    /// Answer 502: the request may have been acted on and cannot be sent again.
+    GiveUp,
+}
+
+/// The retry rule. `replayable`: the method is idempotent and there is no body.
+pub fn after_failure(stage: Stage, replayable: bool) -> NextStep {
+    match stage {
+        Stage::Connect => NextStep::OtherBackend,
+        Stage::BeforeResponse { reused: true } if replayable => NextStep::NewConnectionSameBackend,
+        Stage::BeforeResponse { reused: false } if replayable => NextStep::OtherBackend,
+        Stage::BeforeResponse { .. } => NextStep::GiveUp,
+    }
+}
+
+/// A failed attempt, with no response byte received.
+struct Failure {
+    stage: Stage,
+    error: io::Error,
+}
+
+/// Logs a failed attempt and counts it against the backend: towards passive health unless it
+/// was a reused idle connection, which the backend may simply have closed.
+fn note_failure(ctx: &Context, pool: &Pool, backend: &Backend, failure: &Failure) {
+    let error = &failure.error;
+    match failure.stage {
+        Stage::Connect => warn!("{}: cannot connect: {error}", backend.url()),
+        Stage::BeforeResponse { .. } => warn!("{}: connection failed before a response: {error}", backend.url()),
+    }
+    if failure.stage == (Stage::BeforeResponse { reused: true }) {
+        backend.record_failure();
+    } else {
+        record_traffic_failure(ctx.runtime, pool, backend, error);
     }
 }
 
@@ -186,11 +247,12 @@ struct Request<'a> {
     upgrade: bool,
 }
 
-/// Sends `request` to `backend` and relays its answer. Fails only when no connection to the
-/// backend could be made, so the caller may try another.
-fn forward(ctx: &Context, client: &mut Client, request: &Request, backend: &Backend) -> io::Result<Outcome> {
+/// Sends `request` to `backend` and relays its answer. Fails only when the connection failed
+/// before any response byte and the request was not sent again on a fresh one.
+fn forward(ctx: &Context, client: &mut Client, request: &Request, backend: &Backend) -> Result<Outcome, Failure> {
     let timeouts = &ctx.state.config.timeouts;
-    let mut upstream = backend.connection(timeouts, !request.replayable)?;
+    let connect_failed = |error| Failure { stage: Stage::Connect, error };
+    let mut upstream = backend.connection(timeouts, !request.replayable).map_err(connect_failed)?;
     loop {
         let buf = client.upstream_buf.take().unwrap_or_else(|| vec![0; BACKEND_BUFFER_BYTES].into_boxed_slice());
         let reused = upstream.reused;
@@ -198,24 +260,22 @@ fn forward(ctx: &Context, client: &mut Client, request: &Request, backend: &Back
         let attempt = attempt(ctx, client, request, backend, &mut up);
         let (stream, buf) = up.into_parts();
         client.upstream_buf = Some(buf);
-        match attempt {
+        let error = match attempt {
             Attempt::Done { outcome, reusable } => {
                 if reusable {
                     backend.put_idle(stream, ctx.state.config.limits.max_idle_per_backend);
                 }
                 return Ok(outcome);
             }
-            Attempt::DeadBeforeResponse(e) if reused && request.replayable => {
-                debug!("{}: idle connection was closed ({e}); retrying on a new one", backend.url());
-                ctx.runtime.metrics.record_retry();
-                upstream = Upstream { stream: backend.connect(timeouts)?, reused: false };
-            }
-            Attempt::DeadBeforeResponse(e) => {
-                backend.record_failure();
-                warn!("{}: connection failed before a response: {e}", backend.url());
-                return Ok(answer(client, 502, "backend closed the connection", &[], false));
-            }
+            Attempt::DeadBeforeResponse(error) => error,
+        };
+        let stage = Stage::BeforeResponse { reused };
+        if after_failure(stage, request.replayable) != NextStep::NewConnectionSameBackend {
+            return Err(Failure { stage, error });
         }
+        debug!("{}: idle connection was closed ({error}); retrying on a new one", backend.url());
+        ctx.runtime.metrics.record_retry();
+        upstream = Upstream { stream: backend.connect(timeouts).map_err(connect_failed)?, reused: false };
     }
 }
 
@@ -243,8 +303,8 @@ fn attempt(
     if wants_continue && client.send(b"HTTP/1.1 100 Continue\r\n\r\n").is_err() {
         return done(Outcome::closed(CLIENT_CLOSED));
     }
-    if request.framing != BodyFraming::Empty && client.stream.set_read_timeout(config.timeouts.client).is_err() {
-        return done(Outcome::closed(CLIENT_CLOSED));
+    if request.framing != BodyFraming::Empty {
+        client.stream.set_read_timeout(config.timeouts.client);
     }
     let mut sink = Sink::new(up.get_ref(), &mut client.upstream_out, request.framing == BodyFraming::Chunked);
     match relay_body(&mut client.stream, request.framing, &mut sink, config.limits.max_body_bytes) {
@@ -260,8 +320,8 @@ fn attempt(
         Err(RelayError::Malformed(why)) => return done(refuse(client, HttpError::BadRequest(why))),
         Err(RelayError::TooLarge) => return done(refuse(client, HttpError::BodyTooLarge)),
     }
-    let response = match read_final_response(client, request, up, config.timeouts.backend) {
-        Ok(response) => response,
+    match read_final_response(client, request, up, config.timeouts.backend) {
+        Ok(()) => backend.count_success(),
         Err(HeadError::Closed) => return Attempt::DeadBeforeResponse(io::ErrorKind::UnexpectedEof.into()),
         Err(HeadError::Io(e)) if e.kind() == io::ErrorKind::ConnectionReset => return Attempt::DeadBeforeResponse(e),
         Err(HeadError::TimedOut { .. }) => {
@@ -274,42 +334,39 @@ fn attempt(
             warn!("{}: bad response head: {e:?}", backend.url());
             return done(answer(client, 502, "backend sent an invalid response", &[], false));
         }
-    };
-    if response.status == 101 {
-        return switch_protocols(ctx, client, request, up, &response);
     }
-    relay_response(ctx, client, request, backend, up, &response)
+    if client.response.status == 101 {
+        return switch_protocols(ctx, client, request, up);
+    }
+    relay_response(ctx, client, request, backend, up)
 }
 
 fn done(outcome: Outcome) -> Attempt {
     Attempt::Done { outcome, reusable: false }
 }
 
-/// Reads response heads until a final one, passing interim (1xx) ones to HTTP/1.1 clients.
-/// `100 Continue` is not passed on: sluice answers `Expect` itself. A `101` is final when the
-/// request asked to upgrade, and invalid otherwise.
+/// Reads response heads into `client.response` until a final one, passing interim (1xx) ones
+/// to HTTP/1.1 clients. `100 Continue` is not passed on: sluice answers `Expect` itself. A
+/// `101` is final when the request asked to upgrade, and invalid otherwise.
 fn read_final_response(
     client: &mut Client,
     request: &Request,
     up: &mut BufferedStream,
     wait: Duration,
-) -> Result<ResponseHead, HeadError> {
+) -> Result<(), HeadError> {
     loop {
-        let response = read_response_head(up, BACKEND_BUFFER_BYTES, wait)?;
-        match response.status {
-            101 if request.upgrade => return Ok(response),
+        read_response_head_into(up, BACKEND_BUFFER_BYTES, wait, &mut client.response)?;
+        match client.response.status {
+            101 if request.upgrade => return Ok(()),
             101 => return Err(HeadError::Malformed("101 Switching Protocols without an upgrade request")),
             100 => {}
             102..=199 if request.head.version == Version::Http11 => {
                 client.out.clear();
-                write_interim_head(&mut client.out, &response);
-                let out = std::mem::take(&mut client.out);
-                let sent = client.send(&out);
-                client.out = out;
-                sent.map_err(HeadError::Io)?;
+                write_interim_head(&mut client.out, &client.response);
+                client.stream.get_ref().write_all(&client.out).map_err(HeadError::Io)?;
             }
             102..=199 => {}
-            _ => return Ok(response),
+            _ => return Ok(()),
         }
     }
 }
@@ -317,19 +374,10 @@ fn read_final_response(
 /// The backend agreed to switch protocols: pass its `101` on, then carry bytes both ways,
 /// starting with any each side sent early, until both sides have closed. The backend
 /// connection is not reusable afterwards.
-fn switch_protocols(
-    ctx: &Context,
-    client: &mut Client,
-    request: &Request,
-    up: &mut BufferedStream,
-    response: &ResponseHead,
-) -> Attempt {
+fn switch_protocols(ctx: &Context, client: &mut Client, request: &Request, up: &mut BufferedStream) -> Attempt {
     client.out.clear();
-    write_switching_head(&mut client.out, response, request.set_cookie.as_deref());
-    let out = std::mem::take(&mut client.out);
-    let sent = client.send(&out);
-    client.out = out;
-    if sent.is_err() {
+    write_switching_head(&mut client.out, &client.response, request.set_cookie.as_deref());
+    if client.stream.get_ref().write_all(&client.out).is_err() {
         return done(Outcome::closed(CLIENT_CLOSED));
     }
     let client_end = End { stream: client.stream.get_ref(), already_read: client.stream.buffered() };
@@ -342,15 +390,16 @@ fn switch_protocols(
     done(outcome)
 }
 
+/// Relays the response in `client.response` and its body from `up` to the client.
 fn relay_response(
     ctx: &Context,
     client: &mut Client,
     request: &Request,
     backend: &Backend,
     up: &mut BufferedStream,
-    response: &ResponseHead,
 ) -> Attempt {
     let head = request.head;
+    let response = &client.response;
     let framing = match response_framing(response, &head.method) {
         Ok(framing) => framing,
         Err(why) => {
@@ -359,9 +408,8 @@ fn relay_response(
             return done(answer(client, 502, "backend sent an invalid response", &[], false));
         }
     };
-    let wants_keep_alive = is_persistent(head.version, &connection_tokens(head))
-        && !ctx.runtime.is_stopping()
-        && !ctx.runtime.should_close_idle();
+    let wants_keep_alive =
+        is_persistent(head.version, head) && !ctx.runtime.is_stopping() && !ctx.runtime.should_close_idle();
     let chunked_out = framing == BodyFraming::Chunked && head.version == Version::Http11;
     let (header_framing, keep_alive) = match framing {
         BodyFraming::Empty => (passed_on_length(response, &head.method), wants_keep_alive),
@@ -373,8 +421,8 @@ fn relay_response(
         framing: header_framing,
         keep_alive,
         client_version: head.version,
-        backend: ctx.state.config.expose_backend.then(|| backend.url().to_string()),
-        set_cookie: request.set_cookie.clone(),
+        backend: ctx.state.config.expose_backend.then(|| backend.url()),
+        set_cookie: request.set_cookie.as_deref(),
     };
     client.out.clear();
     write_response_head(&mut client.out, response, &how);
@@ -394,9 +442,8 @@ fn relay_response(
             return done(outcome);
         }
     }
-    let reusable = framing != BodyFraming::UntilClose
-        && is_persistent(response.version, &connection_tokens(response))
-        && up.buffered().is_empty();
+    let reusable =
+        framing != BodyFraming::UntilClose && is_persistent(response.version, response) && up.buffered().is_empty();
     Attempt::Done { outcome, reusable }
 }
 
@@ -424,4 +471,38 @@ pub fn refuse(client: &mut Client, error: HttpError) -> Outcome {
 fn answer(client: &mut Client, status: u16, detail: &str, extra: &[(&str, &str)], keep_alive: bool) -> Outcome {
     let sent = client.send(&canned_response(status, detail, extra, !keep_alive)).is_ok();
     Outcome { status, body_bytes: 0, backend: None, keep_alive: keep_alive && sent }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_retry_rule() {
+        use NextStep::*;
+        let fresh = Stage::BeforeResponse { reused: false };
+        let reused = Stage::BeforeResponse { reused: true };
+        // (where it failed, idempotent without a body, what happens next)
+        let table = [
+            (Stage::Connect, true, OtherBackend),
+            (Stage::Connect, false, OtherBackend),
+            (reused, true, NewConnectionSameBackend),
+            (reused, false, GiveUp),
+            (fresh, true, OtherBackend),
+            (fresh, false, GiveUp),
+        ];
+        for (stage, replayable, next) in table {
+            assert_eq!(after_failure(stage, replayable), next, "{stage:?}, replayable: {replayable}");
+        }
+    }
+
+    #[test]
+    fn idempotent_methods() {
+        for method in ["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"] {
+            assert!(is_idempotent(method), "{method}");
+        }
+        for method in ["POST", "PATCH", "CONNECT", "LOCK", "get"] {
+            assert!(!is_idempotent(method), "{method}");
+        }
+    }
 }

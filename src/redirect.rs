@@ -9,7 +9,7 @@
 use crate::http::error::canned_response;
 use crate::http::framing::{request_framing, BodyFraming};
 use crate::http::head::{RequestHead, Version};
-use crate::http::headers::{connection_tokens, is_persistent};
+use crate::http::headers::is_persistent;
 use crate::http::request::check_request;
 use crate::proxy::{refuse, Client, Context, Outcome};
 use std::sync::Arc;
@@ -27,7 +27,7 @@ pub fn answer(ctx: &Context, client: &mut Client, head: &mut RequestHead) -> Out
     // So a request with one ends the connection.
     let keep_alive = framing == BodyFraming::Empty
         && head.version == Version::Http11
-        && is_persistent(head.version, &connection_tokens(head))
+        && is_persistent(head.version, head)
         && !ctx.runtime.is_stopping()
         && ctx.runtime.waiting_connections() == 0;
     let Some(pool) = ctx.state.listener_pool(ctx.listener) else {

@@ -44,12 +44,14 @@ impl HostMatch {
         Ok(if wildcard { HostMatch::OneLevelUnder(format!(".{name}")) } else { HostMatch::Exact(name.to_string()) })
     }
 
-    /// Whether `host` (as [`request_host`] gives it) meets this condition.
+    /// Whether `host` (as [`request_host`] gives it, in any case) meets this condition.
     pub fn matches(&self, host: &str) -> bool {
         match self {
-            HostMatch::Exact(name) => host == name,
+            HostMatch::Exact(name) => host.eq_ignore_ascii_case(name),
             HostMatch::OneLevelUnder(suffix) => {
-                host.strip_suffix(suffix.as_str()).is_some_and(|label| !label.is_empty() && !label.contains('.'))
+                let Some(label_len) = host.len().checked_sub(suffix.len()) else { return false };
+                let (label, rest) = host.as_bytes().split_at(label_len);
+                rest.eq_ignore_ascii_case(suffix.as_bytes()) && !label.is_empty() && !label.contains(&b'.')
             }
         }
     }
@@ -76,9 +78,10 @@ fn is_host_name(name: &str) -> bool {
         })
 }
 
-/// The host a request names, from its `Host` value: lower-cased, without port or trailing dot.
-pub fn request_host(value: &[u8]) -> Option<String> {
-    let text = std::str::from_utf8(value).ok()?.trim().to_ascii_lowercase();
+/// The host a request names, from its `Host` value: without port or trailing dot, in the
+/// case the client sent (patterns match it case-insensitively).
+pub fn request_host(value: &[u8]) -> Option<&str> {
+    let text = std::str::from_utf8(value).ok()?.trim();
     let host = if text.starts_with('[') {
         match text.find(']') {
             Some(end) => &text[..=end],
@@ -88,7 +91,7 @@ pub fn request_host(value: &[u8]) -> Option<String> {
         text.split(':').next().unwrap_or_default()
     };
     let host = host.strip_suffix('.').unwrap_or(host);
-    (!host.is_empty()).then(|| host.to_string())
+    (!host.is_empty()).then_some(host)
 }
 
 /// Reads a route's `pathPrefix`: it must start with `/`; a trailing `/` is dropped (except
@@ -146,6 +149,9 @@ mod tests {
         let cases = [
             ("api.example.com", "api.example.com", true),
             ("API.Example.com", "api.example.com", true),
+            ("api.example.com", "Api.EXAMPLE.com", true),
+            ("*.example.com", "A.Example.COM", true),
+            ("*.example.com", "a.example.co", false),
             ("api.example.com", "www.example.com", false),
             ("api.example.com", "example.com", false),
             ("*.example.com", "a.example.com", true),
@@ -171,9 +177,9 @@ mod tests {
     }
 
     #[test]
-    fn request_host_drops_port_case_and_trailing_dot() {
+    fn request_host_drops_port_and_trailing_dot() {
         let cases: [(&[u8], Option<&str>); 7] = [
-            (b"Example.COM", Some("example.com")),
+            (b"Example.COM", Some("Example.COM")),
             (b"example.com:8080", Some("example.com")),
             (b"example.com.", Some("example.com")),
             (b"[::1]:8080", Some("[::1]")),
@@ -182,7 +188,7 @@ mod tests {
             (b":80", None),
         ];
         for (value, expected) in cases {
-            assert_eq!(request_host(value).as_deref(), expected, "{:?}", String::from_utf8_lossy(value));
+            assert_eq!(request_host(value), expected, "{:?}", String::from_utf8_lossy(value));
         }
     }
 

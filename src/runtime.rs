@@ -1,15 +1,17 @@
 //! The live state every thread shares: the current configuration and pools (one snapshot,
 //! replaced whole by a reload or an admin change), the worker pool and the waiting room, the
-//! stop flag, the open client connections, the process-wide metrics and the access log.
+//! stop flag, the open client connections, the process-wide metrics, the access log and the
+//! alerts.
 //!
 //! Workers read the snapshot once per request (clone an `Arc`, let go of the lock). The
 //! acceptor counts connections in; each connection counts itself out when it closes. Whoever
 //! changes the snapshot goes through [`Runtime::change_state`], one change at a time.
 
 use crate::access_log::AccessLog;
+use crate::alerts::Alerts;
 use crate::backend::Backend;
 use crate::changes::{Place, RuntimeChanges};
-use crate::config::{AccessLogConfig, Config, ListenerConfig};
+use crate::config::{AccessLogConfig, Config, Limits, ListenerConfig};
 use crate::http::head::{HeaderList, RequestHead};
 use crate::lock;
 use crate::metrics::Metrics;
@@ -18,7 +20,7 @@ use crate::routing;
 use crate::waiting_room::WaitingRoom;
 use std::collections::HashMap;
 use std::io;
-use std::net::{Shutdown, TcpStream};
+use std::net::{IpAddr, Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -40,18 +42,19 @@ pub struct State {
 
 impl State {
     /// Builds the pools for `config`, as read from the file, keeping the runtime changes made
-    /// on `previous` and the backends of `previous` that did not change.
+    /// on `previous`. With a `previous` state (a reload), its backends are kept by URL and new
+    /// ones join after a passing probe; without (the first start), every backend starts up.
     pub fn new(config: Config, previous: Option<&State>) -> State {
         let changes = previous.map_or_else(RuntimeChanges::default, |p| p.changes.settled(&config));
-        let existing = previous.map(State::backends).unwrap_or_default();
-        State::with_changes(config, changes, &existing)
+        let running = previous.map(State::backends);
+        State::with_changes(config, changes, running.as_deref())
     }
 
-    /// Builds the pools for `config` with `changes` laid over it, reusing any of `existing`
-    /// whose configuration is unchanged.
-    pub fn with_changes(config: Config, changes: RuntimeChanges, existing: &[Arc<Backend>]) -> State {
+    /// Builds the pools for `config` with `changes` laid over it, reusing the backends of
+    /// `running` (`None` on the first start) as [`Pool::new`] says.
+    pub fn with_changes(config: Config, changes: RuntimeChanges, running: Option<&[Arc<Backend>]>) -> State {
         let config = changes.apply(config);
-        let pools: Vec<Arc<Pool>> = config.pools.iter().map(|p| Arc::new(Pool::new(p.clone(), existing))).collect();
+        let pools: Vec<Arc<Pool>> = config.pools.iter().map(|p| Arc::new(Pool::new(p.clone(), running))).collect();
         for pool in &pools {
             for backend in &pool.backends {
                 if changes.is_drained(&Place::new(pool.name(), backend.url())) {
@@ -79,7 +82,7 @@ impl State {
     /// path (see [`routing`]), if any.
     pub fn route(&self, listener: &ListenerConfig, head: &RequestHead) -> Option<&Arc<Pool>> {
         let host = head.value("host").and_then(routing::request_host);
-        let index = routing::find_route(&listener.routes, host.as_deref(), &head.target)?;
+        let index = routing::find_route(&listener.routes, host, &head.target)?;
         Some(&self.pools[listener.routes[index].pool])
     }
 
@@ -105,13 +108,18 @@ pub struct Runtime {
     serving: AtomicUsize,
     /// Set once when sluice begins to stop; read by the acceptors and every connection.
     stopping: AtomicBool,
-    /// Woken when stopping, so sleeping threads (health checks) notice at once.
-    stop_signal: (Mutex<bool>, Condvar),
+    /// Woken when stopping and when the snapshot is replaced, so the health thread notices
+    /// both at once.
+    wake: (Mutex<Wake>, Condvar),
+    /// Events about backends going down and up; the webhook changes on reload.
+    pub alerts: Alerts,
     /// Client connections accepted and not yet closed, queued ones included.
     open_connections: AtomicUsize,
-    /// Accepted connections queued for a worker; while any wait, keep-alive is not offered.
+    /// The same, by client address; written by the acceptor (in) and `ClientTicket` (out).
+    connections_per_client: Mutex<HashMap<IpAddr, usize>>,
+    /// Accepted connections queued for a worker.
     waiting_connections: AtomicUsize,
-    /// Connections refused because `limits.maxConnections` was reached.
+    /// Connections refused by `limits.maxConnections` or `limits.maxConnectionsPerClient`.
     pub rejected_connections: AtomicU64,
     /// Connections being served, so that stopping can close the idle ones.
     clients: Mutex<HashMap<u64, RegisteredClient>>,
@@ -121,6 +129,13 @@ pub struct Runtime {
     pub metrics: Metrics,
     /// Written by workers as exchanges end; reopened on reload.
     pub access_log: AccessLog,
+}
+
+#[derive(Default)]
+struct Wake {
+    stopping: bool,
+    /// Counts snapshot replacements.
+    generation: u64,
 }
 
 struct RegisteredClient {
@@ -134,6 +149,7 @@ pub struct ClientTicket {
     runtime: Arc<Runtime>,
     id: u64,
     idle: Arc<AtomicBool>,
+    client: IpAddr,
 }
 
 /// Counts one connection as held by a worker for as long as it lives.
@@ -146,7 +162,7 @@ impl Drop for Serving<'_> {
 }
 
 impl Runtime {
-    pub fn new(state: State) -> io::Result<Runtime> {
+    pub fn new(state: State, alerts: Alerts) -> io::Result<Runtime> {
         let workers = threadpool::Builder::new()
             .num_threads(state.config.workers)
             .thread_name("sluice-worker".into())
@@ -160,8 +176,10 @@ impl Runtime {
             waiting_room: WaitingRoom::new()?,
             serving: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
-            stop_signal: (Mutex::new(false), Condvar::new()),
+            wake: (Mutex::new(Wake::default()), Condvar::new()),
+            alerts,
             open_connections: AtomicUsize::new(0),
+            connections_per_client: Mutex::new(HashMap::new()),
             waiting_connections: AtomicUsize::new(0),
             rejected_connections: AtomicU64::new(0),
             clients: Mutex::new(HashMap::new()),
@@ -196,8 +214,12 @@ impl Runtime {
         Arc::clone(&lock(&self.state))
     }
 
+    /// Installs a new snapshot and wakes the health thread, so new backends are probed at
+    /// once. Changes built from the current snapshot go through [`Runtime::change_state`].
     pub fn replace_state(&self, state: State) {
         *lock(&self.state) = Arc::new(state);
+        lock(&self.wake.0).generation += 1;
+        self.wake.1.notify_all();
     }
 
     /// Builds a new snapshot from the current one with `change` and puts it in place, unless
@@ -226,8 +248,8 @@ impl Runtime {
     /// Starts stopping: no new connections, idle ones closed, busy ones finish.
     pub fn begin_stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
-        *lock(&self.stop_signal.0) = true;
-        self.stop_signal.1.notify_all();
+        lock(&self.wake.0).stopping = true;
+        self.wake.1.notify_all();
         for client in lock(&self.clients).values() {
             if client.idle.load(Ordering::SeqCst) {
                 let _ = client.stream.shutdown(Shutdown::Both);
@@ -237,29 +259,53 @@ impl Runtime {
 
     /// Sleeps for `duration` or until stopping begins; returns true if stopping.
     pub fn sleep_unless_stopping(&self, duration: Duration) -> bool {
-        let stopped = lock(&self.stop_signal.0);
-        let (stopped, _) = self
-            .stop_signal
+        let wake = lock(&self.wake.0);
+        let (wake, _) = self
+            .wake
             .1
-            .wait_timeout_while(stopped, duration, |stopped| !*stopped)
+            .wait_timeout_while(wake, duration, |w| !w.stopping)
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *stopped
+        wake.stopping
+    }
+
+    /// Sleeps for `duration`, or until stopping begins or the snapshot is replaced; returns
+    /// true if stopping.
+    pub fn sleep_until_change(&self, duration: Duration) -> bool {
+        let wake = lock(&self.wake.0);
+        let generation = wake.generation;
+        let (wake, _) = self
+            .wake
+            .1
+            .wait_timeout_while(wake, duration, |w| !w.stopping && w.generation == generation)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        wake.stopping
     }
 
     pub fn open_connections(&self) -> usize {
         self.open_connections.load(Ordering::SeqCst)
     }
 
-    /// Counts an accepted connection in, unless that would pass `max`.
-    pub fn try_count_connection(&self, max: usize) -> bool {
-        let admitted = self
+    /// Counts an accepted connection from `client` in, unless that would pass one of the
+    /// connection limits; then says which.
+    pub fn try_count_connection(&self, client: IpAddr, limits: &Limits) -> Result<(), &'static str> {
+        let max = limits.max_connections;
+        let counted = self
             .open_connections
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |open| (open < max).then_some(open + 1))
-            .is_ok();
-        if !admitted {
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |open| (open < max).then_some(open + 1));
+        if counted.is_err() {
             self.rejected_connections.fetch_add(1, Ordering::Relaxed);
+            return Err("limits.maxConnections");
         }
-        admitted
+        let mut per_client = lock(&self.connections_per_client);
+        let from_client = per_client.entry(client).or_insert(0);
+        if limits.max_connections_per_client.is_some_and(|max| *from_client >= max) {
+            drop(per_client);
+            self.open_connections.fetch_sub(1, Ordering::SeqCst);
+            self.rejected_connections.fetch_add(1, Ordering::Relaxed);
+            return Err("limits.maxConnectionsPerClient");
+        }
+        *from_client += 1;
+        Ok(())
     }
 
     pub fn waiting_connections(&self) -> usize {
@@ -276,17 +322,24 @@ impl Runtime {
         self.waiting_connections.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// Counts out a connection that was counted in but never served.
-    pub fn uncount_connection(&self) {
+    /// Counts out a connection from `client` that was counted in.
+    pub fn uncount_connection(&self, client: IpAddr) {
         self.open_connections.fetch_sub(1, Ordering::SeqCst);
+        let mut per_client = lock(&self.connections_per_client);
+        if let Some(n) = per_client.get_mut(&client) {
+            *n -= 1;
+            if *n == 0 {
+                per_client.remove(&client);
+            }
+        }
     }
 
-    /// Registers an accepted connection. `stream` is a second handle to it.
-    pub fn register_client(self: &Arc<Self>, stream: TcpStream) -> ClientTicket {
+    /// Registers an accepted connection from `client`. `stream` is a second handle to it.
+    pub fn register_client(self: &Arc<Self>, stream: TcpStream, client: IpAddr) -> ClientTicket {
         let id = self.next_client_id.fetch_add(1, Ordering::Relaxed);
         let idle = Arc::new(AtomicBool::new(false));
         lock(&self.clients).insert(id, RegisteredClient { stream, idle: Arc::clone(&idle) });
-        ClientTicket { runtime: Arc::clone(self), id, idle }
+        ClientTicket { runtime: Arc::clone(self), id, idle, client }
     }
 }
 
@@ -306,6 +359,6 @@ impl ClientTicket {
 impl Drop for ClientTicket {
     fn drop(&mut self) {
         lock(&self.runtime.clients).remove(&self.id);
-        self.runtime.uncount_connection();
+        self.runtime.uncount_connection(self.client);
     }
 }

@@ -1,23 +1,29 @@
 //! The running balancer: listeners, one acceptor thread each, the fixed worker pool, the
-//! health thread, the admin threads, the access-log flusher, reload, and graceful stop.
+//! health thread, the alerts thread, the admin threads, the ticker (access-log flushes and
+//! host thresholds), reload (see
+//! [`reload`]), and graceful stop.
 //!
 //! An acceptor blocks in `accept()`, counts the connection against `limits.maxConnections`
 //! (over it: a fast 503 and a close, never a silent queue) and queues it for the workers.
-//! Stopping sets the runtime's flag and wakes each acceptor with a connection to itself.
+//! Stopping sets the runtime's flag, closes idle client connections, and wakes each acceptor
+//! with a connection to itself; the listeners close as their acceptors return.
 
 use crate::access_log::FLUSH_INTERVAL;
 use crate::admin::{self, AdminThreads};
-use crate::config::{Config, ConfigError};
+use crate::alerts::Alerts;
+use crate::config::Config;
 use crate::connection;
 use crate::health;
+use crate::host_alerts::{self, HostWatch};
 use crate::http::error::canned_response;
+use crate::reload::{self, ReloadError, ReloadSummary};
 use crate::runtime::{Runtime, State};
 use crate::waiting_room;
 use log::{error, info, warn};
 use std::fmt;
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -28,7 +34,7 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 pub struct Server {
     runtime: Arc<Runtime>,
     addrs: Vec<SocketAddr>,
-    /// The acceptors, the health thread, the waiting room and the access-log flusher.
+    /// The acceptors, the health thread, the waiting room and the ticker.
     threads: Vec<JoinHandle<()>>,
     admin: Option<AdminThreads>,
 }
@@ -62,73 +68,6 @@ impl std::error::Error for StartError {
     }
 }
 
-/// Why a reload was refused; the running configuration stays.
-#[derive(Debug)]
-pub enum ReloadError {
-    /// The file could not be read or is not a valid configuration.
-    Config(ConfigError),
-    /// The new configuration changes what only a restart can.
-    NeedsRestart(String),
-    AccessLog {
-        path: PathBuf,
-        source: io::Error,
-    },
-}
-
-impl fmt::Display for ReloadError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ReloadError::Config(e) => write!(f, "{e}"),
-            ReloadError::NeedsRestart(what) => write!(f, "{what}; restart sluice to apply that"),
-            ReloadError::AccessLog { path, source } => {
-                write!(f, "cannot open the access log {}: {source}", path.display())
-            }
-        }
-    }
-}
-
-impl std::error::Error for ReloadError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            ReloadError::Config(e) => Some(e),
-            ReloadError::NeedsRestart(_) => None,
-            ReloadError::AccessLog { source, .. } => Some(source),
-        }
-    }
-}
-
-/// Switches the running balancer to `config`. Listeners cannot change without a restart;
-/// backends that stay keep their health, counters and idle connections; changes made through
-/// the admin API are kept; the access log file is reopened.
-pub fn reload(runtime: &Runtime, config: Config) -> Result<(), ReloadError> {
-    runtime.change_state(|current| {
-        let old: Vec<_> = current.config.listeners.iter().map(|l| (l.addr, l.mode)).collect();
-        let new: Vec<_> = config.listeners.iter().map(|l| (l.addr, l.mode)).collect();
-        if old != new {
-            return Err(ReloadError::NeedsRestart("listener addresses or modes changed".to_string()));
-        }
-        if config.workers != current.config.workers {
-            warn!("the number of workers changes only on restart; keeping {}", current.config.workers);
-        }
-        let admin_listen = |c: &Config| c.admin.as_ref().map(|a| a.listen);
-        if admin_listen(&config) != admin_listen(&current.config) {
-            warn!("admin.listen changes only on restart; the admin API stays as it is");
-        }
-        runtime.reopen_access_log(&config.access_log).map_err(|source| ReloadError::AccessLog {
-            path: config.access_log.path.clone().unwrap_or_default(),
-            source,
-        })?;
-        Ok((State::new(config, Some(current)), ()))
-    })
-}
-
-/// Re-reads the file the running configuration came from and switches to it.
-pub fn reload_from_file(runtime: &Runtime) -> Result<(), ReloadError> {
-    let source = runtime.state().config.source.clone();
-    let config = Config::load(Path::new(&source)).map_err(ReloadError::Config)?;
-    reload(runtime, config)
-}
-
 impl Server {
     /// Binds every listener and starts the threads.
     pub fn start(config: Config) -> Result<Server, StartError> {
@@ -142,7 +81,8 @@ impl Server {
             None => None,
         };
         let access_log = config.access_log.clone();
-        let runtime = Arc::new(Runtime::new(State::new(config, None)).map_err(StartError::Thread)?);
+        let alerts = Alerts::start(&config.alerts).map_err(StartError::Thread)?;
+        let runtime = Arc::new(Runtime::new(State::new(config, None), alerts).map_err(StartError::Thread)?);
         runtime
             .reopen_access_log(&access_log)
             .map_err(|source| StartError::AccessLog { path: access_log.path.clone().unwrap_or_default(), source })?;
@@ -161,7 +101,7 @@ impl Server {
         }
         threads.push(health::spawn(Arc::clone(&runtime)).map_err(StartError::Thread)?);
         threads.push(waiting_room::spawn(Arc::clone(&runtime)).map_err(StartError::Thread)?);
-        threads.push(spawn_log_flusher(Arc::clone(&runtime)).map_err(StartError::Thread)?);
+        threads.push(spawn_ticker(Arc::clone(&runtime)).map_err(StartError::Thread)?);
         let admin = match admin_listener {
             Some(listener) => Some(admin::start(Arc::clone(&runtime), listener).map_err(StartError::Thread)?),
             None => None,
@@ -183,14 +123,17 @@ impl Server {
         &self.runtime
     }
 
-    /// Switches to `config`; see [`reload`].
-    pub fn reload(&self, config: Config) -> Result<(), ReloadError> {
-        reload(&self.runtime, config)
+    /// Switches to `config` (see [`reload::reload`]): listeners cannot change without a
+    /// restart; backends that stay keep their health, counters and idle connections; new ones
+    /// join after their first passing probe; changes made through the admin API are kept. On
+    /// error the running configuration stays.
+    pub fn reload(&self, config: Config) -> Result<ReloadSummary, ReloadError> {
+        reload::reload(&self.runtime, config)
     }
 
-    /// Re-reads the configuration file and switches to it; see [`reload_from_file`].
-    pub fn reload_from_file(&self) -> Result<(), ReloadError> {
-        reload_from_file(&self.runtime)
+    /// Reads the configuration file again and switches to it, as SIGHUP does.
+    pub fn reload_from_file(&self) -> Result<ReloadSummary, ReloadError> {
+        reload::reload_from_file(&self.runtime)
     }
 
     /// Stops accepting, closes idle connections, and waits up to `timeouts.drain` for
@@ -223,11 +166,14 @@ impl Server {
     }
 }
 
-/// Empties the access log's buffer into its file every [`FLUSH_INTERVAL`] until stopping.
-fn spawn_log_flusher(runtime: Arc<Runtime>) -> io::Result<JoinHandle<()>> {
-    thread::Builder::new().name("sluice-log-flush".into()).spawn(move || {
+/// Every [`FLUSH_INTERVAL`] until stopping: empties the access log's buffer into its file
+/// and checks the host thresholds ([`host_alerts`]).
+fn spawn_ticker(runtime: Arc<Runtime>) -> io::Result<JoinHandle<()>> {
+    thread::Builder::new().name("sluice-tick".into()).spawn(move || {
+        let mut watch = HostWatch::default();
         while !runtime.sleep_unless_stopping(FLUSH_INTERVAL) {
             runtime.access_log.flush();
+            host_alerts::check(&runtime, &mut watch);
         }
     })
 }
@@ -249,10 +195,9 @@ fn accept_loop(runtime: &Arc<Runtime>, listener_index: usize, listener: &TcpList
         if runtime.is_stopping() {
             return;
         }
-        let max = runtime.state().config.limits.max_connections;
-        if !runtime.try_count_connection(max) {
+        if let Err(limit) = runtime.try_count_connection(peer.ip(), &runtime.state().config.limits) {
             if last_rejection_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-                warn!("{max} connections open (limits.maxConnections); refusing new ones with 503");
+                warn!("{peer}: {limit} reached; refusing new connections with 503");
                 last_rejection_warning = Some(Instant::now());
             }
             reject(stream);

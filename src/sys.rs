@@ -1,9 +1,11 @@
 //! The only file that talks to the operating system below std: an epoll set for the waiting
-//! room, raising the open-file limit at start, and a file system's size for `host`. Each `unsafe` block is one system call on
+//! room, a one-call non-blocking peek for idle backend connections, raising the open-file
+//! limit at start, and a file system's size for `host`. Each `unsafe` block is one system call on
 //! values it owns, with the reason it is sound beside it.
 #![allow(unsafe_code)]
 
 use std::io;
+use std::net::TcpStream;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
@@ -63,6 +65,22 @@ impl Epoll {
     }
 }
 
+/// Looks at the next byte of `stream` without taking it and without waiting: `Ok(0)` when the
+/// peer has closed, `Ok(1)` when a byte is waiting, an error of kind `WouldBlock` when
+/// nothing is. One system call (`recv` with `MSG_PEEK | MSG_DONTWAIT`), where std needs three
+/// (non-blocking on, peek, non-blocking off).
+pub fn peek_now(stream: &TcpStream) -> io::Result<usize> {
+    let mut byte = 0u8;
+    let flags = libc::MSG_PEEK | libc::MSG_DONTWAIT;
+    // SAFETY: the pointer and length describe `byte`, which outlives the call; the descriptor
+    // belongs to `stream`, which is borrowed for the call.
+    let n = unsafe { libc::recv(stream.as_raw_fd(), (&mut byte as *mut u8).cast(), 1, flags) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
 /// The soft and hard limits on open files, before and after raising the soft one.
 pub struct FileLimit {
     pub before: u64,
@@ -86,6 +104,16 @@ pub fn raise_open_file_limit() -> io::Result<FileLimit> {
     Ok(FileLimit { before, after: limit.rlim_cur, hard: limit.rlim_max })
 }
 
+/// The soft RLIMIT_NOFILE: how many files this process may have open.
+pub fn open_file_limit() -> io::Result<u64> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `limit` is a valid, writable rlimit for the duration of the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(limit.rlim_cur)
+}
+
 /// A file system's size and the bytes unprivileged users may still write, in that order.
 pub fn file_system_space(path: &std::path::Path) -> io::Result<(u64, u64)> {
     use std::os::unix::ffi::OsStrExt;
@@ -106,8 +134,8 @@ pub fn file_system_space(path: &std::path::Path) -> io::Result<(u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
-    use std::net::{TcpListener, TcpStream};
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
 
     #[test]
     fn reports_a_descriptor_once_when_it_becomes_readable() {
@@ -127,6 +155,23 @@ mod tests {
         epoll.wait(&mut ready, Duration::from_millis(20)).unwrap();
         assert!(ready.is_empty(), "one-shot: reported only once");
         epoll.remove(server.as_raw_fd()).unwrap();
+    }
+
+    #[test]
+    fn peeking_tells_nothing_waiting_from_a_byte_from_a_close() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let waiting = peek_now(&server).map_err(|e| e.kind());
+        assert_eq!(waiting, Err(io::ErrorKind::WouldBlock));
+        client.write_all(b"x").unwrap();
+        drop(client);
+        server.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut first = [0u8; 1];
+        assert_eq!(server.peek(&mut first).unwrap(), 1, "wait until the byte is there");
+        assert_eq!(peek_now(&server).unwrap(), 1, "peeking leaves the byte in place");
+        assert_eq!((&server).read(&mut first).unwrap(), 1);
+        assert_eq!(peek_now(&server).unwrap(), 0, "then the close");
     }
 
     #[test]

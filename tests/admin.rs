@@ -472,6 +472,8 @@ fn reload_rereads_the_file_and_keeps_backends_added_at_run_time() {
     let listed = servers(admin);
     assert!(listed.contains_key(&a.url()) && listed.contains_key(&b.url()), "{listed:?}");
     assert_eq!(listed[&c.url()]["addedAtRuntime"], true, "a runtime-added backend was lost on reload");
+    // A backend new to the file joins after its first passing probe.
+    assert!(wait_until(WAIT, || servers(admin)[&b.url()]["healthy"] == true), "{listed:?}");
     let bodies: Vec<String> = (0..6).map(|_| sluice.get("/").text()).collect();
     assert!(["a", "b", "c"].iter().all(|n| bodies.contains(&n.to_string())), "{bodies:?}");
 
@@ -569,4 +571,42 @@ fn backends_are_added_to_the_named_pool_with_its_scheme() {
     assert_eq!(json(&added)["healthy"], true, "a tcp probe is a connect");
     let listed = &servers(admin)[&url];
     assert_eq!((listed["pool"].as_str(), listed["healthy"].as_bool()), (Some("db"), Some(true)), "{listed:#}");
+}
+
+/// A connection to the admin API that sends nothing.
+fn silent_client(admin: SocketAddr) -> std::net::TcpStream {
+    let stream = std::net::TcpStream::connect_timeout(&admin, WAIT).expect("connect to the admin API");
+    stream.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    stream.set_write_timeout(Some(WAIT)).unwrap();
+    stream
+}
+
+/// Whether `stream` is still open with nothing received: a short read times out.
+fn is_open_and_unanswered(mut stream: &std::net::TcpStream) -> bool {
+    use std::io::{ErrorKind, Read};
+    let mut byte = [0u8; 1];
+    matches!(stream.read(&mut byte), Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut))
+}
+
+#[test]
+fn a_silent_admin_client_does_not_delay_stats_for_another() {
+    let backend = TestBackend::named("a");
+    let (_sluice, admin) = start(&[&backend.url()], "");
+    let silent = silent_client(admin);
+    // The silent client gets its 408 only after 5 s; /stats must not wait for it.
+    assert_eq!(get(admin, "/stats").status, 200);
+    assert!(is_open_and_unanswered(&silent), "the silent client was answered or closed before /stats");
+}
+
+#[test]
+fn admin_connections_beyond_the_cap_are_answered_503_until_one_ends() {
+    let backend = TestBackend::named("a");
+    let (_sluice, admin) = start(&[&backend.url()], "");
+    let held: Vec<_> = (0..sluice::admin::MAX_ADMIN_CONNECTIONS).map(|_| silent_client(admin)).collect();
+    let refused = get(admin, "/stats");
+    assert_eq!(refused.status, 503, "{}{}", refused.raw_head, refused.text());
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    assert!(held.iter().all(is_open_and_unanswered), "a held connection was answered");
+    drop(held);
+    assert!(wait_until(WAIT, || get(admin, "/stats").status == 200), "slots were not given back");
 }

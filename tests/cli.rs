@@ -29,8 +29,23 @@ fn config_file(name: &str, json: &str) -> PathBuf {
     path
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// `n` distinct ports free at the moment of asking (all bound at once, then let go).
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    listeners.iter().map(|l| l.local_addr().unwrap().port()).collect()
+}
+
+/// A running sluice that is killed if the test ends early, so a failed assertion never leaves
+/// it behind holding the test's output.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }
 
 fn signal(child: &Child, name: &str) {
@@ -116,40 +131,45 @@ fn an_address_in_use_exits_1_saying_which() {
 #[test]
 fn sigterm_stops_cleanly_and_sighup_reloads() {
     let (a, b) = (TestBackend::named("a"), TestBackend::named("b"));
-    let port = free_port();
+    let port = free_ports(1)[0];
     let json = |url: &str| format!(r#"{{"listen": "127.0.0.1:{port}", "servers": ["{url}"]}}"#);
     let path = config_file("signals", &json(&a.url()));
-    let mut child = Command::new(SLUICE).args(["-c", path.to_str().unwrap()]).env("RUST_LOG", "warn").spawn().unwrap();
+    let mut running =
+        Running(Command::new(SLUICE).args(["-c", path.to_str().unwrap()]).env("RUST_LOG", "warn").spawn().unwrap());
+    let child = &mut running.0;
     assert!(wait_until(Duration::from_secs(10), || can_connect(port)), "sluice did not start");
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let get = || exchange_raw(addr, b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
     assert!(get().ends_with("\r\n\r\na"));
 
     std::fs::write(&path, json(&b.url())).unwrap();
-    signal(&child, "HUP");
+    signal(child, "HUP");
     assert!(wait_until(Duration::from_secs(5), || get().ends_with("\r\n\r\nb")), "reload did not switch backends");
 
     std::fs::write(&path, "{ not json").unwrap();
-    signal(&child, "HUP");
+    signal(child, "HUP");
     std::thread::sleep(Duration::from_millis(200));
     assert!(get().ends_with("\r\n\r\nb"), "a bad reload must keep the running configuration");
 
-    signal(&child, "TERM");
-    assert_eq!(wait_exit(&mut child, Duration::from_secs(10)), Some(0));
+    signal(child, "TERM");
+    assert_eq!(wait_exit(child, Duration::from_secs(10)), Some(0));
 }
 
 #[test]
 fn demo_starts_backends_and_prints_what_to_try() {
-    let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
+    let ports = free_ports(4);
     let servers: Vec<String> = ports[1..].iter().map(|p| format!("\"http://localhost:{p}\"")).collect();
     let path =
         config_file("demo", &format!(r#"{{"port": "127.0.0.1:{}", "servers": [{}]}}"#, ports[0], servers.join(", ")));
-    let mut child = Command::new(SLUICE)
-        .args(["--demo", "-c", path.to_str().unwrap()])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut running = Running(
+        Command::new(SLUICE)
+            .args(["--demo", "-c", path.to_str().unwrap()])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let child = &mut running.0;
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let printed: Vec<String> = (0..3).map_while(|_| lines.next().and_then(Result::ok)).collect();
     assert!(printed.iter().any(|l| l.contains(&format!("curl http://localhost:{}/", ports[0]))), "{printed:?}");
@@ -159,8 +179,8 @@ fn demo_starts_backends_and_prints_what_to_try() {
     for (i, answer) in answers.iter().enumerate() {
         assert!(answer.contains(&format!("Hello from demo backend {}", i + 1)), "{answers:?}");
     }
-    signal(&child, "INT");
-    assert_eq!(wait_exit(&mut child, Duration::from_secs(10)), Some(0));
+    signal(child, "INT");
+    assert_eq!(wait_exit(child, Duration::from_secs(10)), Some(0));
 }
 
 #[test]

@@ -101,3 +101,17 @@ fn connections_over_the_limit_get_a_fast_503() {
     drop(held.pop());
     assert!(wait_until(Duration::from_secs(5), || sluice.get("/").status == 200));
 }
+
+#[test]
+fn one_client_address_over_its_limit_gets_a_fast_503() {
+    let backend = TestBackend::named("ok");
+    let sluice = Sluice::start(&[&backend.url()], r#""limits": {"maxConnectionsPerClient": 2},"#);
+    let mut held: Vec<Client> = (0..2).map(|_| sluice.connect()).collect();
+    for c in &mut held {
+        assert_eq!(get_on(c, "/").status, 200);
+    }
+    let refused = exchange_raw(sluice.addr, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert!(refused.starts_with("HTTP/1.1 503 "), "{refused:?}");
+    drop(held.pop());
+    assert!(wait_until(Duration::from_secs(5), || sluice.get("/").status == 200));
+}

@@ -296,6 +296,54 @@ fn tcp_mode_client_that_half_closes_at_once_still_receives_the_rest() {
     assert_eq!(read_rest(&mut c), "db\nonly thisbye after 9 bytes\n");
 }
 
+/// The one server object of the admin API's /stats.
+fn only_server_stats(admin: SocketAddr) -> serde_json::Value {
+    let mut c = Client::connect(admin);
+    c.send(b"GET /stats HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
+    let r = c.response().expect("a /stats response");
+    let stats: serde_json::Value = serde_json::from_slice(&r.body).expect("/stats is JSON");
+    stats["servers"][0].clone()
+}
+
+#[test]
+fn tcp_mode_connections_count_in_backend_stats_and_the_json_access_log() {
+    let backend = EchoBackend::start("db", false);
+    let path = std::env::temp_dir().join(format!("sluice-tcp-{}-access.log", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let top = format!(
+        r#", "admin": {{"listen": "127.0.0.1:0"}}, "accessLog": {{"format": "json", "path": {:?}}}"#,
+        path.display().to_string()
+    );
+    let mut sluice = tcp_sluice(&[backend.url("tcp")], "", &top);
+    let admin = sluice.server().admin_addr().expect("admin configured");
+    let mut c = connect(sluice.addr);
+    c.write_all(b"only this").unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    let received = read_rest(&mut c);
+    assert_eq!(received.len(), 30, "{received:?}");
+
+    let counted = || only_server_stats(admin)["responses"]["2xx"] == 1;
+    assert!(wait_until(Duration::from_secs(5), counted), "{:#}", only_server_stats(admin));
+    let server = only_server_stats(admin);
+    assert_eq!((server["bytesReceived"].as_u64(), server["bytesSent"].as_u64()), (Some(9), Some(30)), "{server:#}");
+    assert!(server["latencyMs"]["mean"].is_f64(), "{server:#}");
+
+    sluice.server.take().unwrap().stop();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let _ = std::fs::remove_file(&path);
+    let lines: Vec<serde_json::Value> =
+        text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    let line = &lines[0];
+    assert_eq!(
+        (line["mode"].as_str(), line["status"].as_u64(), line["bytes"].as_u64()),
+        (Some("tcp"), Some(200), Some(30)),
+        "{line}"
+    );
+    assert_eq!(line["backend"], backend.url("tcp").as_str(), "{line}");
+    assert!(line["method"].is_null() && line["duration_ms"].is_f64(), "{line}");
+}
+
 #[test]
 fn tcp_mode_rotates_connections_over_the_pool() {
     let backends: Vec<EchoBackend> = ["a", "b", "c"].iter().map(|n| EchoBackend::start(n, false)).collect();

@@ -2,7 +2,8 @@
 //! Content-Length body up to [`MAX_BODY_BYTES`]), check its bearer token, and write one
 //! response that closes the connection.
 //!
-//! Called by `admin` for each accepted connection, one at a time. No shared state.
+//! Called by `admin` for each accepted connection, on that connection's thread. No shared
+//! state.
 
 use crate::http::error::reason_phrase;
 use crate::http::framing::{request_framing, BodyFraming};

@@ -1,5 +1,7 @@
-//! The admin API: its own listener (loopback unless configured otherwise) and thread, serving
-//! one small request at a time, and a ticker thread that samples recent rates and finishes
+//! The admin API: its own listener (loopback unless configured otherwise) and thread, which
+//! hands each connection to a short-lived thread of its own (`sluice-admin-conn`, at most
+//! [`MAX_ADMIN_CONNECTIONS`] at once; beyond that a 503 and a close), so a slow admin client
+//! never holds up another; and a ticker thread that samples recent rates and finishes
 //! removals once a second.
 //!
 //! | request | answer |
@@ -25,18 +27,25 @@ mod snapshot;
 mod stats;
 
 use self::http::{authorize, read_request, write_response, Request, Response, IO_TIMEOUT};
+use crate::reload::reload_from_file;
 use crate::runtime::Runtime;
-use crate::server::reload_from_file;
 use log::{debug, info, warn};
 use rates::Windows;
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 /// How often the ticker samples rates and looks for finished removals.
 const TICK: Duration = Duration::from_secs(1);
+
+/// Admin connections served at once; more are answered 503 at once.
+pub const MAX_ADMIN_CONNECTIONS: usize = 16;
+
+/// Stack of a connection thread: a request of at most a few KiB and its response.
+const CONNECTION_STACK_BYTES: usize = 256 * 1024;
 
 /// Pause after `accept()` fails, instead of spinning.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -46,6 +55,27 @@ struct Admin {
     runtime: Arc<Runtime>,
     /// Written by the ticker, read by the handler.
     windows: Windows,
+    /// Connections being served; counted in by the listener, out by each connection thread
+    /// as it ends (through [`ConnectionSlot`]).
+    connections: AtomicUsize,
+}
+
+/// One admin connection counted as served until dropped.
+struct ConnectionSlot(Arc<Admin>);
+
+impl ConnectionSlot {
+    /// Counts a connection in, unless [`MAX_ADMIN_CONNECTIONS`] are already served.
+    fn take(admin: &Arc<Admin>) -> Option<ConnectionSlot> {
+        let below_cap = |n: usize| (n < MAX_ADMIN_CONNECTIONS).then_some(n + 1);
+        admin.connections.fetch_update(Ordering::SeqCst, Ordering::SeqCst, below_cap).ok()?;
+        Some(ConnectionSlot(Arc::clone(admin)))
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// The running admin threads.
@@ -71,7 +101,7 @@ pub fn start(runtime: Arc<Runtime>, listener: TcpListener) -> io::Result<AdminTh
         warn!("the admin API listens on {addr}, beyond this machine: keep admin.token secret");
     }
     info!("admin API on http://{addr}/");
-    let admin = Arc::new(Admin { runtime, windows: Windows::default() });
+    let admin = Arc::new(Admin { runtime, windows: Windows::default(), connections: AtomicUsize::new(0) });
     admin.windows.sample(&admin.runtime.state(), Instant::now());
     let serving = Arc::clone(&admin);
     let listening = thread::Builder::new().name("sluice-admin".into()).spawn(move || serve(&serving, &listener))?;
@@ -79,7 +109,7 @@ pub fn start(runtime: Arc<Runtime>, listener: TcpListener) -> io::Result<AdminTh
     Ok(AdminThreads { addr, threads: vec![listening, ticking] })
 }
 
-fn serve(admin: &Admin, listener: &TcpListener) {
+fn serve(admin: &Arc<Admin>, listener: &TcpListener) {
     for stream in listener.incoming() {
         if admin.runtime.is_stopping() {
             return;
@@ -93,9 +123,36 @@ fn serve(admin: &Admin, listener: &TcpListener) {
                 continue;
             }
         };
-        if let Err(e) = handle(admin, stream) {
-            debug!("admin: connection failed: {e}");
+        match ConnectionSlot::take(admin) {
+            Some(slot) => spawn_connection(slot, stream),
+            None => refuse_busy(&stream),
         }
+    }
+}
+
+/// Serves `stream` on a thread of its own, which holds `slot` until it ends.
+fn spawn_connection(slot: ConnectionSlot, stream: TcpStream) {
+    let refusal = stream.try_clone();
+    let spawned =
+        thread::Builder::new().name("sluice-admin-conn".into()).stack_size(CONNECTION_STACK_BYTES).spawn(move || {
+            if let Err(e) = handle(&slot.0, stream) {
+                debug!("admin: connection failed: {e}");
+            }
+        });
+    if let Err(e) = spawned {
+        warn!("admin: cannot start a connection thread: {e}");
+        if let Ok(stream) = refusal {
+            refuse_busy(&stream);
+        }
+    }
+}
+
+/// Answers 503 at once and closes: too many admin connections are being served.
+fn refuse_busy(stream: &TcpStream) {
+    debug!("admin: {MAX_ADMIN_CONNECTIONS} connections already served; refusing one");
+    let busy = Response::error(503, "too many admin connections at once; try again").with_header("Retry-After", "1");
+    if stream.set_write_timeout(Some(IO_TIMEOUT)).is_ok() {
+        let _ = write_response(stream, &busy, false);
     }
 }
 
@@ -157,15 +214,16 @@ fn changing(admin: &Admin, request: &Request, change: fn(&Runtime, &Request) -> 
 
 fn reload(runtime: &Runtime, _request: &Request) -> Response {
     let source = runtime.state().config.source.clone();
+    // The reload logs its own outcome.
     match reload_from_file(runtime) {
-        Ok(()) => {
-            info!("admin: reloaded {source}");
-            Response::json(200, &serde_json::json!({ "reloaded": source }))
-        }
-        Err(e) => {
-            log::error!("admin: reload refused, keeping the running configuration: {e}");
-            Response::error(500, &format!("reload refused, keeping the running configuration: {e}"))
-        }
+        Ok(summary) => Response::json(
+            200,
+            &serde_json::json!({
+                "reloaded": source,
+                "backends": {"kept": summary.kept, "changed": summary.changed, "added": summary.added, "removed": summary.removed},
+            }),
+        ),
+        Err(e) => Response::error(500, &format!("reload refused, keeping the running configuration: {e}")),
     }
 }
 

@@ -9,8 +9,7 @@ use super::http::{Request, Response};
 use crate::backend::Backend;
 use crate::changes::Place;
 use crate::config::{parse_server_object, PoolConfig, ServerConfig};
-use crate::health::{self, HealthState};
-use crate::lock;
+use crate::health;
 use crate::runtime::{Runtime, State};
 use log::info;
 use serde_json::{json, Value};
@@ -48,7 +47,7 @@ pub fn add(runtime: &Runtime, request: &Request) -> Response {
         changes.add(&pool_name, server.clone());
         let mut existing = current.backends();
         existing.insert(0, Arc::clone(&backend));
-        Ok((State::with_changes(current.config.clone(), changes, &existing), ()))
+        Ok((State::with_changes(current.config.clone(), changes, Some(&existing)), ()))
     });
     if let Err(response) = added {
         return response;
@@ -91,7 +90,6 @@ fn first_probe(backend: &Backend, pool: &PoolConfig) -> Result<(), String> {
     backend.metrics.record_health_check(probe.is_ok());
     if probe.is_err() {
         backend.set_healthy(false);
-        *lock(&backend.health) = HealthState::down();
     }
     probe
 }
@@ -120,7 +118,7 @@ pub fn drain(runtime: &Runtime, request: &Request) -> Response {
         for (place, _) in &places {
             changes.drain(place);
         }
-        Ok((State::with_changes(current.config.clone(), changes, &current.backends()), places))
+        Ok((State::with_changes(current.config.clone(), changes, Some(&current.backends())), places))
     });
     match drained {
         Ok(places) => {
@@ -142,7 +140,7 @@ pub fn undrain(runtime: &Runtime, request: &Request) -> Response {
             changes.undrain(place);
             backend.set_draining(false);
         }
-        Ok((State::with_changes(current.config.clone(), changes, &current.backends()), places))
+        Ok((State::with_changes(current.config.clone(), changes, Some(&current.backends())), places))
     });
     match undrained {
         Ok(places) => {
@@ -164,7 +162,7 @@ pub fn remove(runtime: &Runtime, request: &Request) -> Response {
         for (place, _) in &places {
             changes.begin_removal(place);
         }
-        Ok((State::with_changes(current.config.clone(), changes, &current.backends()), places))
+        Ok((State::with_changes(current.config.clone(), changes, Some(&current.backends())), places))
     });
     let places = match begun {
         Ok(places) => places,
@@ -197,7 +195,7 @@ pub fn finish_removals(runtime: &Runtime) {
         for place in &done {
             changes.remove(place);
         }
-        Ok((State::with_changes(current.config.clone(), changes, &current.backends()), done))
+        Ok((State::with_changes(current.config.clone(), changes, Some(&current.backends())), done))
     });
     for place in removed.unwrap_or_default() {
         info!("admin: removed {} from pool {:?}", place.url, place.pool);

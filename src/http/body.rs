@@ -7,9 +7,10 @@
 //! which RFC 9112 section 7.1 allows.
 
 use super::framing::BodyFraming;
-use super::stream::{write_both, BufferedStream};
+use super::stream::{write_both, BufferedStream, TimedRead};
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
+use std::time::Duration;
 
 /// Output waiting in `pending` is written once it reaches this size, or before any read that
 /// could block. A head and the start of its body usually leave in one write.
@@ -84,7 +85,7 @@ impl<'a, W: Write> Sink<'a, W> {
 
 /// Copies one body framed as `framing` from `src` to `sink`, refusing to pass more than
 /// `limit` bytes of chunked data. Returns the body's length.
-pub fn relay_body<S: Read, W: Write>(
+pub fn relay_body<S: TimedRead, W: Write>(
     src: &mut BufferedStream<S>,
     framing: BodyFraming,
     sink: &mut Sink<W>,
@@ -104,7 +105,7 @@ pub fn relay_body<S: Read, W: Write>(
 }
 
 /// Reads more into `src`, after writing what `sink` holds so the peer is never kept waiting.
-fn fill<S: Read, W: Write>(src: &mut BufferedStream<S>, sink: &mut Sink<W>) -> Result<(), RelayError> {
+fn fill<S: TimedRead, W: Write>(src: &mut BufferedStream<S>, sink: &mut Sink<W>) -> Result<(), RelayError> {
     sink.flush().map_err(RelayError::Write)?;
     match src.fill() {
         Ok(0) => Err(RelayError::Truncated),
@@ -113,7 +114,7 @@ fn fill<S: Read, W: Write>(src: &mut BufferedStream<S>, sink: &mut Sink<W>) -> R
     }
 }
 
-fn copy_exact<S: Read, W: Write>(
+fn copy_exact<S: TimedRead, W: Write>(
     src: &mut BufferedStream<S>,
     mut left: u64,
     sink: &mut Sink<W>,
@@ -130,7 +131,10 @@ fn copy_exact<S: Read, W: Write>(
     Ok(())
 }
 
-fn copy_until_close<S: Read, W: Write>(src: &mut BufferedStream<S>, sink: &mut Sink<W>) -> Result<u64, RelayError> {
+fn copy_until_close<S: TimedRead, W: Write>(
+    src: &mut BufferedStream<S>,
+    sink: &mut Sink<W>,
+) -> Result<u64, RelayError> {
     let mut total = 0;
     loop {
         if src.buffered().is_empty() {
@@ -146,7 +150,7 @@ fn copy_until_close<S: Read, W: Write>(src: &mut BufferedStream<S>, sink: &mut S
     }
 }
 
-fn copy_chunked<S: Read, W: Write>(
+fn copy_chunked<S: TimedRead, W: Write>(
     src: &mut BufferedStream<S>,
     sink: &mut Sink<W>,
     limit: u64,
@@ -176,7 +180,7 @@ fn copy_chunked<S: Read, W: Write>(
 }
 
 /// Makes sure one whole CRLF-terminated line is buffered; returns its length with the CRLF.
-fn read_line<S: Read, W: Write>(src: &mut BufferedStream<S>, sink: &mut Sink<W>) -> Result<usize, RelayError> {
+fn read_line<S: TimedRead, W: Write>(src: &mut BufferedStream<S>, sink: &mut Sink<W>) -> Result<usize, RelayError> {
     loop {
         if let Some(lf) = src.buffered().iter().position(|&b| b == b'\n') {
             if lf + 1 > MAX_CHUNK_LINE_BYTES {
@@ -220,7 +224,7 @@ fn count_blanks(bytes: &[u8]) -> usize {
 }
 
 /// Reads the trailer section up to its empty line, checking that each line is a field.
-fn skip_trailers<S: Read, W: Write>(src: &mut BufferedStream<S>, sink: &mut Sink<W>) -> Result<(), RelayError> {
+fn skip_trailers<S: TimedRead, W: Write>(src: &mut BufferedStream<S>, sink: &mut Sink<W>) -> Result<(), RelayError> {
     let mut seen = 0;
     loop {
         let line_len = read_line(src, sink)?;
@@ -288,6 +292,12 @@ pub fn decode_body(bytes: &[u8], feed: Feed, framing: BodyFraming, limit: Option
 struct Pieces<'a> {
     bytes: &'a [u8],
     read_bytes: usize,
+}
+
+impl TimedRead for Pieces<'_> {
+    fn set_read_timeout(&self, _: Option<Duration>) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 impl Read for Pieces<'_> {

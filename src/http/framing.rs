@@ -38,14 +38,14 @@ pub fn request_framing(head: &RequestHead) -> Result<BodyFraming, HttpError> {
         return Err(HttpError::BadRequest("Content-Length together with Transfer-Encoding"));
     }
     let codings = transfer_codings(head).map_err(HttpError::BadRequest)?;
-    if codings.iter().any(|c| !KNOWN_CODINGS.contains(&c.as_str())) {
+    if codings.any_unknown {
         return Err(HttpError::NotImplemented("unknown transfer coding"));
     }
-    if codings.last().map(String::as_str) != Some("chunked") {
+    if !codings.last_is_chunked {
         return Err(HttpError::BadRequest("the last transfer coding is not chunked"));
     }
-    if codings.len() > 1 {
-        if codings[..codings.len() - 1].contains(&"chunked".to_string()) {
+    if codings.count > 1 {
+        if codings.chunked_before_last {
             return Err(HttpError::BadRequest("chunked is applied more than once"));
         }
         return Err(HttpError::NotImplemented("transfer codings other than chunked"));
@@ -65,7 +65,7 @@ pub fn response_framing(head: &ResponseHead, method: &str) -> Result<BodyFraming
             return Err("backend sent Content-Length together with Transfer-Encoding");
         }
         let codings = transfer_codings(head)?;
-        if codings.len() != 1 || codings[0] != "chunked" {
+        if codings.count != 1 || !codings.last_is_chunked {
             return Err("backend used a transfer coding other than chunked");
         }
         return Ok(BodyFraming::Chunked);
@@ -94,10 +94,22 @@ pub fn content_length(head: &impl HeaderList) -> Result<Option<u64>, &'static st
         .ok_or("Content-Length is too large")
 }
 
-/// The transfer codings of every Transfer-Encoding field in order, lower-cased, without
-/// parameters' whitespace. Empty list elements are skipped, as RFC 9110 section 5.6.1 asks.
-fn transfer_codings(head: &impl HeaderList) -> Result<Vec<String>, &'static str> {
-    let mut codings = Vec::new();
+/// What the transfer codings of a head's Transfer-Encoding fields, taken in order, come to.
+#[derive(Debug, Default)]
+struct Codings {
+    count: usize,
+    /// Some coding is none of [`KNOWN_CODINGS`].
+    any_unknown: bool,
+    /// `chunked` comes before the last coding.
+    chunked_before_last: bool,
+    last_is_chunked: bool,
+}
+
+/// Reads the codings of every Transfer-Encoding field, case-insensitively, with the
+/// whitespace around each trimmed. Empty list elements are skipped, as RFC 9110 section
+/// 5.6.1 asks.
+fn transfer_codings(head: &impl HeaderList) -> Result<Codings, &'static str> {
+    let mut codings = Codings::default();
     for value in head.values("transfer-encoding") {
         let value = std::str::from_utf8(value).map_err(|_| "malformed Transfer-Encoding")?;
         for element in value.split(',') {
@@ -105,10 +117,13 @@ fn transfer_codings(head: &impl HeaderList) -> Result<Vec<String>, &'static str>
             if coding.is_empty() {
                 continue;
             }
-            codings.push(coding.to_ascii_lowercase());
+            codings.count += 1;
+            codings.any_unknown |= !KNOWN_CODINGS.iter().any(|known| coding.eq_ignore_ascii_case(known));
+            codings.chunked_before_last |= codings.last_is_chunked;
+            codings.last_is_chunked = coding.eq_ignore_ascii_case("chunked");
         }
     }
-    if codings.is_empty() {
+    if codings.count == 0 {
         return Err("empty Transfer-Encoding");
     }
     Ok(codings)
@@ -199,5 +214,8 @@ mod tests {
         );
         assert!(response_framing(&resp(200, &[("Content-Length", "5"), ("Content-Length", "6")]), "GET").is_err());
         assert!(response_framing(&resp(200, &[("Transfer-Encoding", "gzip")]), "GET").is_err());
+        assert_eq!(response_framing(&resp(200, &[("Transfer-Encoding", " CHUNKED ")]), "GET"), Ok(Chunked));
+        assert!(response_framing(&resp(200, &[("Transfer-Encoding", "chunked, chunked")]), "GET").is_err());
+        assert!(response_framing(&resp(200, &[("Transfer-Encoding", "gzip, chunked")]), "GET").is_err());
     }
 }

@@ -9,7 +9,7 @@
 //! `Connection: upgrade` to the backend, and a backend's `101` keeps them on the way back.
 
 use super::framing::BodyFraming;
-use super::head::{HeaderList, RequestHead, ResponseHead, Version};
+use super::head::{Header, HeaderList, RequestHead, ResponseHead, Version, MAX_HEADERS};
 use std::io::Write;
 use std::net::IpAddr;
 
@@ -26,27 +26,27 @@ const NOT_FORWARDED: &[&str] = &[
     "content-length",
 ];
 
-/// The lower-cased tokens of every `Connection` field.
-pub fn connection_tokens(head: &impl HeaderList) -> Vec<String> {
-    let mut tokens = Vec::new();
-    for value in head.values("connection") {
-        for token in value.split(|&b| b == b',') {
-            let token = token.trim_ascii();
-            if !token.is_empty() {
-                tokens.push(String::from_utf8_lossy(token).to_ascii_lowercase());
-            }
-        }
-    }
-    tokens
+/// Request fields sluice writes itself (`X-Forwarded-*`), or answers itself (`Expect`).
+const REPLACED_IN_REQUESTS: &[&str] = &["expect", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"];
+
+/// The tokens of every `Connection` field, as the sender spelled them: compare them with
+/// `eq_ignore_ascii_case`.
+pub fn connection_tokens(head: &impl HeaderList) -> impl Iterator<Item = &[u8]> {
+    let tokens = head.values("connection").flat_map(|value| value.split(|&b| b == b','));
+    tokens.map(<[u8]>::trim_ascii).filter(|token| !token.is_empty())
 }
 
-/// Whether the sender of a message with these `Connection` tokens keeps the connection open.
-pub fn is_persistent(version: Version, tokens: &[String]) -> bool {
-    let has = |t: &str| tokens.iter().any(|x| x == t);
+/// Whether a `Connection` field of `head` names `token` (in any case).
+pub fn has_connection_token(head: &impl HeaderList, token: &str) -> bool {
+    connection_tokens(head).any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
+}
+
+/// Whether the sender of `head`, a message of `version`, keeps the connection open.
+pub fn is_persistent(version: Version, head: &impl HeaderList) -> bool {
     match version {
-        _ if has("close") => false,
+        _ if has_connection_token(head, "close") => false,
         Version::Http11 => true,
-        Version::Http10 => has("keep-alive"),
+        Version::Http10 => has_connection_token(head, "keep-alive"),
     }
 }
 
@@ -54,15 +54,39 @@ pub fn is_persistent(version: Version, tokens: &[String]) -> bool {
 /// non-empty `Upgrade` field.
 pub fn wants_upgrade(head: &RequestHead) -> bool {
     head.version == Version::Http11
-        && connection_tokens(head).iter().any(|t| t == "upgrade")
+        && has_connection_token(head, "upgrade")
         && head.values("upgrade").any(|v| !v.trim_ascii().is_empty())
 }
 
-/// Whether a field goes on to the next hop. `Host` always does, whatever `Connection` names:
-/// a client must not be able to strip it.
-fn is_forwarded(name: &str, tokens: &[String]) -> bool {
-    let named_by_connection = tokens.iter().any(|t| name.eq_ignore_ascii_case(t)) && !name.eq_ignore_ascii_case("host");
-    !NOT_FORWARDED.iter().any(|h| name.eq_ignore_ascii_case(h)) && !named_by_connection
+/// The fields of one head that its `Connection` fields name, by index: found once per head,
+/// so that deciding each field's fate does not read the `Connection` fields again. `Host` is
+/// never among them, whatever `Connection` says: a client must not be able to strip it.
+struct NamedByConnection(u128);
+
+// One bit per field index: every head sluice parses fits.
+const _: () = assert!(MAX_HEADERS < 128);
+
+impl NamedByConnection {
+    fn of(head: &impl HeaderList) -> NamedByConnection {
+        let mut named = 0;
+        for token in connection_tokens(head) {
+            for (i, field) in head.all().iter().enumerate().take(128) {
+                if field.name.as_bytes().eq_ignore_ascii_case(token) && !field.name.eq_ignore_ascii_case("host") {
+                    named |= 1 << i;
+                }
+            }
+        }
+        NamedByConnection(named)
+    }
+
+    fn contains(&self, index: usize) -> bool {
+        index < 128 && self.0 & (1 << index) != 0
+    }
+}
+
+/// Whether field number `index` of a head goes on to the next hop.
+fn is_forwarded(field: &Header, index: usize, named: &NamedByConnection) -> bool {
+    !NOT_FORWARDED.iter().any(|h| field.name.eq_ignore_ascii_case(h)) && !named.contains(index)
 }
 
 /// Writes the head sluice sends to a backend for `head`. A request without `Host` (HTTP/1.0
@@ -74,34 +98,26 @@ pub fn write_request_head(
     client_ip: IpAddr,
     default_host: &str,
 ) {
-    let tokens = connection_tokens(head);
     let upgrade = wants_upgrade(head);
-    let _ = write!(out, "{} {} HTTP/1.1\r\n", head.method, head.target);
+    let named = NamedByConnection::of(head);
+    push_line(out, &[head.method.as_bytes(), b" ", head.target.as_bytes(), b" HTTP/1.1"]);
     if !head.has("host") {
         push_field(out, b"Host", default_host.as_bytes());
     }
-    let mut forwarded_for: Vec<&[u8]> = Vec::new();
-    for h in &head.headers {
-        if h.name.eq_ignore_ascii_case("x-forwarded-for") {
-            forwarded_for.push(&h.value);
-        } else if upgrade && h.name.eq_ignore_ascii_case("upgrade") {
-            push_field(out, h.name.as_bytes(), &h.value);
-        } else if h.name.eq_ignore_ascii_case("expect")
-            || h.name.eq_ignore_ascii_case("x-forwarded-proto")
-            || h.name.eq_ignore_ascii_case("x-forwarded-host")
-            || !is_forwarded(&h.name, &tokens)
-        {
-            continue;
-        } else {
+    for (i, h) in head.headers.iter().enumerate() {
+        let kept_for_upgrade = upgrade && h.name.eq_ignore_ascii_case("upgrade");
+        let replaced = REPLACED_IN_REQUESTS.iter().any(|r| h.name.eq_ignore_ascii_case(r));
+        if kept_for_upgrade || (!replaced && is_forwarded(h, i, &named)) {
             push_field(out, h.name.as_bytes(), &h.value);
         }
     }
     out.extend_from_slice(b"X-Forwarded-For: ");
-    for prior in forwarded_for {
+    for prior in head.values("x-forwarded-for") {
         out.extend_from_slice(prior);
         out.extend_from_slice(b", ");
     }
-    let _ = write!(out, "{client_ip}\r\nX-Forwarded-Proto: http\r\n");
+    push_ip(out, client_ip);
+    out.extend_from_slice(b"\r\nX-Forwarded-Proto: http\r\n");
     if let Some(host) = head.value("host") {
         push_field(out, b"X-Forwarded-Host", host);
     }
@@ -114,32 +130,32 @@ pub fn write_request_head(
 }
 
 /// What sluice says to the client about the response it is relaying.
-pub struct ResponseFraming {
+pub struct ResponseFraming<'a> {
     /// The framing field to write: `Length` or `Chunked`; `Empty` and `UntilClose` write none.
     pub framing: BodyFraming,
     pub keep_alive: bool,
     pub client_version: Version,
     /// The backend's URL when `exposeBackend` is on.
-    pub backend: Option<String>,
+    pub backend: Option<&'a str>,
     /// A sticky session's `Set-Cookie` value, when the client must be (re)pinned.
-    pub set_cookie: Option<String>,
+    pub set_cookie: Option<&'a str>,
 }
 
 /// Writes the head sluice sends to a client for a backend's `head`.
 pub fn write_response_head(out: &mut Vec<u8>, head: &ResponseHead, how: &ResponseFraming) {
-    let tokens = connection_tokens(head);
-    let _ = write!(out, "HTTP/1.1 {} {}\r\n", head.status, head.reason);
-    for h in &head.headers {
-        if is_forwarded(&h.name, &tokens) {
+    write_status_line(out, head);
+    let named = NamedByConnection::of(head);
+    for (i, h) in head.headers.iter().enumerate() {
+        if is_forwarded(h, i, &named) {
             push_field(out, h.name.as_bytes(), &h.value);
         }
     }
     write_framing(out, how.framing);
-    if let Some(url) = &how.backend {
-        let _ = write!(out, "X-Forwarded-Server: {url}\r\n");
+    if let Some(url) = how.backend {
+        push_field(out, b"X-Forwarded-Server", url.as_bytes());
     }
-    if let Some(cookie) = &how.set_cookie {
-        let _ = write!(out, "Set-Cookie: {cookie}\r\n");
+    if let Some(cookie) = how.set_cookie {
+        push_field(out, b"Set-Cookie", cookie.as_bytes());
     }
     if !how.keep_alive {
         out.extend_from_slice(b"Connection: close\r\n");
@@ -152,15 +168,15 @@ pub fn write_response_head(out: &mut Vec<u8>, head: &ResponseHead, how: &Respons
 /// Writes a backend's `101 Switching Protocols` for the client: its end-to-end fields, its
 /// `Upgrade` fields, a sticky session's `Set-Cookie` if any, and `Connection: upgrade`.
 pub fn write_switching_head(out: &mut Vec<u8>, head: &ResponseHead, set_cookie: Option<&str>) {
-    let tokens = connection_tokens(head);
-    let _ = write!(out, "HTTP/1.1 101 {}\r\n", head.reason);
-    for h in &head.headers {
-        if h.name.eq_ignore_ascii_case("upgrade") || is_forwarded(&h.name, &tokens) {
+    write_status_line(out, head);
+    let named = NamedByConnection::of(head);
+    for (i, h) in head.headers.iter().enumerate() {
+        if h.name.eq_ignore_ascii_case("upgrade") || is_forwarded(h, i, &named) {
             push_field(out, h.name.as_bytes(), &h.value);
         }
     }
     if let Some(cookie) = set_cookie {
-        let _ = write!(out, "Set-Cookie: {cookie}\r\n");
+        push_field(out, b"Set-Cookie", cookie.as_bytes());
     }
     out.extend_from_slice(b"Connection: upgrade\r\n\r\n");
 }
@@ -177,10 +193,19 @@ pub fn write_interim_head(out: &mut Vec<u8>, head: &ResponseHead) {
     write_response_head(out, head, &how);
 }
 
+/// `HTTP/1.1 <status> <reason>`: sluice speaks HTTP/1.1 whatever the backend's version.
+fn write_status_line(out: &mut Vec<u8>, head: &ResponseHead) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_decimal(out, u64::from(head.status));
+    push_line(out, &[b" ", head.reason.as_bytes()]);
+}
+
 fn write_framing(out: &mut Vec<u8>, framing: BodyFraming) {
     match framing {
         BodyFraming::Length(n) => {
-            let _ = write!(out, "Content-Length: {n}\r\n");
+            out.extend_from_slice(b"Content-Length: ");
+            push_decimal(out, n);
+            out.extend_from_slice(b"\r\n");
         }
         BodyFraming::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
         BodyFraming::Empty | BodyFraming::UntilClose => {}
@@ -188,18 +213,56 @@ fn write_framing(out: &mut Vec<u8>, framing: BodyFraming) {
 }
 
 fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
+    push_line(out, &[name, b": ", value]);
+}
+
+/// Writes `parts` and a CRLF.
+fn push_line(out: &mut Vec<u8>, parts: &[&[u8]]) {
+    for part in parts {
+        out.extend_from_slice(part);
+    }
     out.extend_from_slice(b"\r\n");
+}
+
+/// Writes `ip` as text; IPv4 without the formatting machinery of `write!`, since every
+/// request carries one.
+fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                push_decimal(out, u64::from(octet));
+            }
+        }
+        IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
+/// Writes `n` in decimal, without the formatting machinery of `write!`.
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[start..]);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::head::Header;
+    use crate::http::head::Headers;
 
-    fn headers(list: &[(&str, &str)]) -> Vec<Header> {
+    fn headers(list: &[(&str, &str)]) -> Headers {
         list.iter().map(|(n, v)| Header { name: n.to_string(), value: v.as_bytes().to_vec() }).collect()
     }
 
@@ -211,12 +274,28 @@ mod tests {
             version: Version::Http11,
             headers: headers(&[("Connection", "Keep-Alive, X-Secret"), ("connection", " close ")]),
         };
-        assert_eq!(connection_tokens(&head), vec!["keep-alive", "x-secret", "close"]);
-        assert!(!is_persistent(Version::Http11, &connection_tokens(&head)));
-        assert!(is_persistent(Version::Http11, &[]));
-        assert!(!is_persistent(Version::Http10, &[]));
-        assert!(is_persistent(Version::Http10, &["keep-alive".into()]));
-        assert!(is_persistent(Version::Http11, &["closed".into()]));
+        let tokens: Vec<&[u8]> = connection_tokens(&head).collect();
+        assert_eq!(tokens, [&b"Keep-Alive"[..], b"X-Secret", b"close"]);
+        assert!(has_connection_token(&head, "x-secret"));
+        assert!(!has_connection_token(&head, "secret"));
+    }
+
+    #[test]
+    fn persistence_follows_the_version_and_the_connection_tokens() {
+        type Fields<'a> = &'a [(&'a str, &'a str)];
+        let cases: [(Version, Fields, bool); 7] = [
+            (Version::Http11, &[], true),
+            (Version::Http10, &[], false),
+            (Version::Http10, &[("Connection", "Keep-Alive")], true),
+            (Version::Http11, &[("Connection", "closed")], true),
+            (Version::Http11, &[("Connection", "keep-alive"), ("Connection", "CLOSE")], false),
+            (Version::Http10, &[("Connection", "keep-alive, close")], false),
+            (Version::Http11, &[("Connection", "")], true),
+        ];
+        for (version, fields, expected) in cases {
+            let head = RequestHead { version, headers: headers(fields), ..RequestHead::default() };
+            assert_eq!(is_persistent(version, &head), expected, "{version:?} {fields:?}");
+        }
     }
 
     #[test]
@@ -247,6 +326,35 @@ mod tests {
             "POST /p?q HTTP/1.1\r\nHost: site\r\nAccept: */*\r\nX-Forwarded-For: 1.1.1.1, 2.2.2.2, 10.0.0.1\r\n\
              X-Forwarded-Proto: http\r\nX-Forwarded-Host: site\r\nVia: 1.1 sluice\r\nContent-Length: 3\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn connection_names_fields_in_any_case_but_cannot_strip_host() {
+        let head = RequestHead {
+            method: "GET".into(),
+            target: "/".into(),
+            version: Version::Http11,
+            headers: headers(&[("Host", "site"), ("Connection", "HOST, x-a"), ("X-A", "1"), ("X-B", "2")]),
+        };
+        let mut out = Vec::new();
+        write_request_head(&mut out, &head, BodyFraming::Empty, "2001:db8::1".parse().unwrap(), "backend:1");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "GET / HTTP/1.1\r\nHost: site\r\nX-B: 2\r\nX-Forwarded-For: 2001:db8::1\r\nX-Forwarded-Proto: http\r\n\
+             X-Forwarded-Host: site\r\nVia: 1.1 sluice\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn numbers_are_written_in_decimal() {
+        for n in [0, 7, 10, 404, 65536, u64::MAX] {
+            let mut out = Vec::new();
+            push_decimal(&mut out, n);
+            assert_eq!(String::from_utf8(out).unwrap(), n.to_string());
+        }
+        let mut out = Vec::new();
+        push_ip(&mut out, "0.10.200.255".parse().unwrap());
+        assert_eq!(out, b"0.10.200.255");
     }
 
     #[test]
@@ -342,7 +450,7 @@ mod tests {
             framing: BodyFraming::UntilClose,
             keep_alive: true,
             client_version: Version::Http10,
-            backend: Some("http://b:1".into()),
+            backend: Some("http://b:1"),
             set_cookie: None,
         };
         let mut out = Vec::new();
@@ -366,7 +474,7 @@ mod tests {
             keep_alive: true,
             client_version: Version::Http11,
             backend: None,
-            set_cookie: Some("SRV=00ff; Path=/; HttpOnly".into()),
+            set_cookie: Some("SRV=00ff; Path=/; HttpOnly"),
         };
         let mut out = Vec::new();
         write_response_head(&mut out, &head, &how);

@@ -6,7 +6,7 @@
 //! sees one unambiguous host.
 
 use super::error::HttpError;
-use super::head::{Header, HeaderList, RequestHead, Version};
+use super::head::{HeaderList, RequestHead, Version};
 
 /// Checks `head` and normalises its target; says whether the client expects `100 Continue`.
 pub fn check_request(head: &mut RequestHead) -> Result<bool, HttpError> {
@@ -45,9 +45,9 @@ fn check_target(head: &mut RequestHead) -> Result<(), HttpError> {
         p if p.starts_with('?') => format!("/{p}"),
         p => p.to_string(),
     };
-    let host = Header { name: "Host".to_string(), value: authority.as_bytes().to_vec() };
-    head.headers.retain(|h| !h.name.eq_ignore_ascii_case("host"));
-    head.headers.push(host);
+    let host = authority.to_string();
+    head.headers.remove("host");
+    head.headers.push("Host", host.as_bytes());
     head.target = path;
     Ok(())
 }
@@ -93,6 +93,7 @@ fn expects_continue(head: &RequestHead) -> Result<bool, HttpError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::head::Header;
 
     fn head(method: &str, target: &str, version: Version, headers: &[(&str, &str)]) -> RequestHead {
         RequestHead {

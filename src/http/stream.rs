@@ -4,25 +4,40 @@
 //! request, so nothing is ever read twice or lost between steps. The buffer never grows: its
 //! size is the largest head the owner accepts, and bodies stream through it.
 //!
-//! The stream is a `TcpStream` everywhere in sluice; it is generic over [`Read`] only so that
-//! the fuzz targets and unit tests can drive the same parsing and relay code from a byte slice.
+//! The stream is a `TcpStream` everywhere in sluice; it is generic over [`TimedRead`] only so
+//! that the fuzz targets and unit tests can drive the same parsing and relay code from memory.
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
+
+/// What a [`BufferedStream`] reads from: a socket, whose read timeout can be set.
+pub trait TimedRead: Read {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
+}
+
+impl TimedRead for TcpStream {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        TcpStream::set_read_timeout(self, timeout)
+    }
+}
 
 pub struct BufferedStream<S = TcpStream> {
     stream: S,
     buf: Box<[u8]>,
     start: usize,
     end: usize,
-    /// The read timeout last given to the socket, so an unchanged one costs no system call.
+    /// The read timeout last given to the socket (`None`: not known).
     read_timeout: Option<Duration>,
+    /// The read timeout the next read must have. It is given to the socket just before that
+    /// read, and only if it differs: a timeout changed and changed back between two reads,
+    /// as for a request body that arrived with its head, costs no system call.
+    next_read_timeout: Option<Duration>,
     /// Bytes read from the socket so far, for the metrics.
     received: u64,
 }
 
-impl<S: Read> BufferedStream<S> {
+impl<S: TimedRead> BufferedStream<S> {
     pub fn new(stream: S, capacity: usize) -> BufferedStream<S> {
         BufferedStream::from_parts(stream, vec![0; capacity].into_boxed_slice(), None)
     }
@@ -65,6 +80,10 @@ impl<S: Read> BufferedStream<S> {
             self.end -= self.start;
             self.start = 0;
         }
+        if let Some(timeout) = self.next_read_timeout.filter(|&t| Some(t) != self.read_timeout) {
+            self.stream.set_read_timeout(Some(timeout))?;
+            self.read_timeout = Some(timeout);
+        }
         loop {
             match self.stream.read(&mut self.buf[self.end..]) {
                 Ok(n) => {
@@ -78,9 +97,14 @@ impl<S: Read> BufferedStream<S> {
         }
     }
 
+    /// Sets the read timeout for the reads from now on (a zero one counts as 1 ms).
+    pub fn set_read_timeout(&mut self, timeout: Duration) {
+        self.next_read_timeout = Some(timeout.max(Duration::from_millis(1)));
+    }
+
     /// Wraps `stream` around an existing buffer; `read_timeout` is the one the socket has.
     pub fn from_parts(stream: S, buf: Box<[u8]>, read_timeout: Option<Duration>) -> BufferedStream<S> {
-        BufferedStream { stream, buf, start: 0, end: 0, read_timeout, received: 0 }
+        BufferedStream { stream, buf, start: 0, end: 0, read_timeout, next_read_timeout: read_timeout, received: 0 }
     }
 
     /// Puts `bytes` (read earlier, then set aside) back in front of anything read later.
@@ -94,17 +118,6 @@ impl<S: Read> BufferedStream<S> {
     /// Gives back the stream and the buffer; any buffered bytes are dropped.
     pub fn into_parts(self) -> (S, Box<[u8]>) {
         (self.stream, self.buf)
-    }
-}
-
-impl BufferedStream<TcpStream> {
-    pub fn set_read_timeout(&mut self, timeout: Duration) -> io::Result<()> {
-        let timeout = Some(timeout.max(Duration::from_millis(1)));
-        if self.read_timeout != timeout {
-            self.stream.set_read_timeout(timeout)?;
-            self.read_timeout = timeout;
-        }
-        Ok(())
     }
 }
 

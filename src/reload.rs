@@ -1,0 +1,171 @@
+//! Reloading: switching a running sluice to a new configuration without dropping a client.
+//! Called for SIGHUP (`main`, through [`crate::Server::reload_from_file`]) and for the admin
+//! API's `POST /reload`, which holds only the [`Runtime`].
+//!
+//! The new configuration is validated in full before anything changes. If it is invalid, or
+//! asks for what only a restart can do (other listeners), or its access log cannot be opened,
+//! the running one stays and the error is logged and returned. Otherwise a new snapshot
+//! replaces the old one whole (through `Runtime::change_state`, one change at a time):
+//! exchanges in flight finish with the snapshot they started with, and client connections go
+//! on with the new one from their next request. Backends that stay (same URL) keep their
+//! health, counters and idle connections; new ones join after their first passing probe;
+//! removed ones are let go when their last exchange finishes; changes made through the admin
+//! API are laid over the file again. Writes the runtime's snapshot, access log and webhook.
+
+use crate::config::{Config, ConfigError, ServerConfig};
+use crate::runtime::{Runtime, State};
+use log::{error, info, warn};
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Why a reload was refused; the running configuration stays.
+#[derive(Debug)]
+pub enum ReloadError {
+    /// The file could not be read or is not a valid configuration.
+    Config(ConfigError),
+    /// The new configuration changes what only a restart can; the text says what.
+    NeedsRestart(String),
+    AccessLog {
+        path: PathBuf,
+        source: io::Error,
+    },
+}
+
+impl fmt::Display for ReloadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReloadError::Config(e) => write!(f, "{e}"),
+            ReloadError::NeedsRestart(what) => write!(f, "{what}; restart sluice to apply that"),
+            ReloadError::AccessLog { path, source } => {
+                write!(f, "cannot open the access log {}: {source}", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for ReloadError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ReloadError::Config(e) => Some(e),
+            ReloadError::NeedsRestart(_) => None,
+            ReloadError::AccessLog { source, .. } => Some(source),
+        }
+    }
+}
+
+/// What a reload did to the backends, counted by URL.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReloadSummary {
+    /// Present before and after with the same settings.
+    pub kept: usize,
+    /// Present before and after with other settings (weight, limit, addresses); they keep
+    /// their health and counters.
+    pub changed: usize,
+    /// New: they join after their first passing probe.
+    pub added: usize,
+    pub removed: usize,
+}
+
+impl fmt::Display for ReloadSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} backends kept, {} changed, {} added, {} removed",
+            self.kept, self.changed, self.added, self.removed
+        )
+    }
+}
+
+/// Reads the file the running configuration came from again and switches to it.
+pub fn reload_from_file(runtime: &Runtime) -> Result<ReloadSummary, ReloadError> {
+    let source = runtime.state().config.source.clone();
+    let result = Config::load(Path::new(&source)).map_err(ReloadError::Config).and_then(|c| apply(runtime, c));
+    log_result(&source, &result);
+    result
+}
+
+/// Switches to `config`, which has been validated already.
+pub fn reload(runtime: &Runtime, config: Config) -> Result<ReloadSummary, ReloadError> {
+    let source = config.source.clone();
+    let result = apply(runtime, config);
+    log_result(&source, &result);
+    result
+}
+
+fn log_result(source: &str, result: &Result<ReloadSummary, ReloadError>) {
+    match result {
+        Ok(summary) => info!("reloaded {source}: {summary}"),
+        Err(e) => error!("reload refused, keeping the running configuration: {e}"),
+    }
+}
+
+fn apply(runtime: &Runtime, config: Config) -> Result<ReloadSummary, ReloadError> {
+    runtime.change_state(|current| {
+        let listeners = |c: &Config| -> Vec<String> {
+            c.listeners.iter().map(|l| format!("{} {:?}", l.addr, l.mode).to_lowercase()).collect()
+        };
+        let (running, requested) = (listeners(&current.config), listeners(&config));
+        if running != requested {
+            let what =
+                format!("listeners changed (running: {}; in the file: {})", running.join(", "), requested.join(", "));
+            return Err(ReloadError::NeedsRestart(what));
+        }
+        warn_about_restart_only_keys(&current.config, &config);
+        runtime.reopen_access_log(&config.access_log).map_err(|source| ReloadError::AccessLog {
+            path: config.access_log.path.clone().unwrap_or_default(),
+            source,
+        })?;
+        let next = State::new(config, Some(current));
+        let summary = compare(&servers(current), &servers(&next));
+        runtime.alerts.configure(&next.config.alerts);
+        Ok((next, summary))
+    })
+}
+
+/// Settings that a reload leaves as they are, with a warning when the file changed them.
+fn warn_about_restart_only_keys(running: &Config, next: &Config) {
+    if next.workers != running.workers {
+        warn!("the number of workers changes only on restart; keeping {}", running.workers);
+    }
+    let admin_listen = |c: &Config| c.admin.as_ref().map(|a| a.listen);
+    if admin_listen(next) != admin_listen(running) {
+        warn!("admin.listen changes only on restart; the admin API stays as it is");
+    }
+}
+
+fn servers(state: &State) -> Vec<&ServerConfig> {
+    state.config.pools.iter().flat_map(|p| p.servers.iter()).collect()
+}
+
+/// Counts the backends of `after` against those of `before`, by URL.
+fn compare(before: &[&ServerConfig], after: &[&ServerConfig]) -> ReloadSummary {
+    let mut summary = ReloadSummary::default();
+    for server in after {
+        match before.iter().find(|b| b.url == server.url) {
+            Some(old) if *old == *server => summary.kept += 1,
+            Some(_) => summary.changed += 1,
+            None => summary.added += 1,
+        }
+    }
+    summary.removed = before.iter().filter(|b| !after.iter().any(|a| a.url == b.url)).count();
+    summary
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::server_from_url;
+
+    #[test]
+    fn compare_counts_backends_by_url() {
+        let a = server_from_url("http://127.0.0.1:1").unwrap();
+        let b = server_from_url("http://127.0.0.1:2").unwrap();
+        let c = server_from_url("http://127.0.0.1:3").unwrap();
+        let heavy_a = ServerConfig { weight: 5, ..a.clone() };
+        let summary = compare(&[&a, &b], &[&heavy_a, &c]);
+        assert_eq!(summary, ReloadSummary { kept: 0, changed: 1, added: 1, removed: 1 });
+        assert_eq!(compare(&[&a, &b], &[&a, &b]), ReloadSummary { kept: 2, ..Default::default() });
+        assert_eq!(summary.to_string(), "0 backends kept, 1 changed, 1 added, 1 removed");
+    }
+}

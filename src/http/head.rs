@@ -288,7 +288,8 @@ fn read_head(
 }
 
 /// Parses a request head from the start of `buf` into `head`; `None` while it is incomplete.
-fn parse_request(buf: &[u8], head: &mut RequestHead) -> Result<Option<usize>, HeadError> {
+/// Pure; [`read_request_head`] and the fuzz targets call it.
+pub fn parse_request(buf: &[u8], head: &mut RequestHead) -> Result<Option<usize>, HeadError> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut fields);
     let len = match req.parse(buf) {
@@ -331,8 +332,8 @@ fn parse_other_version(buf: &[u8], head: &mut RequestHead) -> Result<Option<usiz
     }
 }
 
-/// Parses a response head from the start of `buf` into `head`; `None` while it is incomplete.
-fn parse_response(buf: &[u8], head: &mut ResponseHead) -> Result<Option<usize>, HeadError> {
+/// Parses a response head from the start of `buf` into `head`, like [`parse_request`].
+pub fn parse_response(buf: &[u8], head: &mut ResponseHead) -> Result<Option<usize>, HeadError> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut fields);
     let len = match resp.parse(buf) {
@@ -341,8 +342,12 @@ fn parse_response(buf: &[u8], head: &mut ResponseHead) -> Result<Option<usize>, 
         Err(e) => return Err(parse_error(e)),
     };
     check_line_endings(&buf[..len])?;
+    let status = resp.code.unwrap_or_default();
+    if status < 100 {
+        return Err(HeadError::Malformed("status code below 100"));
+    }
     head.version = version_of(resp.version)?;
-    head.status = resp.code.unwrap_or_default();
+    head.status = status;
     set_text(&mut head.reason, resp.reason.unwrap_or_default());
     refill(&mut head.headers, resp.headers);
     Ok(Some(len))
@@ -526,5 +531,17 @@ mod tests {
         let len = parse_response(b"HTTP/1.1 204 No Content\r\nA: b\r\n\r\nrest", &mut head).unwrap().unwrap();
         assert_eq!((head.status, head.reason.as_str(), len), (204, "No Content", 33));
         assert!(parse_response(b"HTTP/1.1 200 OK\nA: b\n\n", &mut head).is_err());
+    }
+
+    /// Found by the `request_head` fuzz target: `004` was accepted and relayed as `4`, an
+    /// invalid status line. RFC 9110 section 15 makes codes below 100 invalid.
+    #[test]
+    fn a_status_below_100_is_malformed() {
+        let mut head = ResponseHead::default();
+        for line in ["HTTP/1.1 004 X\r\n\r\n", "HTTP/1.0 099 X\r\n\r\n", "HTTP/1.1 000 X\r\n\r\n"] {
+            assert!(matches!(parse_response(line.as_bytes(), &mut head), Err(HeadError::Malformed(_))), "{line:?}");
+        }
+        assert!(parse_response(b"HTTP/1.1 100 Continue\r\n\r\n", &mut head).is_ok());
+        assert!(parse_response(b"HTTP/1.1 999 Odd\r\n\r\n", &mut head).is_ok());
     }
 }

@@ -3,13 +3,27 @@
 //! Bytes read past the end of one head stay in the buffer for the body or the next pipelined
 //! request, so nothing is ever read twice or lost between steps. The buffer never grows: its
 //! size is the largest head the owner accepts, and bodies stream through it.
+//!
+//! The stream is a `TcpStream` everywhere in sluice; it is generic over [`TimedRead`] only so
+//! that the fuzz targets and unit tests can drive the same parsing and relay code from memory.
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-pub struct BufferedStream {
-    stream: TcpStream,
+/// What a [`BufferedStream`] reads from: a socket, whose read timeout can be set.
+pub trait TimedRead: Read {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
+}
+
+impl TimedRead for TcpStream {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        TcpStream::set_read_timeout(self, timeout)
+    }
+}
+
+pub struct BufferedStream<S = TcpStream> {
+    stream: S,
     buf: Box<[u8]>,
     start: usize,
     end: usize,
@@ -23,12 +37,12 @@ pub struct BufferedStream {
     received: u64,
 }
 
-impl BufferedStream {
-    pub fn new(stream: TcpStream, capacity: usize) -> BufferedStream {
+impl<S: TimedRead> BufferedStream<S> {
+    pub fn new(stream: S, capacity: usize) -> BufferedStream<S> {
         BufferedStream::from_parts(stream, vec![0; capacity].into_boxed_slice(), None)
     }
 
-    pub fn get_ref(&self) -> &TcpStream {
+    pub fn get_ref(&self) -> &S {
         &self.stream
     }
 
@@ -89,7 +103,7 @@ impl BufferedStream {
     }
 
     /// Wraps `stream` around an existing buffer; `read_timeout` is the one the socket has.
-    pub fn from_parts(stream: TcpStream, buf: Box<[u8]>, read_timeout: Option<Duration>) -> BufferedStream {
+    pub fn from_parts(stream: S, buf: Box<[u8]>, read_timeout: Option<Duration>) -> BufferedStream<S> {
         BufferedStream { stream, buf, start: 0, end: 0, read_timeout, next_read_timeout: read_timeout, received: 0 }
     }
 
@@ -102,13 +116,13 @@ impl BufferedStream {
     }
 
     /// Gives back the stream and the buffer; any buffered bytes are dropped.
-    pub fn into_parts(self) -> (TcpStream, Box<[u8]>) {
+    pub fn into_parts(self) -> (S, Box<[u8]>) {
         (self.stream, self.buf)
     }
 }
 
 /// Writes `first` then `second` with as few system calls as the kernel allows.
-pub fn write_both(mut out: &TcpStream, mut first: &[u8], mut second: &[u8]) -> io::Result<()> {
+pub fn write_both(mut out: impl Write, mut first: &[u8], mut second: &[u8]) -> io::Result<()> {
     while !first.is_empty() {
         let n = match out.write_vectored(&[IoSlice::new(first), IoSlice::new(second)]) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),

@@ -7,7 +7,7 @@
 
 use super::http::{Request, Response};
 use crate::backend::Backend;
-use crate::changes::Place;
+use crate::changes::{Place, RuntimeChanges};
 use crate::config::{parse_server_object, PoolConfig, ServerConfig};
 use crate::health;
 use crate::runtime::{Runtime, State};
@@ -95,7 +95,7 @@ fn first_probe(backend: &Backend, pool: &PoolConfig) -> Result<(), String> {
 }
 
 /// Which backends a request names: `?url=` in every pool that lists it, or in `?pool=`.
-fn places(state: &State, request: &Request) -> Result<Vec<(Place, Arc<Backend>)>, Response> {
+fn places(state: &State, request: &Request) -> Result<Places, Response> {
     let url = request.param("url").ok_or_else(|| Response::error(400, "give the backend as ?url=..."))?;
     let pool_filter = request.param("pool");
     let found: Vec<_> = state
@@ -110,17 +110,28 @@ fn places(state: &State, request: &Request) -> Result<Vec<(Place, Arc<Backend>)>
     Ok(found)
 }
 
-/// `POST /servers/drain?url=`: no new exchanges; in-flight ones finish; it stays listed.
-pub fn drain(runtime: &Runtime, request: &Request) -> Response {
-    let drained = runtime.change_state(|current| {
+/// The backends a request names, each with its place.
+type Places = Vec<(Place, Arc<Backend>)>;
+
+/// Records `change` for every backend the request names, in one new state snapshot.
+fn change_places(
+    runtime: &Runtime,
+    request: &Request,
+    change: impl Fn(&mut RuntimeChanges, &Place, &Backend),
+) -> Result<Places, Response> {
+    runtime.change_state(|current| {
         let places = places(current, request)?;
         let mut changes = current.changes.clone();
-        for (place, _) in &places {
-            changes.drain(place);
+        for (place, backend) in &places {
+            change(&mut changes, place, backend);
         }
         Ok((State::with_changes(current.config.clone(), changes, Some(&current.backends())), places))
-    });
-    match drained {
+    })
+}
+
+/// `POST /servers/drain?url=`: no new exchanges; in-flight ones finish; it stays listed.
+pub fn drain(runtime: &Runtime, request: &Request) -> Response {
+    match change_places(runtime, request, |changes, place, _| changes.drain(place)) {
         Ok(places) => {
             for (place, backend) in &places {
                 info!("admin: draining {} in pool {:?} ({} in flight)", place.url, place.pool, backend.active());
@@ -133,16 +144,11 @@ pub fn drain(runtime: &Runtime, request: &Request) -> Response {
 
 /// `POST /servers/undrain?url=`: takes new exchanges again (and is no longer to be removed).
 pub fn undrain(runtime: &Runtime, request: &Request) -> Response {
-    let undrained = runtime.change_state(|current| {
-        let places = places(current, request)?;
-        let mut changes = current.changes.clone();
-        for (place, backend) in &places {
-            changes.undrain(place);
-            backend.set_draining(false);
-        }
-        Ok((State::with_changes(current.config.clone(), changes, Some(&current.backends())), places))
-    });
-    match undrained {
+    let undrain = |changes: &mut RuntimeChanges, place: &Place, backend: &Backend| {
+        changes.undrain(place);
+        backend.set_draining(false);
+    };
+    match change_places(runtime, request, undrain) {
         Ok(places) => {
             for (place, _) in &places {
                 info!("admin: {} in pool {:?} takes new requests again", place.url, place.pool);
@@ -156,15 +162,7 @@ pub fn undrain(runtime: &Runtime, request: &Request) -> Response {
 /// `DELETE /servers?url=`: drains the backend, then removes it once nothing is in flight:
 /// 200 when that is at once, 202 when exchanges are still finishing.
 pub fn remove(runtime: &Runtime, request: &Request) -> Response {
-    let begun = runtime.change_state(|current| {
-        let places = places(current, request)?;
-        let mut changes = current.changes.clone();
-        for (place, _) in &places {
-            changes.begin_removal(place);
-        }
-        Ok((State::with_changes(current.config.clone(), changes, Some(&current.backends())), places))
-    });
-    let places = match begun {
+    let places = match change_places(runtime, request, |changes, place, _| changes.begin_removal(place)) {
         Ok(places) => places,
         Err(response) => return response,
     };

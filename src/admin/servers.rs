@@ -45,9 +45,7 @@ pub fn add(runtime: &Runtime, request: &Request) -> Response {
         }
         let mut changes = current.changes.clone();
         changes.add(&pool_name, server.clone());
-        let mut existing = current.backends();
-        existing.insert(0, Arc::clone(&backend));
-        Ok((State::with_changes(current.config.clone(), changes, Some(&existing)), ()))
+        Ok((current.with_changes(changes, Some(Arc::clone(&backend))), ()))
     });
     if let Err(response) = added {
         return response;
@@ -125,7 +123,7 @@ fn change_places(
         for (place, backend) in &places {
             change(&mut changes, place, backend);
         }
-        Ok((State::with_changes(current.config.clone(), changes, Some(&current.backends())), places))
+        Ok((current.with_changes(changes, None), places))
     })
 }
 
@@ -193,7 +191,7 @@ pub fn finish_removals(runtime: &Runtime) {
         for place in &done {
             changes.remove(place);
         }
-        Ok((State::with_changes(current.config.clone(), changes, Some(&current.backends())), done))
+        Ok((current.with_changes(changes, None), done))
     });
     for place in removed.unwrap_or_default() {
         info!("admin: removed {} from pool {:?}", place.url, place.pool);

@@ -8,6 +8,7 @@
 use super::http::{Request, Response};
 use crate::backend::Backend;
 use crate::changes::{Place, RuntimeChanges};
+use crate::config::resolve::resolve_server;
 use crate::config::{parse_server_object, PoolConfig, ServerConfig};
 use crate::health;
 use crate::runtime::{Runtime, State};
@@ -76,8 +77,9 @@ fn read_new_server(body: &[u8]) -> Result<(Option<String>, ServerConfig), Respon
         Some(Value::String(name)) => Some(name.clone()),
         Some(_) => return Err(Response::error(400, "pool: must be the name of a pool")),
     };
-    let server =
+    let mut server =
         parse_server_object(&value, "request body", &["pool"]).map_err(|e| Response::error(400, &e.to_string()))?;
+    resolve_server(&mut server).map_err(|problem| Response::error(400, &format!("url: {problem}")))?;
     Ok((pool, server))
 }
 

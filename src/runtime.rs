@@ -7,14 +7,14 @@
 //! acceptor counts connections in; each connection counts itself out when it closes. Whoever
 //! changes the snapshot goes through [`Runtime::change_state`], one change at a time.
 
-use crate::access_log::AccessLog;
-use crate::alerts::Alerts;
 use crate::backend::Backend;
-use crate::changes::{Place, RuntimeChanges};
 use crate::config::{AccessLogConfig, Config, Limits, ListenerConfig};
 use crate::http::head::{HeaderList, RequestHead};
 use crate::lock;
-use crate::metrics::Metrics;
+use crate::ops::access_log::AccessLog;
+use crate::ops::alerts::Alerts;
+use crate::ops::changes::{Place, RuntimeChanges};
+use crate::ops::metrics::Metrics;
 use crate::pool::Pool;
 use crate::routing;
 use crate::waiting_room::WaitingRoom;

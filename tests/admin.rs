@@ -602,7 +602,7 @@ fn a_silent_admin_client_does_not_delay_stats_for_another() {
 fn admin_connections_beyond_the_cap_are_answered_503_until_one_ends() {
     let backend = TestBackend::named("a");
     let (_sluice, admin) = start(&[&backend.url()], "");
-    let held: Vec<_> = (0..sluice::admin::MAX_ADMIN_CONNECTIONS).map(|_| silent_client(admin)).collect();
+    let held: Vec<_> = (0..sluice::ops::admin::MAX_ADMIN_CONNECTIONS).map(|_| silent_client(admin)).collect();
     let refused = get(admin, "/stats");
     assert_eq!(refused.status, 503, "{}{}", refused.raw_head, refused.text());
     assert_eq!(refused.header("retry-after"), Some("1"));

@@ -4,11 +4,11 @@
 mod common;
 
 use common::*;
-use sluice::alerts::{AlertEvent, AlertKind, Alerts};
 use sluice::backend::BackendStats;
 use sluice::config::resolve::resolve_webhook;
 use sluice::config::{webhook_from_url, AlertsConfig};
 use sluice::health::Health;
+use sluice::ops::alerts::{AlertEvent, AlertKind, Alerts};
 use sluice::{Config, ReloadError, Server};
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener, TcpStream};

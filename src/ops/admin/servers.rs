@@ -7,10 +7,10 @@
 
 use super::http::{Request, Response};
 use crate::backend::Backend;
-use crate::changes::{Place, RuntimeChanges};
 use crate::config::resolve::resolve_server;
 use crate::config::{parse_server_object, PoolConfig, ServerConfig};
 use crate::health;
+use crate::ops::changes::{Place, RuntimeChanges};
 use crate::runtime::{Runtime, State};
 use log::info;
 use serde_json::{json, Value};

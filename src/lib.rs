@@ -46,6 +46,7 @@ pub mod demo;
 pub mod exchange;
 pub mod health;
 pub mod http;
+pub mod net;
 pub mod ops;
 pub mod pool;
 pub mod proxy;

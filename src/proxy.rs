@@ -5,7 +5,7 @@
 //! is still clean.
 //!
 //! Called by `connection` once per request head. Writes the backend's counters and idle
-//! connections; reads the current [`State`].
+//! connections; reads the current [`crate::runtime::State`].
 //!
 //! An upgrade request (WebSocket and the like) goes the same way; if the backend answers
 //! `101`, the exchange passes the `101` on and becomes a two-way [`tunnel`] until either side

@@ -6,9 +6,9 @@
 //!
 //! | request | answer |
 //! |---|---|
-//! | `GET /` | the status page ([`page`]) |
-//! | `GET /stats` | JSON ([`stats`]) |
-//! | `GET /metrics` | Prometheus text ([`prometheus`]) |
+//! | `GET /` | the status page (`page`) |
+//! | `GET /stats` | JSON (`stats`) |
+//! | `GET /metrics` | Prometheus text (`prometheus`) |
 //! | `POST /servers` | add a backend (201; 409 present; 400 invalid) |
 //! | `POST /servers/drain?url=` | no new exchanges, stays listed (200; 404 unknown) |
 //! | `POST /servers/undrain?url=` | takes new exchanges again |

@@ -47,6 +47,7 @@ pub mod config;
 pub mod connection;
 pub mod demo;
 pub mod exchange;
+pub mod explain;
 pub mod health;
 pub mod http;
 pub mod net;

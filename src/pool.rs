@@ -11,8 +11,9 @@
 
 use crate::backend::{Backend, InFlight};
 use crate::balance::hash::hash64;
-use crate::balance::{self, Balancer};
+use crate::balance::{self, Balancer, Kept, Why};
 use crate::config::PoolConfig;
+use crate::explain::{CandidateState, Decision};
 use crate::queue::{Queue, QueueStats};
 use log::warn;
 use std::net::IpAddr;
@@ -108,12 +109,26 @@ impl Pool {
     /// Picks a backend and counts the exchange in flight. When every candidate is at its
     /// limit, waits up to `queue_timeout` for a slot to come free.
     pub fn acquire(&self, request: &PickRequest, queue_timeout: Duration) -> Result<Slot<'_>, NoSlot> {
-        match self.try_acquire(request) {
+        self.acquire_noting(request, queue_timeout, None)
+    }
+
+    /// [`Pool::acquire`], recording in `decision` (when given one) why the pick went where
+    /// it went, for `"explain": true`.
+    pub fn acquire_noting(
+        &self,
+        request: &PickRequest,
+        queue_timeout: Duration,
+        mut decision: Option<&mut Decision>,
+    ) -> Result<Slot<'_>, NoSlot> {
+        match self.try_acquire(request, decision.as_deref_mut()) {
             Ok(slot) => return Ok(slot),
             Err(Shortfall::Unavailable) => return Err(NoSlot::Unavailable),
             Err(Shortfall::Full) => {}
         }
-        let waited = self.queue.wait(queue_timeout, || match self.try_acquire(request) {
+        if let Some(decision) = decision.as_deref_mut() {
+            decision.note_queued();
+        }
+        let waited = self.queue.wait(queue_timeout, || match self.try_acquire(request, decision.as_deref_mut()) {
             Ok(slot) => Some(Ok(slot)),
             Err(Shortfall::Full) => None,
             Err(Shortfall::Unavailable) => Some(Err(NoSlot::Unavailable)),
@@ -126,15 +141,16 @@ impl Pool {
 
     /// One attempt: the sticky backend if it is eligible, else the balancer's pick. A pick
     /// that another worker filled to its limit in the meantime is picked again.
-    fn try_acquire(&self, request: &PickRequest) -> Result<Slot<'_>, Shortfall> {
+    fn try_acquire(&self, request: &PickRequest, mut decision: Option<&mut Decision>) -> Result<Slot<'_>, Shortfall> {
         loop {
             let index = self.with_facts(request.tried, |facts| {
                 let tier = serving_tier(facts);
                 let eligible = |i: usize| is_eligible(facts[i], tier);
                 let sticky = request.sticky.and_then(|id| self.sticky_ids.iter().position(|s| s == id));
-                let picked = match sticky.filter(|&i| eligible(i)) {
-                    Some(i) => Some(i),
-                    None => self.balancer.pick(&self.backends, &eligible, request.client),
+                let picked = match (sticky.filter(|&i| eligible(i)), decision.as_deref_mut()) {
+                    (Some(i), None) => Some(i),
+                    (None, None) => self.balancer.pick(&self.backends, &eligible, request.client),
+                    (sticky, Some(decision)) => self.pick_noting(facts, sticky, request.client, decision),
                 };
                 picked.ok_or_else(|| {
                     let any_candidate = facts.iter().any(|&f| is_candidate(f, tier));
@@ -150,6 +166,33 @@ impl Pool {
                 return Ok(Slot { index, backend, _in_flight: in_flight });
             }
         }
+    }
+
+    /// The pick of [`Pool::try_acquire`] when explaining: the sticky backend if it is
+    /// eligible, else the balancer's pick through the same code; records both in `decision`.
+    fn pick_noting(
+        &self,
+        facts: &[Facts],
+        sticky: Option<usize>,
+        client: IpAddr,
+        decision: &mut Decision,
+    ) -> Option<usize> {
+        let tier = serving_tier(facts);
+        let mut why = Why::default();
+        let picked = match sticky {
+            Some(i) => {
+                why.reason = "the request's sticky cookie names it".to_string();
+                Some(i)
+            }
+            None => self.balancer.choose(&self.backends, &|i| is_eligible(facts[i], tier), client, Some(&mut why)),
+        };
+        decision.note_pick(&self.backends, |i| candidate_state(facts[i], tier, &self.backends[i]), picked, why);
+        picked
+    }
+
+    /// What the pool's balancer keeps between picks (for the status page).
+    pub fn kept(&self) -> Kept {
+        self.balancer.kept(self.backends.len())
     }
 
     /// The sticky cookie (name and value) to set with a response from backend `index`, when
@@ -227,6 +270,19 @@ fn is_eligible(f: Facts, backups_serve: bool) -> bool {
     is_candidate(f, backups_serve) && f.has_room
 }
 
+/// Where a backend stands for a pick, in the words of `explain`.
+fn candidate_state(f: Facts, backups_serve: bool, backend: &Backend) -> CandidateState {
+    match f {
+        _ if f.tried => CandidateState::Tried,
+        _ if backend.config.weight == 0 => CandidateState::Off,
+        _ if !backend.is_healthy() => CandidateState::Down,
+        _ if backend.is_draining() => CandidateState::Draining,
+        _ if f.backup != backups_serve => CandidateState::Standby,
+        _ if !f.has_room => CandidateState::Full,
+        _ => CandidateState::Up,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -284,6 +340,30 @@ mod tests {
 
     fn request(sticky: Option<&str>) -> PickRequest<'_> {
         PickRequest { client: [127, 0, 0, 1].into(), tried: &[], sticky }
+    }
+
+    #[test]
+    fn an_explained_pick_names_full_standby_and_off_backends_and_a_sticky_reason() {
+        //  a (max 1, busy)   b (weight 0)   c (free)   d (backup)   ->  c
+        let p = pool(&[(1, Some(1), false), (0, None, false), (1, None, false), (1, None, true)], true);
+        let _held = p.acquire(&request(None), Duration::ZERO).unwrap();
+        let mut decision = Decision::default();
+        let slot = p.acquire_noting(&request(None), Duration::ZERO, Some(&mut decision)).unwrap();
+        assert_eq!(slot.index, 2);
+        let text = decision.render().to_string();
+        for want in [
+            ":2000 full in-flight=1",
+            ":2001 off",
+            ":2002 up in-flight=0",
+            ":2003 standby",
+            "picked=http://127.0.0.1:2002;",
+        ] {
+            assert!(text.contains(want), "{want} in {text}");
+        }
+        let id = p.sticky_ids[2].clone();
+        let mut decision = Decision::default();
+        p.acquire_noting(&request(Some(&id)), Duration::ZERO, Some(&mut decision)).unwrap();
+        assert!(decision.render().contains("reason=the request's sticky cookie names it"), "{}", decision.text());
     }
 
     #[test]

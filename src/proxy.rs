@@ -20,6 +20,7 @@ use crate::backend_error::{after_failure, BackendError, NextStep, Stage};
 use crate::exchange::{
     answer, may_keep_alive, refuse, Context, ExchangeIo, Outcome, BACKEND_BUFFER_BYTES, CLIENT_CLOSED,
 };
+use crate::explain;
 use crate::health::record_traffic_failure;
 use crate::http::body::{relay_body, RelayError, Sink};
 use crate::http::cookie::{find_cookie, set_cookie};
@@ -65,18 +66,21 @@ pub fn exchange(ctx: &Context, client: &mut ExchangeIo, head: &mut RequestHead) 
     let head: &RequestHead = head;
     let sticky = pool.config.sticky.as_ref().and_then(|s| find_cookie(head, &s.cookie));
     let mut tried = Vec::new();
+    let mut decision = ctx.state.config.explain.then(|| explain::Decision::for_pool(ctx.listener, head, pool));
     loop {
         let wanted = PickRequest { client: client.peer.ip(), tried: &tried, sticky };
-        let slot = match pool.acquire(&wanted, ctx.state.config.timeouts.queue) {
+        let slot = match pool.acquire_noting(&wanted, ctx.state.config.timeouts.queue, decision.as_mut()) {
             Ok(slot) => slot,
             Err(why) => {
                 let error = BackendError::from_no_slot(why, !tried.is_empty(), pool.retry_after_secs());
-                return answer_backend_error(client, &error, keep);
+                return answer_backend_error(client, &error, keep, decision.as_mut());
             }
         };
         let backend = slot.backend;
         let set_cookie = pool.sticky_cookie(slot.index, sticky).map(|(name, id)| set_cookie(name, id));
-        let request = Request { head, framing, expects_continue, replayable, set_cookie, upgrade };
+        let decision_text = decision.as_mut().map(|d| d.render());
+        let request =
+            Request { head, framing, expects_continue, replayable, set_cookie, upgrade, decision: decision_text };
         let error = match forward(ctx, client, &request, backend) {
             Ok(mut outcome) => {
                 outcome.backend = Some(Arc::clone(backend));
@@ -85,18 +89,21 @@ pub fn exchange(ctx: &Context, client: &mut ExchangeIo, head: &mut RequestHead) 
             Err(error) => error,
         };
         note_failure(ctx, pool, backend, &error);
+        if let Some(decision) = decision.as_mut() {
+            decision.note_failure(backend.url(), &error);
+        }
         tried.push(slot.index);
         let BackendError::Failed { stage, .. } = error else {
             // The backend took the request and then failed it: its exchange, its answer.
-            let mut outcome = answer_backend_error(client, &error, keep);
+            let mut outcome = answer_backend_error(client, &error, keep, decision.as_mut());
             outcome.backend = Some(Arc::clone(backend));
             return outcome;
         };
         if after_failure(stage, replayable) != NextStep::OtherBackend {
-            return answer_backend_error(client, &error, keep);
+            return answer_backend_error(client, &error, keep, decision.as_mut());
         }
         if tried.len() > pool.config.retries as usize {
-            return answer_backend_error(client, &BackendError::Unreachable, keep);
+            return answer_backend_error(client, &BackendError::Unreachable, keep, decision.as_mut());
         }
         ctx.runtime.metrics.record_retry();
     }
@@ -114,10 +121,19 @@ fn note_failure(ctx: &Context, pool: &Pool, backend: &Backend, error: &BackendEr
     }
 }
 
-/// The one place a backend failure becomes an answer to the client.
-fn answer_backend_error(client: &mut ExchangeIo, error: &BackendError, keep: bool) -> Outcome {
+/// The one place a backend failure becomes an answer to the client (with the decision that
+/// led to it, when `explain` is on).
+fn answer_backend_error(
+    client: &mut ExchangeIo,
+    error: &BackendError,
+    keep: bool,
+    decision: Option<&mut explain::Decision>,
+) -> Outcome {
     let retry_after = error.retry_after_secs().map(|secs| secs.to_string());
-    let extra: Vec<(&str, &str)> = retry_after.iter().map(|secs| ("Retry-After", secs.as_str())).collect();
+    let mut extra: Vec<(&str, &str)> = retry_after.iter().map(|secs| ("Retry-After", secs.as_str())).collect();
+    if let Some(decision) = decision {
+        extra.push((explain::DECISION_FIELD, decision.render()));
+    }
     answer(client, error.status(), error.detail(), &extra, keep && !error.closes_connection())
 }
 
@@ -130,6 +146,8 @@ struct Request<'a> {
     set_cookie: Option<String>,
     /// The request asks to switch protocols, so a `101` is a valid answer.
     upgrade: bool,
+    /// Why this backend was picked, when `explain` is on.
+    decision: Option<&'a str>,
 }
 
 /// Sends `request` to `backend` and relays its answer. Fails only when the connection failed
@@ -299,6 +317,7 @@ fn relay_response(
         client_version: head.version,
         backend: ctx.state.config.expose_backend.then(|| backend.url()),
         set_cookie: request.set_cookie.as_deref(),
+        decision: request.decision,
     };
     client.out.clear();
     write_response_head(&mut client.out, response, &how);

@@ -12,7 +12,7 @@
 //! No state: the hash is stable across restarts and versions (see `hash`).
 
 use super::hash::hash64;
-use super::Balancer;
+use super::{Balancer, Why};
 use crate::backend::Backend;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -20,7 +20,18 @@ use std::sync::Arc;
 pub struct IpHash;
 
 impl Balancer for IpHash {
-    fn pick(&self, backends: &[Arc<Backend>], eligible: &dyn Fn(usize) -> bool, client: IpAddr) -> Option<usize> {
+    fn choose(
+        &self,
+        backends: &[Arc<Backend>],
+        eligible: &dyn Fn(usize) -> bool,
+        client: IpAddr,
+        why: Option<&mut Why>,
+    ) -> Option<usize> {
+        if let Some(why) = why {
+            let picked = self.choose(backends, eligible, client, None);
+            explain(backends, client, picked, why);
+            return picked;
+        }
         let mut best: Option<(usize, f64)> = None;
         for (i, backend) in backends.iter().enumerate() {
             if backend.config.weight == 0 || !eligible(i) {
@@ -33,6 +44,20 @@ impl Balancer for IpHash {
         }
         best.map(|(i, _)| i)
     }
+}
+
+/// Fills `why` with every weighted backend's score for `client` and the reason for `picked`:
+/// the client's first choice, or the next in its hash order when the first is not eligible.
+fn explain(backends: &[Arc<Backend>], client: IpAddr, picked: Option<usize>, why: &mut Why) {
+    why.score_name = "score";
+    why.scores =
+        backends.iter().map(|b| (b.config.weight > 0).then(|| score(&b.config.url, b.config.weight, client))).collect();
+    let rank = |i: usize| why.scores.iter().filter(|s| s.is_some_and(|s| Some(s) > why.scores[i])).count();
+    why.reason = match picked {
+        None => "nothing eligible".to_string(),
+        Some(i) if rank(i) == 0 => format!("highest score for client {client}: its first choice"),
+        Some(i) => format!("choice {} in client {client}'s hash order: the higher ones are not eligible", rank(i) + 1),
+    };
 }
 
 /// The backend's score for this client: higher wins. Depends only on the backend's URL and

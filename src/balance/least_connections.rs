@@ -6,7 +6,7 @@
 //! lower load displaces the first candidate found. With no load at all this is round robin.
 //! The cursor is one `usize` behind a mutex; in-flight counts are the backends' own atomics.
 
-use super::{is_less_loaded, Balancer};
+use super::{is_less_loaded, Balancer, Kept, Why};
 use crate::backend::Backend;
 use crate::lock;
 use std::net::IpAddr;
@@ -19,7 +19,13 @@ pub struct LeastConnections {
 }
 
 impl Balancer for LeastConnections {
-    fn pick(&self, backends: &[Arc<Backend>], eligible: &dyn Fn(usize) -> bool, _client: IpAddr) -> Option<usize> {
+    fn choose(
+        &self,
+        backends: &[Arc<Backend>],
+        eligible: &dyn Fn(usize) -> bool,
+        _client: IpAddr,
+        why: Option<&mut Why>,
+    ) -> Option<usize> {
         let n = backends.len();
         let mut next = lock(&self.next);
         let start = *next % n.max(1);
@@ -32,9 +38,32 @@ impl Balancer for LeastConnections {
                 best = Some(i);
             }
         }
+        if let Some(why) = why {
+            why.reason = explain(backends, eligible, best);
+        }
         let best = best?;
         *next = best + 1;
         Some(best)
+    }
+
+    fn kept(&self, count: usize) -> Kept {
+        Kept::Cursor(*lock(&self.next) % count.max(1))
+    }
+}
+
+/// The reason for picking `best`: fewest in flight for its weight, alone or in a tie.
+fn explain(backends: &[Arc<Backend>], eligible: &dyn Fn(usize) -> bool, best: Option<usize>) -> String {
+    let Some(best) = best else { return "nothing eligible".to_string() };
+    let b = &backends[best];
+    let tied = (0..backends.len())
+        .filter(|&i| i != best && backends[i].config.weight > 0 && eligible(i))
+        .filter(|&i| !is_less_loaded(b, &backends[i]))
+        .count();
+    let load = format!("{} in flight for weight {}", b.active(), b.config.weight);
+    if tied == 0 {
+        format!("fewest in flight for its weight ({load})")
+    } else {
+        format!("fewest in flight for its weight ({load}), tied with {tied}; the rotation broke the tie")
     }
 }
 

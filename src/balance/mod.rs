@@ -7,6 +7,11 @@
 //! eligible. Balancers keep their own small state (a cursor, weights, a random generator)
 //! behind a mutex held for a few instructions; they read backends' weights and in-flight
 //! counts and write nothing outside themselves.
+//!
+//! For `"explain": true` each balancer can also say why it picked what it picked
+//! ([`Why`]), through the same code path as an ordinary pick: [`Balancer::choose`] does the
+//! work, and fills a `Why` only when it is given one, so an ordinary pick pays one branch.
+//! [`Balancer::kept`] shows what a balancer keeps between picks, for the status page.
 
 pub mod hash;
 mod ip_hash;
@@ -27,8 +32,47 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 pub trait Balancer: Send + Sync {
+    /// Picks one of `backends` for which `eligible(index)` holds, for a request from `client`,
+    /// and, when given a [`Why`], says why. Giving a `Why` never changes the pick.
+    fn choose(
+        &self,
+        backends: &[Arc<Backend>],
+        eligible: &dyn Fn(usize) -> bool,
+        client: IpAddr,
+        why: Option<&mut Why>,
+    ) -> Option<usize>;
+
     /// Picks one of `backends` for which `eligible(index)` holds, for a request from `client`.
-    fn pick(&self, backends: &[Arc<Backend>], eligible: &dyn Fn(usize) -> bool, client: IpAddr) -> Option<usize>;
+    fn pick(&self, backends: &[Arc<Backend>], eligible: &dyn Fn(usize) -> bool, client: IpAddr) -> Option<usize> {
+        self.choose(backends, eligible, client, None)
+    }
+
+    /// What the balancer keeps between picks, for a pool of `count` backends.
+    fn kept(&self, count: usize) -> Kept {
+        let _ = count;
+        Kept::Nothing
+    }
+}
+
+/// Why a balancer picked what it picked: the reason in words, and each backend's score where
+/// the algorithm has one (by index; `None` for a backend it gave no score).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Why {
+    pub reason: String,
+    /// What the scores are called, such as `current` (smooth weighting's current weight).
+    pub score_name: &'static str,
+    pub scores: Vec<Option<f64>>,
+}
+
+/// What a balancer carries from one pick to the next.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Kept {
+    /// Nothing: every pick starts afresh (ip-hash), or only a random generator (random).
+    Nothing,
+    /// The index the next pick starts looking from.
+    Cursor(usize),
+    /// Smooth weighting's current weight of each backend, by index.
+    CurrentWeights(Vec<i64>),
 }
 
 pub fn for_algorithm(algorithm: Algorithm) -> Box<dyn Balancer> {
@@ -117,6 +161,33 @@ mod tests {
         ];
         for (a, b, below) in table {
             assert_eq!(load_is_below(a, b), below, "{a:?} below {b:?}");
+        }
+    }
+
+    #[test]
+    fn asking_why_never_changes_the_picks() {
+        let list = testing::backends(&[3, 1, 2, 1]);
+        let _held = [list[0].start_exchange(), list[2].start_exchange()];
+        for algorithm in Algorithm::ALL {
+            let (plain, explained) = (for_algorithm(algorithm), for_algorithm(algorithm));
+            if algorithm == Algorithm::Random {
+                // Two generators with the same seed, so the draws can be compared.
+                let (a, b) = (Random::with_seed(5), Random::with_seed(5));
+                assert_same_picks(&a, &b, &list, algorithm);
+                continue;
+            }
+            assert_same_picks(plain.as_ref(), explained.as_ref(), &list, algorithm);
+        }
+    }
+
+    fn assert_same_picks(plain: &dyn Balancer, explained: &dyn Balancer, list: &[Arc<Backend>], algorithm: Algorithm) {
+        for step in 0..40 {
+            let eligible = |i: usize| !(i + step).is_multiple_of(5);
+            let client = IpAddr::from([10, 0, 0, step as u8]);
+            let mut why = Why::default();
+            let want = plain.pick(list, &eligible, client);
+            assert_eq!(explained.choose(list, &eligible, client, Some(&mut why)), want, "{algorithm:?} step {step}");
+            assert!(!why.reason.is_empty(), "{algorithm:?} gave no reason");
         }
     }
 

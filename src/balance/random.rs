@@ -6,7 +6,7 @@
 //! The generator is xorshift64*, seeded per balancer from std's per-process random keys; its
 //! state is one `u64` behind a mutex held for a few instructions.
 
-use super::{is_less_loaded, Balancer};
+use super::{is_less_loaded, Balancer, Why};
 use crate::backend::Backend;
 use crate::lock;
 use std::collections::hash_map::RandomState;
@@ -45,14 +45,49 @@ impl Default for Random {
 }
 
 impl Balancer for Random {
-    fn pick(&self, backends: &[Arc<Backend>], eligible: &dyn Fn(usize) -> bool, _client: IpAddr) -> Option<usize> {
+    fn choose(
+        &self,
+        backends: &[Arc<Backend>],
+        eligible: &dyn Fn(usize) -> bool,
+        _client: IpAddr,
+        why: Option<&mut Why>,
+    ) -> Option<usize> {
         let candidates: Vec<(usize, u64)> = (0..backends.len())
             .filter(|&i| backends[i].config.weight > 0 && eligible(i))
             .map(|i| (i, u64::from(backends[i].config.weight)))
             .collect();
-        let first = draw(&candidates, None, self.next_u64())?;
-        let Some(second) = draw(&candidates, Some(first), self.next_u64()) else { return Some(first) };
-        Some(if is_less_loaded(&backends[second], &backends[first]) { second } else { first })
+        let first = draw(&candidates, None, self.next_u64());
+        let second = first.and_then(|first| draw(&candidates, Some(first), self.next_u64()));
+        let picked = match (first, second) {
+            (Some(a), Some(b)) if is_less_loaded(&backends[b], &backends[a]) => Some(b),
+            (first, _) => first,
+        };
+        if let Some(why) = why {
+            why.reason = explain(backends, first, second, picked);
+        }
+        picked
+    }
+}
+
+/// The reason for `picked` after drawing `first` and `second`.
+fn explain(backends: &[Arc<Backend>], first: Option<usize>, second: Option<usize>, picked: Option<usize>) -> String {
+    let load = |i: usize| {
+        let b = &backends[i];
+        format!("{} ({} in flight, weight {})", b.url(), b.active(), b.config.weight)
+    };
+    match (first, second, picked) {
+        (Some(a), Some(b), Some(p)) => {
+            let verdict = if p == b {
+                "the second has fewer in flight for its weight"
+            } else if is_less_loaded(&backends[a], &backends[b]) {
+                "the first has fewer in flight for its weight"
+            } else {
+                "a tie, so the first drawn"
+            };
+            format!("drew {} and {} at random by weight: {verdict}", load(a), load(b))
+        }
+        (Some(a), None, _) => format!("the only candidate: {}", load(a)),
+        _ => "nothing eligible".to_string(),
     }
 }
 

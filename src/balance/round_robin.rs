@@ -6,7 +6,7 @@
 //! ineligible backend does not shift the rotation onto its neighbour: with `a b c` and `b`
 //! down, picks go `a c a c`, not `a c c a`.
 
-use super::Balancer;
+use super::{Balancer, Kept, Why};
 use crate::backend::Backend;
 use crate::lock;
 use std::net::IpAddr;
@@ -19,13 +19,31 @@ pub struct RoundRobin {
 }
 
 impl Balancer for RoundRobin {
-    fn pick(&self, backends: &[Arc<Backend>], eligible: &dyn Fn(usize) -> bool, _client: IpAddr) -> Option<usize> {
+    fn choose(
+        &self,
+        backends: &[Arc<Backend>],
+        eligible: &dyn Fn(usize) -> bool,
+        _client: IpAddr,
+        why: Option<&mut Why>,
+    ) -> Option<usize> {
         let n = backends.len();
         let mut next = lock(&self.next);
         let start = *next % n.max(1);
-        let picked = (start..n).chain(0..start).find(|&i| eligible(i))?;
+        let picked = (start..n).chain(0..start).find(|&i| eligible(i));
+        if let Some(why) = why {
+            why.reason = match picked {
+                Some(i) if i == start => "next in turn".to_string(),
+                Some(i) => format!("next in turn after skipping {} not eligible", (i + n - start) % n),
+                None => "nothing eligible".to_string(),
+            };
+        }
+        let picked = picked?;
         *next = picked + 1;
         Some(picked)
+    }
+
+    fn kept(&self, count: usize) -> Kept {
+        Kept::Cursor(*lock(&self.next) % count.max(1))
     }
 }
 

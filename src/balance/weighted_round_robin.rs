@@ -7,7 +7,7 @@
 //! the total weight of the eligible backends. Scores live in one `Vec` behind a mutex held
 //! for a few instructions. An ineligible backend's score stands still until it returns.
 
-use super::Balancer;
+use super::{Balancer, Kept, Why};
 use crate::backend::Backend;
 use crate::lock;
 use std::net::IpAddr;
@@ -20,14 +20,39 @@ pub struct WeightedRoundRobin {
 }
 
 impl Balancer for WeightedRoundRobin {
-    fn pick(&self, backends: &[Arc<Backend>], eligible: &dyn Fn(usize) -> bool, _client: IpAddr) -> Option<usize> {
+    fn choose(
+        &self,
+        backends: &[Arc<Backend>],
+        eligible: &dyn Fn(usize) -> bool,
+        _client: IpAddr,
+        why: Option<&mut Why>,
+    ) -> Option<usize> {
         let weight = |i: usize| {
             let w = backends[i].config.weight;
             (w > 0 && eligible(i)).then_some(i64::from(w))
         };
         let mut scores = lock(&self.scores);
         scores.resize(backends.len(), 0);
-        smooth_pick(&mut scores, weight)
+        let picked = smooth_pick(&mut scores, weight);
+        if let Some(why) = why {
+            let total: i64 = (0..backends.len()).filter_map(weight).sum();
+            why.reason = match picked {
+                Some(i) => format!(
+                    "highest current weight ({}) once each eligible backend added its weight; it then gave back the total ({total})",
+                    scores[i] + total
+                ),
+                None => "nothing eligible".to_string(),
+            };
+            why.score_name = "current";
+            why.scores = scores.iter().map(|&s| Some(s as f64)).collect();
+        }
+        picked
+    }
+
+    fn kept(&self, count: usize) -> Kept {
+        let mut scores = lock(&self.scores).clone();
+        scores.resize(count, 0);
+        Kept::CurrentWeights(scores)
     }
 }
 

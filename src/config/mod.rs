@@ -52,6 +52,9 @@ pub struct Config {
     pub expose_backend: bool,
     /// Park idle client connections in the waiting room while most workers are busy.
     pub waiting_room: bool,
+    /// `explain`: every proxied response says why its backend was picked
+    /// (`X-Sluice-Decision`, see `explain`).
+    pub explain: bool,
     /// The admin API; `None` when `admin` is not configured.
     pub admin: Option<AdminConfig>,
     pub access_log: AccessLogConfig,
@@ -115,8 +118,8 @@ impl Config {
 }
 
 /// Top-level keys of either form.
-const COMMON_KEYS: [&str; 8] =
-    ["workers", "timeouts", "limits", "exposeBackend", "admin", "accessLog", "waitingRoom", "alerts"];
+const COMMON_KEYS: [&str; 9] =
+    ["workers", "timeouts", "limits", "exposeBackend", "admin", "accessLog", "waitingRoom", "alerts", "explain"];
 
 fn read_config(top: &mut Section) -> Result<Config, ConfigError> {
     let (listeners, pools) = if top.has("listeners") || top.has("pools") {
@@ -132,6 +135,7 @@ fn read_config(top: &mut Section) -> Result<Config, ConfigError> {
     let access_log = read_access_log(top)?;
     let waiting_room = top.bool("waitingRoom")?.unwrap_or(true);
     let alerts = read_alerts(top)?;
+    let explain = top.bool("explain")?.unwrap_or(false);
     Ok(Config {
         source: top.file.to_string(),
         listeners,
@@ -143,6 +147,7 @@ fn read_config(top: &mut Section) -> Result<Config, ConfigError> {
         admin,
         access_log,
         waiting_room,
+        explain,
         alerts,
     })
 }

@@ -139,6 +139,8 @@ pub struct ResponseFraming<'a> {
     pub backend: Option<&'a str>,
     /// A sticky session's `Set-Cookie` value, when the client must be (re)pinned.
     pub set_cookie: Option<&'a str>,
+    /// Why this backend was picked, when `explain` is on (`X-Sluice-Decision`).
+    pub decision: Option<&'a str>,
 }
 
 /// Writes the head sluice sends to a client for a backend's `head`.
@@ -156,6 +158,9 @@ pub fn write_response_head(out: &mut Vec<u8>, head: &ResponseHead, how: &Respons
     }
     if let Some(cookie) = how.set_cookie {
         push_field(out, b"Set-Cookie", cookie.as_bytes());
+    }
+    if let Some(decision) = how.decision {
+        push_field(out, b"X-Sluice-Decision", decision.as_bytes());
     }
     if !how.keep_alive {
         out.extend_from_slice(b"Connection: close\r\n");
@@ -189,6 +194,7 @@ pub fn write_interim_head(out: &mut Vec<u8>, head: &ResponseHead) {
         client_version: Version::Http11,
         backend: None,
         set_cookie: None,
+        decision: None,
     };
     write_response_head(out, head, &how);
 }
@@ -439,6 +445,7 @@ mod tests {
             client_version: Version::Http11,
             backend: None,
             set_cookie: None,
+            decision: None,
         };
         let mut out = Vec::new();
         write_response_head(&mut out, &head, &how);
@@ -452,6 +459,7 @@ mod tests {
             client_version: Version::Http10,
             backend: Some("http://b:1"),
             set_cookie: None,
+            decision: None,
         };
         let mut out = Vec::new();
         write_response_head(&mut out, &head, &how);
@@ -475,12 +483,32 @@ mod tests {
             client_version: Version::Http11,
             backend: None,
             set_cookie: Some("SRV=00ff; Path=/; HttpOnly"),
+            decision: None,
         };
         let mut out = Vec::new();
         write_response_head(&mut out, &head, &how);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 200 OK\r\nSet-Cookie: app=1\r\nContent-Length: 0\r\nSet-Cookie: SRV=00ff; Path=/; HttpOnly\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn an_explained_response_carries_its_decision_after_sluices_own_fields() {
+        let head = ResponseHead { version: Version::Http11, status: 200, reason: "OK".into(), headers: headers(&[]) };
+        let how = ResponseFraming {
+            framing: BodyFraming::Length(0),
+            keep_alive: true,
+            client_version: Version::Http11,
+            backend: None,
+            set_cookie: None,
+            decision: Some("pool=web; picked=http://b:1"),
+        };
+        let mut out = Vec::new();
+        write_response_head(&mut out, &head, &how);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Sluice-Decision: pool=web; picked=http://b:1\r\n\r\n"
         );
     }
 }

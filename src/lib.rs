@@ -43,6 +43,8 @@
 pub mod backend;
 pub mod backend_error;
 pub mod balance;
+pub mod capacity;
+pub mod check;
 pub mod config;
 pub mod connection;
 pub mod demo;
@@ -59,6 +61,7 @@ pub mod redirect;
 pub mod routing;
 pub mod runtime;
 pub mod server;
+pub mod simulate;
 pub mod sys;
 pub mod tcp;
 pub mod tunnel;

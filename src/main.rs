@@ -6,22 +6,32 @@
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use sluice::config::{Config, ListenerConfig, Protocol, RouteConfig};
-use sluice::{demo, Server};
+use sluice::{demo, simulate, Server};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 const USAGE: &str = "\
-Usage: sluice [--config PATH] [--check | --demo]
+Usage: sluice [--config PATH] [--check [--explain] | --demo]
+       sluice simulate [--config PATH] [--requests N] [--clients K] [--remove URL]
 
 An HTTP load balancer in one small binary.
 
 Options:
   -c, --config PATH   the configuration file (default: ./config.json)
       --check         validate the configuration, print what would run, and exit
+      --explain       with --check: also print the effective configuration with every
+                      default filled in, and an estimate of what the host can hold
       --demo          start demo backends on the addresses the configuration names, then
                       the balancer, and print commands to try
   -h, --help          print this help
   -V, --version       print the version
+
+Simulate: drive each pool's own picking code with simulated clients (no sockets) and print
+each backend's share, Jain's fairness index and what maxConnections queues do:
+      --requests N    requests to simulate (default 10000)
+      --clients K     clients, each sending its next request when the last is answered
+                      (default 100)
+      --remove URL    also count the clients each algorithm moves when URL is removed
 
 Signals: SIGTERM and SIGINT stop gracefully; SIGHUP reloads the configuration.
 Logging: RUST_LOG sets the level (default: info; access lines use target sluice::access).";
@@ -29,35 +39,77 @@ Logging: RUST_LOG sets the level (default: info; access lines use target sluice:
 #[derive(Debug, PartialEq, Eq)]
 enum Command {
     Run { config: PathBuf, demo: bool },
-    Check { config: PathBuf },
+    Check { config: PathBuf, explain: bool },
+    Simulate { config: PathBuf, options: simulate::Options },
     Help,
     Version,
 }
 
 fn parse_args(args: impl Iterator<Item = String>) -> Result<Command, String> {
-    let mut config = PathBuf::from("config.json");
-    let (mut check, mut demo) = (false, false);
     let mut args = args.peekable();
+    if args.peek().map(String::as_str) == Some("simulate") {
+        args.next();
+        return parse_simulate(args);
+    }
+    let mut config = PathBuf::from("config.json");
+    let (mut check, mut demo, mut explain) = (false, false, false);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
             "-V" | "--version" => return Ok(Command::Version),
             "--check" => check = true,
             "--demo" => demo = true,
-            "-c" | "--config" => match args.next() {
-                Some(path) if !path.is_empty() => config = PathBuf::from(path),
-                _ => return Err(format!("{arg} needs a file path")),
-            },
-            _ => match arg.strip_prefix("--config=") {
-                Some(path) if !path.is_empty() => config = PathBuf::from(path),
-                _ => return Err(format!("unknown argument {arg:?}")),
-            },
+            "--explain" => explain = true,
+            _ => config = config_path(&arg, &mut args)?.unwrap_or(config),
         }
     }
-    match (check, demo) {
-        (true, true) => Err("--check and --demo cannot be used together".to_string()),
-        (true, false) => Ok(Command::Check { config }),
-        (false, demo) => Ok(Command::Run { config, demo }),
+    match (check, demo, explain) {
+        (true, true, _) => Err("--check and --demo cannot be used together".to_string()),
+        (true, false, explain) => Ok(Command::Check { config, explain }),
+        (false, _, true) => Err("--explain goes with --check (sluice --check --explain)".to_string()),
+        (false, demo, false) => Ok(Command::Run { config, demo }),
+    }
+}
+
+/// `-c PATH`, `--config PATH` or `--config=PATH`: the path, or an error for any other argument.
+fn config_path(arg: &str, args: &mut impl Iterator<Item = String>) -> Result<Option<PathBuf>, String> {
+    match arg {
+        "-c" | "--config" => match args.next() {
+            Some(path) if !path.is_empty() => Ok(Some(PathBuf::from(path))),
+            _ => Err(format!("{arg} needs a file path")),
+        },
+        _ => match arg.strip_prefix("--config=") {
+            Some(path) if !path.is_empty() => Ok(Some(PathBuf::from(path))),
+            _ => Err(format!("unknown argument {arg:?}")),
+        },
+    }
+}
+
+/// The arguments after `simulate`.
+fn parse_simulate(mut args: impl Iterator<Item = String>) -> Result<Command, String> {
+    let mut config = PathBuf::from("config.json");
+    let mut options = simulate::Options::default();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "-h" | "--help" => return Ok(Command::Help),
+            "--requests" => options.requests = count(&arg, args.next(), 10_000_000)?,
+            "--clients" => options.clients = count(&arg, args.next(), 1_000_000)?,
+            "--remove" => match args.next() {
+                Some(url) if !url.is_empty() => options.remove = Some(url),
+                _ => return Err("--remove needs a backend URL, as the configuration writes it".to_string()),
+            },
+            _ => config = config_path(&arg, &mut args)?.unwrap_or(config),
+        }
+    }
+    Ok(Command::Simulate { config, options })
+}
+
+/// A whole number from 1 to `max` given to option `name`.
+fn count(name: &str, value: Option<String>, max: usize) -> Result<usize, String> {
+    let value = value.ok_or_else(|| format!("{name} needs a number"))?;
+    match value.parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(format!("{name} {value:?}: must be a whole number from 1 to {max}")),
     }
 }
 
@@ -81,9 +133,12 @@ fn main() -> ExitCode {
             println!("sluice {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Command::Check { config } => match Config::load(&config) {
+        Command::Check { config, explain } => match Config::load(&config) {
             Ok(config) => {
                 print!("{}", describe(&config));
+                if explain {
+                    print!("{}", sluice::check::explain(&config));
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -91,6 +146,7 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Simulate { config, options } => run_simulation(&config, &options),
         Command::Run { config, demo } => run(&config, demo),
     }
 }
@@ -138,6 +194,23 @@ fn run(path: &Path, with_demo: bool) -> ExitCode {
     let drained = server.stop();
     log::info!("stopped{}", if drained { "" } else { " (some connections were cut off)" });
     ExitCode::SUCCESS
+}
+
+/// `sluice simulate`: configuration errors exit 2, like `--check`.
+fn run_simulation(path: &Path, options: &simulate::Options) -> ExitCode {
+    let report = Config::read(path)
+        .map_err(|e| e.to_string())
+        .and_then(|config| simulate::run(&config, options).map_err(|e| e.to_string()));
+    match report {
+        Ok(report) => {
+            print!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("sluice: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 /// Blocks until SIGTERM or SIGINT, reloading the configuration file on each SIGHUP (a bad
@@ -280,11 +353,37 @@ mod tests {
     fn arguments() {
         assert_eq!(parse(&[]), Ok(Command::Run { config: "config.json".into(), demo: false }));
         assert_eq!(parse(&["-c", "x.json", "--demo"]), Ok(Command::Run { config: "x.json".into(), demo: true }));
-        assert_eq!(parse(&["--config=y.json", "--check"]), Ok(Command::Check { config: "y.json".into() }));
+        assert_eq!(
+            parse(&["--config=y.json", "--check"]),
+            Ok(Command::Check { config: "y.json".into(), explain: false })
+        );
+        assert_eq!(
+            parse(&["--check", "--explain"]),
+            Ok(Command::Check { config: "config.json".into(), explain: true })
+        );
         assert_eq!(parse(&["--help"]), Ok(Command::Help));
         assert_eq!(parse(&["-V"]), Ok(Command::Version));
         assert!(parse(&["--config"]).is_err());
         assert!(parse(&["--bogus"]).is_err());
         assert!(parse(&["--check", "--demo"]).is_err());
+        assert!(parse(&["--explain"]).is_err());
+    }
+
+    #[test]
+    fn simulate_arguments() {
+        let options = simulate::Options { requests: 50, clients: 7, remove: Some("http://a:1".into()) };
+        assert_eq!(
+            parse(&["simulate", "-c", "x.json", "--requests", "50", "--clients", "7", "--remove", "http://a:1"]),
+            Ok(Command::Simulate { config: "x.json".into(), options })
+        );
+        let defaults = Command::Simulate { config: "config.json".into(), options: simulate::Options::default() };
+        assert_eq!(parse(&["simulate"]), Ok(defaults));
+        assert_eq!(
+            parse(&["simulate", "--requests", "0"]),
+            Err("--requests \"0\": must be a whole number from 1 to 10000000".into())
+        );
+        assert!(parse(&["simulate", "--clients"]).is_err());
+        assert!(parse(&["simulate", "--remove"]).is_err());
+        assert!(parse(&["simulate", "--check"]).is_err());
     }
 }

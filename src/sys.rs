@@ -114,6 +114,16 @@ pub fn open_file_limit() -> io::Result<u64> {
     Ok(limit.rlim_cur)
 }
 
+/// The soft and hard RLIMIT_NOFILE, in that order.
+pub fn open_file_limits() -> io::Result<(u64, u64)> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `limit` is a valid, writable rlimit for the duration of the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((limit.rlim_cur, limit.rlim_max))
+}
+
 /// A file system's size and the bytes unprivileged users may still write, in that order.
 pub fn file_system_space(path: &std::path::Path) -> io::Result<(u64, u64)> {
     use std::os::unix::ffi::OsStrExt;

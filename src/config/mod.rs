@@ -85,13 +85,20 @@ impl std::error::Error for ConfigError {}
 impl Config {
     /// Reads a configuration file, validates it and looks up the host names it names.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let mut config = Config::read(path)?;
+        config.resolve()?;
+        Ok(config)
+    }
+
+    /// Reads and validates a configuration file without looking up any host name.
+    pub fn read(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             file: file.clone(),
             key: String::new(),
             problem: format!("cannot read the file: {e}"),
         })?;
-        Config::from_json(&text, &file)
+        Config::parse(&text, &file)
     }
 
     /// Validates a configuration given as JSON text and looks up the host names it names;

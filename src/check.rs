@@ -1,0 +1,204 @@
+//! `sluice --check --explain`: the effective configuration with every default filled in, as
+//! a configuration file in the full form that `--check` accepts again, then the capacity
+//! estimate of [`crate::capacity`].
+//!
+//! Pure apart from reading the open-file limit: called once by `main`.
+
+use crate::capacity::Capacity;
+use crate::config::{Config, HealthCheckConfig, ListenerConfig, ListenerMode, PoolConfig, RouteConfig};
+use serde_json::{json, Map, Value};
+use std::time::Duration;
+
+/// What `--check --explain` prints after the `--check` summary.
+pub fn explain(config: &Config) -> String {
+    let json = serde_json::to_string_pretty(&effective(config)).unwrap_or_default();
+    format!(
+        "\nEffective configuration (every default filled in; keys left out are off or unlimited):\n{json}\n\n{}",
+        Capacity::of(config)
+    )
+}
+
+/// The configuration as a full-form JSON document in which every key with a default has it.
+pub fn effective(config: &Config) -> Value {
+    let pools: Map<String, Value> = config.pools.iter().map(|p| (p.name.clone(), pool(p))).collect();
+    let t = &config.timeouts;
+    let l = &config.limits;
+    let mut top = json!({
+        "listeners": config.listeners.iter().map(|l| listener(config, l)).collect::<Vec<_>>(),
+        "pools": pools,
+        "workers": config.workers,
+        "timeouts": {
+            "connect": duration(t.connect), "clientHeader": duration(t.client_header),
+            "keepAlive": duration(t.keep_alive), "backend": duration(t.backend), "client": duration(t.client),
+            "backendIdle": duration(t.backend_idle), "drain": duration(t.drain), "queue": duration(t.queue),
+            "tunnel": duration(t.tunnel),
+        },
+        "limits": {
+            "maxHeaderBytes": l.max_header_bytes,
+            "maxConnections": l.max_connections,
+            "maxConnectionsPerClient": l.max_connections_per_client.unwrap_or(0),
+            "maxIdlePerBackend": l.max_idle_per_backend,
+        },
+        "exposeBackend": config.expose_backend,
+        "waitingRoom": config.waiting_room,
+        "explain": config.explain,
+        "accessLog": {"format": config.access_log.format.name()},
+        "alerts": {"timeout": duration(config.alerts.timeout)},
+    });
+    if let Some(max) = l.max_body_bytes {
+        top["limits"]["maxBodyBytes"] = json!(max);
+    }
+    if let Some(path) = &config.access_log.path {
+        top["accessLog"]["path"] = json!(path.display().to_string());
+    }
+    if let Some(admin) = &config.admin {
+        top["admin"] = json!({"listen": admin.listen.to_string()});
+        if let Some(token) = &admin.token {
+            top["admin"]["token"] = json!(token);
+        }
+    }
+    let alerts = &config.alerts;
+    if let Some(hook) = &alerts.webhook {
+        top["alerts"]["webhook"] = json!(hook.url);
+    }
+    let h = &alerts.host;
+    let thresholds = [
+        ("cpuPercent", h.cpu_percent),
+        ("memoryPercent", h.memory_percent),
+        ("diskPercent", h.disk_percent),
+        ("openFilesPercent", h.open_files_percent),
+    ];
+    for (key, value) in thresholds {
+        if let Some(percent) = value {
+            top["alerts"][key] = json!(percent);
+        }
+    }
+    top
+}
+
+fn listener(config: &Config, l: &ListenerConfig) -> Value {
+    let mut out = json!({"listen": l.addr.to_string(), "mode": l.mode.as_str()});
+    let pool_name = |r: &RouteConfig| config.pools[r.pool].name.clone();
+    match l.mode {
+        ListenerMode::Http => out["routes"] = l.routes.iter().map(|r| route(r, pool_name(r))).collect(),
+        ListenerMode::Tcp | ListenerMode::Redirect => {
+            out["pool"] = json!(l.routes.first().map(pool_name).unwrap_or_default());
+        }
+    }
+    out
+}
+
+fn route(r: &RouteConfig, pool: String) -> Value {
+    let mut out = json!({"pool": pool});
+    if let Some(host) = &r.host {
+        out["host"] = json!(host.to_string());
+    }
+    if let Some(prefix) = &r.path_prefix {
+        out["pathPrefix"] = json!(prefix);
+    }
+    out
+}
+
+fn pool(p: &PoolConfig) -> Value {
+    let servers: Vec<Value> = p
+        .servers
+        .iter()
+        .map(|s| {
+            let mut server = json!({"url": s.url, "weight": s.weight, "backup": s.backup});
+            if let Some(max) = s.max_connections {
+                server["maxConnections"] = json!(max);
+            }
+            server
+        })
+        .collect();
+    let mut out = json!({
+        "servers": servers,
+        "algorithm": p.algorithm.name(),
+        "healthCheckInterval": duration(p.health_check.interval),
+        "healthCheck": health_check(&p.health_check),
+        "retries": p.retries,
+    });
+    if let Some(sticky) = &p.sticky {
+        out["sticky"] = json!({"cookie": sticky.cookie});
+    }
+    out
+}
+
+fn health_check(hc: &HealthCheckConfig) -> Value {
+    let mut out = json!({
+        "path": hc.path, "method": hc.method, "timeout": duration(hc.timeout),
+        "rise": hc.rise, "fall": hc.fall, "passiveFails": hc.passive_fails,
+    });
+    if let Some(host) = &hc.host {
+        out["host"] = json!(host);
+    }
+    if let Some(statuses) = &hc.expect_status {
+        out["expectStatus"] = json!(statuses);
+    }
+    out
+}
+
+/// A duration as the configuration writes it, in the largest unit that keeps it whole.
+pub fn duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    match ms {
+        _ if ms.is_multiple_of(3_600_000) => format!("{}h", ms / 3_600_000),
+        _ if ms.is_multiple_of(60_000) => format!("{}m", ms / 60_000),
+        _ if ms.is_multiple_of(1000) => format!("{}s", ms / 1000),
+        _ => format!("{ms}ms"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(json: &str) {
+        let first = Config::parse(json, "a.json").unwrap();
+        let text = serde_json::to_string(&effective(&first)).unwrap();
+        let second = Config::parse(&text, "b.json").unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(effective(&second), effective(&first), "{text}");
+    }
+
+    #[test]
+    fn the_effective_configuration_is_itself_a_configuration_that_means_the_same() {
+        round_trip(r#"{"port": ":8080", "servers": ["http://127.0.0.1:5001"]}"#);
+        round_trip(
+            r#"{"explain": true, "workers": 8, "timeouts": {"queue": "250ms"}, "limits": {"maxBodyBytes": 10},
+                "admin": {"token": "t"}, "accessLog": {"format": "json", "path": "/tmp/a.log"},
+                "alerts": {"webhook": "http://127.0.0.1:9/x", "memoryPercent": 90},
+                "listeners": [
+                    {"listen": "127.0.0.1:8080", "routes": [{"host": "*.example.com", "pathPrefix": "/v1", "pool": "api"}, {"pool": "web"}]},
+                    {"listen": ":6432", "mode": "tcp", "pool": "db"},
+                    {"listen": ":8081", "mode": "redirect", "pool": "web"}],
+                "pools": {
+                    "api": {"servers": [{"url": "http://127.0.0.1:1", "weight": 3, "maxConnections": 5}, {"url": "http://127.0.0.1:2", "backup": true}],
+                            "algorithm": "ip-hash", "sticky": {"cookie": "S"}, "retries": 0,
+                            "healthCheck": {"path": "/h", "host": "x.test", "expectStatus": [200, 204], "passiveFails": 0}},
+                    "web": {"servers": ["http://127.0.0.1:3"], "healthCheckInterval": "1500ms"},
+                    "db": {"servers": ["tcp://127.0.0.1:5432"]}}}"#,
+        );
+    }
+
+    #[test]
+    fn every_default_is_written_out() {
+        let config = Config::parse(r#"{"port": ":8080", "servers": ["http://127.0.0.1:5001"]}"#, "c.json").unwrap();
+        let e = effective(&config);
+        assert_eq!(e["pools"]["default"]["algorithm"], "round-robin");
+        assert_eq!(e["pools"]["default"]["healthCheck"]["rise"], 2);
+        assert_eq!(e["pools"]["default"]["servers"][0]["weight"], 1);
+        assert_eq!(e["timeouts"]["keepAlive"], "15s");
+        assert_eq!(e["limits"]["maxConnectionsPerClient"], 1024);
+        assert_eq!(e["workers"], crate::config::DEFAULT_WORKERS);
+        assert_eq!(e["explain"], false);
+    }
+
+    #[test]
+    fn durations_are_written_in_the_largest_whole_unit() {
+        for (ms, text) in
+            [(250, "250ms"), (2000, "2s"), (1500, "1500ms"), (60_000, "1m"), (3_600_000, "1h"), (90_000, "90s")]
+        {
+            assert_eq!(duration(Duration::from_millis(ms)), text);
+        }
+    }
+}

@@ -268,18 +268,14 @@ fn status_page_names_every_server_and_needs_nothing_from_elsewhere() {
     }
 }
 
-#[test]
-fn status_page_rendered_in_headless_chromium_shows_every_server() {
+/// The status page of `admin` as headless chromium renders it, or `None` (with a note)
+/// when chromium is not installed.
+fn rendered_status_page(admin: SocketAddr, profile_name: &str) -> Option<String> {
     if Command::new("chromium").arg("--version").output().is_err() {
         println!("skipped: chromium is not installed (apt-get install -y chromium)");
-        return;
+        return None;
     }
-    let (a, b) = (TestBackend::named("a"), TestBackend::named("b"));
-    let (_sluice, admin) = with_token(&[&a.url(), &b.url()]);
-    let added = TestBackend::named("added");
-    let body = format!(r#"{{"url": "{}"}}"#, added.url());
-    assert_eq!(change(admin, "POST", "/servers", &body).status, 201);
-    let profile = std::env::temp_dir().join(format!("sluice-chromium-{}", std::process::id()));
+    let profile = std::env::temp_dir().join(format!("sluice-chromium-{}-{profile_name}", std::process::id()));
     let output = Command::new("timeout")
         .args(["60", "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
         .args(["--disable-component-update", "--disable-sync", "--no-first-run", "--dump-dom"])
@@ -288,14 +284,55 @@ fn status_page_rendered_in_headless_chromium_shows_every_server() {
         .output()
         .expect("run chromium");
     let _ = std::fs::remove_dir_all(&profile);
-    let dom = String::from_utf8_lossy(&output.stdout);
+    let dom = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
         dom.contains("pool default"),
         "chromium rendered no pool: {dom}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    Some(dom)
+}
+
+#[test]
+fn status_page_rendered_in_headless_chromium_shows_every_server() {
+    let (a, b) = (TestBackend::named("a"), TestBackend::named("b"));
+    let (_sluice, admin) = with_token(&[&a.url(), &b.url()]);
+    let added = TestBackend::named("added");
+    let body = format!(r#"{{"url": "{}"}}"#, added.url());
+    assert_eq!(change(admin, "POST", "/servers", &body).status, 201);
+    let Some(dom) = rendered_status_page(admin, "servers") else { return };
     for backend in [&a, &b, &added] {
         assert!(dom.contains(&backend.url()), "{} missing from the rendered page:\n{dom}", backend.url());
+    }
+}
+
+#[test]
+fn status_page_shows_the_algorithm_at_work_current_weights_in_flight_and_a_rate_chart() {
+    let backends: Vec<TestBackend> = ["a", "b", "c"].iter().map(|n| TestBackend::named(n)).collect();
+    let servers: Vec<String> =
+        backends.iter().zip([5, 1, 1]).map(|(b, w)| format!(r#"{{"url": "{}", "weight": {w}}}"#, b.url())).collect();
+    let sluice = Sluice::from_json(&format!(
+        r#"{{"listen": "127.0.0.1:0", "algorithm": "weighted-round-robin", "healthCheckInterval": "1m",
+            "admin": {{"listen": "127.0.0.1:0"}}, "servers": [{}]}}"#,
+        servers.join(", ")
+    ));
+    let admin = sluice.server().admin_addr().unwrap();
+    //  weights 5 1 1: after 7 picks every current weight is back at 0; the 8th goes to a,
+    //  leaving a at 5 - 7 = -2, b and c at 1.
+    for _ in 0..8 {
+        assert_eq!(sluice.get("/").status, 200);
+    }
+    let charted = || get(admin, "/").text().contains("height:100%");
+    assert!(wait_until(Duration::from_secs(10), charted), "no chart bar after requests: {}", get(admin, "/").text());
+    let html = get(admin, "/").text();
+    for want in
+        ["Algorithm keeps", "current weight -2", "current weight 1", "class=\"chart\"", "Smooth weighted round robin"]
+    {
+        assert!(html.contains(want), "{want:?} missing from the page:\n{html}");
+    }
+    let Some(dom) = rendered_status_page(admin, "algorithm") else { return };
+    for want in ["current weight -2", "class=\"chart\"", "height:100%", "title=\"in flight\""] {
+        assert!(dom.contains(want), "{want:?} missing from the rendered page:\n{dom}");
     }
 }
 

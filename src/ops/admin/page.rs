@@ -1,10 +1,15 @@
 //! `GET /`: the status page. Plain HTML and CSS from this file alone (no scripts, fonts or
 //! images from anywhere), reloading itself every [`REFRESH_SECONDS`], showing each pool and
-//! server with its state, weight, in-flight exchanges, request rate, error ratio and latency.
+//! server with its state, weight, in-flight exchanges, request rate, error ratio and latency,
+//! and the algorithm at work: what the balancer keeps between picks (smooth weighting's
+//! current weights, the rotation's next backend), in-flight bars, and a chart of each
+//! server's requests per second over the last few minutes.
 //!
 //! Pure: renders a snapshot. Every text that came from outside (URLs, pool names) is escaped.
 
+use super::rates::HISTORY;
 use super::snapshot::{PoolSnapshot, ServerSnapshot, Snapshot};
+use crate::balance::Kept;
 use crate::ops::host;
 use std::fmt::Write;
 use std::time::Duration;
@@ -53,6 +58,16 @@ td.server { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospac
 .bar { display: inline-block; vertical-align: middle; width: 60px; height: 6px; border-radius: 3px;
   background: #e8edf3; margin-left: 8px; overflow: hidden; }
 .bar i { display: block; height: 100%; background: var(--accent); }
+.work { border-top: 1px solid var(--line); }
+.work h3 { margin: 0; padding: 10px 16px 0; font-size: 12px; text-transform: uppercase; letter-spacing: .6px; color: var(--muted); }
+.work table { width: auto; }
+.work th, .work td { text-align: left; }
+.how { margin: 0; padding: 4px 16px 8px; color: var(--muted); font-size: 13px; }
+.kept { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 12px; }
+.next { color: var(--accent); font-weight: 600; }
+.chart { display: inline-flex; align-items: flex-end; justify-content: flex-end; gap: 1px; height: 28px; width: 304px; padding: 2px;
+  background: #f3f6f9; border-radius: 3px; vertical-align: middle; }
+.chart i { display: block; width: 4px; min-height: 1px; background: var(--accent); }
 footer { color: var(--muted); font-size: 12px; margin-top: 18px; }
 "#;
 
@@ -75,7 +90,7 @@ pub fn render(s: &Snapshot) -> String {
     }
     html.push_str(
         "<footer>Machine-readable: <a href=\"/stats\">/stats</a> (JSON) · <a href=\"/metrics\">/metrics</a> \
-         (Prometheus). Rates and latency are over the last 10 seconds.</footer>\n</main></body></html>\n",
+         (Prometheus). Rates and latency are over the last 10 seconds; charts over the last 5 minutes.</footer>\n</main></body></html>\n",
     );
     html
 }
@@ -142,11 +157,126 @@ fn render_pool(html: &mut String, pool: &PoolSnapshot) {
         pool.servers.len(),
         pool.requests_per_second()
     );
-    let busiest = pool.servers.iter().filter_map(|s| s.recent).map(|r| r.requests_per_second).fold(0.0, f64::max);
+    let scale = Scale {
+        busiest: pool.servers.iter().filter_map(|s| s.recent).map(|r| r.requests_per_second).fold(0.0, f64::max),
+        most_in_flight: pool.servers.iter().map(|s| s.max_connections.unwrap_or(s.active)).max().unwrap_or(0),
+        chart_peak: pool.servers.iter().flat_map(|s| chart_buckets(&s.history)).fold(0.0, f64::max),
+    };
     for server in &pool.servers {
-        render_server(html, server, busiest);
+        render_server(html, server, scale.busiest);
     }
-    html.push_str("</tbody></table></section>\n");
+    html.push_str("</tbody></table>\n");
+    render_algorithm_at_work(html, pool, &scale);
+    html.push_str("</section>\n");
+}
+
+/// The pool's algorithm at work: how it picks, what it keeps for each server, each
+/// server's exchanges in flight, and its requests per second over the last minutes.
+fn render_algorithm_at_work(html: &mut String, pool: &PoolSnapshot, scale: &Scale) {
+    let _ = writeln!(
+        html,
+        "<div class=\"work\"><h3>The algorithm at work</h3><p class=\"how\">{}</p>\
+         <table><thead><tr><th>Server</th><th>Algorithm keeps</th><th>In flight</th>\
+         <th title=\"one bar per {CHART_BUCKET_SECONDS} s\">Requests / s, last {} min</th></tr></thead><tbody>",
+        how_it_picks(&pool.algorithm),
+        HISTORY.as_secs() / 60
+    );
+    for (i, s) in pool.servers.iter().enumerate() {
+        let limit = s.max_connections.map_or(String::new(), |m| format!("<span class=\"dim\"> / {m}</span>"));
+        let _ = writeln!(
+            html,
+            "<tr><td class=\"server\">{}</td><td>{}</td><td>{}{limit}{}</td><td>{}</td></tr>",
+            escape(&s.url),
+            kept_by(&pool.kept, i),
+            s.active,
+            in_flight_bar(s, scale),
+            chart(&s.history, scale.chart_peak)
+        );
+    }
+    html.push_str("</tbody></table></div>\n");
+}
+
+/// A bar of `s`'s exchanges in flight against the pool's largest limit or load.
+fn in_flight_bar(s: &ServerSnapshot, scale: &Scale) -> String {
+    let share = if scale.most_in_flight > 0 { s.active as f64 / scale.most_in_flight as f64 * 100.0 } else { 0.0 };
+    format!("<span class=\"bar\" title=\"in flight\"><i style=\"width:{share:.0}%\"></i></span>")
+}
+
+/// What the pool's bars are measured against.
+struct Scale {
+    /// The highest recent requests per second of any server.
+    busiest: f64,
+    /// The largest `maxConnections`, or in-flight count where there is none.
+    most_in_flight: usize,
+    /// The highest bar of any server's chart.
+    chart_peak: f64,
+}
+
+/// Each bar of the charts averages this many seconds.
+const CHART_BUCKET_SECONDS: usize = 5;
+
+/// The per-second `history` averaged over buckets of [`CHART_BUCKET_SECONDS`], the newest
+/// bucket last (the oldest may be partial).
+fn chart_buckets(history: &[f64]) -> Vec<f64> {
+    let first = history.len() % CHART_BUCKET_SECONDS;
+    let mut buckets: Vec<f64> = Vec::new();
+    if first > 0 {
+        buckets.push(history[..first].iter().sum::<f64>() / first as f64);
+    }
+    buckets.extend(history[first..].chunks(CHART_BUCKET_SECONDS).map(|c| c.iter().sum::<f64>() / c.len() as f64));
+    buckets
+}
+
+/// A chart of requests per second: one bar per bucket, heights against `peak`.
+fn chart(history: &[f64], peak: f64) -> String {
+    let buckets = chart_buckets(history);
+    let now = buckets.last().copied().unwrap_or(0.0);
+    let top = buckets.iter().copied().fold(0.0, f64::max);
+    let mut out = format!(
+        "<span class=\"chart\" title=\"requests per second over the last {} s: now {now:.1}, peak {top:.1}\">",
+        history.len()
+    );
+    for value in buckets {
+        let height = if peak > 0.0 { value / peak * 100.0 } else { 0.0 };
+        let _ = write!(out, "<i style=\"height:{height:.0}%\"></i>");
+    }
+    out.push_str("</span>");
+    out
+}
+
+/// What the balancer keeps for server `index`, as the page shows it.
+fn kept_by(kept: &Kept, index: usize) -> String {
+    match kept {
+        Kept::Nothing => dash(),
+        Kept::Cursor(next) if *next == index => "<span class=\"next\">next in turn \u{25b8}</span>".to_string(),
+        Kept::Cursor(_) => String::new(),
+        Kept::CurrentWeights(weights) => {
+            weights.get(index).map_or_else(dash, |w| format!("<span class=\"kept\">current weight {w}</span>"))
+        }
+    }
+}
+
+/// One sentence on how the pool's algorithm picks, beside what it keeps.
+fn how_it_picks(algorithm: &str) -> &'static str {
+    match algorithm {
+        "round-robin" => "Round robin: each pick takes the next available server after the previous pick.",
+        "weighted-round-robin" => {
+            "Smooth weighted round robin: each pick adds every available server's weight to its current weight; \
+             the highest current weight wins and gives back the total of the weights."
+        }
+        "least-connections" => {
+            "Least connections: the server with the fewest exchanges in flight for its weight wins; \
+             ties go to the first one after the previous pick."
+        }
+        "ip-hash" => {
+            "Ip-hash: each server scores the client address (rendezvous hashing) and the highest score wins; \
+             nothing is kept between picks."
+        }
+        _ => {
+            "Random: two servers are drawn by weight and the one with fewer exchanges in flight for its weight wins; \
+             nothing is kept but the random generator."
+        }
+    }
 }
 
 fn render_server(html: &mut String, s: &ServerSnapshot, busiest: f64) {
@@ -255,6 +385,31 @@ mod tests {
     #[test]
     fn outside_text_is_escaped() {
         assert_eq!(escape("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+    }
+
+    #[test]
+    fn charts_average_five_second_buckets_against_the_pools_peak() {
+        let history: Vec<f64> = (0..12).map(f64::from).collect();
+        //  0 1 | 2 3 4 5 6 | 7 8 9 10 11
+        assert_eq!(chart_buckets(&history), [0.5, 4.0, 9.0]);
+        let html = chart(&history, 18.0);
+        assert!(html.contains("now 9.0, peak 9.0"), "{html}");
+        assert!(
+            html.ends_with(
+                "<i style=\"height:3%\"></i><i style=\"height:22%\"></i><i style=\"height:50%\"></i></span>"
+            ),
+            "{html}"
+        );
+        assert_eq!(chart_buckets(&[]), Vec::<f64>::new());
+    }
+
+    #[test]
+    fn what_the_algorithm_keeps_is_shown_by_server() {
+        let weights = Kept::CurrentWeights(vec![-2, 1, 1]);
+        assert!(kept_by(&weights, 0).contains("current weight -2"));
+        assert!(kept_by(&Kept::Cursor(1), 1).contains("next in turn"));
+        assert_eq!(kept_by(&Kept::Cursor(1), 0), "");
+        assert!(kept_by(&Kept::Nothing, 0).contains("–"));
     }
 
     #[test]

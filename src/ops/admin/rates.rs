@@ -1,5 +1,6 @@
 //! Recent rates: requests per second, error ratio and latency over the last few seconds, per
-//! backend, from counters sampled once a second by the admin ticker.
+//! backend, from counters sampled once a second by the admin ticker; and the history of each
+//! backend's requests per second over the last [`HISTORY`], for the status page's charts.
 //!
 //! The ticker writes the windows ([`Windows::sample`]); the admin handler reads them while
 //! building a snapshot. Both lock the one mutex for the time of a copy, never across I/O, and
@@ -16,6 +17,9 @@ use std::time::{Duration, Instant};
 
 /// How far back recent rates look.
 pub const WINDOW: Duration = Duration::from_secs(10);
+
+/// How far back the requests-per-second history goes, at one entry per sample.
+pub const HISTORY: Duration = Duration::from_secs(300);
 
 /// A backend's counters at one moment.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -76,6 +80,30 @@ struct Window {
     /// Which backend the samples are of: a reload that replaces it resets its counters.
     backend: usize,
     samples: VecDeque<Sample>,
+    /// Requests per second between consecutive samples, oldest first, at most
+    /// [`HISTORY`] seconds' worth.
+    history: VecDeque<f64>,
+}
+
+impl Window {
+    /// Adds `sample`, extending the history with the rate since the previous one and
+    /// forgetting what is too old.
+    fn push(&mut self, sample: Sample) {
+        if let Some(last) = self.samples.back() {
+            let seconds = sample.at.saturating_duration_since(last.at).as_secs_f64();
+            if seconds > 0.0 {
+                self.history.push_back(sample.requests.saturating_sub(last.requests) as f64 / seconds);
+            }
+            while self.history.len() > HISTORY.as_secs() as usize {
+                self.history.pop_front();
+            }
+        }
+        let now = sample.at;
+        self.samples.push_back(sample);
+        while self.samples.len() > 2 && now.saturating_duration_since(self.samples[1].at) >= WINDOW {
+            self.samples.pop_front();
+        }
+    }
 }
 
 /// The windows of every backend, by pool and URL.
@@ -95,16 +123,22 @@ impl Windows {
                 let window = windows.entry(key.clone()).or_default();
                 let identity = Arc::as_ptr(backend) as usize;
                 if window.backend != identity {
-                    *window = Window { backend: identity, samples: VecDeque::new() };
+                    *window = Window { backend: identity, ..Window::default() };
                 }
-                window.samples.push_back(Sample::of(backend, now));
-                while window.samples.len() > 2 && now.saturating_duration_since(window.samples[1].at) >= WINDOW {
-                    window.samples.pop_front();
-                }
+                window.push(Sample::of(backend, now));
                 seen.push(key);
             }
         }
         windows.retain(|key, _| seen.contains(key));
+    }
+
+    /// `backend`'s requests per second at `place`, one entry per sample, oldest first.
+    pub fn history(&self, place: &Place, backend: &Arc<Backend>) -> Vec<f64> {
+        let windows = lock(&self.windows);
+        match windows.get(&(place.pool.clone(), place.url.clone())) {
+            Some(window) if window.backend == Arc::as_ptr(backend) as usize => window.history.iter().copied().collect(),
+            _ => Vec::new(),
+        }
     }
 
     /// Rates for `backend` at `place` from its oldest sample to now.
@@ -135,6 +169,20 @@ mod tests {
         let r = recent(&sample(t, 100, 1), &sample(t + Duration::from_secs(4), 300, 11)).unwrap();
         assert_eq!((r.seconds, r.requests_per_second, r.error_ratio), (4.0, 50.0, 0.05));
         assert_eq!(r.latency_mean, None);
+    }
+
+    #[test]
+    fn the_history_keeps_each_seconds_rate_for_the_last_few_minutes() {
+        let t = Instant::now();
+        let mut window = Window::default();
+        for second in 0..400u64 {
+            window.push(sample(t + Duration::from_secs(second), second * second, 0));
+        }
+        assert_eq!(window.history.len(), HISTORY.as_secs() as usize);
+        //  requests n² at second n: between 398 and 399, 399² - 398² = 797 a second
+        assert_eq!(window.history.back(), Some(&797.0));
+        assert_eq!(window.history.front(), Some(&(2.0 * 99.0 + 1.0)), "the oldest is 99 -> 100");
+        assert!(window.samples.len() <= 12, "the rate window still looks back only {WINDOW:?}");
     }
 
     #[test]

@@ -7,10 +7,12 @@
 
 use super::rates::{Recent, Windows};
 use crate::backend::Backend;
+use crate::balance::Kept;
 use crate::ops::changes::{Place, RuntimeChanges};
 use crate::ops::host;
 use crate::ops::metrics::ExchangeSnapshot;
 use crate::runtime::Runtime;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub struct Snapshot {
@@ -42,6 +44,8 @@ pub struct Workers {
 pub struct PoolSnapshot {
     pub name: String,
     pub algorithm: String,
+    /// What the pool's balancer keeps between picks.
+    pub kept: Kept,
     pub servers: Vec<ServerSnapshot>,
 }
 
@@ -64,6 +68,8 @@ pub struct ServerSnapshot {
     pub health_checks: (u64, u64),
     /// Rates over the last few seconds; `None` until two samples exist.
     pub recent: Option<Recent>,
+    /// Requests per second, one entry a second, over the last few minutes, oldest first.
+    pub history: Vec<f64>,
 }
 
 impl ServerSnapshot {
@@ -91,20 +97,21 @@ impl PoolSnapshot {
 }
 
 fn server_snapshot(
-    backend: &Backend,
+    backend: &Arc<Backend>,
     changes: &RuntimeChanges,
-    recent: Option<Recent>,
+    windows: &Windows,
     place: &Place,
 ) -> ServerSnapshot {
     let stats = backend.stats();
     ServerSnapshot {
+        recent: windows.recent(place, backend, Instant::now()),
+        history: windows.history(place, backend),
         removing: changes.is_removing(place),
         added_at_runtime: changes.was_added(place),
         backup: backend.config.backup,
         max_connections: backend.config.max_connections,
         exchanges: backend.metrics.exchanges.snapshot(),
         health_checks: backend.metrics.health_checks(),
-        recent,
         url: stats.url,
         healthy: stats.healthy,
         draining: stats.draining,
@@ -120,19 +127,18 @@ fn server_snapshot(
 pub fn take(runtime: &Runtime, windows: &Windows) -> Snapshot {
     let workers = runtime.workers.max_count();
     let state = runtime.state();
-    let now = Instant::now();
     let pools = state
         .pools
         .iter()
         .map(|pool| PoolSnapshot {
             name: pool.name().to_string(),
             algorithm: pool.config.algorithm.name().to_string(),
+            kept: pool.kept(),
             servers: pool
                 .backends
                 .iter()
                 .map(|backend| {
-                    let place = Place::new(pool.name(), backend.url());
-                    server_snapshot(backend, &state.changes, windows.recent(&place, backend, now), &place)
+                    server_snapshot(backend, &state.changes, windows, &Place::new(pool.name(), backend.url()))
                 })
                 .collect(),
         })

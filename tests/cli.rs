@@ -6,7 +6,6 @@ mod common;
 use common::*;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
@@ -18,15 +17,6 @@ fn run(args: &[&str]) -> Output {
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Writes `json` to a fresh file and returns its path.
-fn config_file(name: &str, json: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sluice-cli-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("config.json");
-    std::fs::write(&path, json).unwrap();
-    path
 }
 
 /// `n` distinct ports free at the moment of asking (all bound at once, then let go).

@@ -5,10 +5,9 @@ mod common;
 
 use common::*;
 use sluice::alerts::{AlertEvent, AlertKind, Alerts};
-use sluice::backend::BackendStats;
 use sluice::config::{webhook_from_url, AlertsConfig};
 use sluice::health::Health;
-use sluice::{Config, ReloadError, Server};
+use sluice::{Config, ReloadError};
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -21,21 +20,9 @@ use std::time::{Duration, Instant};
 const SLUICE: &str = env!("CARGO_BIN_EXE_sluice");
 const WAIT: Duration = Duration::from_secs(10);
 
-fn is_probe(seen: &Seen) -> bool {
-    seen.header("user-agent") == Some("sluice-health-check")
-}
-
 /// A backend whose probes pass but which closes every real request's connection unanswered.
 fn resetting_backend() -> TestBackend {
     TestBackend::start(|s| if is_probe(s) { Reply::ok("") } else { Reply::Close })
-}
-
-fn stats(sluice: &Sluice, index: usize) -> BackendStats {
-    sluice.server().runtime().state().pools[0].backends[index].stats()
-}
-
-fn health(sluice: &Sluice, index: usize) -> Health {
-    sluice.server().runtime().state().pools[0].backends[index].health()
 }
 
 fn send(sluice: &Sluice, request: &str) -> Response {
@@ -57,8 +44,8 @@ fn a_backend_resetting_real_traffic_leaves_rotation_after_passive_fails_before_a
         assert_eq!((r.status, r.text()), (200, "good".to_string()), "request {i}: {}", r.raw_head);
     }
     assert_eq!(broken.request_count(), 2, "the broken backend should get exactly passiveFails requests");
-    assert_eq!(health(&sluice, 0), Health::Down);
-    assert_eq!(health(&sluice, 1), Health::Up);
+    assert_eq!(sluice.health(0), Health::Down);
+    assert_eq!(sluice.health(1), Health::Up);
 }
 
 #[test]
@@ -69,7 +56,7 @@ fn a_refusing_backend_leaves_rotation_after_passive_fails() {
     let sluice = Sluice::start(&[&dead, &good.url()], extra);
     let bodies: Vec<String> = (0..10).map(|_| sluice.get("/").text()).collect();
     assert!(bodies.iter().all(|b| b == "good"), "{bodies:?}");
-    let dead_stats = stats(&sluice, 0);
+    let dead_stats = sluice.backend_stats(0);
     assert_eq!((dead_stats.healthy, dead_stats.failures), (false, 3), "{dead_stats:?}");
     assert_eq!(good.request_count(), 10);
 }
@@ -94,7 +81,7 @@ fn tcp_mode_connect_failures_count_towards_passive_health_too() {
         let greeting = Client::connect(sluice.addr).read_to_close();
         assert_eq!(greeting, "live\n", "connection {i}");
     }
-    let dead_stats = stats(&sluice, 0);
+    let dead_stats = sluice.backend_stats(0);
     assert_eq!((dead_stats.healthy, dead_stats.failures), (false, 2), "{dead_stats:?}");
 }
 
@@ -117,11 +104,11 @@ fn active_checks_bring_a_passively_failed_backend_back_after_rise_passes() {
     let sluice = Sluice::start(&[&flaky.url(), &good.url()], extra);
     assert_eq!(sluice.get("/").text(), "good");
     assert_eq!(sluice.get("/").text(), "good");
-    assert_eq!(health(&sluice, 0), Health::Down, "one reset should take the backend out (passiveFails 1)");
+    assert_eq!(sluice.health(0), Health::Down, "one reset should take the backend out (passiveFails 1)");
     let probes_when_down = flaky.probe_count();
     broken.store(false, Ordering::SeqCst);
 
-    assert!(wait_until(WAIT, || health(&sluice, 0) == Health::Up), "probes never brought the backend back");
+    assert!(wait_until(WAIT, || sluice.health(0) == Health::Up), "probes never brought the backend back");
     // One probe may already have been on its way as the backend went down.
     let probes = flaky.probe_count() - probes_when_down;
     assert!(probes >= 2, "up again after only {probes} probes; rise is 3");
@@ -200,7 +187,7 @@ fn a_post_goes_to_the_next_backend_when_connecting_is_refused() {
         let r = send(&sluice, &format!("POST /o HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}", body.len()));
         assert_eq!((r.status, r.text()), (200, body), "{}", r.raw_head);
     }
-    assert!(stats(&sluice, 0).failures >= 1, "the refusing backend was never tried");
+    assert!(sluice.backend_stats(0).failures >= 1, "the refusing backend was never tried");
     assert_eq!(good.request_count(), 3, "each POST exactly once: {:?}", good.requests());
 }
 
@@ -248,7 +235,7 @@ fn a_request_on_an_idle_connection_the_backend_closed_goes_out_on_a_new_one() {
     }
     let targets: Vec<String> = backend.requests().iter().map(|s| s.target.clone()).collect();
     assert_eq!(targets, ["/1", "/2", "/3", "/4"], "each request should reach the backend once");
-    assert_eq!(health(&sluice, 0), Health::Up, "a closed idle connection is no backend failure");
+    assert_eq!(sluice.health(0), Health::Up, "a closed idle connection is no backend failure");
 }
 
 // ---- graceful stop and reload, with the real binary ----
@@ -457,8 +444,7 @@ fn sluice_from_file(name: &str, json: &str) -> (Sluice, PathBuf) {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("config.json");
     std::fs::write(&path, json).unwrap();
-    let server = Server::start(Config::load(&path).unwrap()).expect("start sluice");
-    (Sluice { addr: server.local_addrs()[0], server: Some(server) }, path)
+    (Sluice::from_file(&path), path)
 }
 
 fn parse(json: &str) -> Config {
@@ -488,10 +474,10 @@ fn a_backend_added_by_reload_gets_no_traffic_until_its_first_probe_passes() {
     assert!(wait_until(WAIT, || c.probe_count() >= 1), "the new backend was not probed");
     let bodies: Vec<String> = (0..6).map(|_| sluice.get("/").text()).collect();
     assert_eq!(bodies, ["a"; 6], "the new backend got traffic before a probe passed");
-    assert_eq!(health(&sluice, 1), Health::Unknown);
+    assert_eq!(sluice.health(1), Health::Unknown);
 
     ready.store(true, Ordering::SeqCst);
-    assert!(wait_until(WAIT, || health(&sluice, 1) == Health::Up));
+    assert!(wait_until(WAIT, || sluice.health(1) == Health::Up));
     let bodies: Vec<String> = (0..4).map(|_| sluice.get("/").text()).collect();
     assert!(bodies.contains(&"c".to_string()), "{bodies:?}");
 }
@@ -507,20 +493,20 @@ fn backends_that_stay_through_a_reload_keep_their_health_and_counters() {
         )
     };
     let sluice = Sluice::from_json(&json(&format!("{:?}, {:?}", a.url(), sick.url())));
-    assert!(wait_until(WAIT, || health(&sluice, 1) == Health::Down));
+    assert!(wait_until(WAIT, || sluice.health(1) == Health::Down));
     for _ in 0..5 {
         assert_eq!(sluice.get("/").text(), "a");
     }
-    let before = stats(&sluice, 0);
+    let before = sluice.backend_stats(0);
 
     let servers = format!(r#"{{"url": {:?}, "weight": 3}}, {:?}, {:?}"#, a.url(), sick.url(), c.url());
     let summary = sluice.server().reload(parse(&json(&servers))).unwrap();
     assert_eq!((summary.kept, summary.changed, summary.added, summary.removed), (1, 1, 1, 0), "{summary}");
-    let after = stats(&sluice, 0);
+    let after = sluice.backend_stats(0);
     assert_eq!((after.requests, after.healthy, after.weight), (before.requests, true, 3), "{after:?}");
-    assert_eq!(health(&sluice, 1), Health::Down, "the sick backend must stay down, not become unknown");
+    assert_eq!(sluice.health(1), Health::Down, "the sick backend must stay down, not become unknown");
     assert_eq!(sluice.get("/").status, 200);
-    assert!(stats(&sluice, 0).requests > before.requests || c.request_count() > 0);
+    assert!(sluice.backend_stats(0).requests > before.requests || c.request_count() > 0);
 }
 
 #[test]
@@ -722,7 +708,7 @@ fn expect_status_narrows_what_a_probe_accepts() {
         let probes = redirecting.probe_count();
         assert!(wait_until(WAIT, || redirecting.probe_count() >= probes + 3));
         // `fall` is 1: a failing probe would have taken it down by now.
-        health(&sluice, 0)
+        sluice.health(0)
     };
     assert_eq!(check(""), Health::Up, "3xx passes by default");
     assert_eq!(check(r#", "expectStatus": 200"#), Health::Down);

@@ -124,8 +124,16 @@ fn sigterm_stops_cleanly_and_sighup_reloads() {
     let port = free_ports(1)[0];
     let json = |url: &str| format!(r#"{{"listen": "127.0.0.1:{port}", "servers": ["{url}"]}}"#);
     let path = config_file("signals", &json(&a.url()));
-    let mut running =
-        Running(Command::new(SLUICE).args(["-c", path.to_str().unwrap()]).env("RUST_LOG", "warn").spawn().unwrap());
+    let log_path = path.with_file_name("stderr.log");
+    let mut running = Running(
+        Command::new(SLUICE)
+            .args(["-c", path.to_str().unwrap()])
+            .env("RUST_LOG", "warn")
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
     let child = &mut running.0;
     assert!(wait_until(Duration::from_secs(10), || can_connect(port)), "sluice did not start");
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
@@ -138,7 +146,8 @@ fn sigterm_stops_cleanly_and_sighup_reloads() {
 
     std::fs::write(&path, "{ not json").unwrap();
     signal(child, "HUP");
-    std::thread::sleep(Duration::from_millis(200));
+    let refused = wait_until(Duration::from_secs(5), || log().contains("reload refused"));
+    assert!(refused, "the bad reload was not logged:\n{}", log());
     assert!(get().ends_with("\r\n\r\nb"), "a bad reload must keep the running configuration");
 
     signal(child, "TERM");

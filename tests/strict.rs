@@ -476,6 +476,29 @@ fn head_larger_than_max_header_bytes_gets_431() {
 }
 
 #[test]
+fn request_line_longer_than_max_header_bytes_gets_414_while_long_fields_stay_431() {
+    let target = |n: usize| format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(n)).into_bytes();
+    let field = |n: usize| format!("GET / HTTP/1.1\r\nHost: x\r\nX-Long: {}\r\n\r\n", "a".repeat(n)).into_bytes();
+    // The default limit, with a 70 kB target.
+    check_table(&Front::start(""), &rows(&[(&target(70_000), 414), (&field(70_000), 431)]));
+    let front = Front::start(r#""limits": {"maxHeaderBytes": 2048},"#);
+    check_table(
+        &front,
+        &[
+            (target(2100), 414),
+            // Empty lines before the request line are skipped; the line is still too long.
+            ([&b"\r\n"[..], &target(2100)].concat(), 414),
+            // The line fits; the line and a field together do not.
+            (
+                format!("GET /{} HTTP/1.1\r\nHost: x\r\nX-Long: {}\r\n\r\n", "a".repeat(1500), "b".repeat(1000))
+                    .into_bytes(),
+                431,
+            ),
+        ],
+    );
+}
+
+#[test]
 fn more_than_100_header_fields_gets_431() {
     let front = Front::start("");
     let mut request = b"GET / HTTP/1.1\r\nHost: x\r\n".to_vec();

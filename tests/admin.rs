@@ -269,8 +269,7 @@ fn status_page_names_every_server_and_needs_nothing_from_elsewhere() {
 #[test]
 fn status_page_rendered_in_headless_chromium_shows_every_server() {
     if Command::new("chromium").arg("--version").output().is_err() {
-        println!("skipped: chromium is not installed (apt-get install -y chromium)");
-        return;
+        return skip("chromium is not installed (apt-get install -y chromium)");
     }
     let (a, b) = (TestBackend::named("a"), TestBackend::named("b"));
     let (_sluice, admin) = with_token(&[&a.url(), &b.url()]);

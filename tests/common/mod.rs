@@ -580,6 +580,21 @@ pub fn config_file(name: &str, json: &str) -> PathBuf {
     path
 }
 
+/// Whether tests that need a program from outside (Chromium, PostgreSQL) must run rather than
+/// skip: set by `SLUICE_REQUIRE_EXTERNAL=1`, as `.ci/run` does.
+pub fn external_tools_required() -> bool {
+    std::env::var("SLUICE_REQUIRE_EXTERNAL").is_ok_and(|v| v == "1")
+}
+
+/// Called by a test that cannot run here because `why`: prints that it is skipped, or fails
+/// the test when `SLUICE_REQUIRE_EXTERNAL=1`. The test returns after it.
+pub fn skip(why: &str) {
+    if external_tools_required() {
+        panic!("cannot run: {why}; SLUICE_REQUIRE_EXTERNAL=1 makes that a failure, not a skip");
+    }
+    eprintln!("skipped: {why} (with SLUICE_REQUIRE_EXTERNAL=1 this fails)");
+}
+
 /// Polls `condition` every 10 ms until it holds or `timeout` passes; returns whether it held.
 pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;

@@ -26,8 +26,7 @@ impl Switchable {
         let failing = Arc::new(AtomicBool::new(false));
         let (name, fail) = (name.to_string(), Arc::clone(&failing));
         let backend = TestBackend::start(move |s| {
-            let is_probe = s.header("user-agent") == Some("sluice-health-check");
-            if is_probe && fail.load(Ordering::SeqCst) {
+            if is_probe(s) && fail.load(Ordering::SeqCst) {
                 Reply::status(503, "down")
             } else {
                 Reply::ok(&name)
@@ -235,7 +234,7 @@ impl Gated {
         let (now, most_at_once) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
         let (name, gate, most) = (name.to_string(), Arc::clone(&open), Arc::clone(&most_at_once));
         let backend = TestBackend::start(move |s| {
-            if s.header("user-agent") == Some("sluice-health-check") {
+            if is_probe(s) {
                 return Reply::ok("probe");
             }
             most.fetch_max(now.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);

@@ -35,7 +35,7 @@ fn serve_streaming(mut stream: TcpStream) {
         head.push(byte[0]);
     }
     let head = String::from_utf8_lossy(&head).to_string();
-    if head.contains("User-Agent: sluice-health-check") {
+    if head.contains(&format!("User-Agent: {PROBE_USER_AGENT}")) {
         let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
         return;
     }

@@ -117,6 +117,73 @@ fn active_checks_bring_a_passively_failed_backend_back_after_rise_passes() {
 }
 
 #[test]
+fn a_504_from_a_slow_backend_does_not_count_towards_passive_health() {
+    let backend = TestBackend::start(|s| {
+        if s.target == "/slow" {
+            thread::sleep(Duration::from_millis(1000));
+        }
+        Reply::ok("fast")
+    });
+    let extra = r#""healthCheckInterval": "1h", "timeouts": {"backend": "200ms"},
+                   "healthCheck": {"fall": 100, "passiveFails": 1},"#;
+    let sluice = Sluice::start(&[&backend.url()], extra);
+    for i in 0..3 {
+        let r = sluice.get("/slow");
+        assert_eq!(r.status, 504, "request {i}: {}", r.raw_head);
+    }
+    assert_eq!(sluice.backend_stats(0).failures, 3, "each 504 is a failure in the counters");
+    assert_eq!(sluice.health(0), Health::Up, "passiveFails 1, yet three 504s took the backend out");
+    assert_eq!(sluice.get("/fast").text(), "fast");
+}
+
+/// A listener whose accept queue is full, so that a connect to it is neither accepted nor
+/// refused: it times out. The connections filling the queue live as long as it does.
+struct Unanswering {
+    listener: TcpListener,
+    _filling: Vec<TcpStream>,
+}
+
+impl Unanswering {
+    fn start() -> Unanswering {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut filling = Vec::new();
+        while filling.len() < 10_000 {
+            match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+                Ok(stream) => filling.push(stream),
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    return Unanswering { listener, _filling: filling }
+                }
+                Err(e) => panic!("filling the accept queue of {addr}: {e}"),
+            }
+        }
+        panic!("the accept queue of {addr} never filled");
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.listener.local_addr().unwrap())
+    }
+}
+
+#[test]
+fn a_connect_that_outlasts_timeouts_connect_moves_on_and_counts_towards_passive_health() {
+    let hole = Unanswering::start();
+    let good = TestBackend::named("good");
+    let extra = r#""healthCheckInterval": "1h", "timeouts": {"connect": "200ms"},
+                   "healthCheck": {"fall": 100, "passiveFails": 1},"#;
+    let sluice = Sluice::start(&[&hole.url(), &good.url()], extra);
+    // Round robin asks the unanswering backend first. The default connect timeout is 5 s, as
+    // long as the client's read timeout: an answer at all means the configured one applied.
+    let asked = Instant::now();
+    let r = sluice.get("/");
+    assert_eq!((r.status, r.text()), (200, "good".to_string()), "{}", r.raw_head);
+    assert!(asked.elapsed() < Duration::from_secs(3), "answered after {:?}", asked.elapsed());
+    let stats = sluice.backend_stats(0);
+    assert_eq!((stats.failures, stats.healthy), (1, false), "{stats:?}");
+    assert_eq!(good.request_count(), 1);
+}
+
+#[test]
 fn sluices_own_answers_close_the_connection_when_the_client_asks() {
     let dead = closed_port_url();
     let sluice = Sluice::start(&[&dead], r#""healthCheckInterval": "1h", "healthCheck": {"passiveFails": 1},"#);
@@ -348,6 +415,122 @@ fn sigint_with_only_idle_connections_stops_without_waiting_for_them() {
     assert_eq!(kept_alive.try_read_to_close(), Ok(String::new()), "{}", sluice.log());
     assert_eq!(silent.try_read_to_close(), Ok(String::new()), "{}", sluice.log());
     // Every timeout is a minute: exiting within WAIT means nothing waited for them.
+    assert_eq!(sluice.wait_exit(WAIT), Some(0), "{}", sluice.log());
+}
+
+/// A backend that holds `GET /slow` until `release` is set (at most a minute) and answers
+/// everything else at once.
+fn holding_backend(release: &Arc<AtomicBool>) -> TestBackend {
+    let release = Arc::clone(release);
+    TestBackend::start(move |s| {
+        if s.target == "/slow" {
+            wait_until(Duration::from_secs(60), || release.load(Ordering::SeqCst));
+        }
+        Reply::ok("done")
+    })
+}
+
+/// Sends `GET /slow` on a new connection and waits until the backend has it.
+fn slow_request_in_flight(sluice: &Process, backend: &TestBackend) -> Client {
+    let mut busy = Client::connect(sluice.addr);
+    busy.send(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n");
+    let arrived = wait_until(WAIT, || backend.requests().iter().any(|s| s.target == "/slow"));
+    assert!(arrived, "the slow request never reached the backend:\n{}", sluice.log());
+    busy
+}
+
+#[test]
+fn a_second_sigterm_while_draining_exits_1_without_waiting() {
+    let release = Arc::new(AtomicBool::new(false));
+    let backend = holding_backend(&release);
+    let keys = format!(r#""servers": ["{}"], "timeouts": {{"drain": "1m"}}"#, backend.url());
+    let mut sluice = run_sluice("second-term", &keys);
+    let mut busy = slow_request_in_flight(&sluice, &backend);
+
+    sluice.signal("TERM");
+    assert!(wait_until(WAIT, || sluice.log().contains("stopping: finishing in-flight")), "{}", sluice.log());
+    sluice.signal("TERM");
+    // The drain allows a minute and the backend holds the request as long: only the second
+    // signal can end the process within WAIT.
+    assert_eq!(sluice.wait_exit(WAIT), Some(1), "{}", sluice.log());
+    assert!(sluice.log().contains("second stop signal"), "{}", sluice.log());
+    assert_eq!(busy.try_read_to_close(), Ok(String::new()), "the cut exchange got an answer");
+    release.store(true, Ordering::SeqCst);
+}
+
+#[test]
+fn a_drain_that_runs_out_of_time_cuts_the_exchange_logs_it_and_exits_0() {
+    let release = Arc::new(AtomicBool::new(false));
+    let backend = holding_backend(&release);
+    let keys = format!(r#""servers": ["{}"], "timeouts": {{"drain": "300ms"}}"#, backend.url());
+    let mut sluice = run_sluice("drain-timeout", &keys);
+    let mut busy = slow_request_in_flight(&sluice, &backend);
+
+    sluice.signal("TERM");
+    // The backend holds the request for a minute: exiting within WAIT is the drain running out.
+    assert_eq!(sluice.wait_exit(WAIT), Some(0), "{}", sluice.log());
+    let log = sluice.log();
+    assert!(log.contains("1 connections still open after 300ms; closing anyway"), "{log}");
+    assert!(log.contains("stopped (some connections were cut off)"), "{log}");
+    assert_eq!(busy.try_read_to_close(), Ok(String::new()), "the cut exchange got an answer");
+    release.store(true, Ordering::SeqCst);
+}
+
+#[test]
+fn sighup_reopens_the_access_log_file_so_it_can_be_rotated() {
+    let backend = TestBackend::named("a");
+    let dir = std::env::temp_dir().join(format!("sluice-lifecycle-{}-rotate", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (log, rotated) = (dir.join("access.log"), dir.join("access.log.1"));
+    let _ = (std::fs::remove_file(&log), std::fs::remove_file(&rotated));
+    let keys =
+        format!(r#""servers": ["{}"], "accessLog": {{"format": "json", "path": {:?}}}"#, backend.url(), log.display());
+    let mut sluice = run_sluice("rotate", &keys);
+    let get = |target: &str| {
+        exchange_raw(sluice.addr, format!("GET {target} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes())
+    };
+    let holds = |path: &Path, target: &str| std::fs::read_to_string(path).unwrap_or_default().contains(target);
+
+    assert!(get("/before").starts_with("HTTP/1.1 200"));
+    assert!(wait_until(WAIT, || holds(&log, "\"/before\"")), "{}", sluice.log());
+    std::fs::rename(&log, &rotated).unwrap();
+    sluice.signal("HUP");
+    assert!(wait_until(WAIT, || sluice.log().contains("reloaded")), "{}", sluice.log());
+    assert!(get("/after").starts_with("HTTP/1.1 200"));
+    assert!(wait_until(WAIT, || holds(&log, "\"/after\"")), "no new file after SIGHUP:\n{}", sluice.log());
+    assert!(!holds(&rotated, "\"/after\""), "the rotated file still gets lines");
+    assert!(holds(&rotated, "\"/before\""));
+    sluice.signal("TERM");
+    assert_eq!(sluice.wait_exit(WAIT), Some(0), "{}", sluice.log());
+}
+
+#[test]
+fn refused_connections_are_logged_at_most_once_a_second() {
+    let backend = TestBackend::named("a");
+    let keys = format!(r#""servers": ["{}"], "limits": {{"maxConnections": 1}}"#, backend.url());
+    let mut sluice = run_sluice("limit-log", &keys);
+    let started = Instant::now();
+    // The one connection allowed; the start-up check's connection may still be counted at first.
+    let mut held = None;
+    let admitted = wait_until(WAIT, || {
+        let mut c = Client::connect(sluice.addr);
+        c.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+        let ok = c.response().is_ok_and(|r| r.status == 200);
+        held = ok.then_some(c);
+        ok
+    });
+    assert!(admitted, "no connection was let in:\n{}", sluice.log());
+    for i in 0..20 {
+        let refused = exchange_raw(sluice.addr, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert!(refused.starts_with("HTTP/1.1 503 "), "connection {i}: {refused:?}");
+    }
+    let seconds = started.elapsed().as_secs();
+    let warning = "maxConnections reached; refusing new connections with 503";
+    assert!(wait_until(WAIT, || sluice.log().contains(warning)), "{}", sluice.log());
+    let lines = sluice.log().matches(warning).count() as u64;
+    assert!(lines <= seconds + 1, "{lines} warnings for the refusals of {seconds} s:\n{}", sluice.log());
+    drop(held);
+    sluice.signal("TERM");
     assert_eq!(sluice.wait_exit(WAIT), Some(0), "{}", sluice.log());
 }
 

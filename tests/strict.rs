@@ -588,7 +588,7 @@ fn refused_mid_stream(extra: &str, first: &[u8], rest: &[u8], status: u16) -> Ve
                 return false;
             }
         }
-        if find(&got, b"sluice-health-check").is_some() {
+        if find(&got, PROBE_USER_AGENT.as_bytes()).is_some() {
             return false;
         }
         upstream = Some((stream, got));

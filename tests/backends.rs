@@ -227,6 +227,19 @@ fn backend_connections_are_reused_across_client_connections() {
     assert!(sluice.backend_stats(0).connections_opened <= 2, "{:?}", sluice.backend_stats(0));
 }
 
+#[test]
+fn an_idle_backend_connection_older_than_backend_idle_is_closed_and_not_reused() {
+    let backend = TestBackend::named("b");
+    let extra = r#""healthCheckInterval": "100ms", "timeouts": {"backendIdle": "300ms"},"#;
+    let sluice = start(&[&backend.url()], extra);
+    assert_eq!(sluice.get("/one").text(), "b");
+    // The backend never closes a connection itself: sluice lets this one go once it is stale.
+    assert!(wait_until(WAIT, || backend.closed_count() == 1), "the idle backend connection was never closed");
+    assert_eq!(sluice.get("/two").text(), "b");
+    assert_eq!(backend.connection_count(), 2, "the stale connection was reused");
+    assert_eq!(sluice.backend_stats(0).failures, 0, "{:?}", sluice.backend_stats(0));
+}
+
 /// A backend that answers every relayed request completely, in a response that promises
 /// keep-alive, and then closes the connection anyway.
 fn closes_after_each_answer() -> TestBackend {

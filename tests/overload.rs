@@ -135,16 +135,23 @@ fn without_the_waiting_room_workers_hold_their_clients() {
 }
 
 #[test]
-fn connections_over_the_limit_get_a_fast_503() {
+fn connections_over_the_limit_get_a_fast_503_and_a_close_counted_in_stats_and_metrics() {
     let backend = TestBackend::named("ok");
-    let sluice = Sluice::start(&[&backend.url()], r#""limits": {"maxConnections": 3},"#);
+    let extra = r#""limits": {"maxConnections": 3}, "admin": {"listen": "127.0.0.1:0"},"#;
+    let sluice = Sluice::start(&[&backend.url()], extra);
     let mut held: Vec<Client> = (0..3).map(|_| sluice.connect()).collect();
     for c in &mut held {
         assert_eq!(get_on(c, "/").status, 200);
     }
-    let refused = exchange_raw(sluice.addr, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
-    assert!(refused.starts_with("HTTP/1.1 503 "), "{refused:?}");
-    assert_eq!(sluice.server().runtime().rejected_connections.load(std::sync::atomic::Ordering::Relaxed), 1);
+    for _ in 0..2 {
+        let refused = exchange_raw(sluice.addr, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert!(refused.starts_with("HTTP/1.1 503 "), "{refused:?}");
+        assert!(refused.contains("\r\nRetry-After: 1\r\n"), "{refused:?}");
+    }
+    assert_eq!(sluice.admin_stats()["rejectedConnections"], 2);
+    let admin = sluice.server().admin_addr().unwrap();
+    let metrics = admin_call(admin, "GET", "/metrics", None, "").text();
+    assert!(metrics.lines().any(|l| l == "sluice_rejected_connections_total 2"), "{metrics}");
     drop(held.pop());
     assert!(wait_until(Duration::from_secs(5), || sluice.get("/").status == 200));
 }

@@ -91,6 +91,8 @@ pub struct TestBackend {
     pub probes: Arc<Mutex<Vec<Seen>>>,
     /// Connections that carried at least one request other than a probe.
     pub connections: Arc<AtomicUsize>,
+    /// Those of `connections` that have ended (either side closed).
+    pub closed: Arc<AtomicUsize>,
     stopping: Arc<AtomicBool>,
 }
 
@@ -99,6 +101,7 @@ struct Recorder {
     seen: Arc<Mutex<Vec<Seen>>>,
     probes: Arc<Mutex<Vec<Seen>>>,
     connections: Arc<AtomicUsize>,
+    closed: Arc<AtomicUsize>,
     stopping: Arc<AtomicBool>,
 }
 
@@ -117,6 +120,7 @@ impl TestBackend {
             seen: Arc::new(Mutex::new(Vec::new())),
             probes: Arc::new(Mutex::new(Vec::new())),
             connections: Arc::new(AtomicUsize::new(0)),
+            closed: Arc::new(AtomicUsize::new(0)),
             stopping: Arc::new(AtomicBool::new(false)),
         };
         let handler: Arc<Handler> = Arc::new(handler);
@@ -124,6 +128,7 @@ impl TestBackend {
             seen: backend.seen.clone(),
             probes: backend.probes.clone(),
             connections: backend.connections.clone(),
+            closed: backend.closed.clone(),
             stopping: backend.stopping.clone(),
         });
         thread::spawn(move || {
@@ -158,6 +163,11 @@ impl TestBackend {
     pub fn connection_count(&self) -> usize {
         self.connections.load(Ordering::SeqCst)
     }
+
+    /// How many of the connections counted in `connection_count` have ended.
+    pub fn closed_count(&self) -> usize {
+        self.closed.load(Ordering::SeqCst)
+    }
 }
 
 /// A backend that answers every request but a health probe with exactly `raw` (and keeps the
@@ -174,11 +184,20 @@ impl Drop for TestBackend {
 }
 
 fn serve_backend_connection(mut stream: TcpStream, recorder: &Recorder, handler: &Handler) {
+    let mut id = None;
+    serve_requests(&mut stream, recorder, handler, &mut id);
+    if id.is_some() {
+        recorder.closed.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Answers requests on `stream` until either side closes it; `id` is set to the connection's
+/// number once it carries a request other than a probe.
+fn serve_requests(stream: &mut TcpStream, recorder: &Recorder, handler: &Handler, id: &mut Option<usize>) {
     stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let mut buf = Vec::new();
-    let mut id = None;
     loop {
-        let Some((mut request, rest)) = read_request(&mut stream, std::mem::take(&mut buf)) else { return };
+        let Some((mut request, rest)) = read_request(stream, std::mem::take(&mut buf)) else { return };
         buf = rest;
         if recorder.stopping.load(Ordering::SeqCst) {
             return;

@@ -373,24 +373,22 @@ fn run_sluice(name: &str, keys: &str) -> Process {
 
 #[test]
 fn sigterm_finishes_a_slow_request_closes_idle_connections_and_exits_0() {
-    let backend = TestBackend::start(|s| {
-        if s.target == "/slow" {
-            thread::sleep(Duration::from_millis(1500));
-        }
-        Reply::ok("done")
-    });
+    let release = Arc::new(AtomicBool::new(false));
+    let backend = holding_backend(&release);
     let mut sluice = run_sluice("sigterm", &format!(r#""servers": ["{}"]"#, backend.url()));
     let mut idle = Client::connect(sluice.addr);
     idle.send(b"GET /first HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(idle.response().unwrap().status, 200);
-    let mut busy = Client::connect(sluice.addr);
-    busy.send(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n");
-    assert!(wait_until(WAIT, || backend.requests().iter().any(|s| s.target == "/slow")));
+    let mut busy = slow_request_in_flight(&sluice, &backend);
 
     sluice.signal("TERM");
-    assert!(idle.is_closed(), "the idle keep-alive connection should be closed at once");
+    // The slow request is held until released, so the process is still running: the close
+    // comes from sluice, not from its exit.
+    assert_eq!(idle.try_read_to_close(), Ok(String::new()), "the idle keep-alive connection should be closed at once");
     let refused = wait_until(WAIT, || TcpStream::connect_timeout(&sluice.addr, Duration::from_secs(1)).is_err());
     assert!(refused, "sluice still accepts connections while stopping");
+    assert_eq!(sluice.child.try_wait().unwrap(), None, "sluice exited with a request in flight");
+    release.store(true, Ordering::SeqCst);
     let r = busy.response().unwrap_or_else(|e| panic!("the slow request did not complete: {e}\n{}", sluice.log()));
     assert_eq!((r.status, r.text()), (200, "done".to_string()), "{}", r.raw_head);
     assert_eq!(r.header("connection"), Some("close"), "{}", r.raw_head);

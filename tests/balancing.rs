@@ -245,7 +245,7 @@ fn a_sticky_cookie_is_replaced_when_its_backend_is_draining_or_no_longer_configu
     let (second_home, second_value) = moved_from(&sluice, &home, &value, "draining");
 
     let left: Vec<&str> = names.into_iter().filter(|n| *n != second_home).collect();
-    let summary = sluice.server().reload(sluice::Config::parse(&config(&left), "test.json").unwrap()).unwrap();
+    let summary = sluice.server().reload(sluice::Config::from_json(&config(&left), "test.json").unwrap()).unwrap();
     assert_eq!(summary.removed, 1, "{summary}");
     let (third_home, _) = moved_from(&sluice, &second_home, &second_value, "no longer configured");
     assert_ne!(third_home, home, "the drained backend got the request");

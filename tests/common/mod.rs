@@ -327,7 +327,7 @@ impl Sluice {
     }
 
     pub fn from_json(json: &str) -> Sluice {
-        let config = Config::parse(json, "test.json").unwrap_or_else(|e| panic!("bad test config: {e}\n{json}"));
+        let config = Config::from_json(json, "test.json").unwrap_or_else(|e| panic!("bad test config: {e}\n{json}"));
         Sluice::from_config(config)
     }
 

@@ -274,6 +274,9 @@ fn post_after_the_backend_closed_an_idle_connection_is_sent_once_on_a_fresh_one(
     let mut client = sluice.connect();
     let first = get_keep_alive(&mut client, "/one");
     assert_eq!(first.status, 200, "{first:?}");
+    // Only a close that has happened can be seen: a POST sent on a connection closing at that
+    // very moment fails before any response byte and is, rightly, not sent again (502).
+    assert!(wait_until(WAIT, || backend.closed_count() == 1), "the backend never closed its connection");
     client.send(b"POST /submit HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\n\r\nhello");
     let r = client.response().expect("POST response");
     assert_eq!((r.status, r.text().as_str()), (200, "POST /submit"), "{r:?}");

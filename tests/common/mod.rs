@@ -186,6 +186,7 @@ impl Drop for TestBackend {
 fn serve_backend_connection(mut stream: TcpStream, recorder: &Recorder, handler: &Handler) {
     let mut id = None;
     serve_requests(&mut stream, recorder, handler, &mut id);
+    drop(stream);
     if id.is_some() {
         recorder.closed.fetch_add(1, Ordering::SeqCst);
     }

@@ -38,22 +38,6 @@ impl Drop for Running {
     }
 }
 
-fn signal(child: &Child, name: &str) {
-    let status = Command::new("kill").args([&format!("-{name}"), &child.id().to_string()]).status().unwrap();
-    assert!(status.success());
-}
-
-/// Waits for the child to exit, killing it after `timeout`.
-fn wait_exit(child: &mut Child, timeout: Duration) -> Option<i32> {
-    let exited = wait_until(timeout, || child.try_wait().unwrap().is_some());
-    if !exited {
-        let _ = child.kill();
-        let _ = child.wait();
-        return None;
-    }
-    child.wait().unwrap().code()
-}
-
 fn can_connect(port: u16) -> bool {
     std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
 }

@@ -324,19 +324,12 @@ impl Process {
     }
 
     fn signal(&self, name: &str) {
-        let status = Command::new("kill").args([&format!("-{name}"), &self.child.id().to_string()]).status().unwrap();
-        assert!(status.success(), "kill -{name} failed");
+        signal(&self.child, name);
     }
 
     /// Waits for the process to exit, killing it after `timeout`.
     fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
-        let exited = wait_until(timeout, || self.child.try_wait().unwrap().is_some());
-        if !exited {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-            return None;
-        }
-        self.child.wait().unwrap().code()
+        wait_exit(&mut self.child, timeout)
     }
 
     fn log(&self) -> String {

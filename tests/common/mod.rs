@@ -11,6 +11,7 @@ use sluice::{Config, Server};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -598,6 +599,24 @@ pub fn config_file(name: &str, json: &str) -> PathBuf {
     let path = dir.join("config.json");
     std::fs::write(&path, json).unwrap();
     path
+}
+
+/// Sends signal `name` (`TERM`, `HUP`, ...) to `child` with kill(1).
+pub fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill").args([&format!("-{name}"), &child.id().to_string()]).status().unwrap();
+    assert!(status.success(), "kill -{name} {} failed", child.id());
+}
+
+/// Waits for `child` to exit and returns its exit code; kills it after `timeout` and returns
+/// `None`.
+pub fn wait_exit(child: &mut Child, timeout: Duration) -> Option<i32> {
+    let exited = wait_until(timeout, || child.try_wait().unwrap().is_some());
+    if !exited {
+        let _ = child.kill();
+        let _ = child.wait();
+        return None;
+    }
+    child.wait().unwrap().code()
 }
 
 /// Whether tests that need a program from outside (Chromium, PostgreSQL) must run rather than

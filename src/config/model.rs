@@ -86,7 +86,7 @@ pub struct RouteConfig {
     pub host: Option<HostMatch>,
     /// Matches the request path by whole segments; never ends in `/` unless it is `/`.
     pub path_prefix: Option<String>,
-    /// Index into [`Config::pools`].
+    /// Index into [`crate::config::Config::pools`].
     pub pool: usize,
 }
 

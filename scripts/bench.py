@@ -10,12 +10,12 @@ it can also be run by hand:
                              [--sluice-bin PATH] [--json FILE]
                              [--backend-ports 25001,25002,25003] [--lb-port 28080]
                              [--workdir DIR] [--keep-tmp]
-    python3 scripts/bench.py table FILE             # the README's comparison table from a run
-    python3 scripts/bench.py workers-table FILE...  # the README's workers table, a run per size
+    python3 scripts/bench.py table FILE             # the comparison table of docs/performance.md
+    python3 scripts/bench.py workers-table FILE...  # the workers table of docs/performance.md, a run per size
 
 Every run is written as JSON (all runs, the summary, the machine, the tools' versions and
 the command) to scripts/results/bench-<UTC date and time>.json, or to --json FILE; the
-README's tables are printed from those files, never typed in.
+The tables of docs/performance.md are printed from those files, never typed in.
 
 What it does, in order:
   1. One nginx process with three `server` blocks = three backends on 127.0.0.1
@@ -856,7 +856,7 @@ def load_results(path: str) -> tuple[dict, dict]:
 
 
 def rate(row: dict | None) -> str:
-    """`req/s (p99)` as the README writes it."""
+    """`req/s (p99)` as docs/performance.md writes it."""
     if not row or row.get("rps") is None:
         return "-"
     p99 = row.get("p99_ms")
@@ -1055,7 +1055,7 @@ def main() -> int:
         rows = summarize(runs, args.systems, args.scenarios)
         print_table(rows, args, skipped)
         path = write_results(args, skipped, rows, runs)
-        log(f"wrote {path}; README tables: python3 scripts/bench.py table {path}")
+        log(f"wrote {path}; docs/performance.md tables: python3 scripts/bench.py table {path}")
         return 0 if all(r["reps_ok"] == r["reps"] for r in rows) else 1
     finally:
         Proc.stop_all()

@@ -7,8 +7,8 @@
 #                    [--scenarios ka_small,close_small,big_1mib,c1000]
 #                    [--sluice-bin PATH] [--build] [--json FILE] [--keep-tmp]
 #                    [--backend-ports 25001,25002,25003] [--lb-port 28080]
-#   scripts/bench.sh --table FILE              # print the README's comparison table from a run
-#   scripts/bench.sh --workers-table FILE...   # print the README's workers table, a run per size
+#   scripts/bench.sh --table FILE              # print the comparison table of docs/performance.md from a run
+#   scripts/bench.sh --workers-table FILE...   # print the workers table of docs/performance.md, a run per size
 #
 #   scripts/bench.sh --quick                                   # smoke run: 1 rep x 2 s
 #   scripts/bench.sh                                           # full run: 3 reps x 5 s (~8 min)
@@ -37,7 +37,7 @@
 #     then sluice/peer ratios;
 #   - writes every run, the summary, the machine, the tools' versions and the command as JSON
 #     to scripts/results/bench-<UTC date and time>.json (or --json FILE). Commit that file with
-#     the README table printed from it by --table.
+#     the docs/performance.md table printed from it by --table.
 #
 # Everything started is stopped by PID: bench.py stops what it started, and the EXIT trap
 # below stops bench.py and anything bench.py recorded in WORKDIR/pids that is still alive.

@@ -4,7 +4,7 @@
 #
 # Usage:
 #   scripts/soak.sh [SECONDS]          # default 600 (10 minutes)
-#   scripts/soak.sh --summary FILE     # the README's soak sentence from a result file
+#   scripts/soak.sh --summary FILE     # the soak sentence of docs/performance.md from a result file
 #
 # Environment: SOAK_PORTS (default 27101,27102,27103,27180: three backends, then sluice),
 #   SLUICE_BIN (default target/release/sluice under the repo root, built if missing),
@@ -31,7 +31,7 @@
 #     timeout) or a response other than 2xx/3xx, or when wrk reported no requests at all;
 #   - writes the result (the numbers above, the samples, the verdict, the machine and the
 #     sluice commit) as JSON to scripts/results/soak-<UTC date and time>.json; commit it with
-#     the README sentence printed from it by --summary.
+#     the docs/performance.md sentence printed from it by --summary.
 #
 # Every process it starts is stopped by its pid on exit; wrk runs under `timeout`. Logs and
 # samples stay in a directory under /tmp, printed at the end. Exit status: 0 when nothing
@@ -40,7 +40,7 @@ set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 
-# The README's sentence about the latest soak, from a result file this script wrote.
+# The sentence of docs/performance.md about the latest soak, from a result file this script wrote.
 summary() {
   python3 - "$1" <<'PY'
 import json, os, sys

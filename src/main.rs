@@ -295,8 +295,8 @@ fn describe(config: &Config) -> String {
     let body = l.max_body_bytes.map_or("unlimited".to_string(), |n| n.to_string());
     let per_client = l.max_connections_per_client.map_or("unlimited".to_string(), |n| n.to_string());
     out += &format!(
-        "limits: maxHeaderBytes {}, maxBodyBytes {body}, maxConnections {}, maxConnectionsPerClient {per_client}, maxIdlePerBackend {}; exposeBackend {}, waitingRoom {}\n",
-        l.max_header_bytes, l.max_connections, l.max_idle_per_backend, config.expose_backend, config.waiting_room
+        "limits: maxHeaderBytes {}, maxBodyBytes {body}, maxConnections {}, maxConnectionsPerClient {per_client}, maxIdlePerBackend {}; exposeBackend {}, waitingRoom {}, explain {}\n",
+        l.max_header_bytes, l.max_connections, l.max_idle_per_backend, config.expose_backend, config.waiting_room, config.explain
     );
     out += &match &config.admin {
         Some(a) => {

@@ -163,3 +163,18 @@ fn check_explain_prints_a_configuration_that_checks_again_and_a_capacity_estimat
     assert_eq!(output.status.code(), Some(2));
     assert!(stderr(&output).contains("--explain goes with --check"), "{}", stderr(&output));
 }
+
+#[test]
+fn the_tours_configurations_check_and_simulate() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/tour");
+    for name in ["demo.json", "weighted.json", "backends.json", "spare.json"] {
+        let path = format!("{dir}/{name}");
+        let output = run(&["--check", "--explain", "--config", &path]);
+        assert_eq!(output.status.code(), Some(0), "{name}: {}", stderr(&output));
+        let output = run(&["simulate", "--config", &path, "--requests", "1000"]);
+        assert_eq!(output.status.code(), Some(0), "{name}: {}", stderr(&output));
+    }
+    let tour = format!("{dir}/demo.json");
+    let output = run(&["simulate", "--config", &tour, "--clients", "1000", "--remove", "http://127.0.0.1:5003"]);
+    assert!(stdout(&output).contains("ip-hash"), "{}", stdout(&output));
+}

@@ -275,7 +275,7 @@ fn read_final_response(
 /// connection is not reusable afterwards.
 fn switch_protocols(ctx: &Context, client: &mut ExchangeIo, request: &Request, up: &mut BufferedStream) -> Attempt {
     client.out.clear();
-    write_switching_head(&mut client.out, &client.response, request.set_cookie.as_deref());
+    write_switching_head(&mut client.out, &client.response, request.set_cookie.as_deref(), request.decision);
     if client.stream.get_ref().write_all(&client.out).is_err() {
         return done(Outcome::closed(CLIENT_CLOSED));
     }

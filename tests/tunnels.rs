@@ -236,6 +236,19 @@ fn a_sticky_pool_pins_the_client_in_the_101() {
 }
 
 #[test]
+fn an_explained_101_says_why_its_backend_was_picked() {
+    let backend = EchoBackend::start("ws", true);
+    let sluice = http_sluice(&backend.url("http"), r#""explain": true,"#);
+    let mut c = connect(sluice.addr);
+    c.write_all(upgrade_request("").as_bytes()).unwrap();
+    let (head, _) = read_head(&mut c).expect("a 101 head");
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    let picked = format!("; picked={}; reason=next in turn; attempt=1\r\n", backend.url("http"));
+    assert!(head.contains("\r\nX-Sluice-Decision: route=*; pool=default; algorithm=round-robin;"), "{head}");
+    assert!(head.contains(&picked), "{head}");
+}
+
+#[test]
 fn websocket_carries_50_mib_each_way_and_passes_a_half_close() {
     let backend = EchoBackend::start("ws", true);
     let sluice = http_sluice(&backend.url("http"), "");

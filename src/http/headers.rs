@@ -171,8 +171,9 @@ pub fn write_response_head(out: &mut Vec<u8>, head: &ResponseHead, how: &Respons
 }
 
 /// Writes a backend's `101 Switching Protocols` for the client: its end-to-end fields, its
-/// `Upgrade` fields, a sticky session's `Set-Cookie` if any, and `Connection: upgrade`.
-pub fn write_switching_head(out: &mut Vec<u8>, head: &ResponseHead, set_cookie: Option<&str>) {
+/// `Upgrade` fields, a sticky session's `Set-Cookie` and the `explain` decision if any, and
+/// `Connection: upgrade`.
+pub fn write_switching_head(out: &mut Vec<u8>, head: &ResponseHead, set_cookie: Option<&str>, decision: Option<&str>) {
     write_status_line(out, head);
     let named = NamedByConnection::of(head);
     for (i, h) in head.headers.iter().enumerate() {
@@ -182,6 +183,9 @@ pub fn write_switching_head(out: &mut Vec<u8>, head: &ResponseHead, set_cookie: 
     }
     if let Some(cookie) = set_cookie {
         push_field(out, b"Set-Cookie", cookie.as_bytes());
+    }
+    if let Some(decision) = decision {
+        push_field(out, b"X-Sluice-Decision", decision.as_bytes());
     }
     out.extend_from_slice(b"Connection: upgrade\r\n\r\n");
 }
@@ -418,14 +422,14 @@ mod tests {
             ]),
         };
         let mut out = Vec::new();
-        write_switching_head(&mut out, &head, None);
+        write_switching_head(&mut out, &head, None, None);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\
              Connection: upgrade\r\n\r\n"
         );
         let mut out = Vec::new();
-        write_switching_head(&mut out, &head, Some("SRV=00ff; Path=/; HttpOnly"));
+        write_switching_head(&mut out, &head, Some("SRV=00ff; Path=/; HttpOnly"), None);
         assert!(String::from_utf8(out)
             .unwrap()
             .ends_with("\r\nSet-Cookie: SRV=00ff; Path=/; HttpOnly\r\nConnection: upgrade\r\n\r\n"));

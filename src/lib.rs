@@ -20,6 +20,8 @@
 //!    [`balance`] algorithm picks a [`backend`] (or a sticky cookie names one,
 //!    [`http::cookie`]); when every backend is at its connection limit the request waits in
 //!    the pool's [`queue`]. The backend hands over an idle keep-alive connection or opens one.
+//!    With `"explain": true`, [`explain`] records why the pick went where it went, and the
+//!    response carries it as `X-Sluice-Decision`.
 //! 4. Still in [`proxy`]: the request head is rewritten ([`http::headers`]) and sent with its
 //!    body streamed through fixed buffers ([`http::body`]); the response head comes back, and
 //!    the response is relayed the same way. A clean backend connection goes back to the idle
@@ -36,7 +38,10 @@
 //! Beside the request path: [`health`] probes backends on a timer and takes them out when
 //! real traffic fails; [`runtime`] holds the state every thread shares; [`config`] turns the
 //! JSON file into validated settings; [`demo`] runs the demo backends for `--demo`; [`ops`]
-//! has the admin API, metrics, the access log, alerts, runtime changes and reload.
+//! has the admin API, metrics, the access log, alerts, runtime changes and reload;
+//! [`simulate`] drives the pools' picking code without sockets for `sluice simulate`;
+//! [`check`] and [`capacity`] print the effective configuration and the capacity estimate
+//! for `--check --explain`.
 
 #![deny(unsafe_code)]
 

@@ -164,46 +164,10 @@ struct Exchange<'a> {
     _in_flight: InFlight<'a>,
 }
 
-/// Runs the closed loop of the module comment over one pool.
+/// Simulates one pool and compares what each backend got with what it should get.
 fn simulate_pool(config: &PoolConfig, options: &Options) -> PoolReport {
     let pool = Pool::new(config.clone(), None);
-    let n = pool.backends.len();
-    let durations = Random::with_seed(0x5eed);
-    let (mut requests, mut peaks) = (vec![0; n], vec![0; n]);
-    let mut queue =
-        QueueReport { limited: config.servers.iter().any(|s| s.max_connections.is_some()), ..QueueReport::default() };
-    let mut ready: Vec<usize> = (0..options.clients).collect();
-    let mut waiting: VecDeque<(usize, u64)> = VecDeque::new();
-    let mut in_flight: Vec<Exchange> = Vec::new();
-    let (mut sent, mut now) = (0, 0u64);
-    while sent < options.requests || !waiting.is_empty() {
-        for exchange in in_flight.extract_if(.., |e| e.ends <= now) {
-            ready.push(exchange.client);
-        }
-        for client in ready.drain(..) {
-            if sent < options.requests {
-                waiting.push_back((client, now));
-                sent += 1;
-            }
-        }
-        while let Some(&(client, since)) = waiting.front() {
-            let Some(i) = pool.pick(&[], client_addr(client)) else { break };
-            waiting.pop_front();
-            if since < now {
-                queue.waited += 1;
-                queue.wait_ticks += now - since;
-            }
-            let ends = now + 1 + durations.next_u64() % LONGEST_EXCHANGE_TICKS;
-            in_flight.push(Exchange { ends, client, _in_flight: pool.backends[i].start_exchange() });
-            requests[i] += 1;
-            peaks[i] = peaks[i].max(pool.backends[i].active());
-        }
-        queue.peak_waiting = queue.peak_waiting.max(waiting.len());
-        if in_flight.is_empty() {
-            break; // no clients, or no backend of the pool takes requests: nothing will change
-        }
-        now += 1;
-    }
+    let tally = run_closed_loop(&pool, options);
     let expected = expected_shares(config);
     let backends = config
         .servers
@@ -214,13 +178,61 @@ fn simulate_pool(config: &PoolConfig, options: &Options) -> PoolReport {
             weight: s.weight,
             max_connections: s.max_connections,
             backup: s.backup,
-            requests: requests[i],
+            requests: tally.requests[i],
             expected_share: expected[i],
-            peak_in_flight: peaks[i],
+            peak_in_flight: tally.peaks[i],
         })
         .collect::<Vec<_>>();
     let fairness = jain_index(&backends);
+    let queue = tally.queue;
     PoolReport { name: config.name.clone(), algorithm: config.algorithm, backends, fairness, queue, moved: Vec::new() }
+}
+
+/// What the closed loop counted, by backend index.
+struct Tally {
+    requests: Vec<usize>,
+    peaks: Vec<usize>,
+    queue: QueueReport,
+}
+
+/// Runs the closed loop of the module comment over `pool`, one tick per turn: exchanges that
+/// are over free their clients, ready clients send, and waiting requests are picked in order
+/// until a pick finds nothing.
+fn run_closed_loop(pool: &Pool, options: &Options) -> Tally {
+    let n = pool.backends.len();
+    let durations = Random::with_seed(0x5eed);
+    let limited = pool.backends.iter().any(|b| b.config.max_connections.is_some());
+    let mut tally =
+        Tally { requests: vec![0; n], peaks: vec![0; n], queue: QueueReport { limited, ..QueueReport::default() } };
+    let mut ready: Vec<usize> = (0..options.clients).collect();
+    let mut waiting: VecDeque<(usize, u64)> = VecDeque::new();
+    let mut in_flight: Vec<Exchange> = Vec::new();
+    let (mut sent, mut now) = (0, 0u64);
+    while sent < options.requests || !waiting.is_empty() {
+        ready.extend(in_flight.extract_if(.., |e| e.ends <= now).map(|e| e.client));
+        for client in ready.drain(..).take(options.requests - sent) {
+            waiting.push_back((client, now));
+            sent += 1;
+        }
+        while let Some(&(client, since)) = waiting.front() {
+            let Some(i) = pool.pick(&[], client_addr(client)) else { break };
+            waiting.pop_front();
+            if since < now {
+                tally.queue.waited += 1;
+                tally.queue.wait_ticks += now - since;
+            }
+            let ends = now + 1 + durations.next_u64() % LONGEST_EXCHANGE_TICKS;
+            in_flight.push(Exchange { ends, client, _in_flight: pool.backends[i].start_exchange() });
+            tally.requests[i] += 1;
+            tally.peaks[i] = tally.peaks[i].max(pool.backends[i].active());
+        }
+        tally.queue.peak_waiting = tally.queue.peak_waiting.max(waiting.len());
+        if in_flight.is_empty() {
+            break; // no clients, or no backend of the pool takes requests: nothing will change
+        }
+        now += 1;
+    }
+    tally
 }
 
 /// The share of requests each backend should get by the algorithm's documented behaviour

@@ -45,7 +45,13 @@ pub fn effective(config: &Config) -> Value {
         "accessLog": {"format": config.access_log.format.name()},
         "alerts": {"timeout": duration(config.alerts.timeout)},
     });
-    if let Some(max) = l.max_body_bytes {
+    add_optional(&mut top, config);
+    top
+}
+
+/// Adds the keys that have no default (off or unlimited when left out) where they are set.
+fn add_optional(top: &mut Value, config: &Config) {
+    if let Some(max) = config.limits.max_body_bytes {
         top["limits"]["maxBodyBytes"] = json!(max);
     }
     if let Some(path) = &config.access_log.path {
@@ -73,7 +79,6 @@ pub fn effective(config: &Config) -> Value {
             top["alerts"][key] = json!(percent);
         }
     }
-    top
 }
 
 fn listener(config: &Config, l: &ListenerConfig) -> Value {

@@ -238,6 +238,20 @@ mod tests {
     }
 
     #[test]
+    fn a_request_that_waited_in_the_queue_says_so() {
+        let list = backends(&[1]);
+        let mut d = Decision::default();
+        d.note_queued();
+        d.note_pick(&list, |_| CandidateState::Up, Some(0), Why { reason: "next in turn".into(), ..Why::default() });
+        assert!(
+            d.render()
+                .contains("reason=next in turn (after waiting in the queue: every candidate was full); attempt=1"),
+            "{}",
+            d.text()
+        );
+    }
+
+    #[test]
     fn scores_print_whole_or_with_three_decimals() {
         assert_eq!(number(-3.0), "-3");
         assert_eq!(number(0.12345), "0.123");

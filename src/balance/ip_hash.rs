@@ -162,6 +162,20 @@ mod tests {
     }
 
     #[test]
+    fn the_reason_names_the_clients_choice_in_its_hash_order() {
+        let list = backends(&[1, 1, 1]);
+        let client = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 0)); // first choice a (see PINNED)
+        let mut why = Why::default();
+        assert_eq!(IpHash.choose(&list, &|_| true, client, Some(&mut why)), Some(0));
+        assert_eq!(why.reason, "highest score for client 10.0.0.0: its first choice");
+        assert_eq!(why.scores.iter().filter(|s| s.is_some()).count(), 3);
+        let mut why = Why::default();
+        let second = IpHash.choose(&list, &|i| i != 0, client, Some(&mut why));
+        assert_ne!(second, Some(0));
+        assert_eq!(why.reason, "choice 2 in client 10.0.0.0's hash order: the higher ones are not eligible");
+    }
+
+    #[test]
     fn ipv4_mapped_ipv6_clients_hash_like_ipv4() {
         let list = backends(&[1, 1, 1, 1, 1]);
         for v4 in clients(50) {

@@ -129,6 +129,23 @@ mod tests {
     }
 
     #[test]
+    fn the_reason_says_whether_the_pick_was_alone_in_its_load_or_tied() {
+        //  in flight:  a 1   b 0   c 0   ->  b, tied with c
+        let list = backends(&[1, 1, 1]);
+        let _held = list[0].start_exchange();
+        let lc = LeastConnections::default();
+        let mut why = Why::default();
+        assert_eq!(lc.choose(&list, &|_| true, crate::balance::testing::CLIENT, Some(&mut why)), Some(1));
+        assert_eq!(
+            why.reason,
+            "fewest in flight for its weight (0 in flight for weight 1), tied with 1; the rotation broke the tie"
+        );
+        let mut why = Why::default();
+        assert_eq!(lc.choose(&list, &|i| i != 2, crate::balance::testing::CLIENT, Some(&mut why)), Some(1));
+        assert_eq!(why.reason, "fewest in flight for its weight (0 in flight for weight 1)");
+    }
+
+    #[test]
     fn ineligible_and_weight_zero_backends_are_never_picked() {
         let list = backends(&[1, 0, 1]);
         let _held = list[0].start_exchange();

@@ -176,6 +176,22 @@ mod tests {
     }
 
     #[test]
+    fn the_reason_names_both_draws_and_the_verdict() {
+        //  b is busy: whenever it is drawn the other one wins
+        let list = backends(&[1, 1]);
+        let _held = list[1].start_exchange();
+        let random = Random::with_seed(11);
+        let mut why = Why::default();
+        assert_eq!(random.choose(&list, &|_| true, crate::balance::testing::CLIENT, Some(&mut why)), Some(0));
+        assert!(why.reason.starts_with("drew http://127.0.0.1:10"), "{}", why.reason);
+        assert!(why.reason.contains("http://127.0.0.1:1001 (1 in flight, weight 1)"), "{}", why.reason);
+        assert!(why.reason.ends_with("has fewer in flight for its weight"), "{}", why.reason);
+        let mut why = Why::default();
+        random.choose(&list, &|i| i == 1, crate::balance::testing::CLIENT, Some(&mut why));
+        assert_eq!(why.reason, "the only candidate: http://127.0.0.1:1001 (1 in flight, weight 1)");
+    }
+
+    #[test]
     fn different_seeds_give_different_sequences() {
         let list = backends(&[1, 1, 1, 1]);
         let one = picks(&Random::with_seed(1), &list, &|_| true, 40);

@@ -82,6 +82,19 @@ mod tests {
     }
 
     #[test]
+    fn the_reason_counts_skipped_backends_and_the_cursor_is_kept() {
+        let list = backends(&[1, 1, 1]);
+        let rr = RoundRobin::default();
+        let mut why = Why::default();
+        assert_eq!(rr.choose(&list, &|i| i == 2, CLIENT, Some(&mut why)), Some(2));
+        assert_eq!(why.reason, "next in turn after skipping 2 not eligible");
+        assert_eq!(rr.kept(3), Kept::Cursor(0), "after c the turn wraps to a");
+        let mut why = Why::default();
+        rr.choose(&list, &|_| true, CLIENT, Some(&mut why));
+        assert_eq!(why.reason, "next in turn");
+    }
+
+    #[test]
     fn nothing_eligible_is_none() {
         let list = backends(&[1, 1]);
         let rr = RoundRobin::default();

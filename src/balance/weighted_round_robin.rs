@@ -117,6 +117,20 @@ mod tests {
     }
 
     #[test]
+    fn the_reason_and_scores_are_the_current_weights_after_the_pick() {
+        //  weights 5 1 1, first pick: 5 1 1 after adding; a wins and gives back 7: -2 1 1
+        let list = backends(&[5, 1, 1]);
+        let wrr = WeightedRoundRobin::default();
+        let mut why = Why::default();
+        assert_eq!(wrr.choose(&list, &|_| true, crate::balance::testing::CLIENT, Some(&mut why)), Some(0));
+        assert_eq!(why.scores, [Some(-2.0), Some(1.0), Some(1.0)]);
+        assert_eq!(why.score_name, "current");
+        assert!(why.reason.starts_with("highest current weight (5)"), "{}", why.reason);
+        assert!(why.reason.ends_with("gave back the total (7)"), "{}", why.reason);
+        assert_eq!(wrr.kept(3), Kept::CurrentWeights(vec![-2, 1, 1]));
+    }
+
+    #[test]
     fn weight_zero_is_never_picked_even_when_eligible() {
         let list = backends(&[0, 1]);
         assert_eq!(picks(&WeightedRoundRobin::default(), &list, &|_| true, 3), "bbb");

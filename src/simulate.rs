@@ -96,6 +96,8 @@ pub struct BackendReport {
     /// The share the algorithm's documented behaviour gives it, from 0 to 1.
     pub expected_share: f64,
     pub peak_in_flight: usize,
+    /// Picks made while this backend was at its `maxConnections`, so it could not be picked.
+    pub full_picks: usize,
 }
 
 /// What `maxConnections` made requests do.
@@ -181,6 +183,7 @@ fn simulate_pool(config: &PoolConfig, options: &Options) -> PoolReport {
             requests: tally.requests[i],
             expected_share: expected[i],
             peak_in_flight: tally.peaks[i],
+            full_picks: tally.full[i],
         })
         .collect::<Vec<_>>();
     let fairness = jain_index(&backends);
@@ -192,6 +195,8 @@ fn simulate_pool(config: &PoolConfig, options: &Options) -> PoolReport {
 struct Tally {
     requests: Vec<usize>,
     peaks: Vec<usize>,
+    /// Picks made while each backend was full.
+    full: Vec<usize>,
     queue: QueueReport,
 }
 
@@ -202,8 +207,8 @@ fn run_closed_loop(pool: &Pool, options: &Options) -> Tally {
     let n = pool.backends.len();
     let durations = Random::with_seed(0x5eed);
     let limited = pool.backends.iter().any(|b| b.config.max_connections.is_some());
-    let mut tally =
-        Tally { requests: vec![0; n], peaks: vec![0; n], queue: QueueReport { limited, ..QueueReport::default() } };
+    let queue = QueueReport { limited, ..QueueReport::default() };
+    let mut tally = Tally { requests: vec![0; n], peaks: vec![0; n], full: vec![0; n], queue };
     let mut ready: Vec<usize> = (0..options.clients).collect();
     let mut waiting: VecDeque<(usize, u64)> = VecDeque::new();
     let mut in_flight: Vec<Exchange> = Vec::new();
@@ -217,6 +222,9 @@ fn run_closed_loop(pool: &Pool, options: &Options) -> Tally {
         while let Some(&(client, since)) = waiting.front() {
             let Some(i) = pool.pick(&[], client_addr(client)) else { break };
             waiting.pop_front();
+            for (full, backend) in tally.full.iter_mut().zip(&pool.backends) {
+                *full += usize::from(!backend.has_room());
+            }
             if since < now {
                 tally.queue.waited += 1;
                 tally.queue.wait_ticks += now - since;
@@ -327,6 +335,14 @@ fn write_pool(f: &mut fmt::Formatter<'_>, pool: &PoolReport) -> fmt::Result {
     if !q.limited {
         return writeln!(f, "  queue: no backend has maxConnections, so no request waits");
     }
+    let picks: usize = pool.backends.iter().map(|b| b.requests).sum();
+    for b in pool.backends.iter().filter(|b| b.full_picks > 0) {
+        writeln!(
+            f,
+            "  {} was at its maxConnections for {} of {picks} picks, which went to others or waited",
+            b.url, b.full_picks
+        )?;
+    }
     let mean = if q.waited == 0 { 0.0 } else { q.wait_ticks as f64 / q.waited as f64 };
     writeln!(
         f,
@@ -406,6 +422,7 @@ mod tests {
         assert_eq!(report.backends.iter().map(|b| b.peak_in_flight).collect::<Vec<_>>(), [2, 1]);
         assert!(report.queue.limited && report.queue.waited > 1_000, "{:?}", report.queue);
         assert_eq!(report.queue.peak_waiting, 7, "ten clients, three slots");
+        assert!(report.backends.iter().all(|b| b.full_picks > 0), "{:?}", report.backends);
         assert_eq!(shares(report).iter().sum::<usize>(), 2_000);
     }
 
@@ -443,6 +460,7 @@ mod tests {
             requests,
             expected_share,
             peak_in_flight: 0,
+            full_picks: 0,
         };
         assert!((jain_index(&[b(50, 0.5), b(50, 0.5)]) - 1.0).abs() < 1e-9);
         assert!((jain_index(&[b(100, 0.25), b(0, 0.25), b(0, 0.25), b(0, 0.25)]) - 0.25).abs() < 1e-9);

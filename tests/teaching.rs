@@ -118,6 +118,7 @@ fn connection_limits_are_never_passed_and_the_rest_wait() {
     assert_eq!(*backend_line(&report, A).last().unwrap(), 2.0, "peak in flight\n{report}");
     assert_eq!(*backend_line(&report, B).last().unwrap(), 1.0, "peak in flight\n{report}");
     assert!(report.contains("(at most 7 at once"), "{report}");
+    assert!(report.contains(&format!("{B} was at its maxConnections for ")), "{report}");
 }
 
 #[test]

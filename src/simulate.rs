@@ -244,10 +244,12 @@ fn run_closed_loop(pool: &Pool, options: &Options) -> Tally {
 }
 
 /// The share of requests each backend should get by the algorithm's documented behaviour
-/// when every backend is up: round robin splits evenly among the primaries of weight above
-/// 0, the others split by weight; backups get nothing while a primary serves.
+/// when every backend is up: round robin splits evenly among the serving backends of weight
+/// above 0, the others split by weight. The primaries serve; backups only when no primary
+/// has weight above 0.
 pub fn expected_shares(pool: &PoolConfig) -> Vec<f64> {
-    let serving = |s: &crate::config::ServerConfig| !s.backup && s.weight > 0;
+    let backups_serve = !pool.servers.iter().any(|s| !s.backup && s.weight > 0);
+    let serving = |s: &crate::config::ServerConfig| s.backup == backups_serve && s.weight > 0;
     let share_of = |s: &crate::config::ServerConfig| match pool.algorithm {
         Algorithm::RoundRobin => 1.0,
         _ => f64::from(s.weight),
@@ -329,6 +331,9 @@ fn write_pool(f: &mut fmt::Formatter<'_>, pool: &PoolReport) -> fmt::Result {
             b.peak_in_flight,
             bar(b.requests as f64 / most as f64),
         )?;
+    }
+    if total == 0 {
+        return writeln!(f, "  no request could be sent: no backend of this pool has a weight above 0");
     }
     writeln!(f, "  Jain's fairness index (requests against each backend's expected share): {:.3}", pool.fairness)?;
     let q = &pool.queue;
@@ -448,6 +453,27 @@ mod tests {
         );
         let only = Options { remove: Some("http://a:1".into()), ..Options::default() };
         assert_eq!(run(&c, &only).unwrap_err(), SimulateError::LastBackend("http://a:1".into()));
+    }
+
+    #[test]
+    fn backups_are_expected_to_serve_only_without_primaries() {
+        let options = Options { requests: 900, clients: 9, remove: None };
+        let with_primary = r#""servers": ["http://a:1", {"url": "http://b:1", "backup": true}]"#;
+        let report = &simulate("round-robin", with_primary, &options).pools[0];
+        assert_eq!(shares(report), [900, 0]);
+        assert_eq!(report.backends.iter().map(|b| b.expected_share).collect::<Vec<_>>(), [1.0, 0.0]);
+        let only_backups = r#""servers": [{"url": "http://a:1", "weight": 0}, {"url": "http://b:1", "backup": true}]"#;
+        let report = &simulate("round-robin", only_backups, &options).pools[0];
+        assert_eq!(shares(report), [0, 900]);
+        assert_eq!(report.backends.iter().map(|b| b.expected_share).collect::<Vec<_>>(), [0.0, 1.0]);
+    }
+
+    #[test]
+    fn a_pool_nothing_can_be_picked_from_ends_at_once_and_says_why() {
+        let servers = r#""servers": [{"url": "http://a:1", "weight": 0}]"#;
+        let report = simulate("round-robin", servers, &Options::default());
+        assert_eq!(shares(&report.pools[0]), [0]);
+        assert!(report.to_string().contains("no request could be sent: no backend of this pool has a weight above 0"));
     }
 
     #[test]

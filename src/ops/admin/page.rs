@@ -189,16 +189,16 @@ fn render_algorithm_at_work(html: &mut String, pool: &PoolSnapshot, scale: &Scal
             escape(&s.url),
             kept_by(&pool.kept, i),
             s.active,
-            in_flight_bar(s, scale),
+            in_flight_bar(s.active, scale.most_in_flight),
             chart(&s.history, scale.chart_peak)
         );
     }
     html.push_str("</tbody></table></div>\n");
 }
 
-/// A bar of `s`'s exchanges in flight against the pool's largest limit or load.
-fn in_flight_bar(s: &ServerSnapshot, scale: &Scale) -> String {
-    let share = if scale.most_in_flight > 0 { s.active as f64 / scale.most_in_flight as f64 * 100.0 } else { 0.0 };
+/// A bar of `active` exchanges in flight against `most`, the pool's largest limit or load.
+fn in_flight_bar(active: usize, most: usize) -> String {
+    let share = if most > 0 { active as f64 / most as f64 * 100.0 } else { 0.0 };
     format!("<span class=\"bar\" title=\"in flight\"><i style=\"width:{share:.0}%\"></i></span>")
 }
 
@@ -401,6 +401,13 @@ mod tests {
             "{html}"
         );
         assert_eq!(chart_buckets(&[]), Vec::<f64>::new());
+    }
+
+    #[test]
+    fn in_flight_bars_are_measured_against_the_pools_largest_limit_or_load() {
+        assert!(in_flight_bar(1, 4).contains("width:25%"));
+        assert!(in_flight_bar(4, 4).contains("width:100%"));
+        assert!(in_flight_bar(0, 0).contains("width:0%"));
     }
 
     #[test]

@@ -106,6 +106,11 @@ impl Pool {
         })
     }
 
+    /// [`Pool::pick`], recording in `decision` why the pick went where it went.
+    pub fn pick_noting(&self, client: IpAddr, decision: &mut Decision) -> Option<usize> {
+        self.with_facts(&[], |facts| self.explained_pick(facts, None, client, decision))
+    }
+
     /// Picks a backend and counts the exchange in flight. When every candidate is at its
     /// limit, waits up to `queue_timeout` for a slot to come free.
     pub fn acquire(&self, request: &PickRequest, queue_timeout: Duration) -> Result<Slot<'_>, NoSlot> {
@@ -150,7 +155,7 @@ impl Pool {
                 let picked = match (sticky.filter(|&i| eligible(i)), decision.as_deref_mut()) {
                     (Some(i), None) => Some(i),
                     (None, None) => self.balancer.pick(&self.backends, &eligible, request.client),
-                    (sticky, Some(decision)) => self.pick_noting(facts, sticky, request.client, decision),
+                    (sticky, Some(decision)) => self.explained_pick(facts, sticky, request.client, decision),
                 };
                 picked.ok_or_else(|| {
                     let any_candidate = facts.iter().any(|&f| is_candidate(f, tier));
@@ -170,7 +175,7 @@ impl Pool {
 
     /// The pick of [`Pool::try_acquire`] when explaining: the sticky backend if it is
     /// eligible, else the balancer's pick through the same code; records both in `decision`.
-    fn pick_noting(
+    fn explained_pick(
         &self,
         facts: &[Facts],
         sticky: Option<usize>,

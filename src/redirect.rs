@@ -1,13 +1,15 @@
 //! Redirect mode: a `"mode": "redirect"` listener answers every request itself with
 //! `307 Temporary Redirect` to a backend of its pool, picked by the pool's algorithm, with
 //! the original path and query. Clients then talk to that backend directly, as HAProxy's
-//! `redir` does. Health still applies: with no backend available the answer is `503`.
+//! `redir` does. Health still applies: with no backend available the answer is `503`. With
+//! `"explain": true` the answer carries the decision (`X-Sluice-Decision`).
 //!
 //! Called by `connection` once per request head on redirect listeners. Writes the picked
 //! backend's request counter.
 
 use crate::backend_error::BackendError;
 use crate::exchange::{may_keep_alive, refuse, Context, ExchangeIo, Outcome};
+use crate::explain::{Decision, DECISION_FIELD};
 use crate::http::error::canned_response;
 use crate::http::framing::{request_framing, BodyFraming};
 use crate::http::head::RequestHead;
@@ -29,16 +31,24 @@ pub fn answer(ctx: &Context, client: &mut ExchangeIo, head: &mut RequestHead) ->
     let Some(pool) = ctx.state.listener_pool(ctx.listener) else {
         return send(client, head, canned_response(404, "no pool for this listener", &[], true), 404, false);
     };
-    let Some(index) = pool.pick(&[], client.peer.ip()) else {
+    let mut decision = ctx.state.config.explain.then(|| Decision::for_pool(ctx.listener, head, pool));
+    let picked = match decision.as_mut() {
+        Some(decision) => pool.pick_noting(client.peer.ip(), decision),
+        None => pool.pick(&[], client.peer.ip()),
+    };
+    let decided = decision.as_mut().map(|d| (DECISION_FIELD, d.render()));
+    let Some(index) = picked else {
         let error = BackendError::Unavailable { retry_after_secs: pool.retry_after_secs() };
         let retry_after = pool.retry_after_secs().to_string();
-        let response = canned_response(error.status(), error.detail(), &[("Retry-After", &retry_after)], !keep_alive);
+        let extra: Vec<_> = [("Retry-After", retry_after.as_str())].into_iter().chain(decided).collect();
+        let response = canned_response(error.status(), error.detail(), &extra, !keep_alive);
         return send(client, head, response, error.status(), keep_alive);
     };
     let backend = &pool.backends[index];
     let _counted = backend.start_exchange();
     let target = location(backend.url(), &head.target);
-    let response = canned_response(307, &format!("see {target}"), &[("Location", &target)], !keep_alive);
+    let extra: Vec<_> = [("Location", target.as_str())].into_iter().chain(decided).collect();
+    let response = canned_response(307, &format!("see {target}"), &extra, !keep_alive);
     let mut outcome = send(client, head, response, 307, keep_alive);
     outcome.backend = Some(Arc::clone(backend));
     outcome

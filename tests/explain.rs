@@ -138,3 +138,34 @@ fn a_routed_request_names_its_route_and_pool() {
     let text = decision(&c.response().unwrap());
     assert!(text.starts_with("route=*; pool=web; algorithm=round-robin;"), "{text}");
 }
+
+#[test]
+fn a_redirect_listener_explains_its_307_and_its_503() {
+    let closed = closed_port_url();
+    let backend = TestBackend::named("b");
+    let json = format!(
+        r#"{{"explain": true,
+            "listeners": [{{"listen": "127.0.0.1:0", "mode": "redirect", "pool": "web"}}],
+            "pools": {{"web": {{"servers": [{:?}, {closed:?}], "algorithm": "ip-hash",
+                "healthCheckInterval": "50ms", "healthCheck": {{"rise": 1, "fall": 1}}}}}}}}"#,
+        backend.url()
+    );
+    let sluice = Sluice::from_json(&json);
+    let down =
+        wait_until(Duration::from_secs(5), || !sluice.server().runtime().state().pools[0].backends[1].is_healthy());
+    assert!(down, "the closed backend never went down");
+    let response = sluice.get("/x");
+    assert_eq!(response.status, 307, "{}", response.raw_head);
+    let text = decision(&response);
+    assert!(text.starts_with("route=*; pool=web; algorithm=ip-hash; candidates="), "{text}");
+    assert!(text.contains(&format!("{closed} down in-flight=0 weight=1 score=")), "{text}");
+    assert!(text.contains(&format!("picked={}; reason=", backend.url())), "{text}");
+    assert_eq!(response.header("location"), Some(format!("{}/x", backend.url()).as_str()));
+
+    drop(backend);
+    let pools = || sluice.server().runtime().state().pools[0].backends.iter().all(|b| !b.is_healthy());
+    assert!(wait_until(Duration::from_secs(5), pools), "the stopped backend never went down");
+    let response = sluice.get("/x");
+    assert_eq!(response.status, 503, "{}", response.raw_head);
+    assert!(decision(&response).contains("; picked=none; reason=nothing eligible; attempt=1"), "{}", response.raw_head);
+}

@@ -248,7 +248,9 @@ fn chart(history: &[f64], peak: f64) -> String {
 fn kept_by(kept: &Kept, index: usize) -> String {
     match kept {
         Kept::Nothing => dash(),
-        Kept::Cursor(next) if *next == index => "<span class=\"next\">next in turn \u{25b8}</span>".to_string(),
+        Kept::Cursor(next) if *next == index => {
+            "<span class=\"next\">\u{25b8} the next pick starts here</span>".to_string()
+        }
         Kept::Cursor(_) => String::new(),
         Kept::CurrentWeights(weights) => {
             weights.get(index).map_or_else(dash, |w| format!("<span class=\"kept\">current weight {w}</span>"))
@@ -414,7 +416,7 @@ mod tests {
     fn what_the_algorithm_keeps_is_shown_by_server() {
         let weights = Kept::CurrentWeights(vec![-2, 1, 1]);
         assert!(kept_by(&weights, 0).contains("current weight -2"));
-        assert!(kept_by(&Kept::Cursor(1), 1).contains("next in turn"));
+        assert!(kept_by(&Kept::Cursor(1), 1).contains("the next pick starts here"));
         assert_eq!(kept_by(&Kept::Cursor(1), 0), "");
         assert!(kept_by(&Kept::Nothing, 0).contains("–"));
     }

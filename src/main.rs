@@ -60,7 +60,7 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Command, String> {
             "--check" => check = true,
             "--demo" => demo = true,
             "--explain" => explain = true,
-            _ => config = config_path(&arg, &mut args)?.unwrap_or(config),
+            _ => config = config_path(&arg, &mut args)?,
         }
     }
     match (check, demo, explain) {
@@ -72,14 +72,14 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Command, String> {
 }
 
 /// `-c PATH`, `--config PATH` or `--config=PATH`: the path, or an error for any other argument.
-fn config_path(arg: &str, args: &mut impl Iterator<Item = String>) -> Result<Option<PathBuf>, String> {
+fn config_path(arg: &str, args: &mut impl Iterator<Item = String>) -> Result<PathBuf, String> {
     match arg {
         "-c" | "--config" => match args.next() {
-            Some(path) if !path.is_empty() => Ok(Some(PathBuf::from(path))),
+            Some(path) if !path.is_empty() => Ok(PathBuf::from(path)),
             _ => Err(format!("{arg} needs a file path")),
         },
         _ => match arg.strip_prefix("--config=") {
-            Some(path) if !path.is_empty() => Ok(Some(PathBuf::from(path))),
+            Some(path) if !path.is_empty() => Ok(PathBuf::from(path)),
             _ => Err(format!("unknown argument {arg:?}")),
         },
     }
@@ -98,7 +98,7 @@ fn parse_simulate(mut args: impl Iterator<Item = String>) -> Result<Command, Str
                 Some(url) if !url.is_empty() => options.remove = Some(url),
                 _ => return Err("--remove needs a backend URL, as the configuration writes it".to_string()),
             },
-            _ => config = config_path(&arg, &mut args)?.unwrap_or(config),
+            _ => config = config_path(&arg, &mut args)?,
         }
     }
     Ok(Command::Simulate { config, options })

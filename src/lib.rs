@@ -60,6 +60,8 @@ pub mod runtime;
 pub mod server;
 pub mod sys;
 pub mod tcp;
+pub mod tls;
+pub mod transport;
 pub mod tunnel;
 pub mod waiting_room;
 

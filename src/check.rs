@@ -83,6 +83,17 @@ fn add_optional(top: &mut Value, config: &Config) {
 
 fn listener(config: &Config, l: &ListenerConfig) -> Value {
     let mut out = json!({"listen": l.addr.to_string(), "mode": l.mode.as_str()});
+    if let Some(tls) = &l.tls {
+        let certificates: Vec<Value> = tls
+            .certificates
+            .iter()
+            .map(|c| json!({"cert": c.cert.display().to_string(), "key": c.key.display().to_string()}))
+            .collect();
+        out["tls"] = json!({"certificates": certificates, "minVersion": tls.min_version.name()});
+    }
+    if let Some(port) = l.redirect_to_https {
+        out["redirectToHttps"] = json!(port);
+    }
     let pool_name = |r: &RouteConfig| config.pools[r.pool].name.clone();
     match l.mode {
         ListenerMode::Http => out["routes"] = l.routes.iter().map(|r| route(r, pool_name(r))).collect(),
@@ -122,7 +133,11 @@ fn pool(p: &PoolConfig) -> Value {
         "healthCheckInterval": duration(p.health_check.interval),
         "healthCheck": health_check(&p.health_check),
         "retries": p.retries,
+        "tls": {"verify": p.tls.verify},
     });
+    if let Some(ca) = &p.tls.ca {
+        out["tls"]["ca"] = json!(ca.display().to_string());
+    }
     if let Some(sticky) = &p.sticky {
         out["sticky"] = json!({"cookie": sticky.cookie});
     }
@@ -174,13 +189,17 @@ mod tests {
                 "alerts": {"webhook": "http://127.0.0.1:9/x", "memoryPercent": 90},
                 "listeners": [
                     {"listen": "127.0.0.1:8080", "routes": [{"host": "*.example.com", "pathPrefix": "/v1", "pool": "api"}, {"pool": "web"}]},
+                    {"listen": "127.0.0.1:8443", "tls": {"certificates": [{"cert": "/etc/a.pem", "key": "/etc/a.key"}], "minVersion": "1.3"},
+                     "routes": [{"pool": "web"}]},
+                    {"listen": "127.0.0.1:8000", "redirectToHttps": 8443, "routes": [{"pool": "web"}]},
                     {"listen": ":6432", "mode": "tcp", "pool": "db"},
                     {"listen": ":8081", "mode": "redirect", "pool": "web"}],
                 "pools": {
                     "api": {"servers": [{"url": "http://127.0.0.1:1", "weight": 3, "maxConnections": 5}, {"url": "http://127.0.0.1:2", "backup": true}],
                             "algorithm": "ip-hash", "sticky": {"cookie": "S"}, "retries": 0,
                             "healthCheck": {"path": "/h", "host": "x.test", "expectStatus": [200, 204], "passiveFails": 0}},
-                    "web": {"servers": ["http://127.0.0.1:3"], "healthCheckInterval": "1500ms"},
+                    "web": {"servers": ["http://127.0.0.1:3", "https://127.0.0.1:4"], "healthCheckInterval": "1500ms",
+                            "tls": {"ca": "/etc/roots.pem", "verify": false}},
                     "db": {"servers": ["tcp://127.0.0.1:5432"]}}}"#,
         );
     }

@@ -23,9 +23,11 @@ use crate::ops::ended;
 use crate::proxy;
 use crate::runtime::{ClientTicket, Runtime};
 use crate::sys;
+use crate::transport::{ClientTransport, Transport};
 use crate::waiting_room::Waiter;
 use crate::{redirect, tcp};
-use log::{debug, error};
+use log::{debug, error, warn};
+use rustls::ServerConnection;
 use std::cell::RefCell;
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
@@ -36,7 +38,7 @@ use std::time::{Duration, Instant};
 
 /// A client connection while no worker holds it: what must survive between its requests.
 pub struct ClientConn {
-    pub stream: TcpStream,
+    pub stream: ClientTransport,
     pub peer: SocketAddr,
     /// Which configured listener accepted it.
     listener: usize,
@@ -59,7 +61,7 @@ impl ClientConn {
 
 impl Waiter for ClientConn {
     fn fd(&self) -> RawFd {
-        self.stream.as_raw_fd()
+        self.stream.socket().as_raw_fd()
     }
 
     fn wake(self: Box<Self>) {
@@ -69,11 +71,12 @@ impl Waiter for ClientConn {
 
     /// A head that began (or a first one that never came) gets `408`; an idle keep-alive
     /// connection just closes.
-    fn expire(self: Box<Self>) {
+    fn expire(mut self: Box<Self>) {
         if self.is_waiting_for_head() {
             debug!("{}: request head not received in time", self.peer);
-            let _ = self.stream.set_write_timeout(Some(Duration::from_millis(100)));
-            let _ = (&self.stream).write_all(&HttpError::HeaderTimeout.response());
+            let _ = self.stream.socket().set_write_timeout(Some(Duration::from_millis(100)));
+            let _ = self.stream.write_all(&HttpError::HeaderTimeout.response());
+            self.stream.send_close();
         }
     }
 }
@@ -90,6 +93,16 @@ pub fn accept(runtime: &Arc<Runtime>, stream: TcpStream, peer: SocketAddr, liste
         }
     };
     let ticket = runtime.register_client(handle, peer.ip());
+    let stream = match runtime.state().tls.listeners.get(listener).cloned().flatten() {
+        None => Transport::Plain(stream),
+        Some(tls) => match ServerConnection::new(tls) {
+            Ok(session) => Transport::tls(session, stream),
+            Err(e) => {
+                warn!("{peer}: cannot start TLS: {e}");
+                return;
+            }
+        },
+    };
     let conn =
         ClientConn { stream, peer, listener, partial_head: Vec::new(), head_deadline: None, requests: 0, ticket };
     dispatch(runtime, conn, false);
@@ -143,7 +156,7 @@ fn serve(runtime: &Arc<Runtime>, conn: ClientConn, mut readable: bool) {
     let ClientConn { stream, peer, listener, partial_head, mut head_deadline, mut requests, ticket } = conn;
     let state = runtime.state();
     if state.config.listeners[listener].mode == ListenerMode::Tcp {
-        tcp::serve(runtime, &state, &state.config.listeners[listener], &stream, peer);
+        tcp::serve(runtime, &state, &state.config.listeners[listener], stream, peer);
         return;
     }
     drop(state);
@@ -152,7 +165,7 @@ fn serve(runtime: &Arc<Runtime>, conn: ClientConn, mut readable: bool) {
     let mut stream = BufferedStream::from_parts(stream, read, None);
     stream.preload(&partial_head);
     let mut client = ExchangeIo::new(stream, peer, exchange);
-    let _ = client.stream.get_ref().set_write_timeout(Some(runtime.state().config.timeouts.client));
+    let _ = client.stream.get_ref().socket().set_write_timeout(Some(runtime.state().config.timeouts.client));
     // Bytes read from the client before the current exchange's (the preloaded ones count).
     let mut counted = 0;
     loop {
@@ -160,7 +173,7 @@ fn serve(runtime: &Arc<Runtime>, conn: ClientConn, mut readable: bool) {
         let config = &state.config;
         if !ticket.enter_idle() {
             // Stopping: serve only a request that is already here.
-            if !readable && !has_input(&client.stream) {
+            if !readable && !has_input(&mut client.stream) {
                 break;
             }
             ticket.leave_idle();
@@ -176,6 +189,9 @@ fn serve(runtime: &Arc<Runtime>, conn: ClientConn, mut readable: bool) {
         head_deadline = wait.deadline;
         ticket.leave_idle();
         let started = Instant::now();
+        if requests == 0 {
+            note_handshake(runtime, client.stream.get_ref(), &read);
+        }
         match read {
             Ok(()) => {}
             Err(HeadError::WouldBlock) => {
@@ -184,8 +200,13 @@ fn serve(runtime: &Arc<Runtime>, conn: ClientConn, mut readable: bool) {
                 let partial_head = stream.buffered().to_vec();
                 let (stream, read) = stream.into_parts();
                 return_buffers(WorkerBuffers { read, head, exchange });
-                let conn = ClientConn { stream, peer, listener, partial_head, head_deadline, requests, ticket };
-                runtime.waiting_room.park(Box::new(conn), expires);
+                let mut conn = ClientConn { stream, peer, listener, partial_head, head_deadline, requests, ticket };
+                if conn.stream.has_buffered_plaintext() {
+                    // TLS decrypted more than the head took: the socket will not say so.
+                    dispatch(runtime, conn, true);
+                } else {
+                    runtime.waiting_room.park(Box::new(conn), expires);
+                }
                 return;
             }
             Err(e) => {
@@ -199,9 +220,12 @@ fn serve(runtime: &Arc<Runtime>, conn: ClientConn, mut readable: bool) {
         }
         head_deadline = None;
         let ctx = Context { runtime, state: &state, listener: &config.listeners[listener] };
-        let outcome = match ctx.listener.mode {
-            ListenerMode::Redirect => redirect::answer(&ctx, &mut client, &mut head),
-            ListenerMode::Http | ListenerMode::Tcp => proxy::exchange(&ctx, &mut client, &mut head),
+        let outcome = match (ctx.listener.mode, ctx.listener.redirect_to_https) {
+            (ListenerMode::Redirect, _) => redirect::answer(&ctx, &mut client, &mut head),
+            (_, Some(port)) if redirect::redirects_to_https(&head) => {
+                redirect::to_https(&ctx, &mut client, &mut head, port)
+            }
+            _ => proxy::exchange(&ctx, &mut client, &mut head),
         };
         let received = client.stream.received() - counted;
         counted += received;
@@ -211,17 +235,37 @@ fn serve(runtime: &Arc<Runtime>, conn: ClientConn, mut readable: bool) {
             break;
         }
     }
+    client.stream.get_mut().send_close();
     let (stream, exchange) = client.into_parts();
     let (_, read) = stream.into_parts();
     return_buffers(WorkerBuffers { read, head, exchange });
 }
 
-/// True when request bytes are already buffered or waiting in the socket.
-fn has_input(stream: &BufferedStream) -> bool {
-    if !stream.buffered().is_empty() {
+/// True when request bytes are already buffered, held by TLS, or waiting in the socket.
+fn has_input(stream: &mut BufferedStream<ClientTransport>) -> bool {
+    if !stream.buffered().is_empty() || stream.get_mut().has_buffered_plaintext() {
         return true;
     }
-    matches!(sys::peek_now(stream.get_ref()), Ok(n) if n > 0)
+    matches!(sys::peek_now(stream.get_ref().socket()), Ok(n) if n > 0)
+}
+
+/// Counts a TLS handshake when the connection's first head read ends: done when TLS is
+/// through its handshake, failed when the client broke the protocol or did not finish in
+/// time (a client that connected and left without a byte is neither).
+fn note_handshake(runtime: &Runtime, transport: &ClientTransport, read: &Result<(), HeadError>) {
+    let Transport::Tls(tls) = transport else { return };
+    if !tls.tls.is_handshaking() {
+        runtime.metrics.tls.handshake_done();
+        return;
+    }
+    match read {
+        Err(HeadError::Io(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+            debug!("TLS handshake failed: {e}");
+            runtime.metrics.tls.handshake_failed();
+        }
+        Err(HeadError::TimedOut { .. } | HeadError::Truncated) => runtime.metrics.tls.handshake_failed(),
+        _ => {}
+    }
 }
 
 /// The answer to a head that could not be read, if it deserves one.

@@ -13,6 +13,7 @@ use crate::http::headers::is_persistent;
 use crate::http::stream::BufferedStream;
 use crate::ops::ended::Ended;
 use crate::runtime::{Runtime, State};
+use crate::transport::ClientTransport;
 use log::debug;
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -27,7 +28,7 @@ pub const BACKEND_BUFFER_BYTES: usize = 64 * 1024;
 /// sides: output for the client, output for the backend, the backend read buffer and the
 /// backend's response head.
 pub struct ExchangeIo {
-    pub stream: BufferedStream,
+    pub stream: BufferedStream<ClientTransport>,
     pub peer: SocketAddr,
     /// Output for the client, collected so that a head and its body leave together.
     pub out: Vec<u8>,
@@ -50,20 +51,20 @@ pub struct ExchangeBuffers {
 }
 
 impl ExchangeIo {
-    pub fn new(stream: BufferedStream, peer: SocketAddr, buffers: ExchangeBuffers) -> ExchangeIo {
+    pub fn new(stream: BufferedStream<ClientTransport>, peer: SocketAddr, buffers: ExchangeBuffers) -> ExchangeIo {
         let ExchangeBuffers { out, backend_out, backend_buf, response } = buffers;
         ExchangeIo { stream, peer, out, backend_out, backend_buf, response }
     }
 
     /// Gives back the stream and the lent buffers.
-    pub fn into_parts(self) -> (BufferedStream, ExchangeBuffers) {
+    pub fn into_parts(self) -> (BufferedStream<ClientTransport>, ExchangeBuffers) {
         let ExchangeIo { stream, out, backend_out, backend_buf, response, .. } = self;
         (stream, ExchangeBuffers { out, backend_out, backend_buf, response })
     }
 
     /// Writes one complete sluice-made response.
     pub fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.stream.get_ref().write_all(bytes)
+        self.stream.get_mut().write_all(bytes)
     }
 }
 

@@ -69,6 +69,8 @@ pub mod server;
 pub mod simulate;
 pub mod sys;
 pub mod tcp;
+pub mod tls;
+pub mod transport;
 pub mod tunnel;
 pub mod waiting_room;
 

@@ -6,9 +6,11 @@
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use sluice::config::{Config, ListenerConfig, Protocol, RouteConfig};
-use sluice::{demo, simulate, Server};
+use sluice::tls::TlsSet;
+use sluice::{demo, simulate, Server, StartError};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::SystemTime;
 
 const USAGE: &str = "\
 Usage: sluice [--config PATH] [--check [--explain] | --demo]
@@ -133,19 +135,21 @@ fn main() -> ExitCode {
             println!("sluice {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Command::Check { config, explain } => match Config::load(&config) {
-            Ok(config) => {
-                print!("{}", describe(&config));
-                if explain {
-                    print!("{}", sluice::check::explain(&config));
+        Command::Check { config, explain } => {
+            match Config::load(&config).and_then(|c| TlsSet::load(&c).map(|tls| (c, tls))) {
+                Ok((config, tls)) => {
+                    print!("{}", describe(&config, &tls));
+                    if explain {
+                        print!("{}", sluice::check::explain(&config));
+                    }
+                    ExitCode::SUCCESS
                 }
-                ExitCode::SUCCESS
+                Err(e) => {
+                    eprintln!("sluice: {e}");
+                    ExitCode::from(2)
+                }
             }
-            Err(e) => {
-                eprintln!("sluice: {e}");
-                ExitCode::from(2)
-            }
-        },
+        }
         Command::Simulate { config, options } => run_simulation(&config, &options),
         Command::Run { config, demo } => run(&config, demo),
     }
@@ -178,6 +182,10 @@ fn run(path: &Path, with_demo: bool) -> ExitCode {
     }
     let server = match Server::start(config.clone()) {
         Ok(server) => server,
+        Err(e @ StartError::Config(_)) => {
+            eprintln!("sluice: {e}");
+            return ExitCode::from(2);
+        }
         Err(e) => {
             eprintln!("sluice: {e}");
             return ExitCode::from(1);
@@ -249,10 +257,11 @@ fn print_demo_help(server: &Server) {
 
 /// What `--check` prints: the listeners with their modes and routes, the pools, and the
 /// process-wide settings that would run.
-fn describe(config: &Config) -> String {
+fn describe(config: &Config, tls: &TlsSet) -> String {
     let mut out = format!("{}: OK\n", config.source);
-    for l in &config.listeners {
+    for (i, l) in config.listeners.iter().enumerate() {
         out += &describe_listener(config, l);
+        out += &tls.describe_listener(i, SystemTime::now());
     }
     for p in &config.pools {
         let hc = &p.health_check;
@@ -317,7 +326,12 @@ fn describe(config: &Config) -> String {
 
 /// One listener: its address and mode, then its pool, or its routes one a line.
 fn describe_listener(config: &Config, l: &ListenerConfig) -> String {
-    let head = format!("listener {} ({})", l.addr, l.mode.as_str());
+    let tls = match (&l.tls, l.redirect_to_https) {
+        (Some(tls), _) => format!(", tls {}+", tls.min_version.name()),
+        (None, Some(port)) => format!(", redirects to https port {port}"),
+        (None, None) => String::new(),
+    };
+    let head = format!("listener {} ({}{tls})", l.addr, l.mode.as_str());
     let pool_name = |r: &RouteConfig| format!("{:?}", config.pools[r.pool].name);
     match l.routes.as_slice() {
         [only] if only.host.is_none() && only.path_prefix.is_none() => format!("{head} -> pool {}\n", pool_name(only)),

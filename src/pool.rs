@@ -16,6 +16,7 @@ use crate::config::PoolConfig;
 use crate::explain::{CandidateState, Decision};
 use crate::queue::{Queue, QueueStats};
 use log::warn;
+use rustls::ClientConfig;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -23,6 +24,8 @@ use std::time::Duration;
 
 pub struct Pool {
     pub config: PoolConfig,
+    /// How this pool's `https://` backends are spoken to; `None` for tcp pools.
+    pub tls: Option<Arc<ClientConfig>>,
     pub backends: Vec<Arc<Backend>>,
     balancer: Box<dyn Balancer>,
     /// Requests waiting for a free slot; woken by this pool's limited backends.
@@ -70,7 +73,7 @@ impl Pool {
     /// Builds a pool. On the first start `running` is `None` and every backend starts up;
     /// on a reload, backends of the `running` set with the same URL are kept with their
     /// health, counters and idle connections, and new ones join after a passing probe.
-    pub fn new(config: PoolConfig, running: Option<&[Arc<Backend>]>) -> Pool {
+    pub fn new(config: PoolConfig, running: Option<&[Arc<Backend>]>, tls: Option<Arc<ClientConfig>>) -> Pool {
         let backends: Vec<Arc<Backend>> =
             config.servers.iter().map(|server| Backend::reuse_or_join(server, running)).collect();
         let queue = Arc::new(Queue::default());
@@ -79,7 +82,7 @@ impl Pool {
         }
         let sticky_ids = backends.iter().map(|b| sticky_id(b.url())).collect();
         let balancer = balance::for_algorithm(config.algorithm);
-        Pool { config, backends, balancer, queue, sticky_ids, without_healthy: AtomicBool::new(false) }
+        Pool { config, tls, backends, balancer, queue, sticky_ids, without_healthy: AtomicBool::new(false) }
     }
 
     /// True exactly once each time the pool goes from some healthy backend to none.
@@ -339,8 +342,9 @@ mod tests {
             sticky: sticky.then(|| StickyConfig { cookie: "S".into() }),
             health_check: HealthCheckConfig::default(),
             retries: 2,
+            tls: Default::default(),
         };
-        Pool::new(config, None)
+        Pool::new(config, None, None)
     }
 
     fn request(sticky: Option<&str>) -> PickRequest<'_> {

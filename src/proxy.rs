@@ -29,13 +29,15 @@ use crate::http::framing::{content_length, request_framing, response_framing, Bo
 use crate::http::head::{read_response_head_into, HeadError, RequestHead, ResponseHead, Version};
 use crate::http::headers::{
     is_persistent, wants_upgrade, write_interim_head, write_request_head, write_response_head, write_switching_head,
-    ResponseFraming,
+    Forwarded, ResponseFraming,
 };
 use crate::http::request::check_request;
 use crate::http::stream::{is_timeout, BufferedStream};
 use crate::pool::{PickRequest, Pool};
+use crate::transport::BackendTransport;
 use crate::tunnel::{self, End};
 use log::{debug, warn};
+use rustls::ClientConfig;
 use std::io::{self, Write};
 use std::sync::Arc;
 use std::time::Duration;
@@ -78,9 +80,18 @@ pub fn exchange(ctx: &Context, client: &mut ExchangeIo, head: &mut RequestHead) 
         };
         let backend = slot.backend;
         let set_cookie = pool.sticky_cookie(slot.index, sticky).map(|(name, id)| set_cookie(name, id));
+        let backend_tls = pool.tls.as_ref();
         let decision_text = decision.as_mut().map(|d| d.render());
-        let request =
-            Request { head, framing, expects_continue, replayable, set_cookie, upgrade, decision: decision_text };
+        let request = Request {
+            head,
+            framing,
+            expects_continue,
+            replayable,
+            set_cookie,
+            upgrade,
+            backend_tls,
+            decision: decision_text,
+        };
         let error = match forward(ctx, client, &request, backend) {
             Ok(mut outcome) => {
                 outcome.backend = Some(Arc::clone(backend));
@@ -146,6 +157,8 @@ struct Request<'a> {
     set_cookie: Option<String>,
     /// The request asks to switch protocols, so a `101` is a valid answer.
     upgrade: bool,
+    /// How the pool speaks TLS to `https://` backends.
+    backend_tls: Option<&'a Arc<ClientConfig>>,
     /// Why this backend was picked, when `explain` is on.
     decision: Option<&'a str>,
 }
@@ -160,7 +173,8 @@ fn forward(
 ) -> Result<Outcome, BackendError> {
     let timeouts = &ctx.state.config.timeouts;
     let connect_failed = |error| BackendError::Failed { stage: Stage::Connect, error };
-    let mut upstream = backend.connection(timeouts, !request.replayable).map_err(connect_failed)?;
+    let mut upstream =
+        backend.connection(timeouts, !request.replayable, request.backend_tls).map_err(connect_failed)?;
     loop {
         let buf = client.backend_buf.take().unwrap_or_else(|| vec![0; BACKEND_BUFFER_BYTES].into_boxed_slice());
         let reused = upstream.reused;
@@ -184,7 +198,8 @@ fn forward(
         }
         debug!("{}: idle connection was closed ({error}); retrying on a new one", backend.url());
         ctx.runtime.metrics.record_retry();
-        upstream = Upstream { stream: backend.connect(timeouts).map_err(connect_failed)?, reused: false };
+        let stream = backend.open(timeouts, request.backend_tls).map_err(connect_failed)?;
+        upstream = Upstream { stream, reused: false };
     }
 }
 
@@ -204,12 +219,13 @@ fn attempt(
     client: &mut ExchangeIo,
     request: &Request,
     backend: &Backend,
-    up: &mut BufferedStream,
+    up: &mut BufferedStream<BackendTransport>,
 ) -> Attempt {
     let config = &ctx.state.config;
     let head = request.head;
     client.backend_out.clear();
-    write_request_head(&mut client.backend_out, head, request.framing, client.peer.ip(), &backend.config.authority);
+    let forwarded = Forwarded { client_ip: client.peer.ip(), https: client.stream.get_ref().is_tls() };
+    write_request_head(&mut client.backend_out, head, request.framing, forwarded, &backend.config.authority);
     let wants_continue = request.expects_continue && request.framing != BodyFraming::Empty;
     if wants_continue && client.send(b"HTTP/1.1 100 Continue\r\n\r\n").is_err() {
         return done(Outcome::closed(CLIENT_CLOSED));
@@ -217,7 +233,7 @@ fn attempt(
     if request.framing != BodyFraming::Empty {
         client.stream.set_read_timeout(config.timeouts.client);
     }
-    let mut sink = Sink::new(up.get_ref(), &mut client.backend_out, request.framing == BodyFraming::Chunked);
+    let mut sink = Sink::new(up.get_mut(), &mut client.backend_out, request.framing == BodyFraming::Chunked);
     match relay_body(&mut client.stream, request.framing, &mut sink, config.limits.max_body_bytes) {
         Ok(_) => {}
         Err(RelayError::Write(e)) if request.framing == BodyFraming::Empty => return Attempt::DeadBeforeResponse(e),
@@ -250,7 +266,7 @@ fn done(outcome: Outcome) -> Attempt {
 fn read_final_response(
     client: &mut ExchangeIo,
     request: &Request,
-    up: &mut BufferedStream,
+    up: &mut BufferedStream<BackendTransport>,
     wait: Duration,
 ) -> Result<(), HeadError> {
     loop {
@@ -262,7 +278,7 @@ fn read_final_response(
             102..=199 if request.head.version == Version::Http11 => {
                 client.out.clear();
                 write_interim_head(&mut client.out, &client.response);
-                client.stream.get_ref().write_all(&client.out).map_err(HeadError::Io)?;
+                client.stream.get_mut().write_all(&client.out).map_err(HeadError::Io)?;
             }
             102..=199 => {}
             _ => return Ok(()),
@@ -273,14 +289,21 @@ fn read_final_response(
 /// The backend agreed to switch protocols: pass its `101` on, then carry bytes both ways,
 /// starting with any each side sent early, until both sides have closed. The backend
 /// connection is not reusable afterwards.
-fn switch_protocols(ctx: &Context, client: &mut ExchangeIo, request: &Request, up: &mut BufferedStream) -> Attempt {
+fn switch_protocols(
+    ctx: &Context,
+    client: &mut ExchangeIo,
+    request: &Request,
+    up: &mut BufferedStream<BackendTransport>,
+) -> Attempt {
     client.out.clear();
     write_switching_head(&mut client.out, &client.response, request.set_cookie.as_deref(), request.decision);
-    if client.stream.get_ref().write_all(&client.out).is_err() {
+    if client.stream.get_mut().write_all(&client.out).is_err() {
         return done(Outcome::closed(CLIENT_CLOSED));
     }
-    let client_end = End { stream: client.stream.get_ref(), already_read: client.stream.buffered() };
-    let backend_end = End { stream: up.get_ref(), already_read: up.buffered() };
+    let (client_pipe, client_early) = client.stream.split();
+    let (backend_pipe, backend_early) = up.split();
+    let client_end = End { pipe: client_pipe, already_read: client_early };
+    let backend_end = End { pipe: backend_pipe, already_read: backend_early };
     let mut outcome = Outcome { status: 101, body_bytes: 0, backend: None, keep_alive: false };
     match tunnel::run(client_end, backend_end, ctx.state.config.timeouts.tunnel) {
         Ok(carried) => outcome.body_bytes = carried.backend_to_client,
@@ -295,7 +318,7 @@ fn relay_response(
     client: &mut ExchangeIo,
     request: &Request,
     backend: &Backend,
-    up: &mut BufferedStream,
+    up: &mut BufferedStream<BackendTransport>,
 ) -> Attempt {
     let head = request.head;
     let response = &client.response;
@@ -321,7 +344,7 @@ fn relay_response(
     };
     client.out.clear();
     write_response_head(&mut client.out, response, &how);
-    let mut sink = Sink::new(client.stream.get_ref(), &mut client.out, chunked_out);
+    let mut sink = Sink::new(client.stream.get_mut(), &mut client.out, chunked_out);
     let mut outcome = Outcome { status: response.status, body_bytes: 0, backend: None, keep_alive };
     match relay_body(up, framing, &mut sink, None) {
         Ok(n) => outcome.body_bytes = n,

@@ -17,6 +17,7 @@ use crate::ops::changes::{Place, RuntimeChanges};
 use crate::ops::metrics::Metrics;
 use crate::pool::Pool;
 use crate::routing;
+use crate::tls::TlsSet;
 use crate::waiting_room::WaitingRoom;
 use std::collections::HashMap;
 use std::io;
@@ -45,16 +46,18 @@ pub struct State {
     /// The effective configuration: `file` with `changes` laid over it.
     pub config: Config,
     pub pools: Vec<Arc<Pool>>,
+    /// The certificates and TLS settings read for `file`.
+    pub tls: Arc<TlsSet>,
 }
 
 impl State {
     /// Builds the pools for `file`, as read from the file, keeping the runtime changes made
     /// on `previous`. With a `previous` state (a reload), its backends are kept by URL and new
     /// ones join after a passing probe; without (the first start), every backend starts up.
-    pub fn new(file: Config, previous: Option<&State>) -> State {
+    pub fn new(file: Config, tls: TlsSet, previous: Option<&State>) -> State {
         let changes = previous.map_or_else(RuntimeChanges::default, |p| p.changes.settled(&file));
         let running = previous.map(State::backends);
-        State::derive(file, changes, running.as_deref())
+        State::derive(file, Arc::new(tls), changes, running.as_deref())
     }
 
     /// The same file with other runtime changes: the next snapshot after an admin change.
@@ -62,14 +65,19 @@ impl State {
     pub fn with_changes(&self, changes: RuntimeChanges, joining: Option<Arc<Backend>>) -> State {
         let mut running: Vec<Arc<Backend>> = joining.into_iter().collect();
         running.extend(self.backends());
-        State::derive(self.file.clone(), changes, Some(&running))
+        State::derive(self.file.clone(), Arc::clone(&self.tls), changes, Some(&running))
     }
 
     /// Lays `changes` over `file` and builds the pools, reusing the backends of `running`
     /// (`None` on the first start) as [`Pool::new`] says.
-    fn derive(file: Config, changes: RuntimeChanges, running: Option<&[Arc<Backend>]>) -> State {
+    fn derive(file: Config, tls: Arc<TlsSet>, changes: RuntimeChanges, running: Option<&[Arc<Backend>]>) -> State {
         let config = changes.apply(file.clone());
-        let pools: Vec<Arc<Pool>> = config.pools.iter().map(|p| Arc::new(Pool::new(p.clone(), running))).collect();
+        let pools: Vec<Arc<Pool>> = config
+            .pools
+            .iter()
+            .enumerate()
+            .map(|(i, p)| Arc::new(Pool::new(p.clone(), running, tls.pools.get(i).cloned().flatten())))
+            .collect();
         for pool in &pools {
             for backend in &pool.backends {
                 if changes.is_drained(&Place::new(pool.name(), backend.url())) {
@@ -77,7 +85,7 @@ impl State {
                 }
             }
         }
-        State { file, changes, config, pools }
+        State { file, changes, config, pools, tls }
     }
 
     /// Every backend of every pool.

@@ -168,7 +168,7 @@ struct Exchange<'a> {
 
 /// Simulates one pool and compares what each backend got with what it should get.
 fn simulate_pool(config: &PoolConfig, options: &Options) -> PoolReport {
-    let pool = Pool::new(config.clone(), None);
+    let pool = Pool::new(config.clone(), None, None);
     let tally = run_closed_loop(&pool, options);
     let expected = expected_shares(config);
     let backends = config
@@ -278,7 +278,7 @@ fn count_moved(config: &PoolConfig, algorithm: Algorithm, url: &str, clients: us
     let after =
         PoolConfig { servers: before.servers.iter().filter(|s| s.url != url).cloned().collect(), ..before.clone() };
     let place = |config: &PoolConfig| {
-        let pool = Pool::new(config.clone(), None);
+        let pool = Pool::new(config.clone(), None, None);
         (0..clients)
             .map(|c| pool.pick(&[], client_addr(c)).map(|i| pool.backends[i].url().to_string()))
             .collect::<Vec<_>>()

@@ -6,6 +6,7 @@
 //! key path, such as `listeners[1].routes[0].pool`.
 
 use super::pool::{read_pool, POOL_KEYS};
+use super::tls::{check_redirect, read_listener_tls, read_redirect_to_https};
 use super::top_level::read_listen;
 use super::Section;
 use super::{
@@ -27,7 +28,7 @@ const SHORT_FORM_KEYS: &[(&str, &str)] = &[
 
 /// Reads the full form; `common` are the top-level keys either form takes.
 /// The keys of one listener and of one route.
-const LISTENER_KEYS: [&str; 4] = ["listen", "mode", "routes", "pool"];
+const LISTENER_KEYS: [&str; 6] = ["listen", "mode", "routes", "pool", "tls", "redirectToHttps"];
 const ROUTE_KEYS: [&str; 3] = ["host", "pathPrefix", "pool"];
 
 pub(super) fn read(top: &mut Section, common: &[&str]) -> Result<(Vec<ListenerConfig>, Vec<PoolConfig>), ConfigError> {
@@ -61,7 +62,7 @@ fn read_pools(top: &mut Section) -> Result<Vec<PoolConfig>, ConfigError> {
             return Err(section.error_here("a pool name is 1 to 64 letters, digits, `-` or `_`"));
         }
         section.allow(&POOL_KEYS)?;
-        pools.push(read_pool(&mut section, name)?);
+        pools.push(read_pool(&mut section, name, &[])?);
         section.finish()?;
     }
     Ok(pools)
@@ -118,7 +119,10 @@ fn read_listener(s: &mut Section, pools: &[PoolConfig]) -> Result<ListenerConfig
         }
         (_, false, false) => return Err(s.error("pool", "missing: name the pool this listener sends to")),
     };
-    Ok(ListenerConfig { addr, mode, routes })
+    let tls = read_listener_tls(s, &[])?;
+    let redirect_to_https = read_redirect_to_https(s)?;
+    check_redirect(s, tls.as_ref(), redirect_to_https, mode)?;
+    Ok(ListenerConfig { addr, mode, routes, tls, redirect_to_https })
 }
 
 fn read_routes(listener: &mut Section, pools: &[PoolConfig]) -> Result<Vec<RouteConfig>, ConfigError> {

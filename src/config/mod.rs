@@ -24,6 +24,7 @@ pub mod model;
 mod pool;
 pub mod resolve;
 mod section;
+mod tls;
 mod top_level;
 pub mod values;
 

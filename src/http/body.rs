@@ -7,7 +7,7 @@
 //! which RFC 9112 section 7.1 allows.
 
 use super::framing::BodyFraming;
-use super::stream::{write_both, BufferedStream, TimedRead};
+use super::stream::{is_progress_only, write_both, BufferedStream, TimedRead};
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
@@ -107,10 +107,13 @@ pub fn relay_body<S: TimedRead, W: Write>(
 /// Reads more into `src`, after writing what `sink` holds so the peer is never kept waiting.
 fn fill<S: TimedRead, W: Write>(src: &mut BufferedStream<S>, sink: &mut Sink<W>) -> Result<(), RelayError> {
     sink.flush().map_err(RelayError::Write)?;
-    match src.fill() {
-        Ok(0) => Err(RelayError::Truncated),
-        Ok(_) => Ok(()),
-        Err(e) => Err(RelayError::Read(e)),
+    loop {
+        return match src.fill() {
+            Ok(0) => Err(RelayError::Truncated),
+            Ok(_) => Ok(()),
+            Err(e) if is_progress_only(&e) => continue,
+            Err(e) => Err(RelayError::Read(e)),
+        };
     }
 }
 

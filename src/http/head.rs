@@ -9,7 +9,7 @@
 //! backend can split the same bytes into different lines than sluice did. httparse itself
 //! refuses obs-fold, whitespace before a colon and control characters in values.
 
-use super::stream::{is_timeout, BufferedStream};
+use super::stream::{is_progress_only, is_timeout, BufferedStream, TimedRead};
 use std::fmt;
 use std::io;
 use std::ops::Deref;
@@ -203,8 +203,8 @@ impl HeaderList for ResponseHead {
 }
 
 /// Reads a request head into `head`, reusing its storage.
-pub fn read_request_head_into(
-    src: &mut BufferedStream,
+pub fn read_request_head_into<S: TimedRead>(
+    src: &mut BufferedStream<S>,
     max_bytes: usize,
     wait: &mut HeadWait,
     head: &mut RequestHead,
@@ -212,8 +212,8 @@ pub fn read_request_head_into(
     read_head(src, max_bytes, wait, |buf| parse_request(buf, head))
 }
 
-pub fn read_request_head(
-    src: &mut BufferedStream,
+pub fn read_request_head<S: TimedRead>(
+    src: &mut BufferedStream<S>,
     max_bytes: usize,
     wait: &mut HeadWait,
 ) -> Result<RequestHead, HeadError> {
@@ -222,8 +222,8 @@ pub fn read_request_head(
 }
 
 /// Reads a response head into `head`, reusing its storage.
-pub fn read_response_head_into(
-    src: &mut BufferedStream,
+pub fn read_response_head_into<S: TimedRead>(
+    src: &mut BufferedStream<S>,
     max_bytes: usize,
     wait: Duration,
     head: &mut ResponseHead,
@@ -233,8 +233,8 @@ pub fn read_response_head_into(
     read_head(src, max_bytes, &mut wait, |buf| parse_response(buf, head))
 }
 
-pub fn read_response_head(
-    src: &mut BufferedStream,
+pub fn read_response_head<S: TimedRead>(
+    src: &mut BufferedStream<S>,
     max_bytes: usize,
     wait: Duration,
 ) -> Result<ResponseHead, HeadError> {
@@ -244,8 +244,8 @@ pub fn read_response_head(
 
 /// Reads until `parse` finds a complete head in the buffered bytes; `parse` stores the head
 /// and says how many bytes it took, or `None` while it is incomplete.
-fn read_head(
-    src: &mut BufferedStream,
+fn read_head<S: TimedRead>(
+    src: &mut BufferedStream<S>,
     max_bytes: usize,
     wait: &mut HeadWait,
     mut parse: impl FnMut(&[u8]) -> Result<Option<usize>, HeadError>,
@@ -277,6 +277,13 @@ fn read_head(
             Ok(0) if src.buffered().is_empty() => return Err(HeadError::Closed),
             Ok(0) => return Err(HeadError::Truncated),
             Ok(_) => {
+                if wait.deadline.is_none() {
+                    wait.deadline = wait.whole.map(|whole| Instant::now() + whole);
+                }
+            }
+            Err(e) if is_progress_only(&e) => {
+                // TLS records (the handshake, say) are client input like a head's bytes: the
+                // whole head, handshake included, must arrive within `whole`.
                 if wait.deadline.is_none() {
                     wait.deadline = wait.whole.map(|whole| Instant::now() + whole);
                 }

@@ -200,6 +200,30 @@ pub struct Metrics {
     pub own_answers: ExchangeMetrics,
     /// Attempts sent again after a failed one: to the next backend, or on a fresh connection.
     retries: AtomicU64,
+    /// TLS handshakes with clients, counted by `connection`.
+    pub tls: TlsMetrics,
+}
+
+/// Handshakes on TLS listeners: finished, and failed (protocol errors, not in time).
+#[derive(Default)]
+pub struct TlsMetrics {
+    handshakes: AtomicU64,
+    failures: AtomicU64,
+}
+
+impl TlsMetrics {
+    pub fn handshake_done(&self) {
+        self.handshakes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn handshake_failed(&self) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Finished and failed handshakes so far.
+    pub fn counts(&self) -> (u64, u64) {
+        (self.handshakes.load(Ordering::Relaxed), self.failures.load(Ordering::Relaxed))
+    }
 }
 
 impl Metrics {

@@ -46,6 +46,7 @@ pub mod changes;
 pub mod config;
 pub mod connection;
 pub mod demo;
+pub mod edge;
 pub mod health;
 pub mod host;
 pub mod host_alerts;

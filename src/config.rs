@@ -16,6 +16,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+// Wired into the route readers once the edge controls reach the request path.
+#[allow(dead_code)]
+mod edge_rules;
 mod full_form;
 
 /// A validated configuration.

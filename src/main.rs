@@ -7,11 +7,13 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use sluice::config::{Config, ListenerConfig, Protocol, RouteConfig};
 use sluice::{demo, Server};
+use std::io::{BufRead, IsTerminal};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 const USAGE: &str = "\
 Usage: sluice [--config PATH] [--check | --demo]
+       sluice hash-password < password.txt
 
 An HTTP load balancer in one small binary.
 
@@ -23,6 +25,9 @@ Options:
   -h, --help          print this help
   -V, --version       print the version
 
+hash-password reads one line (a password) from standard input and prints its argon2id hash
+for basicAuth's \"users\".
+
 Signals: SIGTERM and SIGINT stop gracefully; SIGHUP reloads the configuration.
 Logging: RUST_LOG sets the level (default: info; access lines use target sluice::access).";
 
@@ -30,6 +35,7 @@ Logging: RUST_LOG sets the level (default: info; access lines use target sluice:
 enum Command {
     Run { config: PathBuf, demo: bool },
     Check { config: PathBuf },
+    HashPassword,
     Help,
     Version,
 }
@@ -38,6 +44,15 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Command, String> {
     let mut config = PathBuf::from("config.json");
     let (mut check, mut demo) = (false, false);
     let mut args = args.peekable();
+    if args.peek().map(String::as_str) == Some("hash-password") {
+        args.next();
+        return match args.next() {
+            None => Ok(Command::HashPassword),
+            Some(arg) => Err(format!(
+                "hash-password takes no arguments (got {arg:?}); it reads the password from standard input"
+            )),
+        };
+    }
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
@@ -91,7 +106,32 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::HashPassword => hash_password(),
         Command::Run { config, demo } => run(&config, demo),
+    }
+}
+
+/// `sluice hash-password`: one line from standard input in, its argon2id hash out.
+fn hash_password() -> ExitCode {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprint!("password (shown as you type; end with Enter): ");
+    }
+    let mut line = String::new();
+    if let Err(e) = stdin.lock().read_line(&mut line) {
+        eprintln!("sluice: cannot read the password from standard input: {e}");
+        return ExitCode::from(2);
+    }
+    let password = line.strip_suffix('\n').map_or(line.as_str(), |l| l.strip_suffix('\r').unwrap_or(l));
+    match sluice::edge::basic_auth::hash_password(password) {
+        Ok(hash) => {
+            println!("{hash}");
+            ExitCode::SUCCESS
+        }
+        Err(problem) => {
+            eprintln!("sluice: hash-password: {problem}");
+            ExitCode::from(2)
+        }
     }
 }
 
@@ -286,5 +326,7 @@ mod tests {
         assert!(parse(&["--config"]).is_err());
         assert!(parse(&["--bogus"]).is_err());
         assert!(parse(&["--check", "--demo"]).is_err());
+        assert_eq!(parse(&["hash-password"]), Ok(Command::HashPassword));
+        assert!(parse(&["hash-password", "secret"]).is_err());
     }
 }

@@ -13,7 +13,7 @@
 use crate::config::{ServerConfig, Timeouts};
 use crate::health::{Health, HealthChange, HealthState};
 use crate::lock;
-use crate::metrics::BackendMetrics;
+use crate::ops::metrics::BackendMetrics;
 use crate::queue::Queue;
 use crate::sys;
 use std::io;

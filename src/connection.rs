@@ -14,21 +14,21 @@
 //! stopping closes it at once instead of waiting for it; a connection that finds sluice
 //! stopping closes unless a request is already waiting to be read.
 
-use crate::access_log::Entry;
 use crate::config::ListenerMode;
+use crate::exchange::{self, Context, ExchangeBuffers, ExchangeIo};
 use crate::http::error::HttpError;
 use crate::http::head::{read_request_head_into, HeadError, HeadWait, RequestHead};
 use crate::http::stream::BufferedStream;
-use crate::metrics::Finished;
-use crate::proxy::{self, Client, Context, ExchangeBuffers, Outcome};
-use crate::runtime::{ClientTicket, Runtime, State};
+use crate::ops::ended;
+use crate::proxy;
+use crate::runtime::{ClientTicket, Runtime};
 use crate::{redirect, tcp};
 use log::{debug, error};
 use std::cell::RefCell;
 use std::net::{SocketAddr, TcpStream};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 /// A client connection while no worker holds it: what must survive between its requests.
 pub struct ClientConn {
@@ -126,7 +126,7 @@ fn serve(runtime: &Arc<Runtime>, conn: ClientConn, mut readable: bool) {
     let WorkerBuffers { read, mut head, exchange } = take_buffers(capacity);
     let mut stream = BufferedStream::from_parts(stream, read, None);
     stream.preload(&partial_head);
-    let mut client = Client::new(stream, peer, exchange);
+    let mut client = ExchangeIo::new(stream, peer, exchange);
     let _ = client.stream.get_ref().set_write_timeout(Some(runtime.state().config.timeouts.client));
     // Bytes read from the client before the current exchange's (the preloaded ones count).
     let mut counted = 0;
@@ -165,9 +165,9 @@ fn serve(runtime: &Arc<Runtime>, conn: ClientConn, mut readable: bool) {
             }
             Err(e) => {
                 if let Some(error) = refusal_for(e, requests == 0, peer) {
-                    let outcome = proxy::refuse(&mut client, error);
+                    let outcome = exchange::refuse(&mut client, error);
                     let received = client.stream.received() - counted;
-                    record_exchange(runtime, &state, peer, Ended { head: None, outcome: &outcome, started, received });
+                    ended::record(runtime, &state, &outcome.ended(peer, None, started, received));
                 }
                 break;
             }
@@ -180,7 +180,7 @@ fn serve(runtime: &Arc<Runtime>, conn: ClientConn, mut readable: bool) {
         };
         let received = client.stream.received() - counted;
         counted += received;
-        record_exchange(runtime, &state, peer, Ended { head: Some(&head), outcome: &outcome, started, received });
+        ended::record(runtime, &state, &outcome.ended(peer, Some(&head), started, received));
         requests += 1;
         if !outcome.keep_alive {
             break;
@@ -218,39 +218,4 @@ fn refusal_for(error: HeadError, first: bool, peer: SocketAddr) -> Option<HttpEr
             None
         }
     }
-}
-
-/// One exchange as it ended.
-struct Ended<'a> {
-    /// `None` when no head could be read.
-    head: Option<&'a RequestHead>,
-    outcome: &'a Outcome,
-    /// When its head had been read.
-    started: Instant,
-    /// Bytes read from the client for it: the head and any body.
-    received: u64,
-}
-
-/// Counts a finished exchange against its backend (or against sluice's own answers) and
-/// writes its access-log line.
-fn record_exchange(runtime: &Runtime, state: &State, peer: SocketAddr, ended: Ended) {
-    let Ended { head, outcome, started, received } = ended;
-    let duration = started.elapsed();
-    let finished =
-        Finished { status: outcome.status, duration, bytes_received: received, bytes_sent: outcome.body_bytes };
-    match &outcome.backend {
-        Some(backend) => backend.metrics.exchanges.record(&finished),
-        None => runtime.metrics.own_answers.record(&finished),
-    }
-    let entry = Entry {
-        time: SystemTime::now(),
-        client: peer,
-        head,
-        tcp: false,
-        status: outcome.status,
-        bytes: outcome.body_bytes,
-        backend: outcome.backend.as_ref().map(|b| b.url()),
-        duration,
-    };
-    runtime.access_log.write(&state.config.access_log, &entry);
 }

@@ -18,11 +18,11 @@
 //! Writes each backend's health through `Backend::change_health`; the health thread also
 //! closes idle connections grown stale.
 
-use crate::alerts::{AlertEvent, AlertKind};
 use crate::backend::Backend;
 use crate::config::{HealthCheckConfig, Protocol};
 use crate::http::head::read_response_head;
 use crate::http::stream::BufferedStream;
+use crate::ops::alerts::{AlertEvent, AlertKind};
 use crate::pool::Pool;
 use crate::runtime::Runtime;
 use log::{debug, error, info, warn};

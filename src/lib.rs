@@ -37,26 +37,21 @@
 
 #![deny(unsafe_code)]
 
-pub mod access_log;
-pub mod admin;
-pub mod alerts;
 pub mod backend;
+pub mod backend_error;
 pub mod balance;
-pub mod changes;
 pub mod config;
 pub mod connection;
 pub mod demo;
 pub mod edge;
+pub mod exchange;
 pub mod health;
-pub mod host;
-pub mod host_alerts;
 pub mod http;
-pub mod metrics;
+pub mod ops;
 pub mod pool;
 pub mod proxy;
 pub mod queue;
 pub mod redirect;
-pub mod reload;
 pub mod routing;
 pub mod runtime;
 pub mod server;
@@ -66,7 +61,7 @@ pub mod tunnel;
 pub mod waiting_room;
 
 pub use config::{Config, ConfigError};
-pub use reload::{ReloadError, ReloadSummary};
+pub use ops::reload::{ReloadError, ReloadSummary};
 pub use server::{Server, StartError};
 
 use std::sync::{Mutex, MutexGuard};

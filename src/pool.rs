@@ -271,6 +271,7 @@ mod tests {
             .collect();
         let config = PoolConfig {
             name: "p".into(),
+            key_path: "pools.p".into(),
             protocol: Protocol::Http,
             servers,
             algorithm: Algorithm::RoundRobin,

@@ -6,16 +6,16 @@
 //! Called by `connection` once per request head on redirect listeners. Writes the picked
 //! backend's request counter.
 
+use crate::backend_error::BackendError;
+use crate::exchange::{may_keep_alive, refuse, Context, ExchangeIo, Outcome};
 use crate::http::error::canned_response;
 use crate::http::framing::{request_framing, BodyFraming};
-use crate::http::head::{RequestHead, Version};
-use crate::http::headers::is_persistent;
+use crate::http::head::RequestHead;
 use crate::http::request::check_request;
-use crate::proxy::{refuse, Client, Context, Outcome};
 use std::sync::Arc;
 
 /// Answers one request with a redirect to a backend.
-pub fn answer(ctx: &Context, client: &mut Client, head: &mut RequestHead) -> Outcome {
+pub fn answer(ctx: &Context, client: &mut ExchangeIo, head: &mut RequestHead) -> Outcome {
     if let Err(e) = check_request(head) {
         return refuse(client, e);
     }
@@ -25,18 +25,15 @@ pub fn answer(ctx: &Context, client: &mut Client, head: &mut RequestHead) -> Out
     };
     // A request body is not read: a 307 asks the client to send it again, to the backend.
     // So a request with one ends the connection.
-    let keep_alive = framing == BodyFraming::Empty
-        && head.version == Version::Http11
-        && is_persistent(head.version, head)
-        && !ctx.runtime.is_stopping()
-        && ctx.runtime.waiting_connections() == 0;
+    let keep_alive = framing == BodyFraming::Empty && may_keep_alive(ctx.runtime, head);
     let Some(pool) = ctx.state.listener_pool(ctx.listener) else {
         return send(client, head, canned_response(404, "no pool for this listener", &[], true), 404, false);
     };
     let Some(index) = pool.pick(&[], client.peer.ip()) else {
+        let error = BackendError::Unavailable { retry_after_secs: pool.retry_after_secs() };
         let retry_after = pool.retry_after_secs().to_string();
-        let response = canned_response(503, "no backend available", &[("Retry-After", &retry_after)], !keep_alive);
-        return send(client, head, response, 503, keep_alive);
+        let response = canned_response(error.status(), error.detail(), &[("Retry-After", &retry_after)], !keep_alive);
+        return send(client, head, response, error.status(), keep_alive);
     };
     let backend = &pool.backends[index];
     let _counted = backend.start_exchange();
@@ -58,7 +55,7 @@ pub fn location(url: &str, target: &str) -> String {
 }
 
 /// Sends `response`, without its body when answering HEAD.
-fn send(client: &mut Client, head: &RequestHead, mut response: Vec<u8>, status: u16, keep_alive: bool) -> Outcome {
+fn send(client: &mut ExchangeIo, head: &RequestHead, mut response: Vec<u8>, status: u16, keep_alive: bool) -> Outcome {
     let head_len = response.windows(4).position(|w| w == b"\r\n\r\n").map_or(response.len(), |i| i + 4);
     let body_bytes = if head.method == "HEAD" {
         response.truncate(head_len);

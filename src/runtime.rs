@@ -7,14 +7,14 @@
 //! acceptor counts connections in; each connection counts itself out when it closes. Whoever
 //! changes the snapshot goes through [`Runtime::change_state`], one change at a time.
 
-use crate::access_log::AccessLog;
-use crate::alerts::Alerts;
 use crate::backend::Backend;
-use crate::changes::{Place, RuntimeChanges};
 use crate::config::{AccessLogConfig, Config, Limits, ListenerConfig};
 use crate::http::head::{HeaderList, RequestHead};
 use crate::lock;
-use crate::metrics::Metrics;
+use crate::ops::access_log::AccessLog;
+use crate::ops::alerts::Alerts;
+use crate::ops::changes::{Place, RuntimeChanges};
+use crate::ops::metrics::Metrics;
 use crate::pool::Pool;
 use crate::routing;
 use crate::waiting_room::WaitingRoom;
@@ -32,28 +32,43 @@ use threadpool::ThreadPool;
 pub const WORKER_STACK_BYTES: usize = 128 * 1024;
 
 /// One consistent view of the configuration and the pools built from it.
+///
+/// Three things, kept apart so that no change is ever built on another change's result: the
+/// configuration exactly as the file says it, the changes made at run time, and the effective
+/// configuration derived from both. Every new snapshot (an admin change, a reload) derives the
+/// effective configuration from the file again.
 pub struct State {
-    /// The file's configuration with the runtime changes applied.
-    pub config: Config,
-    pub pools: Vec<Arc<Pool>>,
+    /// The configuration as read from the file, with no runtime change applied.
+    pub file: Config,
     /// What the admin API changed, applied again over every reload.
     pub changes: RuntimeChanges,
+    /// The effective configuration: `file` with `changes` laid over it.
+    pub config: Config,
+    pub pools: Vec<Arc<Pool>>,
 }
 
 impl State {
-    /// Builds the pools for `config`, as read from the file, keeping the runtime changes made
+    /// Builds the pools for `file`, as read from the file, keeping the runtime changes made
     /// on `previous`. With a `previous` state (a reload), its backends are kept by URL and new
     /// ones join after a passing probe; without (the first start), every backend starts up.
-    pub fn new(config: Config, previous: Option<&State>) -> State {
-        let changes = previous.map_or_else(RuntimeChanges::default, |p| p.changes.settled(&config));
+    pub fn new(file: Config, previous: Option<&State>) -> State {
+        let changes = previous.map_or_else(RuntimeChanges::default, |p| p.changes.settled(&file));
         let running = previous.map(State::backends);
-        State::with_changes(config, changes, running.as_deref())
+        State::derive(file, changes, running.as_deref())
     }
 
-    /// Builds the pools for `config` with `changes` laid over it, reusing the backends of
-    /// `running` (`None` on the first start) as [`Pool::new`] says.
-    pub fn with_changes(config: Config, changes: RuntimeChanges, running: Option<&[Arc<Backend>]>) -> State {
-        let config = changes.apply(config);
+    /// The same file with other runtime changes: the next snapshot after an admin change.
+    /// `joining` is a backend built for the change (already probed), reused by URL.
+    pub fn with_changes(&self, changes: RuntimeChanges, joining: Option<Arc<Backend>>) -> State {
+        let mut running: Vec<Arc<Backend>> = joining.into_iter().collect();
+        running.extend(self.backends());
+        State::derive(self.file.clone(), changes, Some(&running))
+    }
+
+    /// Lays `changes` over `file` and builds the pools, reusing the backends of `running`
+    /// (`None` on the first start) as [`Pool::new`] says.
+    fn derive(file: Config, changes: RuntimeChanges, running: Option<&[Arc<Backend>]>) -> State {
+        let config = changes.apply(file.clone());
         let pools: Vec<Arc<Pool>> = config.pools.iter().map(|p| Arc::new(Pool::new(p.clone(), running))).collect();
         for pool in &pools {
             for backend in &pool.backends {
@@ -62,7 +77,7 @@ impl State {
                 }
             }
         }
-        State { config, pools, changes }
+        State { file, changes, config, pools }
     }
 
     /// Every backend of every pool.

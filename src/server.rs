@@ -8,15 +8,15 @@
 //! Stopping sets the runtime's flag, closes idle client connections, and wakes each acceptor
 //! with a connection to itself; the listeners close as their acceptors return.
 
-use crate::access_log::FLUSH_INTERVAL;
-use crate::admin::{self, AdminThreads};
-use crate::alerts::Alerts;
 use crate::config::Config;
 use crate::connection;
 use crate::health;
-use crate::host_alerts::{self, HostWatch};
 use crate::http::error::canned_response;
-use crate::reload::{self, ReloadError, ReloadSummary};
+use crate::ops::access_log::FLUSH_INTERVAL;
+use crate::ops::admin::{self, AdminThreads};
+use crate::ops::alerts::Alerts;
+use crate::ops::host_alerts::{self, HostWatch};
+use crate::ops::reload::{self, ReloadError, ReloadSummary};
 use crate::runtime::{Runtime, State};
 use crate::waiting_room;
 use log::{error, info, warn};

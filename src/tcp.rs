@@ -14,56 +14,36 @@
 //! status is 200 once relayed, 503 when no backend was available, 502 when none could be
 //! reached.
 
-use crate::access_log::Entry;
-use crate::backend::Backend;
+use crate::backend_error::BackendError;
 use crate::config::ListenerConfig;
 use crate::health::record_traffic_failure;
-use crate::metrics::Finished;
-use crate::pool::{NoSlot, PickRequest};
+use crate::ops::ended::{self, Ended};
+use crate::pool::PickRequest;
 use crate::runtime::{Runtime, State};
-use crate::tunnel::{self, Carried, End};
+use crate::tunnel::{self, End};
 use log::{debug, warn};
 use std::net::{SocketAddr, TcpStream};
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 /// The status a connection is counted and logged with when it was relayed.
 const RELAYED: u16 = 200;
-/// ... when no backend could be reached.
-const UNREACHABLE: u16 = 502;
-/// ... when no backend was available.
-const UNAVAILABLE: u16 = 503;
-
-/// One finished TCP-mode connection, as metrics and the access log count it.
-struct Ended<'a> {
-    peer: SocketAddr,
-    backend: Option<&'a Backend>,
-    status: u16,
-    carried: Carried,
-    started: Instant,
-}
 
 /// Relays `client` to a backend until either side closes.
 pub fn serve(runtime: &Runtime, state: &State, listener: &ListenerConfig, client: &TcpStream, peer: SocketAddr) {
     let started = Instant::now();
     let Some(pool) = state.listener_pool(listener) else { return };
     let timeouts = &state.config.timeouts;
+    let unserved =
+        |status| Ended { client: peer, head: None, tcp: true, status, backend: None, started, received: 0, sent: 0 };
     let mut tried = Vec::new();
     loop {
         let wanted = PickRequest { client: peer.ip(), tried: &tried, sticky: None };
         let slot = match pool.acquire(&wanted, timeouts.queue) {
             Ok(slot) => slot,
             Err(why) => {
-                let (status, why) = match why {
-                    NoSlot::QueueTimedOut => (UNAVAILABLE, "every backend is at its connection limit"),
-                    NoSlot::Unavailable if tried.is_empty() => (UNAVAILABLE, "no backend available"),
-                    NoSlot::Unavailable => (UNREACHABLE, "no backend could be reached"),
-                };
-                debug!("{peer}: tcp connection closed: {why}");
-                record_connection(
-                    runtime,
-                    state,
-                    Ended { peer, backend: None, status, carried: Carried::default(), started },
-                );
+                let error = BackendError::from_no_slot(why, !tried.is_empty(), pool.retry_after_secs());
+                debug!("{peer}: tcp connection closed: {error}");
+                ended::record(runtime, state, &unserved(error.status()));
                 return;
             }
         };
@@ -75,8 +55,13 @@ pub fn serve(runtime: &Runtime, state: &State, listener: &ListenerConfig, client
                 let backend_end = End { stream: &upstream, already_read: &[] };
                 match tunnel::run(client_end, backend_end, timeouts.tunnel) {
                     Ok(carried) => {
-                        let ended = Ended { peer, backend: Some(backend), status: RELAYED, carried, started };
-                        record_connection(runtime, state, ended);
+                        let relayed = Ended {
+                            backend: Some(backend),
+                            received: carried.client_to_backend,
+                            sent: carried.backend_to_client,
+                            ..unserved(RELAYED)
+                        };
+                        ended::record(runtime, state, &relayed);
                     }
                     Err(e) => warn!("{peer}: cannot start a tunnel: {e}"),
                 }
@@ -87,39 +72,10 @@ pub fn serve(runtime: &Runtime, state: &State, listener: &ListenerConfig, client
                 record_traffic_failure(runtime, pool, backend, &e);
                 tried.push(slot.index);
                 if tried.len() > pool.config.retries as usize {
-                    let carried = Carried::default();
-                    let ended = Ended { peer, backend: None, status: UNREACHABLE, carried, started };
-                    record_connection(runtime, state, ended);
+                    ended::record(runtime, state, &unserved(BackendError::Unreachable.status()));
                     return;
                 }
             }
         }
     }
-}
-
-/// Counts a finished connection against its backend (or sluice's own answers) and writes its
-/// access-log line, as `connection` does for HTTP exchanges.
-fn record_connection(runtime: &Runtime, state: &State, ended: Ended) {
-    let duration = ended.started.elapsed();
-    let finished = Finished {
-        status: ended.status,
-        duration,
-        bytes_received: ended.carried.client_to_backend,
-        bytes_sent: ended.carried.backend_to_client,
-    };
-    match ended.backend {
-        Some(backend) => backend.metrics.exchanges.record(&finished),
-        None => runtime.metrics.own_answers.record(&finished),
-    }
-    let entry = Entry {
-        time: SystemTime::now(),
-        client: ended.peer,
-        head: None,
-        tcp: true,
-        status: ended.status,
-        bytes: ended.carried.backend_to_client,
-        backend: ended.backend.map(Backend::url),
-        duration,
-    };
-    runtime.access_log.write(&state.config.access_log, &entry);
 }

@@ -602,11 +602,140 @@ fn a_silent_admin_client_does_not_delay_stats_for_another() {
 fn admin_connections_beyond_the_cap_are_answered_503_until_one_ends() {
     let backend = TestBackend::named("a");
     let (_sluice, admin) = start(&[&backend.url()], "");
-    let held: Vec<_> = (0..sluice::admin::MAX_ADMIN_CONNECTIONS).map(|_| silent_client(admin)).collect();
+    let held: Vec<_> = (0..sluice::ops::admin::MAX_ADMIN_CONNECTIONS).map(|_| silent_client(admin)).collect();
     let refused = get(admin, "/stats");
     assert_eq!(refused.status, 503, "{}{}", refused.raw_head, refused.text());
     assert_eq!(refused.header("retry-after"), Some("1"));
     assert!(held.iter().all(is_open_and_unanswered), "a held connection was answered");
     drop(held);
     assert!(wait_until(WAIT, || get(admin, "/stats").status == 200), "slots were not given back");
+}
+
+// Runtime changes are laid over the file afresh every time: a backend added and then deleted
+// leaves nothing behind (issue 11's ghosts).
+
+fn add(admin: SocketAddr, url: &str) {
+    let r = change(admin, "POST", "/servers", &format!(r#"{{"url": "{url}"}}"#));
+    assert_eq!(r.status, 201, "adding {url}: {}", r.text());
+}
+
+fn delete(admin: SocketAddr, url: &str) {
+    let r = change(admin, "DELETE", &format!("/servers?url={url}"), "");
+    assert_eq!(r.status, 200, "deleting {url}: {}", r.text());
+    assert_eq!(json(&r)["removed"], true, "{}", r.text());
+}
+
+#[test]
+fn backends_added_then_deleted_leave_stats_probes_and_traffic() {
+    let a = TestBackend::named("a");
+    let added: Vec<TestBackend> = (0..5).map(|_| TestBackend::named("added")).collect();
+    let (sluice, admin) = with_token(&[&a.url()]);
+    for b in &added {
+        add(admin, &b.url());
+    }
+    assert_eq!(servers(admin).len(), 6);
+    for b in &added {
+        delete(admin, &b.url());
+    }
+    let listed = servers(admin);
+    assert_eq!(listed.keys().collect::<Vec<_>>(), [&a.url()], "ghosts in /stats: {:#}", stats(admin));
+    let probes: Vec<usize> = added.iter().map(TestBackend::probe_count).collect();
+    // Three more probe rounds of the remaining backend (every 200 ms) reach none of the deleted.
+    let a_probes = a.probe_count();
+    assert!(wait_until(WAIT, || a.probe_count() >= a_probes + 3), "the health thread stopped probing a");
+    let later: Vec<usize> = added.iter().map(TestBackend::probe_count).collect();
+    assert_eq!(probes, later, "deleted backends are still probed");
+    for _ in 0..5 {
+        assert_eq!(sluice.get("/").text(), "a");
+    }
+    assert!(added.iter().all(|b| b.request_count() == 0), "a deleted backend got traffic");
+}
+
+#[test]
+fn a_deleted_backend_can_be_added_again_and_a_reload_between_changes_keeps_them() {
+    let (a, b, c) = (TestBackend::named("a"), TestBackend::named("b"), TestBackend::named("c"));
+    let file = format!(
+        r#"{{"listen": "127.0.0.1:0", "servers": [{:?}], "healthCheckInterval": "200ms",
+            "admin": {{"listen": "127.0.0.1:0", "token": "{TOKEN}"}}}}"#,
+        a.url()
+    );
+    let path = temp_config("readd", &file);
+    let (sluice, admin) = start_from_file(&path);
+    add(admin, &b.url());
+    delete(admin, &b.url());
+    add(admin, &b.url());
+    add(admin, &c.url());
+    assert_eq!(change(admin, "POST", &drain_path(&c.url()), "").status, 200);
+    let r = change(admin, "POST", "/reload", "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let listed = servers(admin);
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    assert_eq!(listed[&b.url()]["addedAtRuntime"], true);
+    assert_eq!(listed[&c.url()]["draining"], true, "a drain was lost on reload");
+    delete(admin, &b.url());
+    let listed = servers(admin);
+    assert!(!listed.contains_key(&b.url()), "deleted after a reload, still listed: {listed:?}");
+    let bodies: Vec<String> = (0..4).map(|_| sluice.get("/").text()).collect();
+    assert!(bodies.iter().all(|body| body == "a"), "{bodies:?}");
+    let _ = std::fs::remove_file(&path);
+}
+
+/// Threads, open files and resident memory of process `pid`, from /proc.
+fn process_footprint(pid: u32) -> (usize, usize, u64) {
+    let count = |dir: &str| std::fs::read_dir(format!("/proc/{pid}/{dir}")).map_or(0, |d| d.count());
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss_kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    (count("task"), count("fd"), rss_kib)
+}
+
+#[test]
+fn a_hundred_add_delete_cycles_leave_threads_files_and_memory_where_they_started() {
+    let a = TestBackend::named("a");
+    let b = TestBackend::named("b");
+    let admin_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let file = format!(
+        r#"{{"listen": "127.0.0.1:0", "servers": [{:?}], "healthCheckInterval": "100ms",
+            "admin": {{"listen": "127.0.0.1:{admin_port}", "token": "{TOKEN}"}}}}"#,
+        a.url()
+    );
+    let path = temp_config("cycles", &file);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["--config", path.to_str().unwrap()])
+        .env("RUST_LOG", "error")
+        .spawn()
+        .expect("start sluice");
+    let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
+    let answering = wait_until(WAIT, || std::net::TcpStream::connect(admin).is_ok());
+    let cycle = |n: usize| {
+        for _ in 0..n {
+            add(admin, &b.url());
+            delete(admin, &b.url());
+        }
+    };
+    let result = std::panic::catch_unwind(|| {
+        assert!(answering, "sluice's admin API never answered");
+        cycle(10);
+        let settled = |before: (usize, usize, u64)| {
+            wait_until(WAIT, || {
+                let now = process_footprint(child.id());
+                now.0 == before.0 && now.1 == before.1
+            })
+        };
+        let before = process_footprint(child.id());
+        cycle(100);
+        assert!(settled(before), "threads or open files grew: {before:?} -> {:?}", process_footprint(child.id()));
+        let after = process_footprint(child.id());
+        assert!(after.2 < before.2 + 1024, "resident memory grew by over 1 MiB: {before:?} -> {after:?}");
+        assert_eq!(servers(admin).len(), 1, "{:#}", stats(admin));
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_file(&path);
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
 }

@@ -4,10 +4,11 @@
 mod common;
 
 use common::*;
-use sluice::alerts::{AlertEvent, AlertKind, Alerts};
 use sluice::backend::BackendStats;
+use sluice::config::resolve::resolve_webhook;
 use sluice::config::{webhook_from_url, AlertsConfig};
 use sluice::health::Health;
+use sluice::ops::alerts::{AlertEvent, AlertKind, Alerts};
 use sluice::{Config, ReloadError, Server};
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -462,7 +463,7 @@ fn sluice_from_file(name: &str, json: &str) -> (Sluice, PathBuf) {
 }
 
 fn parse(json: &str) -> Config {
-    Config::parse(json, "test.json").unwrap()
+    Config::from_json(json, "test.json").unwrap()
 }
 
 #[test]
@@ -686,7 +687,8 @@ fn a_webhook_that_never_answers_slows_no_request() {
 #[test]
 fn a_full_alert_queue_drops_and_counts_instead_of_waiting() {
     let silent = TcpListener::bind("127.0.0.1:0").unwrap();
-    let webhook = webhook_from_url(&format!("http://{}/", silent.local_addr().unwrap())).unwrap();
+    let mut webhook = webhook_from_url(&format!("http://{}/", silent.local_addr().unwrap())).unwrap();
+    resolve_webhook(&mut webhook).unwrap();
     let config = AlertsConfig { webhook: Some(webhook), timeout: Duration::from_secs(10), ..AlertsConfig::default() };
     let alerts = Alerts::with_queue(&config, 2).unwrap();
     let started = Instant::now();

@@ -13,6 +13,10 @@ use crate::edge::rate_limit::DEFAULT_MAX_CLIENTS;
 use crate::edge::{AddressRules, BasicAuthConfig, Cidr, EdgeConfig, HeaderRules, PasswordHash, RateLimitConfig};
 use serde_json::Value;
 
+/// The keys this file reads; the readers of routes and of the short form allow them.
+pub(super) const EDGE_KEYS: [&str; 6] =
+    ["allow", "deny", "basicAuth", "rateLimit", "requestHeaders", "responseHeaders"];
+
 /// Reads the edge keys of `s`; the result is empty when none is given.
 pub(super) fn read_edge_rules(s: &mut Section) -> Result<EdgeConfig, ConfigError> {
     let addresses = AddressRules { allow: read_blocks(s, "allow")?, deny: read_blocks(s, "deny")? };
@@ -51,6 +55,7 @@ fn read_blocks(s: &mut Section, key: &'static str) -> Result<Vec<Cidr>, ConfigEr
 
 /// `basicAuth`: `{"realm": "staff", "users": {"alice": "<bcrypt or argon2id hash>"}}`.
 fn read_basic_auth(mut s: Section) -> Result<BasicAuthConfig, ConfigError> {
+    s.allow(&["realm", "users"])?;
     let realm =
         s.str("realm")?.ok_or_else(|| s.error("realm", "missing: the name browsers show, such as \"staff\""))?;
     if realm.is_empty() || !realm.bytes().all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\') {
@@ -82,6 +87,7 @@ fn read_basic_auth(mut s: Section) -> Result<BasicAuthConfig, ConfigError> {
 
 /// `rateLimit`: `{"requestsPerSecond": 10, "burst": 20, "maxClients": 100000}`.
 fn read_rate_limit(mut s: Section) -> Result<RateLimitConfig, ConfigError> {
+    s.allow(&["requestsPerSecond", "burst", "maxClients"])?;
     let range = "must be a number above 0 and at most 1000000, such as 10 or 0.5";
     let requests_per_second = match s.get("requestsPerSecond").map(Value::as_f64) {
         None => return Err(s.error("requestsPerSecond", "missing: how many requests a second one address may make")),
@@ -100,6 +106,7 @@ fn read_rate_limit(mut s: Section) -> Result<RateLimitConfig, ConfigError> {
 /// `requestHeaders` or `responseHeaders`: `{"set": {"Name": "value"}, "remove": ["Name"]}`.
 fn read_header_rules(parent: &mut Section, key: &'static str) -> Result<HeaderRules, ConfigError> {
     let Some(mut s) = parent.section(key)? else { return Ok(HeaderRules::default()) };
+    s.allow(&["set", "remove"])?;
     let mut rules = HeaderRules::default();
     match s.get("set") {
         None => {}
@@ -146,6 +153,7 @@ mod tests {
     fn read(text: &str) -> Result<EdgeConfig, String> {
         let value: Value = serde_json::from_str(text).unwrap();
         let mut s = Section::new("config.json", "routes[0]".to_string(), &value).map_err(|e| e.to_string())?;
+        s.allow(&EDGE_KEYS).map_err(|e| e.to_string())?;
         let edge = read_edge_rules(&mut s).map_err(|e| e.to_string())?;
         s.finish().map_err(|e| e.to_string())?;
         Ok(edge)

@@ -5,9 +5,12 @@
 //! the order of their names; routes refer to them by that number. Every problem names its
 //! key path, such as `listeners[1].routes[0].pool`.
 
+use super::pool::{read_pool, POOL_KEYS};
+use super::top_level::read_listen;
 use super::Section;
-use super::{read_listen, read_pool, ConfigError, ListenerConfig, ListenerMode, PoolConfig, Protocol, RouteConfig};
-use crate::routing::{parse_path_prefix, HostMatch};
+use super::{
+    parse_path_prefix, ConfigError, HostMatch, ListenerConfig, ListenerMode, PoolConfig, Protocol, RouteConfig,
+};
 use serde_json::Value;
 
 /// Top-level keys of the short form, and where each belongs in the full form.
@@ -22,13 +25,20 @@ const SHORT_FORM_KEYS: &[(&str, &str)] = &[
     ("retries", "a pool"),
 ];
 
-pub(super) fn read(top: &mut Section) -> Result<(Vec<ListenerConfig>, Vec<PoolConfig>), ConfigError> {
+/// Reads the full form; `common` are the top-level keys either form takes.
+/// The keys of one listener and of one route.
+const LISTENER_KEYS: [&str; 4] = ["listen", "mode", "routes", "pool"];
+const ROUTE_KEYS: [&str; 3] = ["host", "pathPrefix", "pool"];
+
+pub(super) fn read(top: &mut Section, common: &[&str]) -> Result<(Vec<ListenerConfig>, Vec<PoolConfig>), ConfigError> {
     for (key, home) in SHORT_FORM_KEYS {
         if top.has(key) {
             let problem = format!("belongs to the short form; with \"listeners\" and \"pools\" it goes in {home}");
             return Err(top.error(key, &problem));
         }
     }
+    let allowed: Vec<&str> = ["listeners", "pools"].iter().chain(common).copied().collect();
+    top.allow(&allowed)?;
     let pools = read_pools(top)?;
     let listeners = read_listeners(top, &pools)?;
     Ok((listeners, pools))
@@ -50,6 +60,7 @@ fn read_pools(top: &mut Section) -> Result<Vec<PoolConfig>, ConfigError> {
         if !is_pool_name(name) {
             return Err(section.error_here("a pool name is 1 to 64 letters, digits, `-` or `_`"));
         }
+        section.allow(&POOL_KEYS)?;
         pools.push(read_pool(&mut section, name)?);
         section.finish()?;
     }
@@ -83,6 +94,7 @@ fn read_listeners(top: &mut Section, pools: &[PoolConfig]) -> Result<Vec<Listene
 }
 
 fn read_listener(s: &mut Section, pools: &[PoolConfig]) -> Result<ListenerConfig, ConfigError> {
+    s.allow(&LISTENER_KEYS)?;
     let addr = read_listen(s, "listen")?;
     let mode = match s.str("mode")? {
         None | Some("http") => ListenerMode::Http,
@@ -117,6 +129,7 @@ fn read_routes(listener: &mut Section, pools: &[PoolConfig]) -> Result<Vec<Route
     let mut routes: Vec<RouteConfig> = Vec::with_capacity(list.len());
     for (j, value) in list.iter().enumerate() {
         let mut s = Section::new(listener.file, listener.child_path(&format!("routes[{j}]")), value)?;
+        s.allow(&ROUTE_KEYS)?;
         if let Some(k) = routes.iter().position(|r| r.host.is_none() && r.path_prefix.is_none()) {
             return Err(s.error_here(&format!("never reached: routes[{k}] before it matches every request")));
         }
@@ -159,8 +172,8 @@ fn pool_index(s: &mut Section, pools: &[PoolConfig], mode: ListenerMode) -> Resu
 
 #[cfg(test)]
 mod tests {
+    use crate::config::HostMatch;
     use crate::config::{Config, ListenerMode, Protocol};
-    use crate::routing::HostMatch;
     use std::time::Duration;
 
     fn parse(text: &str) -> Result<Config, String> {

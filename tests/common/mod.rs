@@ -286,7 +286,7 @@ impl Sluice {
     }
 
     pub fn from_json(json: &str) -> Sluice {
-        let config = Config::parse(json, "test.json").unwrap_or_else(|e| panic!("bad test config: {e}\n{json}"));
+        let config = Config::from_json(json, "test.json").unwrap_or_else(|e| panic!("bad test config: {e}\n{json}"));
         let server = Server::start(config).expect("start sluice");
         Sluice { addr: server.local_addrs()[0], server: Some(server) }
     }

@@ -6,9 +6,9 @@
 //! the request path never touches it.
 
 use crate::backend::Backend;
-use crate::changes::Place;
 use crate::lock;
-use crate::metrics::HistogramSnapshot;
+use crate::ops::changes::Place;
+use crate::ops::metrics::HistogramSnapshot;
 use crate::runtime::State;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};

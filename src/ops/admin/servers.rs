@@ -7,9 +7,10 @@
 
 use super::http::{Request, Response};
 use crate::backend::Backend;
-use crate::changes::{Place, RuntimeChanges};
+use crate::config::resolve::resolve_server;
 use crate::config::{parse_server_object, PoolConfig, ServerConfig};
 use crate::health;
+use crate::ops::changes::{Place, RuntimeChanges};
 use crate::runtime::{Runtime, State};
 use log::info;
 use serde_json::{json, Value};
@@ -45,9 +46,7 @@ pub fn add(runtime: &Runtime, request: &Request) -> Response {
         }
         let mut changes = current.changes.clone();
         changes.add(&pool_name, server.clone());
-        let mut existing = current.backends();
-        existing.insert(0, Arc::clone(&backend));
-        Ok((State::with_changes(current.config.clone(), changes, Some(&existing)), ()))
+        Ok((current.with_changes(changes, Some(Arc::clone(&backend))), ()))
     });
     if let Err(response) = added {
         return response;
@@ -78,8 +77,9 @@ fn read_new_server(body: &[u8]) -> Result<(Option<String>, ServerConfig), Respon
         Some(Value::String(name)) => Some(name.clone()),
         Some(_) => return Err(Response::error(400, "pool: must be the name of a pool")),
     };
-    let server =
+    let mut server =
         parse_server_object(&value, "request body", &["pool"]).map_err(|e| Response::error(400, &e.to_string()))?;
+    resolve_server(&mut server).map_err(|problem| Response::error(400, &format!("url: {problem}")))?;
     Ok((pool, server))
 }
 
@@ -125,7 +125,7 @@ fn change_places(
         for (place, backend) in &places {
             change(&mut changes, place, backend);
         }
-        Ok((State::with_changes(current.config.clone(), changes, Some(&current.backends())), places))
+        Ok((current.with_changes(changes, None), places))
     })
 }
 
@@ -193,7 +193,7 @@ pub fn finish_removals(runtime: &Runtime) {
         for place in &done {
             changes.remove(place);
         }
-        Ok((State::with_changes(current.config.clone(), changes, Some(&current.backends())), done))
+        Ok((current.with_changes(changes, None), done))
     });
     for place in removed.unwrap_or_default() {
         info!("admin: removed {} from pool {:?}", place.url, place.pool);

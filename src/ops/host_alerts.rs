@@ -7,9 +7,9 @@
 //! nothing shared but the alerts queue. Thresholds are read from the current snapshot, so a
 //! reload changes them; a metric whose threshold is removed is forgotten without an event.
 
-use crate::alerts::{AlertEvent, AlertKind, AlertSubject};
 use crate::config::HostThresholds;
-use crate::host::{self, Sample};
+use crate::ops::alerts::{AlertEvent, AlertKind, AlertSubject};
+use crate::ops::host::{self, Sample};
 use crate::runtime::Runtime;
 use log::{info, warn};
 use std::time::{Instant, SystemTime};
@@ -104,7 +104,7 @@ pub fn check(runtime: &Runtime, watch: &mut HostWatch) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::host::{HostSample, ProcessSample, Space};
+    use crate::ops::host::{HostSample, ProcessSample, Space};
     use std::time::Duration;
 
     fn sample(cpu_seconds: f64, memory_used: u64, open_fds: u64) -> Sample {

@@ -7,8 +7,8 @@
 
 use super::rates::Recent;
 use super::snapshot::{ServerSnapshot, Snapshot};
-use crate::host;
-use crate::metrics::{ExchangeSnapshot, STATUS_CLASSES};
+use crate::ops::host;
+use crate::ops::metrics::{ExchangeSnapshot, STATUS_CLASSES};
 use serde_json::{json, Map, Value};
 use std::time::Duration;
 

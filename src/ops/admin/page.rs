@@ -5,7 +5,7 @@
 //! Pure: renders a snapshot. Every text that came from outside (URLs, pool names) is escaped.
 
 use super::snapshot::{PoolSnapshot, ServerSnapshot, Snapshot};
-use crate::host;
+use crate::ops::host;
 use std::fmt::Write;
 use std::time::Duration;
 

@@ -27,7 +27,7 @@ mod snapshot;
 mod stats;
 
 use self::http::{authorize, read_request, write_response, Request, Response, IO_TIMEOUT};
-use crate::reload::reload_from_file;
+use crate::ops::reload::reload_from_file;
 use crate::runtime::Runtime;
 use log::{debug, info, warn};
 use rates::Windows;

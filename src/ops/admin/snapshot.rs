@@ -7,9 +7,9 @@
 
 use super::rates::{Recent, Windows};
 use crate::backend::Backend;
-use crate::changes::{Place, RuntimeChanges};
-use crate::host;
-use crate::metrics::ExchangeSnapshot;
+use crate::ops::changes::{Place, RuntimeChanges};
+use crate::ops::host;
+use crate::ops::metrics::ExchangeSnapshot;
 use crate::runtime::Runtime;
 use std::time::{Duration, Instant};
 

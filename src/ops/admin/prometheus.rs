@@ -7,8 +7,8 @@
 //! connections, retries, rejected connections, sluice's own answers, and host numbers. Pure.
 
 use super::snapshot::{PoolSnapshot, ServerSnapshot, Snapshot};
-use crate::host;
-use crate::metrics::{DURATION_BUCKETS_MICROS, STATUS_CLASSES};
+use crate::ops::host;
+use crate::ops::metrics::{DURATION_BUCKETS_MICROS, STATUS_CLASSES};
 use std::fmt::Write;
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";

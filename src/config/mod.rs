@@ -1,0 +1,154 @@
+//! The configuration file: JSON in, a validated [`Config`] out.
+//!
+//! Everything a user can write is checked here, once, and every problem is reported as a
+//! [`ConfigError`] that names the file, the key path (`servers[1].weight`) and what is wrong.
+//! Strings such as `"2s"` become `Duration`s here and nowhere else. The rest of sluice reads
+//! only the validated structs of [`model`].
+//!
+//! Two forms, never mixed: the short top-level form (`port`, `servers`, ...) is one HTTP
+//! listener in front of one pool named `default` ([`top_level`]); the full form lists
+//! `listeners` and names `pools` ([`full_form`]). Both are read into the same model:
+//! listeners whose routes point at pools ([`pool`] reads a pool's keys in either form).
+//!
+//! Reading is pure: [`Config::parse`] does no I/O. Looking up the host names of backends and
+//! of the alerts webhook is a separate step ([`resolve`]); [`Config::load`] and
+//! [`Config::from_json`] do both.
+//!
+//! The files: [`model`] the validated types, [`section`] the JSON walker, [`values`] strings
+//! such as durations, addresses and URLs, [`host_match`] route host patterns, [`resolve`]
+//! name lookups.
+
+// Wired into the route readers once the edge controls reach the request path.
+#[allow(dead_code)]
+mod edge_rules;
+mod full_form;
+pub mod host_match;
+pub mod model;
+mod pool;
+pub mod resolve;
+mod section;
+mod top_level;
+pub mod values;
+
+pub use host_match::HostMatch;
+pub use model::*;
+pub use pool::parse_server_object;
+pub use values::{parse_duration, parse_listen, parse_path_prefix, server_from_url, webhook_from_url};
+
+use section::Section;
+use serde_json::Value;
+use std::fmt;
+use std::path::Path;
+use top_level::*;
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this configuration came from, for messages and reloads.
+    pub source: String,
+    pub listeners: Vec<ListenerConfig>,
+    /// Pools by position; routes refer to them by index.
+    pub pools: Vec<PoolConfig>,
+    pub workers: usize,
+    pub timeouts: Timeouts,
+    pub limits: Limits,
+    pub expose_backend: bool,
+    /// Park idle client connections in the waiting room while most workers are busy.
+    pub waiting_room: bool,
+    /// The admin API; `None` when `admin` is not configured.
+    pub admin: Option<AdminConfig>,
+    pub access_log: AccessLogConfig,
+    pub alerts: AlertsConfig,
+}
+
+/// A configuration problem: which file, which key, what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    /// The key path, such as `servers[1].weight`; empty for whole-file problems.
+    pub key: String,
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.file, self.problem)
+        } else {
+            write!(f, "{}: {}: {}", self.file, self.key, self.problem)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads a configuration file, validates it and looks up the host names it names.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            key: String::new(),
+            problem: format!("cannot read the file: {e}"),
+        })?;
+        Config::from_json(&text, &file)
+    }
+
+    /// Validates a configuration given as JSON text and looks up the host names it names;
+    /// `file` names it in errors.
+    pub fn from_json(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let mut config = Config::parse(text, file)?;
+        config.resolve()?;
+        Ok(config)
+    }
+
+    /// Validates a configuration given as JSON text without any I/O: host names are not
+    /// looked up yet (see [`Config::resolve`]).
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let value: Value = serde_json::from_str(text).map_err(|e| ConfigError {
+            file: file.to_string(),
+            key: String::new(),
+            problem: format!("not valid JSON: {e}"),
+        })?;
+        let mut top = Section::new(file, String::new(), &value)?;
+        let config = read_config(&mut top)?;
+        top.finish()?;
+        Ok(config)
+    }
+}
+
+/// Top-level keys of either form.
+const COMMON_KEYS: [&str; 8] =
+    ["workers", "timeouts", "limits", "exposeBackend", "admin", "accessLog", "waitingRoom", "alerts"];
+
+fn read_config(top: &mut Section) -> Result<Config, ConfigError> {
+    let (listeners, pools) = if top.has("listeners") || top.has("pools") {
+        full_form::read(top, &COMMON_KEYS)?
+    } else {
+        read_short_form(top, &COMMON_KEYS)?
+    };
+    let workers = top.uint("workers", 1, 100_000)?.map_or(DEFAULT_WORKERS, |n| n as usize);
+    let timeouts = read_timeouts(top)?;
+    let limits = read_limits(top)?;
+    let expose_backend = top.bool("exposeBackend")?.unwrap_or(false);
+    let admin = read_admin(top)?;
+    let access_log = read_access_log(top)?;
+    let waiting_room = top.bool("waitingRoom")?.unwrap_or(true);
+    let alerts = read_alerts(top)?;
+    Ok(Config {
+        source: top.file.to_string(),
+        listeners,
+        pools,
+        workers,
+        timeouts,
+        limits,
+        expose_backend,
+        admin,
+        access_log,
+        waiting_room,
+        alerts,
+    })
+}
+
+#[cfg(test)]
+mod tests;

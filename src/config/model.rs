@@ -1,0 +1,340 @@
+//! The validated configuration's parts: listeners and their routes, pools and their backends,
+//! health checks, timeouts, limits, the admin API, the access log and alerts, with their
+//! defaults. Plain data: the readers in this folder fill it, the rest of sluice reads it.
+
+use super::HostMatch;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The admin listener: stats, metrics, the status page and runtime changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// Loopback unless the configuration names another address.
+    pub listen: SocketAddr,
+    /// The bearer token that changing requests must carry; without one they are refused.
+    pub token: Option<String>,
+}
+
+/// The address the admin API listens on when `admin.listen` is not given.
+pub const DEFAULT_ADMIN_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9000);
+
+/// Where and how the one line per exchange is written.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AccessLogConfig {
+    pub format: AccessLogFormat,
+    /// A file to append to; `None` writes to stderr.
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AccessLogFormat {
+    /// sluice's own line, through the `sluice::access` log target.
+    #[default]
+    Text,
+    /// One JSON object a line.
+    Json,
+    /// Apache's combined format, with the backend and the duration appended.
+    Combined,
+}
+
+impl AccessLogFormat {
+    /// The name the configuration uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            AccessLogFormat::Text => "text",
+            AccessLogFormat::Json => "json",
+            AccessLogFormat::Combined => "combined",
+        }
+    }
+}
+
+/// One address sluice listens on, and where its requests go.
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    pub addr: SocketAddr,
+    pub mode: ListenerMode,
+    /// Tried in order; the first match wins.
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerMode {
+    /// Proxy HTTP requests to the pool their route names.
+    Http,
+    /// Relay each connection byte for byte to a backend of the listener's one pool.
+    Tcp,
+    /// Answer each request with a `307` to a backend of the listener's one pool.
+    Redirect,
+}
+
+impl ListenerMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListenerMode::Http => "http",
+            ListenerMode::Tcp => "tcp",
+            ListenerMode::Redirect => "redirect",
+        }
+    }
+}
+
+/// A rule sending matching requests to a pool. A route with no conditions matches everything;
+/// tcp and redirect listeners have exactly one such route.
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    /// Matches the request's `Host`, without its port.
+    pub host: Option<HostMatch>,
+    /// Matches the request path by whole segments; never ends in `/` unless it is `/`.
+    pub path_prefix: Option<String>,
+    /// Index into [`Config::pools`].
+    pub pool: usize,
+}
+
+/// What a pool's backends speak, from the scheme of their URLs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// `http://`: HTTP backends, checked with an HTTP request.
+    Http,
+    /// `tcp://`: any TCP service, checked by connecting.
+    Tcp,
+}
+
+impl Protocol {
+    pub fn scheme(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Tcp => "tcp",
+        }
+    }
+}
+
+/// A named group of backends with one way of choosing among them.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    pub name: String,
+    /// Where the pool's keys stand in the file (empty for the short form's top level, or
+    /// `pools.NAME`), for errors found after reading.
+    pub key_path: String,
+    /// The scheme every one of `servers` uses.
+    pub protocol: Protocol,
+    pub servers: Vec<ServerConfig>,
+    pub algorithm: Algorithm,
+    /// `sticky`: pin each client to the backend that served it first; `None` is off.
+    pub sticky: Option<StickyConfig>,
+    pub health_check: HealthCheckConfig,
+    /// How many other backends to try when connecting fails.
+    pub retries: u32,
+}
+
+/// One backend as configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// The URL as the user wrote it; the backend's name everywhere.
+    pub url: String,
+    /// From the URL's scheme.
+    pub protocol: Protocol,
+    /// `host:port`, sent as `Host` by health checks.
+    pub authority: String,
+    /// The host name or address of the URL, without brackets.
+    pub host: String,
+    pub port: u16,
+    /// The addresses `host` resolves to, IPv4 first; empty until [`crate::config::resolve`]
+    /// has looked them up.
+    pub addrs: Vec<SocketAddr>,
+    pub weight: u32,
+    /// At most this many exchanges in flight at once; `None` is no limit.
+    pub max_connections: Option<usize>,
+    pub backup: bool,
+}
+
+/// How a pool picks among its available backends (see `balance`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    RoundRobin,
+    WeightedRoundRobin,
+    LeastConnections,
+    IpHash,
+    Random,
+}
+
+impl Algorithm {
+    pub const ALL: [Algorithm; 5] = [
+        Algorithm::RoundRobin,
+        Algorithm::WeightedRoundRobin,
+        Algorithm::LeastConnections,
+        Algorithm::IpHash,
+        Algorithm::Random,
+    ];
+
+    /// The name written in the configuration file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::RoundRobin => "round-robin",
+            Algorithm::WeightedRoundRobin => "weighted-round-robin",
+            Algorithm::LeastConnections => "least-connections",
+            Algorithm::IpHash => "ip-hash",
+            Algorithm::Random => "random",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Algorithm> {
+        Algorithm::ALL.into_iter().find(|a| a.name() == name)
+    }
+}
+
+/// Sticky sessions by cookie: the first response names its backend in cookie `cookie`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StickyConfig {
+    pub cookie: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheckConfig {
+    pub interval: Duration,
+    pub path: String,
+    pub method: String,
+    pub timeout: Duration,
+    /// Consecutive passes that bring a backend back.
+    pub rise: u32,
+    /// Consecutive failures that take a backend out.
+    pub fall: u32,
+    /// Sent as `Host` by probes; `None` sends the backend's `host:port`.
+    pub host: Option<String>,
+    /// The statuses a probe must get back; `None` passes any 2xx or 3xx.
+    pub expect_status: Option<Vec<u16>>,
+    /// Consecutive failures on real traffic (refused, timed-out or reset before a response)
+    /// that take a backend out at once, without waiting for a probe; 0 turns this off.
+    pub passive_fails: u32,
+}
+
+/// Where events about backends going down and up are sent, and the host thresholds that
+/// raise events of their own.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertsConfig {
+    /// `None` only logs the events.
+    pub webhook: Option<Webhook>,
+    /// Longest one delivery may take, from connecting to the response head.
+    pub timeout: Duration,
+    pub host: HostThresholds,
+}
+
+/// Host-monitoring thresholds in percent (above 0, at most 100); `None` is not watched.
+/// Checked once a second against `host::sample()` by `host_alerts`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct HostThresholds {
+    /// `alerts.cpuPercent`: the balancer's own CPU use over the last second, as a share of
+    /// all the machine's cores.
+    pub cpu_percent: Option<f64>,
+    /// `alerts.memoryPercent`: the host's memory in use (total less available).
+    pub memory_percent: Option<f64>,
+    /// `alerts.diskPercent`: the use of the file system holding `/`.
+    pub disk_percent: Option<f64>,
+    /// `alerts.openFilesPercent`: the balancer's open file descriptors against its soft limit.
+    pub open_files_percent: Option<f64>,
+}
+
+/// An `http://host[:port]/path` URL that events are POSTed to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Webhook {
+    pub url: String,
+    /// `host:port`, sent as `Host`.
+    pub authority: String,
+    /// The host name or address of the URL, without brackets.
+    pub host: String,
+    pub port: u16,
+    /// The addresses `host` resolves to; empty until [`crate::config::resolve`] has run.
+    pub addrs: Vec<SocketAddr>,
+    /// The path and query, at least `/`.
+    pub path: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Connecting to a backend.
+    pub connect: Duration,
+    /// A whole request head must arrive within this, from its first byte.
+    pub client_header: Duration,
+    /// An idle keep-alive client connection is closed after this.
+    pub keep_alive: Duration,
+    /// Longest wait for the next bytes of a response from a backend.
+    pub backend: Duration,
+    /// Longest wait for a client to send the next bytes of a body, or to take the next bytes
+    /// of a response.
+    pub client: Duration,
+    /// An idle connection to a backend older than this is not reused.
+    pub backend_idle: Duration,
+    /// On stop, in-flight exchanges get this long to finish.
+    pub drain: Duration,
+    /// When every candidate backend is at its `maxConnections`, a request waits this long
+    /// for a free slot before it is answered 503.
+    pub queue: Duration,
+    /// A tunnel (TCP mode, WebSocket) with no bytes either way for this long is closed.
+    pub tunnel: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// A request head larger than this is answered 431.
+    pub max_header_bytes: usize,
+    /// A request body larger than this is answered 413; `None` is no limit.
+    pub max_body_bytes: Option<u64>,
+    /// Open client connections above this are answered 503 at once.
+    pub max_connections: usize,
+    /// Open connections from one client address above this are answered 503 at once;
+    /// `None` is no limit.
+    pub max_connections_per_client: Option<usize>,
+    /// Idle connections kept per backend for reuse.
+    pub max_idle_per_backend: usize,
+}
+
+pub const DEFAULT_WORKERS: usize = 256;
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(5),
+            client_header: Duration::from_secs(10),
+            keep_alive: Duration::from_secs(15),
+            backend: Duration::from_secs(60),
+            client: Duration::from_secs(30),
+            backend_idle: Duration::from_secs(4),
+            drain: Duration::from_secs(30),
+            queue: Duration::from_secs(5),
+            tunnel: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_header_bytes: 16 * 1024,
+            max_body_bytes: None,
+            max_connections: 10_000,
+            max_connections_per_client: Some(1024),
+            max_idle_per_backend: 64,
+        }
+    }
+}
+
+impl Default for HealthCheckConfig {
+    fn default() -> Self {
+        HealthCheckConfig {
+            interval: Duration::from_secs(2),
+            path: "/".to_string(),
+            method: "HEAD".to_string(),
+            timeout: Duration::from_secs(1),
+            rise: 2,
+            fall: 2,
+            host: None,
+            expect_status: None,
+            passive_fails: 2,
+        }
+    }
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig { webhook: None, timeout: Duration::from_secs(2), host: HostThresholds::default() }
+    }
+}

@@ -1,0 +1,175 @@
+//! Readers for a pool's keys (`servers`, `algorithm`, `sticky`, health checking, `retries`),
+//! shared by the short form (at the top level) and the full form (under `pools`), and for one
+//! backend, which the admin API also uses.
+
+use super::section::Section;
+use super::*;
+use serde_json::Value;
+
+/// The keys of a pool, at the top level of the short form or under `pools.NAME`.
+pub(super) const POOL_KEYS: [&str; 6] =
+    ["servers", "algorithm", "sticky", "healthCheckInterval", "healthCheck", "retries"];
+
+/// The keys of a backend written as an object.
+const SERVER_KEYS: [&str; 4] = ["url", "weight", "maxConnections", "backup"];
+
+/// Reads the pool keys (`servers`, `algorithm`, `sticky`, health checking, `retries`) from
+/// `section`.
+pub(super) fn read_pool(section: &mut Section, name: &str) -> Result<PoolConfig, ConfigError> {
+    let servers = read_servers(section)?;
+    let algorithm = match section.str("algorithm")? {
+        None => Algorithm::RoundRobin,
+        Some(text) => Algorithm::from_name(text).ok_or_else(|| {
+            let known: Vec<String> = Algorithm::ALL.iter().map(|a| format!("{:?}", a.name())).collect();
+            section.error("algorithm", &format!("unknown algorithm {text:?} (known: {})", known.join(", ")))
+        })?,
+    };
+    let sticky = read_sticky(section)?;
+    let health_check = read_health_check(section)?;
+    let retries = section.uint("retries", 0, 100)?.map_or(2, |n| n as u32);
+    let protocol = servers[0].protocol;
+    let key_path = section.path.clone();
+    Ok(PoolConfig { name: name.to_string(), key_path, protocol, servers, algorithm, sticky, health_check, retries })
+}
+
+pub(super) fn read_sticky(section: &mut Section) -> Result<Option<StickyConfig>, ConfigError> {
+    let Some(mut s) = section.section("sticky")? else { return Ok(None) };
+    s.allow(&["cookie"])?;
+    let cookie =
+        s.str("cookie")?.ok_or_else(|| s.error("cookie", "missing: the cookie's name, such as \"SERVERID\""))?;
+    if !is_cookie_name(cookie) {
+        return Err(s.error("cookie", "must be 1 to 64 letters, digits or `!#$%&'*+-.^_`|~` (a cookie name)"));
+    }
+    s.finish()?;
+    Ok(Some(StickyConfig { cookie: cookie.to_string() }))
+}
+
+/// A cookie name is an HTTP token (RFC 6265, section 4.1.1); sluice also caps its length.
+fn is_cookie_name(name: &str) -> bool {
+    (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// Reads `healthCheckInterval` and the `healthCheck` object of a pool.
+pub(super) fn read_health_check(section: &mut Section) -> Result<HealthCheckConfig, ConfigError> {
+    let mut health_check = HealthCheckConfig::default();
+    if let Some(interval) = section.duration("healthCheckInterval")? {
+        health_check.interval = interval;
+    }
+    let Some(mut hc) = section.section("healthCheck")? else {
+        return Ok(health_check);
+    };
+    if let Some(path) = hc.str("path")? {
+        if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+            return Err(hc.error("path", "must start with `/` and contain no spaces or control characters"));
+        }
+        health_check.path = path.to_string();
+    }
+    if let Some(method) = hc.str("method")? {
+        if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(hc.error("method", "must be an upper-case method such as \"HEAD\" or \"GET\""));
+        }
+        health_check.method = method.to_string();
+    }
+    if let Some(timeout) = hc.duration("timeout")? {
+        health_check.timeout = timeout;
+    }
+    health_check.rise = hc.uint("rise", 1, 1000)?.map_or(health_check.rise, |n| n as u32);
+    health_check.fall = hc.uint("fall", 1, 1000)?.map_or(health_check.fall, |n| n as u32);
+    health_check.passive_fails = hc.uint("passiveFails", 0, 1000)?.map_or(health_check.fall, |n| n as u32);
+    if let Some(host) = hc.str("host")? {
+        if host.is_empty() || !host.bytes().all(|b| b.is_ascii_graphic() && b != b'/' && b != b'@') {
+            return Err(hc.error("host", "must be a host name, optionally with a port, such as \"app.example.com\""));
+        }
+        health_check.host = Some(host.to_string());
+    }
+    health_check.expect_status = read_expect_status(&mut hc)?;
+    hc.finish()?;
+    Ok(health_check)
+}
+
+/// `expectStatus`: one status code or a non-empty list of them.
+pub(super) fn read_expect_status(hc: &mut Section) -> Result<Option<Vec<u16>>, ConfigError> {
+    let problem = "must be a status code from 100 to 599, or a list of them such as [200, 204]";
+    let status = |v: &Value| v.as_u64().filter(|n| (100..=599).contains(n)).map(|n| n as u16);
+    match hc.get("expectStatus") {
+        None => Ok(None),
+        Some(Value::Array(list)) if !list.is_empty() => list
+            .iter()
+            .map(status)
+            .collect::<Option<Vec<u16>>>()
+            .map(Some)
+            .ok_or_else(|| hc.error("expectStatus", problem)),
+        Some(v) => status(v).map(|s| Some(vec![s])).ok_or_else(|| hc.error("expectStatus", problem)),
+    }
+}
+
+pub(super) fn read_servers(section: &mut Section) -> Result<Vec<ServerConfig>, ConfigError> {
+    let list = match section.get("servers") {
+        None => return Err(section.error("servers", "missing: list the backends, such as [\"http://127.0.0.1:5001\"]")),
+        Some(Value::Array(list)) => list,
+        Some(_) => return Err(section.error("servers", "must be a list of backend URLs")),
+    };
+    if list.is_empty() {
+        return Err(section.error("servers", "is empty: give at least one backend"));
+    }
+    let mut servers: Vec<ServerConfig> = Vec::with_capacity(list.len());
+    for (i, item) in list.iter().enumerate() {
+        let key = format!("servers[{i}]");
+        let server = read_server(section, &key, item)?;
+        if servers.iter().any(|s| s.url == server.url) {
+            return Err(section.error(&key, &format!("{:?} is listed twice", server.url)));
+        }
+        if let Some(first) = servers.first().filter(|first| first.protocol != server.protocol) {
+            let problem = format!(
+                "{:?} is {}:// but servers[0] is {}://; the servers of a pool all use one scheme",
+                server.url,
+                server.protocol.scheme(),
+                first.protocol.scheme()
+            );
+            return Err(section.error(&key, &problem));
+        }
+        servers.push(server);
+    }
+    if servers.iter().all(|s| s.backup) {
+        return Err(section.error("servers", "every server is a backup: at least one must be a primary"));
+    }
+    Ok(servers)
+}
+
+pub(super) fn read_server(parent: &Section, key: &str, item: &Value) -> Result<ServerConfig, ConfigError> {
+    match item {
+        Value::String(url) => server_from_url(url).map_err(|p| parent.error(key, &p)),
+        Value::Object(_) => {
+            let mut s = Section::new(parent.file, parent.child_path(key), item)?;
+            s.allow(&SERVER_KEYS)?;
+            let server = read_server_keys(&mut s)?;
+            s.finish()?;
+            Ok(server)
+        }
+        _ => Err(parent.error(key, "must be a URL string or an object with \"url\"")),
+    }
+}
+
+pub(super) fn read_server_keys(s: &mut Section) -> Result<ServerConfig, ConfigError> {
+    let url = s.str("url")?.ok_or_else(|| s.error("url", "missing: the backend's URL"))?;
+    let mut server = server_from_url(url).map_err(|p| s.error("url", &p))?;
+    server.weight = s.uint("weight", 0, 1000)?.map_or(1, |n| n as u32);
+    server.max_connections = s.uint("maxConnections", 1, 1_000_000)?.map(|n| n as usize);
+    server.backup = s.bool("backup")?.unwrap_or(false);
+    Ok(server)
+}
+
+/// Reads one backend object written as in `servers` (`url`, `weight`, `maxConnections`,
+/// `backup`), plus the keys in `also`, which are left for the caller. Used by the admin API;
+/// `source` names the input in errors.
+pub fn parse_server_object(value: &Value, source: &str, also: &[&'static str]) -> Result<ServerConfig, ConfigError> {
+    let mut s = Section::new(source, String::new(), value)?;
+    let allowed: Vec<&str> = SERVER_KEYS.iter().chain(also).copied().collect();
+    s.allow(&allowed)?;
+    for key in also {
+        s.get(key);
+    }
+    let server = read_server_keys(&mut s)?;
+    s.finish()?;
+    Ok(server)
+}

@@ -1,0 +1,155 @@
+//! Readers for the top-level keys that are not pools or listeners of the full form: the short
+//! form's one listener, and `timeouts`, `limits`, `admin`, `accessLog` and `alerts`.
+
+use super::pool::{read_pool, POOL_KEYS};
+use super::section::Section;
+use super::*;
+use serde_json::Value;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The short form: `port` (or `listen`) and the pool keys at the top level, making one HTTP
+/// listener in front of one pool named `default`. `common` are the keys either form takes.
+pub(super) fn read_short_form(
+    top: &mut Section,
+    common: &[&str],
+) -> Result<(Vec<ListenerConfig>, Vec<PoolConfig>), ConfigError> {
+    let allowed: Vec<&str> = ["port", "listen"].iter().chain(&POOL_KEYS).chain(common).copied().collect();
+    top.allow(&allowed)?;
+    let key = match (top.has("port"), top.has("listen")) {
+        (true, true) => return Err(top.error("listen", "give either `port` or `listen`, not both")),
+        (true, false) => "port",
+        (false, true) => "listen",
+        (false, false) => return Err(top.error("port", "missing: say where to listen, such as \":8080\"")),
+    };
+    let addr = read_listen(top, key)?;
+    let pool = read_pool(top, "default")?;
+    if pool.protocol != Protocol::Http {
+        return Err(top.error(
+            "servers",
+            "tcp:// backends need a listener with \"mode\": \"tcp\" (the full form, with \"listeners\" and \"pools\"); \
+             the short form is one HTTP listener",
+        ));
+    }
+    let route = RouteConfig { host: None, path_prefix: None, pool: 0 };
+    Ok((vec![ListenerConfig { addr, mode: ListenerMode::Http, routes: vec![route] }], vec![pool]))
+}
+
+/// Reads a listen address given as a string (`":8080"`) or a bare port number.
+pub(super) fn read_listen(section: &mut Section, key: &'static str) -> Result<SocketAddr, ConfigError> {
+    match section.get(key) {
+        None => Err(section.error(key, "missing: say where to listen, such as \":8080\"")),
+        Some(Value::String(s)) => parse_listen(s).map_err(|p| section.error(key, &p)),
+        Some(Value::Number(n)) => match n.as_u64().and_then(|p| u16::try_from(p).ok()) {
+            Some(port) => Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port)),
+            None => Err(section.error(key, "must be a port number from 0 to 65535")),
+        },
+        Some(_) => Err(section.error(key, "must be a string such as \":8080\" or \"127.0.0.1:8080\"")),
+    }
+}
+
+pub(super) fn read_timeouts(top: &mut Section) -> Result<Timeouts, ConfigError> {
+    let mut t = Timeouts::default();
+    if let Some(mut s) = top.section("timeouts")? {
+        let fields: [(&'static str, &mut Duration); 9] = [
+            ("connect", &mut t.connect),
+            ("clientHeader", &mut t.client_header),
+            ("keepAlive", &mut t.keep_alive),
+            ("backend", &mut t.backend),
+            ("client", &mut t.client),
+            ("backendIdle", &mut t.backend_idle),
+            ("drain", &mut t.drain),
+            ("queue", &mut t.queue),
+            ("tunnel", &mut t.tunnel),
+        ];
+        for (key, slot) in fields {
+            if let Some(d) = s.duration(key)? {
+                *slot = d;
+            }
+        }
+        s.finish()?;
+    }
+    Ok(t)
+}
+
+pub(super) fn read_limits(top: &mut Section) -> Result<Limits, ConfigError> {
+    let mut l = Limits::default();
+    if let Some(mut s) = top.section("limits")? {
+        if let Some(n) = s.uint("maxHeaderBytes", 1024, 1 << 20)? {
+            l.max_header_bytes = n as usize;
+        }
+        if let Some(n) = s.uint("maxBodyBytes", 0, u64::MAX)? {
+            l.max_body_bytes = Some(n);
+        }
+        if let Some(n) = s.uint("maxConnections", 1, 1_000_000)? {
+            l.max_connections = n as usize;
+        }
+        if let Some(n) = s.uint("maxConnectionsPerClient", 0, 1_000_000)? {
+            l.max_connections_per_client = (n > 0).then_some(n as usize);
+        }
+        if let Some(n) = s.uint("maxIdlePerBackend", 0, 10_000)? {
+            l.max_idle_per_backend = n as usize;
+        }
+        s.finish()?;
+    }
+    Ok(l)
+}
+
+pub(super) fn read_admin(top: &mut Section) -> Result<Option<AdminConfig>, ConfigError> {
+    let Some(mut s) = top.section("admin")? else { return Ok(None) };
+    let listen = match s.str("listen")? {
+        Some(text) => parse_listen(text).map_err(|p| s.error("listen", &p))?,
+        None => DEFAULT_ADMIN_LISTEN,
+    };
+    let token = s.str("token")?;
+    if let Some(token) = token {
+        if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(s.error("token", "must be a non-empty string of printable characters without spaces"));
+        }
+    }
+    let admin = AdminConfig { listen, token: token.map(str::to_string) };
+    s.finish()?;
+    Ok(Some(admin))
+}
+
+pub(super) fn read_access_log(top: &mut Section) -> Result<AccessLogConfig, ConfigError> {
+    let Some(mut s) = top.section("accessLog")? else { return Ok(AccessLogConfig::default()) };
+    let format = match s.str("format")? {
+        None | Some("text") => AccessLogFormat::Text,
+        Some("json") => AccessLogFormat::Json,
+        Some("combined") => AccessLogFormat::Combined,
+        Some(other) => {
+            let known = "known: \"text\", \"json\", \"combined\"";
+            return Err(s.error("format", &format!("unknown format {other:?} ({known})")));
+        }
+    };
+    let path = match s.str("path")? {
+        Some("") => return Err(s.error("path", "must not be empty; leave it out to log to stderr")),
+        path => path.map(PathBuf::from),
+    };
+    s.finish()?;
+    Ok(AccessLogConfig { format, path })
+}
+
+/// Reads the `alerts` object: `{"webhook": "http://host:port/path", "timeout": "2s"}` and
+/// the host thresholds, such as `"memoryPercent": 90`.
+pub(super) fn read_alerts(top: &mut Section) -> Result<AlertsConfig, ConfigError> {
+    let mut alerts = AlertsConfig::default();
+    if let Some(mut s) = top.section("alerts")? {
+        if let Some(url) = s.str("webhook")? {
+            alerts.webhook = Some(webhook_from_url(url).map_err(|p| s.error("webhook", &p))?);
+        }
+        if let Some(timeout) = s.duration("timeout")? {
+            alerts.timeout = timeout;
+        }
+        alerts.host = HostThresholds {
+            cpu_percent: s.percent("cpuPercent")?,
+            memory_percent: s.percent("memoryPercent")?,
+            disk_percent: s.percent("diskPercent")?,
+            open_files_percent: s.percent("openFilesPercent")?,
+        };
+        s.finish()?;
+    }
+    Ok(alerts)
+}

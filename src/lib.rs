@@ -9,15 +9,18 @@
 //!    and buffers are refilled in storage each worker keeps, so once warm the request path
 //!    does not allocate (`tests/allocations.rs`; `scripts/profile.sh` measures it).
 //! 3. [`proxy`]: one exchange. It checks the head ([`http::request`]), decides the body's
-//!    framing ([`http::framing`]), routes to a [`pool`] by host and path ([`routing`]), whose
-//!    [`balance`] algorithm picks a [`backend`] (or a sticky cookie names one,
-//!    [`http::cookie`]); when every backend is at its connection limit the request waits in
-//!    the pool's [`queue`]. The backend hands over an idle keep-alive connection or opens one.
-//! 4. Still in [`proxy`]: the request head is rewritten ([`http::headers`]) and sent with its
-//!    body streamed through fixed buffers ([`http::body`]); the response head comes back, and
-//!    the response is relayed the same way. A clean backend connection goes back to the idle
-//!    set; the connection loop reads the next request or closes. A backend's `101` to an
-//!    upgrade request turns the exchange into a two-way byte [`tunnel`].
+//!    framing ([`http::framing`]), routes to a [`pool`] by host and path ([`routing`]), where
+//!    the route's [`edge`] controls may refuse it (`403`, `429`, `401`) before anything else
+//!    happens; otherwise the pool's [`balance`] algorithm picks a [`backend`] (or a sticky
+//!    cookie names one, [`http::cookie`]); when every backend is at its connection limit the
+//!    request waits in the pool's [`queue`]. The backend hands over an idle keep-alive
+//!    connection or opens one.
+//! 4. Still in [`proxy`]: the request head is rewritten ([`http::headers`], then the route's
+//!    header rules) and sent with its body streamed through fixed buffers ([`http::body`]);
+//!    the response head comes back, and the response is relayed the same way. A clean backend
+//!    connection goes back to the idle set; the connection loop reads the next request or
+//!    closes. A backend's `101` to an upgrade request turns the exchange into a two-way byte
+//!    [`tunnel`].
 //!
 //! Other listener modes branch off early: on a tcp listener, [`connection`] hands the whole
 //! connection to [`tcp`], which picks a backend and runs a [`tunnel`]; on a redirect

@@ -286,8 +286,12 @@ fn describe(config: &Config) -> String {
 fn describe_listener(config: &Config, l: &ListenerConfig) -> String {
     let head = format!("listener {} ({})", l.addr, l.mode.as_str());
     let pool_name = |r: &RouteConfig| format!("{:?}", config.pools[r.pool].name);
+    let rules =
+        |r: &RouteConfig| r.edge.as_ref().map_or(String::new(), |e| format!("\n    edge: {}", e.config().describe()));
     match l.routes.as_slice() {
-        [only] if only.host.is_none() && only.path_prefix.is_none() => format!("{head} -> pool {}\n", pool_name(only)),
+        [only] if only.host.is_none() && only.path_prefix.is_none() => {
+            format!("{head} -> pool {}{}\n", pool_name(only), rules(only))
+        }
         routes => {
             let mut out = format!("{head}\n");
             for r in routes {
@@ -301,7 +305,7 @@ fn describe_listener(config: &Config, l: &ListenerConfig) -> String {
                 if conditions.is_empty() {
                     conditions.push("every other request".to_string());
                 }
-                out += &format!("  route {} -> pool {}\n", conditions.join(", "), pool_name(r));
+                out += &format!("  route {} -> pool {}{}\n", conditions.join(", "), pool_name(r), rules(r));
             }
             out
         }

@@ -1,4 +1,5 @@
-//! One exchange, top to bottom: check the request, route it to a pool, pick a backend (waiting
+//! One exchange, top to bottom: check the request, route it to a pool, apply the route's
+//! edge controls (refusing before any backend is picked or body byte read), pick a backend (waiting
 //! in the pool's queue when every backend is at its limit), get a connection (reused or new),
 //! send the request and its body, read the response head, relay the response (with a sticky
 //! cookie when the pool asks for one), and put the backend connection back for reuse when it
@@ -17,6 +18,7 @@
 
 use crate::backend::{Backend, Upstream};
 use crate::backend_error::{after_failure, BackendError, NextStep, Stage};
+use crate::edge::Edge;
 use crate::exchange::{
     answer, may_keep_alive, refuse, Context, ExchangeIo, Outcome, BACKEND_BUFFER_BYTES, CLIENT_CLOSED,
 };
@@ -37,7 +39,7 @@ use crate::tunnel::{self, End};
 use log::{debug, warn};
 use std::io::{self, Write};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub fn exchange(ctx: &Context, client: &mut ExchangeIo, head: &mut RequestHead) -> Outcome {
     let expects_continue = match check_request(head) {
@@ -57,9 +59,17 @@ pub fn exchange(ctx: &Context, client: &mut ExchangeIo, head: &mut RequestHead) 
     // sluice's own answers keep the connection only when the client wants that and no unread
     // body stands between this request and the next.
     let keep = !body_pending && may_keep_alive(ctx.runtime, head);
-    let Some(pool) = ctx.state.route(ctx.listener, head) else {
+    let Some((pool, route)) = ctx.state.route(ctx.listener, head) else {
         return answer(client, 404, "no route for this host and path", &[], keep);
     };
+    let edge = route.edge.as_deref();
+    if let Some(edge) = edge {
+        if let Err(refusal) = edge.check(client.peer.ip(), head, Instant::now()) {
+            // Nothing of a body was read: with one announced, the connection cannot go on.
+            let sent = client.send(&edge.answer(refusal, !keep)).is_ok();
+            return Outcome { status: refusal.reason.status(), body_bytes: 0, backend: None, keep_alive: keep && sent };
+        }
+    }
     let replayable = !body_pending && is_idempotent(&head.method);
     let upgrade = wants_upgrade(head);
     let head: &RequestHead = head;
@@ -76,7 +86,7 @@ pub fn exchange(ctx: &Context, client: &mut ExchangeIo, head: &mut RequestHead) 
         };
         let backend = slot.backend;
         let set_cookie = pool.sticky_cookie(slot.index, sticky);
-        let request = Request { head, framing, expects_continue, replayable, set_cookie, upgrade };
+        let request = Request { head, framing, expects_continue, replayable, set_cookie, upgrade, edge };
         let error = match forward(ctx, client, &request, backend) {
             Ok(mut outcome) => {
                 outcome.backend = Some(Arc::clone(backend));
@@ -130,6 +140,8 @@ struct Request<'a> {
     set_cookie: Option<String>,
     /// The request asks to switch protocols, so a `101` is a valid answer.
     upgrade: bool,
+    /// The route's edge controls, whose header rules apply to both heads.
+    edge: Option<&'a Edge>,
 }
 
 /// Sends `request` to `backend` and relays its answer. Fails only when the connection failed
@@ -192,6 +204,9 @@ fn attempt(
     let head = request.head;
     client.backend_out.clear();
     write_request_head(&mut client.backend_out, head, request.framing, client.peer.ip(), &backend.config.authority);
+    if let Some(rules) = request.edge.and_then(Edge::request_headers) {
+        rules.apply(&mut client.backend_out, 0);
+    }
     let wants_continue = request.expects_continue && request.framing != BodyFraming::Empty;
     if wants_continue && client.send(b"HTTP/1.1 100 Continue\r\n\r\n").is_err() {
         return done(Outcome::closed(CLIENT_CLOSED));
@@ -258,6 +273,9 @@ fn read_final_response(
 fn switch_protocols(ctx: &Context, client: &mut ExchangeIo, request: &Request, up: &mut BufferedStream) -> Attempt {
     client.out.clear();
     write_switching_head(&mut client.out, &client.response, request.set_cookie.as_deref());
+    if let Some(rules) = request.edge.and_then(Edge::response_headers) {
+        rules.apply(&mut client.out, 0);
+    }
     if client.stream.get_ref().write_all(&client.out).is_err() {
         return done(Outcome::closed(CLIENT_CLOSED));
     }
@@ -302,6 +320,9 @@ fn relay_response(
     };
     client.out.clear();
     write_response_head(&mut client.out, response, &how);
+    if let Some(rules) = request.edge.and_then(Edge::response_headers) {
+        rules.apply(&mut client.out, 0);
+    }
     let mut sink = Sink::new(client.stream.get_ref(), &mut client.out, chunked_out);
     let mut outcome = Outcome { status: response.status, body_bytes: 0, backend: None, keep_alive };
     match relay_body(up, framing, &mut sink, None) {

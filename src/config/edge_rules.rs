@@ -2,7 +2,8 @@
 //! `basicAuth`, `rateLimit`, `requestHeaders` and `responseHeaders`, read into an
 //! [`EdgeConfig`].
 //!
-//! Called by the route readers of `config` with the route's [`Section`]. Every problem names
+//! Called by the route readers (`full_form`, and `top_level` for the short form's one route)
+//! with the route's [`Section`]. Every problem names
 //! its key path, such as `listeners[0].routes[1].basicAuth.users.alice`: a malformed CIDR
 //! block, a password that is not a bcrypt or argon2id hash, a header rule on a hop-by-hop or
 //! framing field.
@@ -10,12 +11,20 @@
 use super::{ConfigError, Section};
 use crate::edge::header_rules::{check_name, check_value};
 use crate::edge::rate_limit::DEFAULT_MAX_CLIENTS;
-use crate::edge::{AddressRules, BasicAuthConfig, Cidr, EdgeConfig, HeaderRules, PasswordHash, RateLimitConfig};
+use crate::edge::{AddressRules, BasicAuthConfig, Cidr, Edge, EdgeConfig, HeaderRules, PasswordHash, RateLimitConfig};
 use serde_json::Value;
+use std::sync::Arc;
 
 /// The keys this file reads; the readers of routes and of the short form allow them.
 pub(super) const EDGE_KEYS: [&str; 6] =
     ["allow", "deny", "basicAuth", "rateLimit", "requestHeaders", "responseHeaders"];
+
+/// Reads the edge keys of a route's section into the route's working rules, named `name`
+/// in logs and metrics; `None` when the route has no rule.
+pub(super) fn read_route_edge(s: &mut Section, name: String) -> Result<Option<Arc<Edge>>, ConfigError> {
+    let rules = read_edge_rules(s)?;
+    Ok(Edge::new(&rules, name).map(Arc::new))
+}
 
 /// Reads the edge keys of `s`; the result is empty when none is given.
 pub(super) fn read_edge_rules(s: &mut Section) -> Result<EdgeConfig, ConfigError> {
@@ -267,6 +276,42 @@ mod tests {
         ];
         for (text, expected) in cases {
             let err = read(text).expect_err(text);
+            assert!(err.starts_with(expected), "for {text}\n got: {err}\nwant: {expected}...");
+        }
+    }
+
+    #[test]
+    fn routes_carry_their_rules_in_both_forms() {
+        use crate::config::Config;
+        let c = Config::parse(
+            r#"{"listen": "127.0.0.1:0", "servers": ["http://127.0.0.1:1"], "deny": ["192.0.2.0/24"]}"#,
+            "config.json",
+        )
+        .unwrap();
+        let edge = c.listeners[0].routes[0].edge.as_ref().expect("the short form's one route has the rules");
+        assert_eq!(edge.route(), "listeners[0].routes[0]");
+        let c = Config::parse(
+            r#"{"listeners": [{"listen": ":0", "routes": [{"pathPrefix": "/a", "pool": "p"},
+                {"pool": "p", "rateLimit": {"requestsPerSecond": 1}}]}],
+            "pools": {"p": {"servers": ["http://127.0.0.1:1"]}}}"#,
+            "config.json",
+        )
+        .unwrap();
+        let routes = &c.listeners[0].routes;
+        assert!(routes[0].edge.is_none(), "a route without rules has no edge at all");
+        assert_eq!(routes[1].edge.as_ref().unwrap().route(), "listeners[0].routes[1]");
+        let cases = [
+            (
+                r#"{"allow": ["10.0.0.0/8"], "listeners": [{"listen": ":0", "pool": "p"}], "pools": {"p": {"servers": ["http://127.0.0.1:1"]}}}"#,
+                "config.json: allow: belongs to the short form; with \"listeners\" and \"pools\" it goes in a route",
+            ),
+            (
+                r#"{"listeners": [{"listen": ":0", "pool": "p", "deny": ["10.0.0.0/8"]}], "pools": {"p": {"servers": ["http://127.0.0.1:1"]}}}"#,
+                "config.json: listeners[0].deny: unknown key",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = Config::parse(text, "config.json").expect_err(text).to_string();
             assert!(err.starts_with(expected), "for {text}\n got: {err}\nwant: {expected}...");
         }
     }

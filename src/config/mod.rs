@@ -18,8 +18,6 @@
 //! such as durations, addresses and URLs, [`host_match`] route host patterns, [`resolve`]
 //! name lookups.
 
-// Wired into the route readers once the edge controls reach the request path.
-#[allow(dead_code)]
 mod edge_rules;
 mod full_form;
 pub mod host_match;

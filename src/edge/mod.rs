@@ -93,6 +93,8 @@ pub struct Refusal {
 pub struct Edge {
     /// Names the route in log lines, such as `listeners[0].routes[1]`.
     route: String,
+    /// The rules as configured, to compare on reload and to describe.
+    config: EdgeConfig,
     addresses: AddressRules,
     rate_limiter: Option<RateLimiter>,
     basic_auth: Option<BasicAuth>,
@@ -117,6 +119,7 @@ impl Edge {
         }
         Some(Edge {
             route,
+            config: config.clone(),
             addresses: config.addresses.clone(),
             rate_limiter: config.rate_limit.clone().map(RateLimiter::new),
             basic_auth: config.basic_auth.clone().map(BasicAuth::new),
@@ -193,6 +196,16 @@ impl Edge {
     /// The route's name in log lines and metrics.
     pub fn route(&self) -> &str {
         &self.route
+    }
+
+    pub fn config(&self) -> &EdgeConfig {
+        &self.config
+    }
+
+    /// Whether `self`, just read from a new configuration, has the same rules and name as
+    /// `running`, so that `running` (with its counters and buckets) can stay in its place.
+    pub fn is_same_as(&self, running: &Edge) -> bool {
+        self.route == running.route && self.config == running.config
     }
 }
 

@@ -66,7 +66,7 @@ pub fn exchange(ctx: &Context, client: &mut ExchangeIo, head: &mut RequestHead) 
     if let Some(edge) = edge {
         if let Err(refusal) = edge.check(client.peer.ip(), head, Instant::now()) {
             // Nothing of a body was read: with one announced, the connection cannot go on.
-            let sent = client.send(&edge.answer(refusal, !keep)).is_ok();
+            let sent = client.send(&edge.answer(refusal, !keep, head.method == "HEAD")).is_ok();
             return Outcome { status: refusal.reason.status(), body_bytes: 0, backend: None, keep_alive: keep && sent };
         }
     }

@@ -69,6 +69,14 @@ fn allow_and_deny_answer_403_by_client_address_on_their_route_only() {
         let r = get_from(from, &sluice, path, "");
         assert_eq!(r.status, status, "GET {path} from {from}: {}{}", r.raw_head, r.text());
     }
+    // Refusals without a body keep the connection; the answer to HEAD carries no body.
+    let mut c = connect_from("127.0.4.1", sluice.addr);
+    c.send(b"HEAD /admin HTTP/1.1\r\nHost: test\r\n\r\nGET /admin HTTP/1.1\r\nHost: test\r\n\r\n");
+    let head = c.read_response(true).unwrap();
+    assert_eq!((head.status, head.header("connection")), (403, None), "{}", head.raw_head);
+    let get = c.response().unwrap();
+    assert_eq!(get.status, 403, "the next answer is read where it starts: {}{}", get.raw_head, get.text());
+    assert!(get.text().starts_with("403 Forbidden"), "{}", get.text());
     let seen: Vec<String> = backend.requests().iter().map(|s| s.target.clone()).collect();
     assert_eq!(seen, ["/admin", "/", "/public"], "the backend never sees refused requests");
 }

@@ -158,8 +158,19 @@ impl Edge {
         }
     }
 
-    /// sluice's answer to a refused request.
-    pub fn answer(&self, refusal: Refusal, close: bool) -> Vec<u8> {
+    /// sluice's answer to a refused request; `to_head` leaves the body out (the answer to a
+    /// `HEAD` request describes a body it does not carry).
+    pub fn answer(&self, refusal: Refusal, close: bool, to_head: bool) -> Vec<u8> {
+        let mut answer = self.full_answer(refusal, close);
+        if to_head {
+            if let Some(end) = answer.windows(4).position(|w| w == b"\r\n\r\n") {
+                answer.truncate(end + 4);
+            }
+        }
+        answer
+    }
+
+    fn full_answer(&self, refusal: Refusal, close: bool) -> Vec<u8> {
         let status = refusal.reason.status();
         match refusal.reason {
             Reason::Denied => canned_response(status, "your address may not use this site", &[], close),
@@ -268,7 +279,7 @@ mod tests {
     fn refusals_answer_with_their_status_and_fields() {
         let edge = Edge::new(&config(), "r".into()).unwrap();
         let text = |reason, retry_after_secs| {
-            String::from_utf8(edge.answer(Refusal { reason, retry_after_secs }, true)).unwrap()
+            String::from_utf8(edge.answer(Refusal { reason, retry_after_secs }, true, false)).unwrap()
         };
         let denied = text(Reason::Denied, 0);
         assert!(denied.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{denied}");
@@ -279,6 +290,11 @@ mod tests {
         assert!(unauthorized.starts_with("HTTP/1.1 401 Unauthorized\r\n"), "{unauthorized}");
         assert!(unauthorized.contains("\r\nWWW-Authenticate: Basic realm=\"staff\", charset=\"UTF-8\"\r\n"));
         assert!(unauthorized.contains("\r\nConnection: close\r\n"));
+        let to_head =
+            String::from_utf8(edge.answer(Refusal { reason: Reason::Denied, retry_after_secs: 0 }, false, true));
+        let to_head = to_head.unwrap();
+        assert!(to_head.starts_with("HTTP/1.1 403 Forbidden\r\n") && to_head.ends_with("\r\n\r\n"), "{to_head}");
+        assert!(to_head.contains("\r\nContent-Length: "), "the length of the body a GET would get: {to_head}");
     }
 
     #[test]

@@ -11,13 +11,14 @@
 //! comes free, so requests waiting there try again (see `queue`).
 
 use crate::config::{ServerConfig, Timeouts};
-use crate::health::{Health, HealthChange, HealthState};
+use crate::health::state::{Health, HealthChange, HealthState};
 use crate::lock;
+use crate::net;
 use crate::ops::metrics::BackendMetrics;
 use crate::queue::Queue;
 use crate::sys;
 use std::io;
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -297,20 +298,14 @@ impl Backend {
 
     /// Opens a new connection, trying the address that worked last first.
     pub fn connect(&self, timeouts: &Timeouts) -> io::Result<TcpStream> {
-        let addrs = &self.config.addrs;
-        let first = self.preferred_addr.load(Ordering::Relaxed) % addrs.len();
-        let mut last_error = None;
-        for i in (first..addrs.len()).chain(0..first) {
-            match connect_to(addrs[i], timeouts) {
-                Ok(stream) => {
-                    self.preferred_addr.store(i, Ordering::Relaxed);
-                    self.connections_opened.fetch_add(1, Ordering::Relaxed);
-                    return Ok(stream);
-                }
-                Err(e) => last_error = Some(e),
-            }
-        }
-        Err(last_error.unwrap_or_else(|| io::Error::other("no address")))
+        let first = self.preferred_addr.load(Ordering::Relaxed);
+        let (stream, index) = net::connect_any(&self.config.addrs, first, timeouts.connect)?;
+        self.preferred_addr.store(index, Ordering::Relaxed);
+        self.connections_opened.fetch_add(1, Ordering::Relaxed);
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(timeouts.backend))?;
+        stream.set_write_timeout(Some(timeouts.backend))?;
+        Ok(stream)
     }
 
     /// Keeps `stream` for reuse unless the idle set is full.
@@ -342,14 +337,6 @@ impl Backend {
         drop(idle);
         drop(stale);
     }
-}
-
-fn connect_to(addr: SocketAddr, timeouts: &Timeouts) -> io::Result<TcpStream> {
-    let stream = TcpStream::connect_timeout(&addr, timeouts.connect)?;
-    stream.set_nodelay(true)?;
-    stream.set_read_timeout(Some(timeouts.backend))?;
-    stream.set_write_timeout(Some(timeouts.backend))?;
-    Ok(stream)
 }
 
 /// A one-byte non-blocking peek: an idle connection the backend closed reads as EOF, and one

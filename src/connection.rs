@@ -22,13 +22,17 @@ use crate::http::stream::BufferedStream;
 use crate::ops::ended;
 use crate::proxy;
 use crate::runtime::{ClientTicket, Runtime};
+use crate::sys;
+use crate::waiting_room::Waiter;
 use crate::{redirect, tcp};
 use log::{debug, error};
 use std::cell::RefCell;
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
+use std::os::fd::{AsRawFd, RawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// A client connection while no worker holds it: what must survive between its requests.
 pub struct ClientConn {
@@ -50,6 +54,27 @@ impl ClientConn {
     /// Whether closing it now leaves a request unanswered: a head had begun, or none ever came.
     pub fn is_waiting_for_head(&self) -> bool {
         !self.partial_head.is_empty() || self.requests == 0
+    }
+}
+
+impl Waiter for ClientConn {
+    fn fd(&self) -> RawFd {
+        self.stream.as_raw_fd()
+    }
+
+    fn wake(self: Box<Self>) {
+        let runtime = Arc::clone(self.ticket.runtime());
+        dispatch(&runtime, *self, true);
+    }
+
+    /// A head that began (or a first one that never came) gets `408`; an idle keep-alive
+    /// connection just closes.
+    fn expire(self: Box<Self>) {
+        if self.is_waiting_for_head() {
+            debug!("{}: request head not received in time", self.peer);
+            let _ = self.stream.set_write_timeout(Some(Duration::from_millis(100)));
+            let _ = (&self.stream).write_all(&HttpError::HeaderTimeout.response());
+        }
     }
 }
 
@@ -160,7 +185,7 @@ fn serve(runtime: &Arc<Runtime>, conn: ClientConn, mut readable: bool) {
                 let (stream, read) = stream.into_parts();
                 return_buffers(WorkerBuffers { read, head, exchange });
                 let conn = ClientConn { stream, peer, listener, partial_head, head_deadline, requests, ticket };
-                runtime.waiting_room.park(conn, expires);
+                runtime.waiting_room.park(Box::new(conn), expires);
                 return;
             }
             Err(e) => {
@@ -196,12 +221,7 @@ fn has_input(stream: &BufferedStream) -> bool {
     if !stream.buffered().is_empty() {
         return true;
     }
-    let socket = stream.get_ref();
-    if socket.set_nonblocking(true).is_err() {
-        return false;
-    }
-    let waiting = matches!(socket.peek(&mut [0u8; 1]), Ok(n) if n > 0);
-    socket.set_nonblocking(false).is_ok() && waiting
+    matches!(sys::peek_now(stream.get_ref()), Ok(n) if n > 0)
 }
 
 /// The answer to a head that could not be read, if it deserves one.

@@ -2,12 +2,19 @@
 //!
 //! # The tour of one request
 //!
-//! 1. [`server`]: an acceptor thread blocks in `accept()`, counts the connection against
-//!    `limits.maxConnections`, and queues it for the worker pool.
+//! The root of `src/` is the request path, read top to bottom here; [`config`] reads the
+//! file and [`ops`] holds what runs beside the request path. No two modules import each
+//! other: lower layers know nothing of higher ones.
+//!
+//! 1. [`server`]: an acceptor thread blocks in `accept()` ([`net`]), counts the connection
+//!    against `limits.maxConnections`, and queues it for the worker pool.
 //! 2. [`connection`]: a worker loops over the connection's requests, reading each head with
-//!    [`http::head`] under the client timeouts, and logs one access line per exchange. Heads
-//!    and buffers are refilled in storage each worker keeps, so once warm the request path
-//!    does not allocate (`tests/allocations.rs`; `scripts/profile.sh` measures it).
+//!    [`http::head`] under the client timeouts; idle connections wait in the
+//!    [`waiting_room`] while workers are scarce. Heads and buffers are refilled in storage
+//!    each worker keeps, so once warm the request path does not allocate
+//!    (`tests/allocations.rs`; `scripts/profile.sh` measures it). [`exchange`] holds what
+//!    every exchange shares: the client connection and its lent buffers, the outcome,
+//!    sluice's own answers and the keep-alive rule.
 //! 3. [`proxy`]: one exchange. It checks the head ([`http::request`]), decides the body's
 //!    framing ([`http::framing`]), routes to a [`pool`] by host and path ([`routing`]), where
 //!    the route's [`edge`] controls may refuse it (`403`, `429`, `401`) before anything else
@@ -18,25 +25,21 @@
 //! 4. Still in [`proxy`]: the request head is rewritten ([`http::headers`], then the route's
 //!    header rules) and sent with its body streamed through fixed buffers ([`http::body`]);
 //!    the response head comes back, and the response is relayed the same way. A clean backend
-//!    connection goes back to the idle set; the connection loop reads the next request or
-//!    closes. A backend's `101` to an upgrade request turns the exchange into a two-way byte
-//!    [`tunnel`].
+//!    connection goes back to the idle set. A backend's `101` to an upgrade request turns the
+//!    exchange into a two-way byte [`tunnel`]. A failure becomes a
+//!    [`backend_error::BackendError`], which knows the client's status and whether a retry is
+//!    safe.
+//! 5. Back in [`connection`]: the exchange ends in [`ops::ended`] (metrics and the
+//!    access-log line), and the loop reads the next request or closes.
 //!
 //! Other listener modes branch off early: on a tcp listener, [`connection`] hands the whole
 //! connection to [`tcp`], which picks a backend and runs a [`tunnel`]; on a redirect
 //! listener, each request goes to [`redirect`], which answers `307` to a picked backend.
 //!
-//! 5. Back in [`connection`]: the exchange is counted ([`metrics`]) and logged
-//!    ([`access_log`]), the one place every exchange ends ([`tcp`] does the same for each
-//!    TCP-mode connection).
-//!
 //! Beside the request path: [`health`] probes backends on a timer and takes them out when
-//! real traffic fails, [`alerts`] posts their ups and downs to a webhook, [`runtime`] holds
-//! the state every thread shares, [`reload`] swaps in a new configuration, [`config`] turns
-//! the JSON file into validated settings, and [`demo`] runs the demo backends for `--demo`.
-//! [`admin`] serves stats, Prometheus metrics, a status page and runtime changes
-//! ([`changes`]), with host numbers from [`host`], which [`host_alerts`] compares with the
-//! alert thresholds.
+//! real traffic fails; [`runtime`] holds the state every thread shares; [`config`] turns the
+//! JSON file into validated settings; [`demo`] runs the demo backends for `--demo`; [`ops`]
+//! has the admin API, metrics, the access log, alerts, runtime changes and reload.
 
 #![deny(unsafe_code)]
 
@@ -50,6 +53,7 @@ pub mod edge;
 pub mod exchange;
 pub mod health;
 pub mod http;
+pub mod net;
 pub mod ops;
 pub mod pool;
 pub mod proxy;

@@ -152,12 +152,12 @@ impl Pool {
         }
     }
 
-    /// The `Set-Cookie` value to send with a response from backend `index`, when the pool is
-    /// sticky and the request's cookie (`sent`) does not already name that backend.
-    pub fn sticky_cookie(&self, index: usize, sent: Option<&str>) -> Option<String> {
+    /// The sticky cookie (name and value) to set with a response from backend `index`, when
+    /// the pool is sticky and the request's cookie (`sent`) does not already name that backend.
+    pub fn sticky_cookie(&self, index: usize, sent: Option<&str>) -> Option<(&str, &str)> {
         let sticky = self.config.sticky.as_ref()?;
-        let id = &self.sticky_ids[index];
-        (sent != Some(id.as_str())).then(|| crate::http::cookie::set_cookie(&sticky.cookie, id))
+        let id = self.sticky_ids[index].as_str();
+        (sent != Some(id)).then_some((sticky.cookie.as_str(), id))
     }
 
     /// Seconds a client should wait before trying again when nothing is available.
@@ -379,7 +379,7 @@ mod tests {
         let slot = p.acquire(&request(Some(&b)), Duration::ZERO).unwrap();
         assert_ne!(slot.index, 1, "b is at its limit, so the request is balanced again");
         let replaced = p.sticky_cookie(slot.index, Some(&b)).unwrap();
-        assert_eq!(replaced, format!("S={}; Path=/; HttpOnly", p.sticky_ids[slot.index]));
+        assert_eq!(replaced, ("S", p.sticky_ids[slot.index].as_str()));
     }
 
     #[test]

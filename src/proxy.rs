@@ -6,7 +6,7 @@
 //! is still clean.
 //!
 //! Called by `connection` once per request head. Writes the backend's counters and idle
-//! connections; reads the current [`State`].
+//! connections; reads the current [`crate::runtime::State`].
 //!
 //! An upgrade request (WebSocket and the like) goes the same way; if the backend answers
 //! `101`, the exchange passes the `101` on and becomes a two-way [`tunnel`] until either side
@@ -24,7 +24,7 @@ use crate::exchange::{
 };
 use crate::health::record_traffic_failure;
 use crate::http::body::{relay_body, RelayError, Sink};
-use crate::http::cookie::find_cookie;
+use crate::http::cookie::{find_cookie, set_cookie};
 use crate::http::error::HttpError;
 use crate::http::framing::{content_length, request_framing, response_framing, BodyFraming};
 use crate::http::head::{read_response_head_into, HeadError, RequestHead, ResponseHead, Version};
@@ -85,7 +85,7 @@ pub fn exchange(ctx: &Context, client: &mut ExchangeIo, head: &mut RequestHead) 
             }
         };
         let backend = slot.backend;
-        let set_cookie = pool.sticky_cookie(slot.index, sticky);
+        let set_cookie = pool.sticky_cookie(slot.index, sticky).map(|(name, id)| set_cookie(name, id));
         let request = Request { head, framing, expects_continue, replayable, set_cookie, upgrade, edge };
         let error = match forward(ctx, client, &request, backend) {
             Ok(mut outcome) => {

@@ -138,7 +138,7 @@ pub struct Runtime {
     /// The fixed worker pool every connection is served on.
     pub workers: ThreadPool,
     /// Where idle client connections wait while most workers are busy.
-    pub waiting_room: WaitingRoom,
+    pub waiting_room: Arc<WaitingRoom>,
     /// Whether connections may be parked at all (`waitingRoom` in the configuration).
     parking_enabled: bool,
     /// Connections a worker is serving right now; changed through [`Serving`].
@@ -210,7 +210,7 @@ impl Runtime {
             state: Mutex::new(Arc::new(state)),
             changing: Mutex::new(()),
             workers,
-            waiting_room: WaitingRoom::new()?,
+            waiting_room: Arc::new(WaitingRoom::new()?),
             serving: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
             wake: (Mutex::new(Wake::default()), Condvar::new()),
@@ -285,6 +285,7 @@ impl Runtime {
     /// Starts stopping: no new connections, idle ones closed, busy ones finish.
     pub fn begin_stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
+        self.waiting_room.stop();
         lock(&self.wake.0).stopping = true;
         self.wake.1.notify_all();
         for client in lock(&self.clients).values() {
@@ -381,6 +382,11 @@ impl Runtime {
 }
 
 impl ClientTicket {
+    /// The runtime the connection is registered with.
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
     /// Marks the connection as waiting for its next request; false if sluice is stopping,
     /// in which case the connection should close instead of waiting.
     pub fn enter_idle(&self) -> bool {

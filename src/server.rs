@@ -1,7 +1,6 @@
 //! The running balancer: listeners, one acceptor thread each, the fixed worker pool, the
-//! health thread, the alerts thread, the admin threads, the ticker (access-log flushes and
-//! host thresholds), reload (see
-//! [`reload`]), and graceful stop.
+//! health thread, the alerts thread, the admin threads, the ticker (see [`ticker`]), reload
+//! (see [`reload`]), and graceful stop.
 //!
 //! An acceptor blocks in `accept()`, counts the connection against `limits.maxConnections`
 //! (over it: a fast 503 and a close, never a silent queue) and queues it for the workers.
@@ -13,24 +12,22 @@ use crate::connection;
 use crate::edge::Edge;
 use crate::health;
 use crate::http::error::canned_response;
-use crate::ops::access_log::FLUSH_INTERVAL;
+use crate::net;
 use crate::ops::admin::{self, AdminThreads};
 use crate::ops::alerts::Alerts;
 use crate::ops::host_alerts::{self, HostWatch};
 use crate::ops::reload::{self, ReloadError, ReloadSummary};
+use crate::ops::ticker::{self, Chore};
 use crate::runtime::{Runtime, State};
 use crate::waiting_room;
-use log::{error, info, warn};
+use log::{info, warn};
 use std::fmt;
 use std::io::{self, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
-
-/// Pause after `accept()` fails for lack of file descriptors, instead of spinning.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 pub struct Server {
     runtime: Arc<Runtime>,
@@ -101,12 +98,17 @@ impl Server {
             threads.push(acceptor);
         }
         threads.push(health::spawn(Arc::clone(&runtime)).map_err(StartError::Thread)?);
-        threads.push(waiting_room::spawn(Arc::clone(&runtime)).map_err(StartError::Thread)?);
-        threads.push(spawn_ticker(Arc::clone(&runtime)).map_err(StartError::Thread)?);
+        threads.push(waiting_room::spawn(Arc::clone(&runtime.waiting_room)).map_err(StartError::Thread)?);
+        let mut chores = operations_chores(&runtime);
         let admin = match admin_listener {
-            Some(listener) => Some(admin::start(Arc::clone(&runtime), listener).map_err(StartError::Thread)?),
+            Some(listener) => {
+                let (admin, chore) = admin::start(Arc::clone(&runtime), listener).map_err(StartError::Thread)?;
+                chores.push(chore);
+                Some(admin)
+            }
             None => None,
         };
+        threads.push(ticker::spawn(Arc::clone(&runtime), chores).map_err(StartError::Thread)?);
         Ok(Server { runtime, addrs, threads, admin })
     }
 
@@ -150,7 +152,7 @@ impl Server {
         let drain = self.runtime.state().config.timeouts.drain;
         self.runtime.begin_stop();
         for addr in &self.addrs {
-            wake_acceptor(*addr);
+            net::wake_listener(*addr);
         }
         for thread in self.threads {
             let _ = thread.join();
@@ -174,45 +176,32 @@ impl Server {
     }
 }
 
-/// Every [`FLUSH_INTERVAL`] until stopping: empties the access log's buffer into its file
-/// and checks the host thresholds ([`host_alerts`]).
-fn spawn_ticker(runtime: Arc<Runtime>) -> io::Result<JoinHandle<()>> {
-    thread::Builder::new().name("sluice-tick".into()).spawn(move || {
-        let mut watch = HostWatch::default();
-        while !runtime.sleep_unless_stopping(FLUSH_INTERVAL) {
-            runtime.access_log.flush();
-            host_alerts::check(&runtime, &mut watch);
-        }
-    })
+/// What the ticker does every second whatever is configured: empty the access log's buffer
+/// into its file and check the host thresholds ([`host_alerts`]).
+fn operations_chores(runtime: &Arc<Runtime>) -> Vec<Chore> {
+    let flushing = Arc::clone(runtime);
+    let watching = Arc::clone(runtime);
+    let mut watch = HostWatch::default();
+    vec![Box::new(move || flushing.access_log.flush()), Box::new(move || host_alerts::check(&watching, &mut watch))]
 }
 
 fn accept_loop(runtime: &Arc<Runtime>, listener_index: usize, listener: &TcpListener) {
     let mut last_rejection_warning: Option<Instant> = None;
-    loop {
-        let (stream, peer) = match listener.accept() {
-            Ok(accepted) => accepted,
-            Err(_) if runtime.is_stopping() => return,
-            Err(e) => {
-                if is_out_of_descriptors(&e) {
-                    error!("accept failed: {e}; pausing {ACCEPT_BACKOFF:?}");
-                    thread::sleep(ACCEPT_BACKOFF);
+    net::accept_each(
+        listener,
+        || runtime.is_stopping(),
+        |stream, peer| {
+            if let Err(limit) = runtime.try_count_connection(peer.ip(), &runtime.state().config.limits) {
+                if last_rejection_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                    warn!("{peer}: {limit} reached; refusing new connections with 503");
+                    last_rejection_warning = Some(Instant::now());
                 }
-                continue;
+                reject(stream);
+                return;
             }
-        };
-        if runtime.is_stopping() {
-            return;
-        }
-        if let Err(limit) = runtime.try_count_connection(peer.ip(), &runtime.state().config.limits) {
-            if last_rejection_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-                warn!("{peer}: {limit} reached; refusing new connections with 503");
-                last_rejection_warning = Some(Instant::now());
-            }
-            reject(stream);
-            continue;
-        }
-        connection::accept(runtime, stream, peer, listener_index);
-    }
+            connection::accept(runtime, stream, peer, listener_index);
+        },
+    );
 }
 
 /// Answers a connection over the limit with 503 and closes it, without waiting on it.
@@ -220,19 +209,4 @@ fn reject(stream: TcpStream) {
     let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
     let response = canned_response(503, "too many connections", &[("Retry-After", "1")], true);
     let _ = (&stream).write_all(&response);
-}
-
-fn is_out_of_descriptors(e: &io::Error) -> bool {
-    // EMFILE (24) and ENFILE (23) on Linux; ENOBUFS and ENOMEM also mean "not now".
-    matches!(e.raw_os_error(), Some(23 | 24 | 105 | 12))
-}
-
-/// Connects to our own listener so that its blocked `accept()` returns.
-fn wake_acceptor(addr: SocketAddr) {
-    let target = match addr.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port()),
-        IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), addr.port()),
-        _ => addr,
-    };
-    let _ = TcpStream::connect_timeout(&target, Duration::from_secs(1));
 }

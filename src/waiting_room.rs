@@ -6,20 +6,30 @@
 //! Workers park connections only while most of them are busy (see `Runtime::should_park`),
 //! so with few clients every exchange stays on the plain blocking path. Exchanges themselves
 //! always run on workers with blocking I/O; nothing here reads or writes a request.
+//!
+//! The room knows its guests only as [`Waiter`]s: `connection` says what waking and expiring
+//! mean for a client connection, so this file depends on nothing above it.
 
-use crate::connection::{self, ClientConn};
-use crate::http::error::HttpError;
 use crate::lock;
-use crate::runtime::Runtime;
 use crate::sys::Epoll;
-use log::{debug, warn};
+use log::warn;
 use std::collections::HashMap;
-use std::io::{self, Write};
-use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
+
+/// A connection waiting in the room for its next bytes.
+pub trait Waiter: Send {
+    /// The socket to watch for readability.
+    fn fd(&self) -> RawFd;
+    /// Bytes have arrived: hand the connection back to the workers.
+    fn wake(self: Box<Self>);
+    /// Its time is up: answer what it is owed and close it.
+    fn expire(self: Box<Self>);
+}
 
 /// How often parked connections are checked for expiry, and the longest epoll wait.
 const SWEEP_EVERY: Duration = Duration::from_millis(100);
@@ -30,23 +40,30 @@ pub struct WaitingRoom {
     /// (wake, expire, stop).
     parked: Mutex<HashMap<u64, Parked>>,
     next_token: AtomicU64,
+    /// Set once when sluice stops; the room's thread then closes every guest and ends.
+    stopping: AtomicBool,
 }
 
 struct Parked {
-    conn: ClientConn,
+    conn: Box<dyn Waiter>,
     /// When to give up on it.
     expires: Instant,
 }
 
 impl WaitingRoom {
     pub fn new() -> io::Result<WaitingRoom> {
-        Ok(WaitingRoom { epoll: Epoll::new()?, parked: Mutex::new(HashMap::new()), next_token: AtomicU64::new(0) })
+        Ok(WaitingRoom {
+            epoll: Epoll::new()?,
+            parked: Mutex::new(HashMap::new()),
+            next_token: AtomicU64::new(0),
+            stopping: AtomicBool::new(false),
+        })
     }
 
     /// Parks `conn` until it is readable or `expires`.
-    pub fn park(&self, conn: ClientConn, expires: Instant) {
+    pub fn park(&self, conn: Box<dyn Waiter>, expires: Instant) {
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
-        let fd = conn.stream.as_raw_fd();
+        let fd = conn.fd();
         lock(&self.parked).insert(token, Parked { conn, expires });
         if let Err(e) = self.epoll.add(fd, token) {
             warn!("cannot park a connection: {e}");
@@ -58,34 +75,40 @@ impl WaitingRoom {
         lock(&self.parked).len()
     }
 
+    /// Makes the room's thread close every parked connection and end.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+
     /// Closes every parked connection; called once sluice is stopping.
     fn close_all(&self) {
         let all: Vec<Parked> = lock(&self.parked).drain().map(|(_, p)| p).collect();
         drop(all);
     }
 
-    fn take(&self, token: u64) -> Option<ClientConn> {
+    fn take(&self, token: u64) -> Option<Box<dyn Waiter>> {
         let parked = lock(&self.parked).remove(&token)?;
-        let _ = self.epoll.remove(parked.conn.stream.as_raw_fd());
+        let _ = self.epoll.remove(parked.conn.fd());
         Some(parked.conn)
     }
 
-    fn take_expired(&self, now: Instant) -> Vec<ClientConn> {
+    fn take_expired(&self, now: Instant) -> Vec<Box<dyn Waiter>> {
         let mut parked = lock(&self.parked);
         let expired: Vec<u64> = parked.iter().filter(|(_, p)| p.expires <= now).map(|(&t, _)| t).collect();
         expired.into_iter().filter_map(|t| parked.remove(&t)).map(|p| p.conn).collect()
     }
 }
 
-pub fn spawn(runtime: Arc<Runtime>) -> io::Result<thread::JoinHandle<()>> {
-    thread::Builder::new().name("sluice-waiting-room".into()).spawn(move || run(&runtime))
+/// Starts the room's thread: it hands readable connections back and closes expired ones
+/// until [`WaitingRoom::stop`].
+pub fn spawn(room: Arc<WaitingRoom>) -> io::Result<thread::JoinHandle<()>> {
+    thread::Builder::new().name("sluice-waiting-room".into()).spawn(move || run(&room))
 }
 
-fn run(runtime: &Arc<Runtime>) {
-    let room = &runtime.waiting_room;
+fn run(room: &WaitingRoom) {
     let mut ready = Vec::new();
     let mut last_sweep = Instant::now();
-    while !runtime.is_stopping() {
+    while !room.stopping.load(Ordering::SeqCst) {
         ready.clear();
         if let Err(e) = room.epoll.wait(&mut ready, SWEEP_EVERY) {
             warn!("waiting room: epoll failed: {e}");
@@ -93,25 +116,15 @@ fn run(runtime: &Arc<Runtime>) {
         }
         for &token in &ready {
             if let Some(conn) = room.take(token) {
-                connection::dispatch(runtime, conn, true);
+                conn.wake();
             }
         }
         if last_sweep.elapsed() >= SWEEP_EVERY {
             last_sweep = Instant::now();
             for conn in room.take_expired(last_sweep) {
-                expire(conn);
+                conn.expire();
             }
         }
     }
     room.close_all();
-}
-
-/// Closes a connection whose wait is over: a head that began (or a first one that never
-/// came) gets `408`, an idle keep-alive connection just closes.
-fn expire(conn: ClientConn) {
-    if conn.is_waiting_for_head() {
-        debug!("{}: request head not received in time", conn.peer);
-        let _ = conn.stream.set_write_timeout(Some(Duration::from_millis(100)));
-        let _ = (&conn.stream).write_all(&HttpError::HeaderTimeout.response());
-    }
 }

@@ -11,7 +11,7 @@
 pub mod hash;
 mod ip_hash;
 mod least_connections;
-mod random;
+pub mod random;
 mod round_robin;
 mod weighted_round_robin;
 

@@ -30,7 +30,8 @@ impl Random {
         Random { state: Mutex::new(seed | 1) }
     }
 
-    fn next_u64(&self) -> u64 {
+    /// The next number of the sequence; also the health thread's jitter.
+    pub fn next_u64(&self) -> u64 {
         let mut state = lock(&self.state);
         *state = xorshift64(*state);
         state.wrapping_mul(0x2545_f491_4f6c_dd1d)

@@ -6,15 +6,15 @@
 //! only the validated structs of [`model`].
 //!
 //! Two forms, never mixed: the short top-level form (`port`, `servers`, ...) is one HTTP
-//! listener in front of one pool named `default` ([`top_level`]); the full form lists
-//! `listeners` and names `pools` ([`full_form`]). Both are read into the same model:
-//! listeners whose routes point at pools ([`pool`] reads a pool's keys in either form).
+//! listener in front of one pool named `default` (`top_level`); the full form lists
+//! `listeners` and names `pools` (`full_form`). Both are read into the same model:
+//! listeners whose routes point at pools (`pool` reads a pool's keys in either form).
 //!
 //! Reading is pure: [`Config::parse`] does no I/O. Looking up the host names of backends and
 //! of the alerts webhook is a separate step ([`resolve`]); [`Config::load`] and
 //! [`Config::from_json`] do both.
 //!
-//! The files: [`model`] the validated types, [`section`] the JSON walker, [`values`] strings
+//! The files: [`model`] the validated types, `section` the JSON walker, [`values`] strings
 //! such as durations, addresses and URLs, [`host_match`] route host patterns, [`resolve`]
 //! name lookups.
 

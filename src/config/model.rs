@@ -88,7 +88,7 @@ pub struct RouteConfig {
     pub host: Option<HostMatch>,
     /// Matches the request path by whole segments; never ends in `/` unless it is `/`.
     pub path_prefix: Option<String>,
-    /// Index into [`Config::pools`].
+    /// Index into [`crate::config::Config::pools`].
     pub pool: usize,
     /// The route's edge controls at work (`allow`, `deny`, `basicAuth`, `rateLimit`, header
     /// rules); `None` when it has none, so such a route pays nothing for them. Shared by every

@@ -1,7 +1,7 @@
 //! Cookies, as far as sticky sessions need them: finding one cookie's value in a request's
 //! `Cookie` fields, and writing the `Set-Cookie` value that pins a client to a backend.
 //!
-//! Called by `proxy` (reading) and `pool` (writing). Pure functions, no shared state.
+//! Called by `proxy`, which reads the cookie and writes the one `pool` names. Pure functions, no shared state.
 
 use super::head::HeaderList;
 

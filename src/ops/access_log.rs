@@ -11,6 +11,7 @@
 use crate::config::{AccessLogConfig, AccessLogFormat};
 use crate::http::head::{HeaderList, RequestHead};
 use crate::lock;
+use crate::ops::time::{apache_time, rfc3339_millis};
 use log::{info, log_enabled, warn};
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -20,10 +21,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-/// How often buffered lines reach the file at the latest.
-pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+use std::time::{Duration, SystemTime};
 
 const LOG_TARGET: &str = "sluice::access";
 
@@ -85,7 +83,7 @@ impl AccessLog {
             return;
         }
         let mut line = match config.format {
-            AccessLogFormat::Text => format!("{} {}", rfc3339(entry.time), text_line(entry)),
+            AccessLogFormat::Text => format!("{} {}", rfc3339_millis(entry.time), text_line(entry)),
             AccessLogFormat::Json => json_line(entry),
             AccessLogFormat::Combined => combined_line(entry),
         };
@@ -179,7 +177,7 @@ struct JsonLine<'a> {
 /// One JSON object; absent values (no head, no backend) are `null`.
 pub fn json_line(e: &Entry) -> String {
     let line = JsonLine {
-        time: rfc3339(e.time),
+        time: rfc3339_millis(e.time),
         client: e.client.to_string(),
         mode: if e.tcp { "tcp" } else { "http" },
         method: e.head.map(|h| h.method.as_str()),
@@ -235,66 +233,11 @@ fn escape(bytes: &[u8]) -> String {
     out
 }
 
-/// A UTC calendar date and time of day.
-#[derive(Debug, PartialEq, Eq)]
-struct Utc {
-    year: i64,
-    month: u32,
-    day: u32,
-    hour: u64,
-    minute: u64,
-    second: u64,
-    millis: u32,
-}
-
-fn utc(time: SystemTime) -> Utc {
-    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs();
-    let (year, month, day) = civil_from_days((secs / 86_400) as i64);
-    let of_day = secs % 86_400;
-    Utc {
-        year,
-        month,
-        day,
-        hour: of_day / 3600,
-        minute: of_day / 60 % 60,
-        second: of_day % 60,
-        millis: since.subsec_millis(),
-    }
-}
-
-/// The proleptic Gregorian date `days` after 1970-01-01 (Howard Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
-/// `2001-09-09T01:46:40.000Z`
-pub fn rfc3339(time: SystemTime) -> String {
-    let t = utc(time);
-    format!("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z", t.year, t.month, t.day, t.hour, t.minute, t.second, t.millis)
-}
-
-/// `09/Sep/2001:01:46:40 +0000`
-fn apache_time(time: SystemTime) -> String {
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-    let t = utc(time);
-    let month = MONTHS[(t.month as usize).clamp(1, 12) - 1];
-    format!("{:02}/{month}/{:04}:{:02}:{:02}:{:02} +0000", t.day, t.year, t.hour, t.minute, t.second)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::http::head::{Header, Version};
+    use std::time::UNIX_EPOCH;
 
     fn at(secs: u64, millis: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_millis(millis)
@@ -324,15 +267,6 @@ mod tests {
             backend: Some("http://127.0.0.1:5001"),
             duration: Duration::from_micros(1_234_567),
         }
-    }
-
-    #[test]
-    fn dates_are_utc_calendar_dates() {
-        assert_eq!(rfc3339(at(0, 0)), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339(at(1_000_000_000, 42)), "2001-09-09T01:46:40.042Z");
-        assert_eq!(rfc3339(at(951_782_400, 0)), "2000-02-29T00:00:00.000Z");
-        assert_eq!(rfc3339(at(4_102_444_799, 999)), "2099-12-31T23:59:59.999Z");
-        assert_eq!(apache_time(at(1_000_000_000, 0)), "09/Sep/2001:01:46:40 +0000");
     }
 
     #[test]

@@ -15,3 +15,5 @@ pub mod host;
 pub mod host_alerts;
 pub mod metrics;
 pub mod reload;
+pub mod ticker;
+pub mod time;

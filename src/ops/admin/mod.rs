@@ -1,14 +1,14 @@
 //! The admin API: its own listener (loopback unless configured otherwise) and thread, which
 //! hands each connection to a short-lived thread of its own (`sluice-admin-conn`, at most
 //! [`MAX_ADMIN_CONNECTIONS`] at once; beyond that a 503 and a close), so a slow admin client
-//! never holds up another; and a ticker thread that samples recent rates and finishes
-//! removals once a second.
+//! never holds up another; and a chore for sluice's ticker (`ops::ticker`) that samples
+//! recent rates and finishes removals once a second.
 //!
 //! | request | answer |
 //! |---|---|
-//! | `GET /` | the status page ([`page`]) |
-//! | `GET /stats` | JSON ([`stats`]) |
-//! | `GET /metrics` | Prometheus text ([`prometheus`]) |
+//! | `GET /` | the status page (`page`) |
+//! | `GET /stats` | JSON (`stats`) |
+//! | `GET /metrics` | Prometheus text (`prometheus`) |
 //! | `POST /servers` | add a backend (201; 409 present; 400 invalid) |
 //! | `POST /servers/drain?url=` | no new exchanges, stays listed (200; 404 unknown) |
 //! | `POST /servers/undrain?url=` | takes new exchanges again |
@@ -27,7 +27,9 @@ mod snapshot;
 mod stats;
 
 use self::http::{authorize, read_request, write_response, Request, Response, IO_TIMEOUT};
+use crate::net;
 use crate::ops::reload::reload_from_file;
+use crate::ops::ticker::Chore;
 use crate::runtime::Runtime;
 use log::{debug, info, warn};
 use rates::Windows;
@@ -36,19 +38,13 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
-
-/// How often the ticker samples rates and looks for finished removals.
-const TICK: Duration = Duration::from_secs(1);
+use std::time::Instant;
 
 /// Admin connections served at once; more are answered 503 at once.
 pub const MAX_ADMIN_CONNECTIONS: usize = 16;
 
 /// Stack of a connection thread: a request of at most a few KiB and its response.
 const CONNECTION_STACK_BYTES: usize = 256 * 1024;
-
-/// Pause after `accept()` fails, instead of spinning.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// What the admin threads share.
 struct Admin {
@@ -85,17 +81,18 @@ pub struct AdminThreads {
 }
 
 impl AdminThreads {
-    /// Waits for both threads after the runtime began stopping, waking the listener first.
+    /// Waits for the admin thread after the runtime began stopping, waking its listener first.
     pub fn join(self) {
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        net::wake_listener(self.addr);
         for thread in self.threads {
             let _ = thread.join();
         }
     }
 }
 
-/// Starts the admin threads on `listener`.
-pub fn start(runtime: Arc<Runtime>, listener: TcpListener) -> io::Result<AdminThreads> {
+/// Starts the admin thread on `listener`; returns it and the chore the ticker runs for the
+/// admin API each second (finishing removals, sampling request rates).
+pub fn start(runtime: Arc<Runtime>, listener: TcpListener) -> io::Result<(AdminThreads, Chore)> {
     let addr = listener.local_addr()?;
     if !addr.ip().is_loopback() {
         warn!("the admin API listens on {addr}, beyond this machine: keep admin.token secret");
@@ -105,29 +102,19 @@ pub fn start(runtime: Arc<Runtime>, listener: TcpListener) -> io::Result<AdminTh
     admin.windows.sample(&admin.runtime.state(), Instant::now());
     let serving = Arc::clone(&admin);
     let listening = thread::Builder::new().name("sluice-admin".into()).spawn(move || serve(&serving, &listener))?;
-    let ticking = thread::Builder::new().name("sluice-admin-tick".into()).spawn(move || tick(&admin))?;
-    Ok(AdminThreads { addr, threads: vec![listening, ticking] })
+    let chore: Chore = Box::new(move || tick(&admin));
+    Ok((AdminThreads { addr, threads: vec![listening] }, chore))
 }
 
 fn serve(admin: &Arc<Admin>, listener: &TcpListener) {
-    for stream in listener.incoming() {
-        if admin.runtime.is_stopping() {
-            return;
-        }
-        let stream = match stream {
-            Ok(stream) => stream,
-            Err(e) => {
-                // Out of file descriptors, most likely: pause rather than spin.
-                debug!("admin: accept failed: {e}");
-                thread::sleep(ACCEPT_BACKOFF);
-                continue;
-            }
-        };
-        match ConnectionSlot::take(admin) {
+    net::accept_each(
+        listener,
+        || admin.runtime.is_stopping(),
+        |stream, _| match ConnectionSlot::take(admin) {
             Some(slot) => spawn_connection(slot, stream),
             None => refuse_busy(&stream),
-        }
-    }
+        },
+    );
 }
 
 /// Serves `stream` on a thread of its own, which holds `slot` until it ends.
@@ -156,11 +143,10 @@ fn refuse_busy(stream: &TcpStream) {
     }
 }
 
+/// Once a second: takes out removed backends whose last exchange ended, samples rates.
 fn tick(admin: &Admin) {
-    while !admin.runtime.sleep_unless_stopping(TICK) {
-        servers::finish_removals(&admin.runtime);
-        admin.windows.sample(&admin.runtime.state(), Instant::now());
-    }
+    servers::finish_removals(&admin.runtime);
+    admin.windows.sample(&admin.runtime.state(), Instant::now());
 }
 
 /// Answers one connection: one request, one response, close.

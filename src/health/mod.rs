@@ -1,5 +1,4 @@
-//! Backend health: the pure state machine that turns probe results and failures on real
-//! traffic into up and down, the health thread that probes every backend, and the one place
+//! Backend health: the health thread that probes every backend, and the one place
 //! that reports a change (a log line, an alert, a pool left with no healthy backend).
 //!
 //! Active checks: each backend is probed on its pool's interval, with an HTTP request for an
@@ -19,12 +18,18 @@
 //! closes idle connections grown stale.
 
 use crate::backend::Backend;
+use crate::balance::random::Random;
 use crate::config::{HealthCheckConfig, Protocol};
 use crate::http::head::read_response_head;
 use crate::http::stream::BufferedStream;
+use crate::net;
 use crate::ops::alerts::{AlertEvent, AlertKind};
 use crate::pool::Pool;
 use crate::runtime::Runtime;
+pub mod state;
+
+pub use state::{Health, HealthChange, HealthState};
+
 use log::{debug, error, info, warn};
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
@@ -32,7 +37,7 @@ use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// Each probe interval is moved by a random amount up to this share of it, either way.
 pub const PROBE_JITTER_PERCENT: u128 = 10;
@@ -42,86 +47,6 @@ const PROBE_STACK_BYTES: usize = 128 * 1024;
 
 /// The largest probe response head read.
 const PROBE_HEAD_BYTES: usize = 16 * 1024;
-
-/// Where a backend stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Health {
-    /// Added while running and not probed yet: no traffic until a probe passes.
-    Unknown,
-    Up,
-    Down,
-}
-
-impl Health {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Health::Unknown => "unknown",
-            Health::Up => "up",
-            Health::Down => "down",
-        }
-    }
-}
-
-/// A backend's health flipped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HealthChange {
-    pub from: Health,
-    pub to: Health,
-}
-
-/// A backend's health and the run of probe results that disagree with it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HealthState {
-    pub health: Health,
-    /// Probe results in a row that point away from `health`.
-    streak: u32,
-}
-
-impl HealthState {
-    pub fn up() -> HealthState {
-        HealthState { health: Health::Up, streak: 0 }
-    }
-
-    pub fn unknown() -> HealthState {
-        HealthState { health: Health::Unknown, streak: 0 }
-    }
-
-    /// Records one probe result. Up goes down after `fall` failures in a row, down comes up
-    /// after `rise` passes in a row, unknown comes up on its first pass (or goes down after
-    /// `fall` failures). Returns the change, if this result made one.
-    pub fn record_probe(&mut self, passed: bool, rise: u32, fall: u32) -> Option<HealthChange> {
-        let (needed, to) = match (self.health, passed) {
-            (Health::Unknown, true) => (1, Health::Up),
-            (Health::Up, true) | (Health::Down, false) => {
-                self.streak = 0;
-                return None;
-            }
-            (Health::Up | Health::Unknown, false) => (fall, Health::Down),
-            (Health::Down, true) => (rise, Health::Up),
-        };
-        self.streak += 1;
-        (self.streak >= needed).then(|| self.become_(to))
-    }
-
-    /// Takes an up backend down once `in_a_row` traffic failures reach `limit` (0: never).
-    pub fn record_traffic_failures(&mut self, in_a_row: u32, limit: u32) -> Option<HealthChange> {
-        let reached = limit > 0 && in_a_row >= limit;
-        (reached && self.health == Health::Up).then(|| self.become_(Health::Down))
-    }
-
-    /// Sets the health from outside the checks (an operator, a test).
-    pub fn force(&mut self, up: bool) -> Option<HealthChange> {
-        let to = if up { Health::Up } else { Health::Down };
-        (self.health != to).then(|| self.become_(to))
-    }
-
-    fn become_(&mut self, to: Health) -> HealthChange {
-        let change = HealthChange { from: self.health, to };
-        self.health = to;
-        self.streak = 0;
-        change
-    }
-}
 
 /// Whether a probe's answer passes: one of `expect`, or any 2xx or 3xx when `None`.
 pub fn is_expected_status(status: u16, expect: Option<&[u16]>) -> bool {
@@ -204,7 +129,7 @@ struct Planned {
 
 fn run(runtime: &Arc<Runtime>) {
     let mut plan: HashMap<(String, String), Planned> = HashMap::new();
-    let mut random = Random::seeded();
+    let random = Random::new();
     loop {
         let state = runtime.state();
         let now = Instant::now();
@@ -225,7 +150,7 @@ fn run(runtime: &Arc<Runtime>) {
                 if planned.due > now {
                     continue;
                 }
-                planned.due = now + next_probe_delay(interval, random.next());
+                planned.due = now + next_probe_delay(interval, random.next_u64());
                 backend.close_stale_idle(state.config.timeouts.backend_idle);
                 if !planned.probing.swap(true, Ordering::SeqCst) {
                     start_probe(runtime, pool, backend, Probing(Arc::clone(&planned.probing)));
@@ -295,132 +220,12 @@ pub fn probe(backend: &Backend, check: &HealthCheckConfig, protocol: Protocol) -
 }
 
 fn connect(backend: &Backend, timeout: Duration) -> io::Result<TcpStream> {
-    let mut last_error = io::Error::other("no address");
-    for addr in &backend.config.addrs {
-        match TcpStream::connect_timeout(addr, timeout) {
-            Ok(stream) => return Ok(stream),
-            Err(e) => last_error = e,
-        }
-    }
-    Err(last_error)
-}
-
-/// A small xorshift generator for jitter; quality hardly matters, only spread.
-struct Random(u64);
-
-impl Random {
-    fn seeded() -> Random {
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-        Random(u64::from(nanos) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
+    net::connect_any(&backend.config.addrs, 0, timeout).map(|(stream, _)| stream)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use Health::{Down, Unknown, Up};
-
-    fn change(from: Health, to: Health) -> Option<HealthChange> {
-        Some(HealthChange { from, to })
-    }
-
-    #[test]
-    fn falls_after_fall_failures_and_rises_after_rise_passes() {
-        let mut s = HealthState::up();
-        //        fail  pass  fail  fail        pass  pass  pass
-        // state: up    up    up    DOWN        down  down  UP      (rise 3, fall 2)
-        assert_eq!(s.record_probe(false, 3, 2), None);
-        assert_eq!(s.record_probe(true, 3, 2), None);
-        assert_eq!(s.record_probe(false, 3, 2), None);
-        assert_eq!(s.record_probe(false, 3, 2), change(Up, Down));
-        assert_eq!(s.record_probe(false, 3, 2), None);
-        assert_eq!(s.record_probe(true, 3, 2), None);
-        assert_eq!(s.record_probe(true, 3, 2), None);
-        assert_eq!(s.record_probe(true, 3, 2), change(Down, Up));
-        assert_eq!(s.health, Up);
-    }
-
-    #[test]
-    fn a_pass_in_between_resets_the_streak() {
-        let mut s = HealthState::up();
-        for _ in 0..10 {
-            assert_eq!(s.record_probe(false, 2, 2), None);
-            assert_eq!(s.record_probe(true, 2, 2), None);
-        }
-        assert_eq!(s.health, Up);
-    }
-
-    #[test]
-    fn an_unknown_backend_joins_on_its_first_passing_probe() {
-        let mut s = HealthState::unknown();
-        assert_eq!(s.record_probe(true, 5, 2), change(Unknown, Up));
-
-        //        fail     pass
-        // state: unknown  UP        (rise 5, fall 2): one pass is enough to join
-        let mut s = HealthState::unknown();
-        assert_eq!(s.record_probe(false, 5, 2), None);
-        assert_eq!(s.record_probe(true, 5, 2), change(Unknown, Up));
-
-        //        fail     fail      pass  pass
-        // state: unknown  DOWN      down  UP   (rise 2, fall 2): once down, rise applies
-        let mut s = HealthState::unknown();
-        assert_eq!(s.record_probe(false, 2, 2), None);
-        assert_eq!(s.record_probe(false, 2, 2), change(Unknown, Down));
-        assert_eq!(s.record_probe(true, 2, 2), None);
-        assert_eq!(s.record_probe(true, 2, 2), change(Down, Up));
-    }
-
-    #[test]
-    fn traffic_failures_take_an_up_backend_down_once() {
-        let mut s = HealthState::up();
-        assert_eq!(s.record_traffic_failures(1, 3), None);
-        assert_eq!(s.record_traffic_failures(2, 3), None);
-        assert_eq!(s.record_traffic_failures(3, 3), change(Up, Down));
-        // Workers that failed at the same time report no second change.
-        assert_eq!(s.record_traffic_failures(4, 3), None);
-        assert_eq!(s.record_traffic_failures(3, 3), None);
-        // Probes bring it back after `rise` passes, not at the first.
-        assert_eq!(s.record_probe(true, 2, 2), None);
-        assert_eq!(s.record_probe(true, 2, 2), change(Down, Up));
-    }
-
-    #[test]
-    fn traffic_failures_never_move_unknown_backends_and_zero_turns_them_off() {
-        let mut s = HealthState::unknown();
-        assert_eq!(s.record_traffic_failures(100, 1), None);
-        assert_eq!(s.health, Unknown);
-        let mut s = HealthState::up();
-        assert_eq!(s.record_traffic_failures(100, 0), None);
-        assert_eq!(s.health, Up);
-    }
-
-    #[test]
-    fn a_traffic_failure_restarts_the_probe_count_for_rising() {
-        //        traffic x2  pass  (traffic would be ignored)  pass  pass
-        // state: DOWN        down                               down  UP     (rise 3)
-        let mut s = HealthState::up();
-        assert_eq!(s.record_traffic_failures(2, 2), change(Up, Down));
-        assert_eq!(s.record_probe(true, 3, 2), None);
-        assert_eq!(s.record_traffic_failures(3, 2), None);
-        assert_eq!(s.record_probe(true, 3, 2), None);
-        assert_eq!(s.record_probe(true, 3, 2), change(Down, Up));
-    }
-
-    #[test]
-    fn forcing_reports_only_real_changes() {
-        let mut s = HealthState::up();
-        assert_eq!(s.force(true), None);
-        assert_eq!(s.force(false), change(Up, Down));
-        let mut s = HealthState::unknown();
-        assert_eq!(s.force(true), change(Unknown, Up));
-    }
 
     #[test]
     fn expected_statuses() {
@@ -457,8 +262,8 @@ mod tests {
         assert_eq!(next_probe_delay(interval, span), interval);
         assert_eq!(next_probe_delay(interval, 2 * span), Duration::from_millis(2200));
         assert_eq!(next_probe_delay(interval, 2 * span + 1), Duration::from_millis(1800));
-        let mut random = Random(12345);
-        let delays: Vec<Duration> = (0..1000).map(|_| next_probe_delay(interval, random.next())).collect();
+        let random = Random::with_seed(12345);
+        let delays: Vec<Duration> = (0..1000).map(|_| next_probe_delay(interval, random.next_u64())).collect();
         assert!(delays.iter().all(|d| (Duration::from_millis(1800)..=Duration::from_millis(2200)).contains(d)));
         let below = delays.iter().filter(|d| **d < interval).count();
         assert!((300..700).contains(&below), "{below} of 1000 delays below the interval: not spread");

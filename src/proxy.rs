@@ -1,9 +1,10 @@
 //! One exchange, top to bottom: check the request, route it to a pool, apply the route's
-//! edge controls (refusing before any backend is picked or body byte read), pick a backend (waiting
-//! in the pool's queue when every backend is at its limit), get a connection (reused or new),
-//! send the request and its body, read the response head, relay the response (with a sticky
-//! cookie when the pool asks for one), and put the backend connection back for reuse when it
-//! is still clean.
+//! edge controls (refusing before any backend is picked or body byte read), pick a backend
+//! (waiting in the pool's queue when every backend is at its limit), get a connection (reused
+//! or new), send the request and its body (header rules applied to its head), read the
+//! response head, relay the response (with a sticky cookie when the pool asks for one, and
+//! the route's header rules), and put the backend connection back for reuse when it is still
+//! clean.
 //!
 //! Called by `connection` once per request head. Writes the backend's counters and idle
 //! connections; reads the current [`crate::runtime::State`].
@@ -63,12 +64,8 @@ pub fn exchange(ctx: &Context, client: &mut ExchangeIo, head: &mut RequestHead) 
         return answer(client, 404, "no route for this host and path", &[], keep);
     };
     let edge = route.edge.as_deref();
-    if let Some(edge) = edge {
-        if let Err(refusal) = edge.check(client.peer.ip(), head, Instant::now()) {
-            // Nothing of a body was read: with one announced, the connection cannot go on.
-            let sent = client.send(&edge.answer(refusal, !keep, head.method == "HEAD")).is_ok();
-            return Outcome { status: refusal.reason.status(), body_bytes: 0, backend: None, keep_alive: keep && sent };
-        }
+    if let Some(refused) = edge.and_then(|edge| refused_at_edge(edge, client, head, keep)) {
+        return refused;
     }
     let replayable = !body_pending && is_idempotent(&head.method);
     let upgrade = wants_upgrade(head);
@@ -110,6 +107,15 @@ pub fn exchange(ctx: &Context, client: &mut ExchangeIo, head: &mut RequestHead) 
         }
         ctx.runtime.metrics.record_retry();
     }
+}
+
+/// Applies the route's edge controls to a request from `client`; when they refuse it, answers
+/// and returns how the exchange ended. No body byte has been read: with a body announced
+/// (`keep` is then false), the connection closes after the answer.
+fn refused_at_edge(edge: &Edge, client: &mut ExchangeIo, head: &RequestHead, keep: bool) -> Option<Outcome> {
+    let refusal = edge.check(client.peer.ip(), head, Instant::now()).err()?;
+    let sent = client.send(&edge.answer(refusal, !keep, head.method == "HEAD")).is_ok();
+    Some(Outcome { status: refusal.reason.status(), body_bytes: 0, backend: None, keep_alive: keep && sent })
 }
 
 /// Logs a failed attempt and counts it against the backend: towards passive health when the

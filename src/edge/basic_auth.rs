@@ -110,7 +110,7 @@ pub struct BasicAuth {
 
 impl BasicAuth {
     pub fn new(config: BasicAuthConfig) -> BasicAuth {
-        let challenge = format!("Basic realm=\"{}\", charset=\"UTF-8\"", config.realm);
+        let challenge = format!("Basic realm=\"{}\"", config.realm);
         BasicAuth { config, challenge, verified: Mutex::new(HashMap::new()) }
     }
 
@@ -299,7 +299,7 @@ mod tests {
         for (fields, admitted) in table {
             assert_eq!(auth.admits(fields.iter().map(Vec::as_slice)), admitted, "{fields:?}");
         }
-        assert_eq!(auth.challenge(), "Basic realm=\"staff\", charset=\"UTF-8\"");
+        assert_eq!(auth.challenge(), "Basic realm=\"staff\"");
     }
 
     #[test]

@@ -288,7 +288,7 @@ mod tests {
         assert!(limited.contains("\r\nRetry-After: 7\r\n"), "{limited}");
         let unauthorized = text(Reason::Unauthorized, 0);
         assert!(unauthorized.starts_with("HTTP/1.1 401 Unauthorized\r\n"), "{unauthorized}");
-        assert!(unauthorized.contains("\r\nWWW-Authenticate: Basic realm=\"staff\", charset=\"UTF-8\"\r\n"));
+        assert!(unauthorized.contains("\r\nWWW-Authenticate: Basic realm=\"staff\"\r\n"));
         assert!(unauthorized.contains("\r\nConnection: close\r\n"));
         let to_head =
             String::from_utf8(edge.answer(Refusal { reason: Reason::Denied, retry_after_secs: 0 }, false, true));

@@ -10,8 +10,9 @@ use common::*;
 use serde_json::Value;
 use socket2::{Domain, Socket, Type};
 use std::io::Write;
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// A connection to `to` from `from` (any address in 127.0.0.0/8), ready for raw requests.
 fn connect_from(from: &str, to: SocketAddr) -> Client {
@@ -413,4 +414,107 @@ fn ipv6_clients_are_matched_against_ipv6_blocks() {
     assert_eq!(get("/v6only"), 200);
     assert_eq!(get("/elsewhere"), 403);
     assert_eq!(backend.request_count(), 1);
+}
+
+/// `curl` when it is installed; `None` (the test skips) otherwise, unless
+/// SLUICE_REQUIRE_EXTERNAL=1 says it must be there.
+fn curl_available() -> bool {
+    let found = Command::new("curl").arg("--version").output().is_ok_and(|out| out.status.success());
+    if !found {
+        assert!(std::env::var("SLUICE_REQUIRE_EXTERNAL").as_deref() != Ok("1"), "curl is required but missing");
+        println!("skipped: curl is not installed (apt-get install -y curl)");
+    }
+    found
+}
+
+/// `curl` from source address `from` with `args`; the status code it saw, and its output.
+fn curl(from: &str, args: &[&str]) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "5", "--interface", from, "-o", "-", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+#[test]
+fn curl_is_refused_by_address_and_let_in_with_its_user_option() {
+    if !curl_available() {
+        return;
+    }
+    let backend = TestBackend::named("staff area");
+    let hash = "$2y$05$m6pRZYYoFbUk3JX5pG/nVuqOi.YH0RO8Zcohep7cnNgN50HVfXxqS"; // alice:secret
+    let routes = format!(
+        r#"[{{"pool": "web", "allow": ["127.0.13.0/24"], "basicAuth": {{"realm": "staff", "users": {{"alice": "{hash}"}}}}}}]"#
+    );
+    let sluice = start_with_routes(&backend, &routes, "");
+    let url = format!("http://{}/", sluice.addr);
+    assert_eq!(curl("127.0.14.1", &["-u", "alice:secret", &url]).0, 403);
+    assert_eq!(curl("127.0.13.1", &[&url]).0, 401);
+    assert_eq!(curl("127.0.13.1", &["-u", "alice:wrong", &url]).0, 401);
+    assert_eq!(curl("127.0.13.1", &["-u", "alice:secret", &url]), (200, "staff area".to_string()));
+    assert_eq!(backend.request_count(), 1);
+}
+
+/// A sluice process that is killed if the test ends early.
+struct Running(Option<std::process::Child>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+#[test]
+fn refusals_are_logged_at_most_once_a_second_per_reason_not_once_a_request() {
+    let backend = TestBackend::named("web");
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dir = std::env::temp_dir().join(format!("sluice-edge-log-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("config.json");
+    let json = format!(
+        r#"{{"listen": "127.0.0.1:{port}", "servers": ["{}"], "deny": ["127.0.15.0/24"],
+        "rateLimit": {{"requestsPerSecond": 0.1, "burst": 1}}}}"#,
+        backend.url()
+    );
+    std::fs::write(&path, json).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["-c", path.to_str().unwrap()])
+        .env("RUST_LOG", "sluice::edge=info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut running = Running(Some(child));
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    assert!(wait_until(Duration::from_secs(10), || TcpStream::connect(addr).is_ok()), "sluice did not start");
+    let begun = Instant::now();
+    let mut statuses = Vec::new();
+    for i in 0..60 {
+        let from = if i % 2 == 0 { "127.0.15.1" } else { "127.0.16.1" };
+        let mut c = connect_from(from, addr);
+        c.send(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+        statuses.push(c.response().map(|r| r.status).unwrap_or(0));
+    }
+    let seconds = begun.elapsed().as_secs() as usize;
+    let child = running.0.take().unwrap();
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(statuses.iter().filter(|s| **s == 403).count(), 30, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 29, "{statuses:?}");
+    let lines = |reason: &str| log.lines().filter(|l| l.contains("refused") && l.contains(reason)).count();
+    for (reason, status) in [("outside its allow/deny rules", "(403)"), ("over its rate limit", "(429)")] {
+        let n = lines(reason);
+        assert!((1..=seconds + 1).contains(&n), "{n} lines for {reason} in {seconds} s:\n{log}");
+        assert!(
+            log.contains(&format!("refused 1 request(s) {reason} {status}")),
+            "the first refusal is logged:\n{log}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

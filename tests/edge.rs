@@ -93,6 +93,12 @@ fn a_refused_request_with_a_body_is_answered_and_closed_without_reading_the_body
     assert_eq!(r.status, 403, "{}{}", r.raw_head, r.text());
     assert_eq!(r.header("connection"), Some("close"));
     assert!(c.is_closed(), "the connection closes: the unread body cannot be skipped");
+    // A client waiting for `100 Continue` gets the refusal instead, and keeps its body.
+    let mut c = connect_from("127.0.6.2", sluice.addr);
+    c.send(b"PUT /file HTTP/1.1\r\nHost: test\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n");
+    let r = c.response().expect("an answer without the body");
+    assert_eq!(r.status, 403, "{}{}", r.raw_head, r.text());
+    assert!(c.is_closed());
     assert_eq!(backend.request_count(), 0);
 }
 

@@ -10,7 +10,7 @@
 
 use super::{ConfigError, Section};
 use crate::edge::header_rules::{check_name, check_value};
-use crate::edge::rate_limit::DEFAULT_MAX_CLIENTS;
+use crate::edge::rate_limit::{DEFAULT_MAX_CLIENTS, MIN_REQUESTS_PER_SECOND};
 use crate::edge::{AddressRules, BasicAuthConfig, Cidr, Edge, EdgeConfig, HeaderRules, PasswordHash, RateLimitConfig};
 use serde_json::Value;
 use std::sync::Arc;
@@ -97,10 +97,10 @@ fn read_basic_auth(mut s: Section) -> Result<BasicAuthConfig, ConfigError> {
 /// `rateLimit`: `{"requestsPerSecond": 10, "burst": 20, "maxClients": 100000}`.
 fn read_rate_limit(mut s: Section) -> Result<RateLimitConfig, ConfigError> {
     s.allow(&["requestsPerSecond", "burst", "maxClients"])?;
-    let range = "must be a number above 0 and at most 1000000, such as 10 or 0.5";
+    let range = "must be a number from 0.001 to 1000000, such as 10 or 0.5";
     let requests_per_second = match s.get("requestsPerSecond").map(Value::as_f64) {
         None => return Err(s.error("requestsPerSecond", "missing: how many requests a second one address may make")),
-        Some(Some(n)) if n > 0.0 && n <= 1_000_000.0 => n,
+        Some(Some(n)) if (MIN_REQUESTS_PER_SECOND..=1_000_000.0).contains(&n) => n,
         Some(_) => return Err(s.error("requestsPerSecond", range)),
     };
     let burst = match s.uint("burst", 1, 1_000_000)? {
@@ -230,7 +230,14 @@ mod tests {
                 "config.json: routes[0].basicAuth.hash: unknown key",
             ),
             (r#"{"rateLimit": {}}"#, "config.json: routes[0].rateLimit.requestsPerSecond: missing"),
-            (r#"{"rateLimit": {"requestsPerSecond": 0}}"#, "config.json: routes[0].rateLimit.requestsPerSecond: must be a number above 0"),
+            (
+                r#"{"rateLimit": {"requestsPerSecond": 0}}"#,
+                "config.json: routes[0].rateLimit.requestsPerSecond: must be a number from 0.001 to 1000000",
+            ),
+            (
+                r#"{"rateLimit": {"requestsPerSecond": 1e-300, "burst": 5}}"#,
+                "config.json: routes[0].rateLimit.requestsPerSecond: must be a number from 0.001",
+            ),
             (r#"{"rateLimit": {"requestsPerSecond": "10"}}"#, "config.json: routes[0].rateLimit.requestsPerSecond: must be a number"),
             (
                 r#"{"rateLimit": {"requestsPerSecond": 10, "burst": 0}}"#,

@@ -20,10 +20,13 @@ use std::time::{Duration, Instant};
 /// How many addresses a limiter remembers unless `maxClients` says otherwise (about 10 MB).
 pub const DEFAULT_MAX_CLIENTS: usize = 100_000;
 
+/// The slowest rate a configuration may give: one request every 1000 seconds.
+pub const MIN_REQUESTS_PER_SECOND: f64 = 0.001;
+
 /// A route's `rateLimit` as configured.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RateLimitConfig {
-    /// Tokens gained per second; above 0.
+    /// Tokens gained per second; at least [`MIN_REQUESTS_PER_SECOND`].
     pub requests_per_second: f64,
     /// The bucket's size: how many requests may come at once after a quiet spell; at least 1.
     pub burst: u32,
@@ -89,11 +92,11 @@ const NO_SLOT: u32 = u32::MAX;
 /// nanoseconds).
 fn take_token(bucket: &mut Bucket, now: Instant, config: &RateLimitConfig) -> Verdict {
     let interval = emission_interval(config);
-    let tolerance = interval * config.burst.saturating_sub(1);
+    let tolerance = interval.saturating_mul(config.burst.saturating_sub(1));
     let from = bucket.full_at.max(now);
     let debt = from - now;
     if debt <= tolerance {
-        bucket.full_at = from + interval;
+        bucket.full_at = from.checked_add(interval).unwrap_or(from);
         return Verdict::Allowed;
     }
     let wait = debt - tolerance;
@@ -101,9 +104,11 @@ fn take_token(bucket: &mut Bucket, now: Instant, config: &RateLimitConfig) -> Ve
     Verdict::Limited { retry_after_secs: whole.max(1) }
 }
 
-/// The time one token takes to come back.
+/// The time one token takes to come back (the configuration keeps the rate at least
+/// [`MIN_REQUESTS_PER_SECOND`], so at most 1000 s).
 fn emission_interval(config: &RateLimitConfig) -> Duration {
-    Duration::try_from_secs_f64(1.0 / config.requests_per_second).unwrap_or(Duration::MAX / 2)
+    let rate = config.requests_per_second.max(MIN_REQUESTS_PER_SECOND);
+    Duration::try_from_secs_f64(1.0 / rate).unwrap_or(Duration::from_secs(1000))
 }
 
 /// Buckets in slots, an index from address to slot, and a doubly linked list of slots from
@@ -234,6 +239,20 @@ mod tests {
         assert_eq!(limit.check(ip(1), t0), Verdict::Limited { retry_after_secs: 5 });
         assert_eq!(limit.check(ip(1), t0 + ms(2500)), Verdict::Limited { retry_after_secs: 3 });
         assert_eq!(limit.check(ip(1), t0 + ms(5000)), Verdict::Allowed);
+    }
+
+    #[test]
+    fn extreme_settings_neither_panic_nor_overflow() {
+        let t0 = Instant::now();
+        for (rate, burst) in [(MIN_REQUESTS_PER_SECOND, 1_000_000), (1e-300, 1_000_000), (1_000_000.0, 1), (1e300, 3)] {
+            let limit = limiter(rate, burst, 2);
+            for i in 0..3 {
+                let _ = limit.check(ip(1), t0 + ms(i));
+            }
+        }
+        let slowest = limiter(MIN_REQUESTS_PER_SECOND, 1, 2);
+        assert_eq!(slowest.check(ip(1), t0), Verdict::Allowed);
+        assert_eq!(slowest.check(ip(1), t0), Verdict::Limited { retry_after_secs: 1000 });
     }
 
     #[test]

@@ -231,6 +231,7 @@ fn refusal_for(error: HeadError, first: bool, peer: SocketAddr) -> Option<HttpEr
         HeadError::TimedOut { partial } if partial || first => Some(HttpError::HeaderTimeout),
         HeadError::TimedOut { .. } => None,
         HeadError::TooLarge => Some(HttpError::HeadTooLarge),
+        HeadError::LineTooLong => Some(HttpError::UriTooLong),
         HeadError::Malformed(why) => Some(HttpError::BadRequest(why)),
         HeadError::UnsupportedVersion => Some(HttpError::VersionNotSupported),
         HeadError::Truncated | HeadError::Io(_) => {

@@ -149,7 +149,10 @@ pub enum HeadError {
     TimedOut {
         partial: bool,
     },
+    /// The head is longer than the limit, or has too many fields.
     TooLarge,
+    /// The first line alone (a request's target, say) is longer than the head limit.
+    LineTooLong,
     Malformed(&'static str),
     UnsupportedVersion,
     /// The next read would block and `HeadWait::may_block` said not to.
@@ -254,7 +257,7 @@ fn read_head(
                 return Ok(());
             }
             if src.buffered().len() >= max_bytes || src.is_full() {
-                return Err(HeadError::TooLarge);
+                return Err(too_large(src.buffered()));
             }
         }
         let now = Instant::now();
@@ -284,6 +287,18 @@ fn read_head(
             }
             Err(e) => return Err(HeadError::Io(e)),
         }
+    }
+}
+
+/// Why a head that filled `limit` bytes without ending is refused: its first line did not fit
+/// ([`HeadError::LineTooLong`]: for a request, `414`), or the line did and the fields did not
+/// ([`HeadError::TooLarge`]: `431`). Empty lines before the first are skipped, as parsing does.
+fn too_large(buffered: &[u8]) -> HeadError {
+    let start = buffered.iter().position(|b| !matches!(b, b'\r' | b'\n')).unwrap_or(buffered.len());
+    if buffered[start..].contains(&b'\n') {
+        HeadError::TooLarge
+    } else {
+        HeadError::LineTooLong
     }
 }
 
@@ -482,6 +497,14 @@ mod tests {
             assert!(matches!(parse_request(bad), Err(HeadError::Malformed(_))), "{:?}", String::from_utf8_lossy(bad));
         }
         assert_eq!(request(b"GET / HTTP/1.2"), Ok(None));
+    }
+
+    #[test]
+    fn a_full_buffer_is_a_long_line_until_the_first_line_has_ended() {
+        assert!(matches!(too_large(b"GET /aaaaaaaa"), HeadError::LineTooLong));
+        assert!(matches!(too_large(b"\r\nGET /aaaaaaaa"), HeadError::LineTooLong));
+        assert!(matches!(too_large(b"GET / HTTP/1.1\r\nX-Long: aaaa"), HeadError::TooLarge));
+        assert!(matches!(too_large(b"GET / HTTP/1.1\n"), HeadError::TooLarge));
     }
 
     #[test]

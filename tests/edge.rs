@@ -1,8 +1,9 @@
 //! Edge controls over real sockets: allow/deny by client address (clients bound to other
-//! loopback addresses), rate limits counted per address, basic auth with hashes from
-//! `htpasswd -B` and `sluice hash-password`, header rules as the backend and the client see
-//! them, refusals in /metrics and /stats, the rate limiter's table staying bounded under tens
-//! of thousands of addresses, and bad edge configuration refused by `sluice --check`.
+//! loopback addresses, and curl with `--interface`), rate limits counted per address, basic
+//! auth with hashes from `htpasswd -B` and `sluice hash-password`, header rules as the backend
+//! and the client see them, refusals in /metrics and /stats and in a log of at most a line a
+//! second, the rate limiter's table staying bounded under tens of thousands of addresses,
+//! reloads, IPv6, and bad edge configuration refused by `sluice --check`.
 
 mod common;
 
@@ -523,4 +524,19 @@ fn refusals_are_logged_at_most_once_a_second_per_reason_not_once_a_request() {
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_readme_example_of_edge_controls_passes_check() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = &readme[readme.find("## Edge controls").expect("README has the section")..];
+    let start = section.find("```json\n").expect("the section has a JSON example") + "```json\n".len();
+    let example = &section[start..start + section[start..].find("```").unwrap()];
+    let path = std::env::temp_dir().join(format!("sluice-edge-readme-{}.json", std::process::id()));
+    std::fs::write(&path, example).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice")).arg("--check").arg("-c").arg(&path).output().unwrap();
+    let _ = std::fs::remove_file(&path);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{example}\n{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("basicAuth realm \"staff\" (users alice)"), "{stdout}");
 }

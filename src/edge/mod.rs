@@ -68,11 +68,18 @@ impl EdgeConfig {
             ));
         }
         if let Some(auth) = &self.basic_auth {
-            parts.push(format!("basicAuth realm {:?} ({} users)", auth.realm, auth.users.len()));
+            let users: Vec<&str> = auth.users.iter().map(|(name, _)| name.as_str()).collect();
+            parts.push(format!("basicAuth realm {:?} (users {})", auth.realm, users.join(", ")));
         }
         for (what, rules) in [("requestHeaders", &self.request_headers), ("responseHeaders", &self.response_headers)] {
-            if !rules.is_empty() {
-                parts.push(format!("{what}: set {}, remove {}", rules.set.len(), rules.remove.len()));
+            let set: Vec<&str> = rules.set.iter().map(|(name, _)| name.as_str()).collect();
+            match (set.is_empty(), rules.remove.is_empty()) {
+                (true, true) => {}
+                (false, true) => parts.push(format!("{what} set {}", set.join(", "))),
+                (true, false) => parts.push(format!("{what} remove {}", rules.remove.join(", "))),
+                (false, false) => {
+                    parts.push(format!("{what} set {}, remove {}", set.join(", "), rules.remove.join(", ")))
+                }
             }
         }
         parts.join("; ")
@@ -246,6 +253,20 @@ mod tests {
             head.headers = vec![Header { name: "Authorization".into(), value: value.as_bytes().to_vec() }].into();
         }
         head
+    }
+
+    #[test]
+    fn rules_describe_themselves_in_one_line() {
+        let mut rules = config();
+        rules.response_headers.set.push(("X-Frame-Options".into(), "DENY".into()));
+        rules.response_headers.remove.push("Server".into());
+        rules.request_headers.remove.push("Cookie".into());
+        assert_eq!(
+            rules.describe(),
+            "allow 127.0.0.0/8; rateLimit 1/s burst 2 (remembers 10 clients); basicAuth realm \"staff\" (users alice); \
+             requestHeaders remove Cookie; responseHeaders set X-Frame-Options, remove Server"
+        );
+        assert_eq!(EdgeConfig::default().describe(), "");
     }
 
     #[test]

@@ -134,6 +134,33 @@ fn rate_limit_counts_200s_and_429s_per_client_address() {
     assert_eq!(sluice.server().route_edge(0, 0).unwrap().tracked_clients(), Some(2));
 }
 
+#[test]
+fn concurrent_requests_from_one_address_share_one_bucket() {
+    let backend = TestBackend::named("web");
+    let routes = r#"[{"pool": "web", "rateLimit": {"requestsPerSecond": 0.1, "burst": 10}}]"#;
+    let sluice = start_with_routes(&backend, routes, "");
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut c = connect_from("127.0.17.1", sluice.addr);
+                    (0..15)
+                        .map(|_| {
+                            c.send(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n");
+                            c.response().map_or(0, |r| r.status)
+                        })
+                        .collect::<Vec<u16>>()
+                })
+            })
+            .collect();
+        threads.into_iter().flat_map(|t| t.join().unwrap()).collect()
+    });
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    let limited = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!((ok, limited), (10, 50), "{statuses:?}");
+    assert_eq!(backend.request_count(), 10);
+}
+
 /// A bcrypt line from `htpasswd -nbB`, or `None` (the test skips) when htpasswd is missing,
 /// unless SLUICE_REQUIRE_EXTERNAL=1 says it must be there.
 fn htpasswd_hash(user: &str, password: &str) -> Option<String> {

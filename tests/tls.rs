@@ -57,7 +57,11 @@ impl Pki {
         let (y, m, d) = date_in(days);
         params.not_after = rcgen::date_time_ymd(y, m, d);
         let cert = params.signed_by(&key, &self.issuer).unwrap();
-        let leaf = Leaf { cert: self.dir.join(format!("{file}.pem")), key: self.dir.join(format!("{file}.key")), der: cert.der().to_vec() };
+        let leaf = Leaf {
+            cert: self.dir.join(format!("{file}.pem")),
+            key: self.dir.join(format!("{file}.key")),
+            der: cert.der().to_vec(),
+        };
         std::fs::write(&leaf.cert, cert.pem()).unwrap();
         std::fs::write(&leaf.key, key.serialize_pem()).unwrap();
         leaf
@@ -330,7 +334,8 @@ impl TlsBackend {
         let (connections, requests) = (Arc::clone(&backend.exchange_connections), Arc::clone(&backend.requests));
         thread::spawn(move || {
             for socket in listener.incoming().flatten() {
-                let (config, connections, requests) = (Arc::clone(&config), Arc::clone(&connections), Arc::clone(&requests));
+                let (config, connections, requests) =
+                    (Arc::clone(&config), Arc::clone(&connections), Arc::clone(&requests));
                 thread::spawn(move || serve_tls(socket, config, name, &connections, &requests));
             }
         });
@@ -338,7 +343,13 @@ impl TlsBackend {
     }
 }
 
-fn serve_tls(socket: TcpStream, config: Arc<ServerConfig>, name: &str, connections: &AtomicUsize, requests: &AtomicUsize) {
+fn serve_tls(
+    socket: TcpStream,
+    config: Arc<ServerConfig>,
+    name: &str,
+    connections: &AtomicUsize,
+    requests: &AtomicUsize,
+) {
     socket.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     let mut stream = StreamOwned::new(ServerConnection::new(config).unwrap(), socket);
     let mut counted = false;
@@ -554,4 +565,188 @@ fn curl_and_openssl_speak_https_to_sluice() {
     assert!(out.contains("TLSv1.3"), "{out}");
     let out = s_client(&["-tls1_1"]);
     assert!(!out.contains("ALPN protocol: http/1.1"), "TLS 1.1 must be refused: {out}");
+}
+
+/// A plain backend that answers `GET /bytes/N` with N bytes, counts the body of any other
+/// request and answers the count, and switches `GET /upgrade` to an echo tunnel.
+fn streaming_backend() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        for socket in listener.incoming().flatten() {
+            thread::spawn(move || serve_streaming(socket));
+        }
+    });
+    addr
+}
+
+fn serve_streaming(mut socket: TcpStream) {
+    socket.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    loop {
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while find(&head, b"\r\n\r\n").is_none() {
+            if socket.read(&mut byte).unwrap_or(0) == 0 {
+                return;
+            }
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head).into_owned();
+        let target = head.split(' ').nth(1).unwrap_or("/").to_string();
+        let length: u64 = head
+            .lines()
+            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length: ").map(|v| v.trim().parse().unwrap()))
+            .unwrap_or(0);
+        if target == "/upgrade" {
+            let _ =
+                socket.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: upgrade\r\n\r\n");
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = socket.read(&mut buf) {
+                let _ = socket.write_all(&buf[..n]);
+            }
+            return;
+        }
+        let reply = match target.strip_prefix("/bytes/") {
+            Some(n) => {
+                let n: u64 = n.parse().unwrap();
+                let _ = write!(socket, "HTTP/1.1 200 OK\r\nContent-Length: {n}\r\n\r\n");
+                let block = vec![b'x'; 64 * 1024];
+                let mut left = n;
+                while left > 0 {
+                    let take = left.min(block.len() as u64) as usize;
+                    if socket.write_all(&block[..take]).is_err() {
+                        return;
+                    }
+                    left -= take as u64;
+                }
+                continue;
+            }
+            None => {
+                let mut left = length;
+                let mut buf = vec![0u8; 64 * 1024];
+                while left > 0 {
+                    let n = socket.read(&mut buf[..left.min(65536) as usize]).unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    left -= n as u64;
+                }
+                length.to_string()
+            }
+        };
+        let _ = write!(socket, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{reply}", reply.len());
+    }
+}
+
+#[test]
+fn an_upgrade_over_tls_becomes_a_tunnel() {
+    let pki = Pki::new("upgrade");
+    let leaf = pki.leaf("site", &["a.test"], 90);
+    let backend = format!("http://{}", streaming_backend());
+    let sluice = Sluice::start(&[&backend], &format!(r#""tls": {},"#, tls_json(&leaf)));
+    let config = trusting(&pki.ca(), &[&rustls::version::TLS13]);
+    let mut stream = connect(sluice.addr, "a.test", &config);
+    stream
+        .write_all(b"GET /upgrade HTTP/1.1\r\nHost: a.test\r\nUpgrade: echo\r\nConnection: upgrade\r\n\r\nearly ")
+        .unwrap();
+    let (status, head, _) = read_response(&mut stream);
+    assert_eq!(status, 101, "{head}");
+    stream.write_all(b"and later").unwrap();
+    let mut echoed = [0u8; 15];
+    stream.read_exact(&mut echoed).unwrap();
+    assert_eq!(&echoed, b"early and later", "bytes sent with the request and after the 101 come back");
+}
+
+fn process_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_gib_through_tls_each_way_takes_fixed_memory() {
+    const GIB: u64 = 1024 * 1024 * 1024;
+    let pki = Pki::new("large");
+    let leaf = pki.leaf("site", &["a.test"], 90);
+    let backend = format!("http://{}", streaming_backend());
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let json = format!(r#"{{"listen": "127.0.0.1:{port}", "servers": [{backend:?}], "tls": {}}}"#, tls_json(&leaf));
+    let path = config_file("tls-large", &json);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["--config", path.to_str().unwrap()])
+        .env("RUST_LOG", "error")
+        .spawn()
+        .unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        assert!(wait_until(IO_TIMEOUT, || TcpStream::connect(addr).is_ok()), "sluice did not start");
+        let config = trusting(&pki.ca(), &[&rustls::version::TLS13]);
+        let mut stream = connect(addr, "a.test", &config);
+        stream.sock.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        assert_eq!(get(&mut stream, "/bytes/1024", "a.test").0, 200, "warm up");
+        let before = process_rss_kib(child.id());
+        // Download a GiB.
+        stream.write_all(format!("GET /bytes/{GIB} HTTP/1.1\r\nHost: a.test\r\n\r\n").as_bytes()).unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while find(&head, b"\r\n\r\n").is_none() {
+            stream.read_exact(&mut byte).unwrap();
+            head.push(byte[0]);
+        }
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut left = GIB;
+        while left > 0 {
+            let take = left.min(buf.len() as u64) as usize;
+            let n = stream.read(&mut buf[..take]).unwrap();
+            assert!(n > 0, "the download ended {left} bytes early");
+            left -= n as u64;
+        }
+        // Upload a GiB.
+        stream
+            .write_all(format!("POST /count HTTP/1.1\r\nHost: a.test\r\nContent-Length: {GIB}\r\n\r\n").as_bytes())
+            .unwrap();
+        let block = vec![b'y'; 256 * 1024];
+        for _ in 0..GIB / block.len() as u64 {
+            stream.write_all(&block).unwrap();
+        }
+        let (status, _, body) = read_response(&mut stream);
+        assert_eq!((status, body), (200, GIB.to_string()), "the backend received the whole upload");
+        let after = process_rss_kib(child.id());
+        assert!(after < before + 48 * 1024, "resident memory grew from {before} KiB to {after} KiB");
+    }));
+    let _ = child.kill();
+    let _ = child.wait();
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+#[test]
+fn idle_tls_clients_wait_in_the_waiting_room_and_wake_for_their_next_request() {
+    let pki = Pki::new("parked");
+    let leaf = pki.leaf("site", &["a.test"], 90);
+    let backend = TestBackend::named("a");
+    let sluice = https_sluice(&backend, &tls_json(&leaf), r#""workers": 2,"#);
+    let config = trusting(&pki.ca(), &[&rustls::version::TLS13]);
+    let mut idle: Vec<TlsStream> = (0..8).map(|_| connect(sluice.addr, "a.test", &config)).collect();
+    for stream in &mut idle {
+        assert_eq!(get(stream, "/", "a.test").0, 200);
+    }
+    let room = &sluice.server().runtime().waiting_room;
+    assert!(
+        wait_until(IO_TIMEOUT, || room.parked_count() >= 6),
+        "idle TLS clients are not parked: {}",
+        room.parked_count()
+    );
+    let mut newcomer = connect(sluice.addr, "a.test", &config);
+    assert_eq!(get(&mut newcomer, "/", "a.test").0, 200, "a new client is served while the idle ones wait");
+    for stream in &mut idle {
+        // Two pipelined requests in one write: TLS may decrypt both while the head takes one.
+        stream.write_all(b"GET /1 HTTP/1.1\r\nHost: a.test\r\n\r\nGET /2 HTTP/1.1\r\nHost: a.test\r\n\r\n").unwrap();
+        assert_eq!(read_response(stream).0, 200);
+        assert_eq!(read_response(stream).0, 200, "the second pipelined request was answered");
+    }
 }

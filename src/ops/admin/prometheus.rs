@@ -7,7 +7,7 @@
 //! connections, retries, rejected connections, sluice's own answers, and host numbers. Per
 //! route with edge controls (label `route`): refusals by `reason`, rate-limited clients. Pure.
 
-use super::snapshot::{TlsSnapshot, EdgeSnapshot, PoolSnapshot, ServerSnapshot, Snapshot};
+use super::snapshot::{EdgeSnapshot, PoolSnapshot, ServerSnapshot, Snapshot, TlsSnapshot};
 use crate::ops::host;
 use crate::ops::metrics::{DURATION_BUCKETS_MICROS, STATUS_CLASSES};
 use std::fmt::Write;

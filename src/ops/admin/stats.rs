@@ -7,7 +7,7 @@
 //! edge controls, its `route`, `refused` by reason and `rateLimitClients`. Pure.
 
 use super::rates::Recent;
-use super::snapshot::{TlsSnapshot, EdgeSnapshot, ServerSnapshot, Snapshot};
+use super::snapshot::{EdgeSnapshot, ServerSnapshot, Snapshot, TlsSnapshot};
 use crate::ops::host;
 use crate::ops::metrics::{ExchangeSnapshot, STATUS_CLASSES};
 use serde_json::{json, Map, Value};

@@ -7,7 +7,9 @@
 //! other: lower layers know nothing of higher ones.
 //!
 //! 1. [`server`]: an acceptor thread blocks in `accept()` ([`net`]), counts the connection
-//!    against `limits.maxConnections`, and queues it for the worker pool.
+//!    against `limits.maxConnections`, and queues it for the worker pool. On a TLS listener
+//!    the socket is wrapped in a [`transport::Transport`], whose handshake runs on the first
+//!    reads like the bytes of a head ([`tls`] holds the certificates).
 //! 2. [`connection`]: a worker loops over the connection's requests, reading each head with
 //!    [`http::head`] under the client timeouts; idle connections wait in the
 //!    [`waiting_room`] while workers are scarce. Heads and buffers are refilled in storage
@@ -16,18 +18,20 @@
 //!    every exchange shares: the client connection and its lent buffers, the outcome,
 //!    sluice's own answers and the keep-alive rule.
 //! 3. [`proxy`]: one exchange. It checks the head ([`http::request`]), decides the body's
-//!    framing ([`http::framing`]), routes to a [`pool`] by host and path ([`routing`]), whose
-//!    [`balance`] algorithm picks a [`backend`] (or a sticky cookie names one,
-//!    [`http::cookie`]); when every backend is at its connection limit the request waits in
-//!    the pool's [`queue`]. The backend hands over an idle keep-alive connection or opens one.
-//!    With `"explain": true`, [`explain`] records why the pick went where it went, and the
-//!    response carries it as `X-Sluice-Decision`.
-//! 4. Still in [`proxy`]: the request head is rewritten ([`http::headers`]) and sent with its
-//!    body streamed through fixed buffers ([`http::body`]); the response head comes back, and
-//!    the response is relayed the same way. A clean backend connection goes back to the idle
-//!    set. A backend's `101` to an upgrade request turns the exchange into a two-way byte
-//!    [`tunnel`]. A failure becomes a [`backend_error::BackendError`], which knows the
-//!    client's status and whether a retry is safe.
+//!    framing ([`http::framing`]), routes to a [`pool`] by host and path ([`routing`]), where
+//!    the route's [`edge`] controls may refuse it (`403`, `429`, `401`) before anything else
+//!    happens; otherwise the pool's [`balance`] algorithm picks a [`backend`] (or a sticky
+//!    cookie names one, [`http::cookie`]); when every backend is at its connection limit the
+//!    request waits in the pool's [`queue`]. The backend hands over an idle keep-alive
+//!    connection or opens one. With `"explain": true`, [`explain`] records why the pick went
+//!    where it went, and the response carries it as `X-Sluice-Decision`.
+//! 4. Still in [`proxy`]: the request head is rewritten ([`http::headers`], then the route's
+//!    header rules) and sent with its body streamed through fixed buffers ([`http::body`]);
+//!    the response head comes back, and the response is relayed the same way. A clean backend
+//!    connection goes back to the idle set. A backend's `101` to an upgrade request turns the
+//!    exchange into a two-way byte [`tunnel`]. A failure becomes a
+//!    [`backend_error::BackendError`], which knows the client's status and whether a retry is
+//!    safe.
 //! 5. Back in [`connection`]: the exchange ends in [`ops::ended`] (metrics and the
 //!    access-log line), and the loop reads the next request or closes.
 //!
@@ -53,6 +57,7 @@ pub mod check;
 pub mod config;
 pub mod connection;
 pub mod demo;
+pub mod edge;
 pub mod exchange;
 pub mod explain;
 pub mod health;

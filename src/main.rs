@@ -8,6 +8,7 @@ use signal_hook::iterator::Signals;
 use sluice::config::{Config, ListenerConfig, Protocol, RouteConfig};
 use sluice::tls::TlsSet;
 use sluice::{demo, simulate, Server, StartError};
+use std::io::{BufRead, IsTerminal};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::SystemTime;
@@ -15,6 +16,7 @@ use std::time::SystemTime;
 const USAGE: &str = "\
 Usage: sluice [--config PATH] [--check [--explain] | --demo]
        sluice simulate [--config PATH] [--requests N] [--clients K] [--remove URL]
+       sluice hash-password < password.txt
 
 An HTTP load balancer in one small binary.
 
@@ -35,6 +37,9 @@ each backend's share, Jain's fairness index and what maxConnections queues do:
                       (default 100)
       --remove URL    also count the clients each algorithm moves when URL is removed
 
+hash-password reads one line (a password) from standard input and prints its argon2id hash
+for basicAuth's \"users\".
+
 Signals: SIGTERM and SIGINT stop gracefully; SIGHUP reloads the configuration.
 Logging: RUST_LOG sets the level (default: info; access lines use target sluice::access).";
 
@@ -43,12 +48,22 @@ enum Command {
     Run { config: PathBuf, demo: bool },
     Check { config: PathBuf, explain: bool },
     Simulate { config: PathBuf, options: simulate::Options },
+    HashPassword,
     Help,
     Version,
 }
 
 fn parse_args(args: impl Iterator<Item = String>) -> Result<Command, String> {
     let mut args = args.peekable();
+    if args.peek().map(String::as_str) == Some("hash-password") {
+        args.next();
+        return match args.next() {
+            None => Ok(Command::HashPassword),
+            Some(arg) => Err(format!(
+                "hash-password takes no arguments (got {arg:?}); it reads the password from standard input"
+            )),
+        };
+    }
     if args.peek().map(String::as_str) == Some("simulate") {
         args.next();
         return parse_simulate(args);
@@ -151,7 +166,32 @@ fn main() -> ExitCode {
             }
         }
         Command::Simulate { config, options } => run_simulation(&config, &options),
+        Command::HashPassword => hash_password(),
         Command::Run { config, demo } => run(&config, demo),
+    }
+}
+
+/// `sluice hash-password`: one line from standard input in, its argon2id hash out.
+fn hash_password() -> ExitCode {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprint!("password (shown as you type; end with Enter): ");
+    }
+    let mut line = String::new();
+    if let Err(e) = stdin.lock().read_line(&mut line) {
+        eprintln!("sluice: cannot read the password from standard input: {e}");
+        return ExitCode::from(2);
+    }
+    let password = line.strip_suffix('\n').map_or(line.as_str(), |l| l.strip_suffix('\r').unwrap_or(l));
+    match sluice::edge::basic_auth::hash_password(password) {
+        Ok(hash) => {
+            println!("{hash}");
+            ExitCode::SUCCESS
+        }
+        Err(problem) => {
+            eprintln!("sluice: hash-password: {problem}");
+            ExitCode::from(2)
+        }
     }
 }
 
@@ -333,8 +373,12 @@ fn describe_listener(config: &Config, l: &ListenerConfig) -> String {
     };
     let head = format!("listener {} ({}{tls})", l.addr, l.mode.as_str());
     let pool_name = |r: &RouteConfig| format!("{:?}", config.pools[r.pool].name);
+    let rules =
+        |r: &RouteConfig| r.edge.as_ref().map_or(String::new(), |e| format!("\n    edge: {}", e.config().describe()));
     match l.routes.as_slice() {
-        [only] if only.host.is_none() && only.path_prefix.is_none() => format!("{head} -> pool {}\n", pool_name(only)),
+        [only] if only.host.is_none() && only.path_prefix.is_none() => {
+            format!("{head} -> pool {}{}\n", pool_name(only), rules(only))
+        }
         routes => {
             let mut out = format!("{head}\n");
             for r in routes {
@@ -348,7 +392,7 @@ fn describe_listener(config: &Config, l: &ListenerConfig) -> String {
                 if conditions.is_empty() {
                     conditions.push("every other request".to_string());
                 }
-                out += &format!("  route {} -> pool {}\n", conditions.join(", "), pool_name(r));
+                out += &format!("  route {} -> pool {}{}\n", conditions.join(", "), pool_name(r), rules(r));
             }
             out
         }
@@ -381,6 +425,8 @@ mod tests {
         assert!(parse(&["--bogus"]).is_err());
         assert!(parse(&["--check", "--demo"]).is_err());
         assert!(parse(&["--explain"]).is_err());
+        assert_eq!(parse(&["hash-password"]), Ok(Command::HashPassword));
+        assert!(parse(&["hash-password", "secret"]).is_err());
     }
 
     #[test]

@@ -1,8 +1,10 @@
-//! One exchange, top to bottom: check the request, route it to a pool, pick a backend (waiting
-//! in the pool's queue when every backend is at its limit), get a connection (reused or new),
-//! send the request and its body, read the response head, relay the response (with a sticky
-//! cookie when the pool asks for one), and put the backend connection back for reuse when it
-//! is still clean.
+//! One exchange, top to bottom: check the request, route it to a pool, apply the route's
+//! edge controls (refusing before any backend is picked or body byte read), pick a backend
+//! (waiting in the pool's queue when every backend is at its limit), get a connection (reused
+//! or new), send the request and its body (header rules applied to its head), read the
+//! response head, relay the response (with a sticky cookie when the pool asks for one, and
+//! the route's header rules), and put the backend connection back for reuse when it is still
+//! clean.
 //!
 //! Called by `connection` once per request head. Writes the backend's counters and idle
 //! connections; reads the current [`crate::runtime::State`].
@@ -16,7 +18,8 @@
 //! connections dying before a response also count towards passive health.
 
 use crate::backend::{Backend, Upstream};
-use crate::backend_error::{after_failure, BackendError, NextStep, Stage};
+use crate::backend_error::{after_failure, is_untrusted_certificate, BackendError, NextStep, Stage};
+use crate::edge::Edge;
 use crate::exchange::{
     answer, may_keep_alive, refuse, Context, ExchangeIo, Outcome, BACKEND_BUFFER_BYTES, CLIENT_CLOSED,
 };
@@ -40,7 +43,7 @@ use log::{debug, warn};
 use rustls::ClientConfig;
 use std::io::{self, Write};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub fn exchange(ctx: &Context, client: &mut ExchangeIo, head: &mut RequestHead) -> Outcome {
     let expects_continue = match check_request(head) {
@@ -60,21 +63,30 @@ pub fn exchange(ctx: &Context, client: &mut ExchangeIo, head: &mut RequestHead) 
     // sluice's own answers keep the connection only when the client wants that and no unread
     // body stands between this request and the next.
     let keep = !body_pending && may_keep_alive(ctx.runtime, head);
-    let Some(pool) = ctx.state.route(ctx.listener, head) else {
+    let Some((pool, route)) = ctx.state.route(ctx.listener, head) else {
         return answer(client, 404, "no route for this host and path", &[], keep);
     };
+    let edge = route.edge.as_deref();
+    if let Some(refused) = edge.and_then(|edge| refused_at_edge(edge, client, head, keep)) {
+        return refused;
+    }
     let replayable = !body_pending && is_idempotent(&head.method);
     let upgrade = wants_upgrade(head);
     let head: &RequestHead = head;
     let sticky = pool.config.sticky.as_ref().and_then(|s| find_cookie(head, &s.cookie));
     let mut tried = Vec::new();
     let mut decision = ctx.state.config.explain.then(|| explain::Decision::for_pool(ctx.listener, head, pool));
+    // Whether the last backend tried failed for want of a trusted TLS certificate.
+    let mut untrusted = false;
     loop {
         let wanted = PickRequest { client: client.peer.ip(), tried: &tried, sticky };
         let slot = match pool.acquire_noting(&wanted, ctx.state.config.timeouts.queue, decision.as_mut()) {
             Ok(slot) => slot,
             Err(why) => {
-                let error = BackendError::from_no_slot(why, !tried.is_empty(), pool.retry_after_secs());
+                let error = match BackendError::from_no_slot(why, !tried.is_empty(), pool.retry_after_secs()) {
+                    BackendError::Unreachable if untrusted => BackendError::Untrusted,
+                    error => error,
+                };
                 return answer_backend_error(client, &error, keep, decision.as_mut());
             }
         };
@@ -89,6 +101,7 @@ pub fn exchange(ctx: &Context, client: &mut ExchangeIo, head: &mut RequestHead) 
             replayable,
             set_cookie,
             upgrade,
+            edge,
             backend_tls,
             decision: decision_text,
         };
@@ -113,11 +126,22 @@ pub fn exchange(ctx: &Context, client: &mut ExchangeIo, head: &mut RequestHead) 
         if after_failure(stage, replayable) != NextStep::OtherBackend {
             return answer_backend_error(client, &error, keep, decision.as_mut());
         }
+        untrusted = matches!(&error, BackendError::Failed { error, .. } if is_untrusted_certificate(error));
         if tried.len() > pool.config.retries as usize {
-            return answer_backend_error(client, &BackendError::Unreachable, keep, decision.as_mut());
+            let error = if untrusted { BackendError::Untrusted } else { BackendError::Unreachable };
+            return answer_backend_error(client, &error, keep, decision.as_mut());
         }
         ctx.runtime.metrics.record_retry();
     }
+}
+
+/// Applies the route's edge controls to a request from `client`; when they refuse it, answers
+/// and returns how the exchange ended. No body byte has been read: with a body announced
+/// (`keep` is then false), the connection closes after the answer.
+fn refused_at_edge(edge: &Edge, client: &mut ExchangeIo, head: &RequestHead, keep: bool) -> Option<Outcome> {
+    let refusal = edge.check(client.peer.ip(), head, Instant::now()).err()?;
+    let sent = client.send(&edge.answer(refusal, !keep, head.method == "HEAD")).is_ok();
+    Some(Outcome { status: refusal.reason.status(), body_bytes: 0, backend: None, keep_alive: keep && sent })
 }
 
 /// Logs a failed attempt and counts it against the backend: towards passive health when the
@@ -159,6 +183,8 @@ struct Request<'a> {
     upgrade: bool,
     /// How the pool speaks TLS to `https://` backends.
     backend_tls: Option<&'a Arc<ClientConfig>>,
+    /// The route's edge controls, whose header rules apply to both heads.
+    edge: Option<&'a Edge>,
     /// Why this backend was picked, when `explain` is on.
     decision: Option<&'a str>,
 }
@@ -226,6 +252,9 @@ fn attempt(
     client.backend_out.clear();
     let forwarded = Forwarded { client_ip: client.peer.ip(), https: client.stream.get_ref().is_tls() };
     write_request_head(&mut client.backend_out, head, request.framing, forwarded, &backend.config.authority);
+    if let Some(rules) = request.edge.and_then(Edge::request_headers) {
+        rules.apply(&mut client.backend_out, 0);
+    }
     let wants_continue = request.expects_continue && request.framing != BodyFraming::Empty;
     if wants_continue && client.send(b"HTTP/1.1 100 Continue\r\n\r\n").is_err() {
         return done(Outcome::closed(CLIENT_CLOSED));
@@ -297,6 +326,9 @@ fn switch_protocols(
 ) -> Attempt {
     client.out.clear();
     write_switching_head(&mut client.out, &client.response, request.set_cookie.as_deref(), request.decision);
+    if let Some(rules) = request.edge.and_then(Edge::response_headers) {
+        rules.apply(&mut client.out, 0);
+    }
     if client.stream.get_mut().write_all(&client.out).is_err() {
         return done(Outcome::closed(CLIENT_CLOSED));
     }
@@ -344,6 +376,9 @@ fn relay_response(
     };
     client.out.clear();
     write_response_head(&mut client.out, response, &how);
+    if let Some(rules) = request.edge.and_then(Edge::response_headers) {
+        rules.apply(&mut client.out, 0);
+    }
     let mut sink = Sink::new(client.stream.get_mut(), &mut client.out, chunked_out);
     let mut outcome = Outcome { status: response.status, body_bytes: 0, backend: None, keep_alive };
     match relay_body(up, framing, &mut sink, None) {

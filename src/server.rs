@@ -9,6 +9,7 @@
 
 use crate::config::{Config, ConfigError};
 use crate::connection;
+use crate::edge::Edge;
 use crate::health;
 use crate::http::error::canned_response;
 use crate::net;
@@ -135,6 +136,13 @@ impl Server {
 
     pub fn runtime(&self) -> &Arc<Runtime> {
         &self.runtime
+    }
+
+    /// The edge controls at work on route `route` of listener `listener` (counting from 0),
+    /// when it has any: its refusal counts and the size of its rate-limit table.
+    pub fn route_edge(&self, listener: usize, route: usize) -> Option<Arc<Edge>> {
+        let state = self.runtime.state();
+        state.config.listeners.get(listener)?.routes.get(route)?.edge.clone()
     }
 
     /// Switches to `config` (see [`reload::reload`]): listeners cannot change without a

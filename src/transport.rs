@@ -35,6 +35,8 @@ pub enum Transport<C> {
 pub struct TlsSocket<C> {
     pub tls: C,
     pub socket: TcpStream,
+    /// TLS bytes read from the socket so far (a handshake that never began has none).
+    pub received: u64,
 }
 
 /// What a non-blocking read found.
@@ -91,7 +93,7 @@ where
     /// Wraps `socket` in TLS with `tls`, a new connection whose handshake happens on the first
     /// reads and writes.
     pub fn tls(tls: C, socket: TcpStream) -> Transport<C> {
-        Transport::Tls(Box::new(TlsSocket { tls, socket }))
+        Transport::Tls(Box::new(TlsSocket { tls, socket, received: 0 }))
     }
 
     /// Whether decrypted bytes wait inside TLS, which the socket no longer shows as readable.
@@ -191,6 +193,7 @@ where
         }
         self.send_pending_now()?;
         let arrived = self.tls.read_tls(&mut self.socket)?;
+        self.received += arrived as u64;
         let state = self.tls.process_new_packets().map_err(|e| {
             // Tell the peer why (the alert rustls queued), then give up on the connection.
             let _ = self.tls.write_tls(&mut self.socket);

@@ -62,11 +62,13 @@ impl Direction {
 
     /// Reads from `from` into the free space; true if anything changed.
     fn take_from(&mut self, from: &mut dyn Pipe) -> io::Result<bool> {
-        if !self.wants_input() {
-            return Ok(false);
-        }
+        // Everything read has been passed on: start again at the front. This comes before
+        // the check for room, or a buffer filled to its end and drained stays "full".
         if self.start == self.end {
             (self.start, self.end) = (0, 0);
+        }
+        if !self.wants_input() {
+            return Ok(false);
         }
         match from.read_now(&mut self.buf[self.end..])? {
             ReadNow::Data(n) => self.end += n,
@@ -207,6 +209,31 @@ mod tests {
         assert_eq!(got, "early-down down");
         let carried = worker.join().unwrap();
         assert_eq!(carried, Carried { client_to_backend: 11, backend_to_client: 15 });
+    }
+
+    #[test]
+    fn carries_many_buffers_full_after_a_buffer_drains_to_its_end() {
+        //  1 MiB is 16 buffers: each fills to its end and drains before the next
+        const BYTES: usize = 1 << 20;
+        let (mut client, client_side) = pair();
+        let (backend_side, mut backend) = pair();
+        let worker = thread::spawn(move || {
+            let (mut client_side, mut backend_side) = (plain(client_side), plain(backend_side));
+            let client_end = End { pipe: &mut client_side, already_read: b"" };
+            let backend_end = End { pipe: &mut backend_side, already_read: b"" };
+            run(client_end, backend_end, Duration::from_secs(5)).unwrap()
+        });
+        let sender = thread::spawn(move || {
+            client.write_all(&vec![7u8; BYTES]).unwrap();
+            client.shutdown(Shutdown::Write).unwrap();
+            client
+        });
+        let mut got = Vec::new();
+        backend.read_to_end(&mut got).expect("every byte, then EOF");
+        assert_eq!(got.len(), BYTES);
+        backend.shutdown(Shutdown::Write).unwrap();
+        drop(sender.join().unwrap());
+        assert_eq!(worker.join().unwrap().client_to_backend, BYTES as u64);
     }
 
     #[test]

@@ -18,6 +18,7 @@
 //! such as durations, addresses and URLs, [`host_match`] route host patterns, [`resolve`]
 //! name lookups.
 
+mod edge_rules;
 mod full_form;
 pub mod host_match;
 pub mod model;

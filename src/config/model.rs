@@ -3,8 +3,10 @@
 //! defaults. Plain data: the readers in this folder fill it, the rest of sluice reads it.
 
 use super::HostMatch;
+use crate::edge::Edge;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The admin listener: stats, metrics, the status page and runtime changes.
@@ -139,6 +141,17 @@ pub struct RouteConfig {
     pub path_prefix: Option<String>,
     /// Index into [`crate::config::Config::pools`].
     pub pool: usize,
+    /// The route's edge controls at work (`allow`, `deny`, `basicAuth`, `rateLimit`, header
+    /// rules); `None` when it has none, so such a route pays nothing for them. Shared by every
+    /// snapshot built from this configuration, so counters and rate-limit buckets outlive
+    /// admin changes; a reload keeps them where the rules did not change.
+    pub edge: Option<Arc<Edge>>,
+}
+
+/// The name of route `route` of listener `listener` in logs and metrics: its key path in the
+/// full form, such as `listeners[0].routes[1]`.
+pub fn route_name(listener: usize, route: usize) -> String {
+    format!("listeners[{listener}].routes[{route}]")
 }
 
 /// What a pool's backends speak, from the scheme of their URLs.

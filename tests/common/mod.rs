@@ -412,7 +412,11 @@ pub struct Client {
 
 impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect(addr).expect("connect to sluice");
+        Client::from_stream(TcpStream::connect(addr).expect("connect to sluice"))
+    }
+
+    /// A client on a stream the test connected itself (from another source address, say).
+    pub fn from_stream(stream: TcpStream) -> Client {
         stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
         stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
         Client { stream, buf: Vec::new() }

@@ -8,10 +8,12 @@
 use super::rates::{Recent, Windows};
 use crate::backend::Backend;
 use crate::balance::Kept;
+use crate::config::Config;
+use crate::edge::Reason;
 use crate::ops::changes::{Place, RuntimeChanges};
 use crate::ops::host;
 use crate::ops::metrics::ExchangeSnapshot;
-use crate::runtime::Runtime;
+use crate::runtime::{Runtime, State};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,7 +30,66 @@ pub struct Snapshot {
     /// Exchanges sluice answered itself.
     pub own_answers: ExchangeSnapshot,
     pub pools: Vec<PoolSnapshot>,
+    /// Routes with edge controls, in the order of the listeners and their routes.
+    pub edges: Vec<EdgeSnapshot>,
+    pub tls: TlsSnapshot,
     pub host: host::Sample,
+}
+
+/// TLS handshakes with clients, and the certificates TLS listeners serve.
+pub struct TlsSnapshot {
+    pub handshakes: u64,
+    pub handshake_failures: u64,
+    pub certificates: Vec<CertificateSnapshot>,
+}
+
+pub struct CertificateSnapshot {
+    /// The listener's address.
+    pub listener: String,
+    /// The certificate file.
+    pub cert: String,
+    pub names: Vec<String>,
+    /// Seconds since the Unix epoch.
+    pub not_after: i64,
+}
+
+fn tls_snapshot(runtime: &Runtime, state: &State) -> TlsSnapshot {
+    let (handshakes, handshake_failures) = runtime.metrics.tls.counts();
+    let listeners = state.config.listeners.iter().zip(&state.tls.certificates);
+    let certificates = listeners
+        .filter_map(|(listener, resolver)| Some((listener, resolver.as_ref()?)))
+        .flat_map(|(listener, resolver)| {
+            resolver.certificates.iter().map(move |c| CertificateSnapshot {
+                listener: listener.addr.to_string(),
+                cert: c.files.cert.display().to_string(),
+                names: c.names.clone(),
+                not_after: c.not_after,
+            })
+        })
+        .collect();
+    TlsSnapshot { handshakes, handshake_failures, certificates }
+}
+
+/// One route's edge controls: refusals by reason, and the rate limiter's table size.
+pub struct EdgeSnapshot {
+    /// Such as `listeners[0].routes[1]`.
+    pub route: String,
+    /// In the order of [`Reason::ALL`].
+    pub refused: [(Reason, u64); 3],
+    /// Addresses the rate limiter remembers; `None` without `rateLimit`.
+    pub rate_limit_clients: Option<usize>,
+}
+
+fn edge_snapshots(config: &Config) -> Vec<EdgeSnapshot> {
+    let routes = config.listeners.iter().flat_map(|l| l.routes.iter());
+    routes
+        .filter_map(|route| route.edge.as_deref())
+        .map(|edge| EdgeSnapshot {
+            route: edge.route().to_string(),
+            refused: Reason::ALL.map(|reason| (reason, edge.refusals().count(reason))),
+            rate_limit_clients: edge.tracked_clients(),
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,6 +215,8 @@ pub fn take(runtime: &Runtime, windows: &Windows) -> Snapshot {
         retries: runtime.metrics.retries(),
         own_answers: runtime.metrics.own_answers.snapshot(),
         pools,
+        edges: edge_snapshots(&state.config),
+        tls: tls_snapshot(runtime, &state),
         host: host::sample(),
     }
 }

@@ -3,10 +3,11 @@
 //! Top level: `version`, `uptimeSeconds`, connections, workers, retries, sluice's own
 //! answers, host numbers, a summary per pool, and `servers`: one object per backend with its
 //! pool, `url`, `healthy`, `draining`, `weight`, `activeConnections`, `requests`, `failures`,
-//! responses by class, bytes, lifetime latency and `recent` rates. Pure.
+//! responses by class, bytes, lifetime latency and `recent` rates; and `edge`: per route with
+//! edge controls, its `route`, `refused` by reason and `rateLimitClients`. Pure.
 
 use super::rates::Recent;
-use super::snapshot::{ServerSnapshot, Snapshot};
+use super::snapshot::{EdgeSnapshot, ServerSnapshot, Snapshot, TlsSnapshot};
 use crate::ops::host;
 use crate::ops::metrics::{ExchangeSnapshot, STATUS_CLASSES};
 use serde_json::{json, Map, Value};
@@ -48,7 +49,24 @@ pub fn render(s: &Snapshot) -> Value {
         "host": host_json(&s.host),
         "pools": pools,
         "servers": servers,
+        "edge": s.edges.iter().map(edge_json).collect::<Vec<Value>>(),
+        "tls": tls_json(&s.tls),
     })
+}
+
+fn tls_json(tls: &TlsSnapshot) -> Value {
+    let certificates: Vec<Value> = tls
+        .certificates
+        .iter()
+        .map(|c| json!({"listener": c.listener, "cert": c.cert, "names": c.names, "notAfter": c.not_after}))
+        .collect();
+    json!({"handshakes": tls.handshakes, "handshakeFailures": tls.handshake_failures, "certificates": certificates})
+}
+
+fn edge_json(e: &EdgeSnapshot) -> Value {
+    let refused: Map<String, Value> =
+        e.refused.iter().map(|(reason, n)| (reason.name().to_string(), json!(n))).collect();
+    json!({"route": e.route, "refused": refused, "rateLimitClients": e.rate_limit_clients})
 }
 
 fn server_json(pool: &str, s: &ServerSnapshot) -> Value {

@@ -6,14 +6,19 @@
 
 use crate::capacity::Capacity;
 use crate::config::{Config, HealthCheckConfig, ListenerConfig, ListenerMode, PoolConfig, RouteConfig};
+use crate::edge::{Cidr, EdgeConfig, PasswordHash};
 use serde_json::{json, Map, Value};
 use std::time::Duration;
+
+/// What the effective configuration shows instead of the admin token, a secret.
+const HIDDEN_TOKEN: &str = "********";
 
 /// What `--check --explain` prints after the `--check` summary.
 pub fn explain(config: &Config) -> String {
     let json = serde_json::to_string_pretty(&effective(config)).unwrap_or_default();
     format!(
-        "\nEffective configuration (every default filled in; keys left out are off or unlimited):\n{json}\n\n{}",
+        "\nEffective configuration (every default filled in; keys left out are off or unlimited; \
+         the admin token is shown as {HIDDEN_TOKEN}):\n{json}\n\n{}",
         Capacity::of(config)
     )
 }
@@ -59,8 +64,8 @@ fn add_optional(top: &mut Value, config: &Config) {
     }
     if let Some(admin) = &config.admin {
         top["admin"] = json!({"listen": admin.listen.to_string()});
-        if let Some(token) = &admin.token {
-            top["admin"]["token"] = json!(token);
+        if admin.token.is_some() {
+            top["admin"]["token"] = json!(HIDDEN_TOKEN);
         }
     }
     let alerts = &config.alerts;
@@ -112,7 +117,42 @@ fn route(r: &RouteConfig, pool: String) -> Value {
     if let Some(prefix) = &r.path_prefix {
         out["pathPrefix"] = json!(prefix);
     }
+    if let Some(edge) = &r.edge {
+        add_edge(&mut out, edge.config());
+    }
     out
+}
+
+/// A route's edge controls: only those it has, since each is off when left out.
+fn add_edge(route: &mut Value, e: &EdgeConfig) {
+    let blocks = |list: &[Cidr]| list.iter().map(ToString::to_string).collect::<Vec<_>>();
+    if !e.addresses.allow.is_empty() {
+        route["allow"] = json!(blocks(&e.addresses.allow));
+    }
+    if !e.addresses.deny.is_empty() {
+        route["deny"] = json!(blocks(&e.addresses.deny));
+    }
+    if let Some(auth) = &e.basic_auth {
+        let users: Map<String, Value> = auth
+            .users
+            .iter()
+            .map(|(name, hash)| match hash {
+                PasswordHash::Bcrypt(h) | PasswordHash::Argon2id(h) => (name.clone(), json!(h)),
+            })
+            .collect();
+        route["basicAuth"] = json!({"realm": auth.realm, "users": users});
+    }
+    if let Some(limit) = &e.rate_limit {
+        route["rateLimit"] = json!({
+            "requestsPerSecond": limit.requests_per_second, "burst": limit.burst, "maxClients": limit.max_clients,
+        });
+    }
+    for (key, rules) in [("requestHeaders", &e.request_headers), ("responseHeaders", &e.response_headers)] {
+        if !rules.is_empty() {
+            let set: Map<String, Value> = rules.set.iter().map(|(n, v)| (n.clone(), json!(v))).collect();
+            route[key] = json!({"set": set, "remove": rules.remove});
+        }
+    }
 }
 
 fn pool(p: &PoolConfig) -> Value {
@@ -191,7 +231,12 @@ mod tests {
                     {"listen": "127.0.0.1:8080", "routes": [{"host": "*.example.com", "pathPrefix": "/v1", "pool": "api"}, {"pool": "web"}]},
                     {"listen": "127.0.0.1:8443", "tls": {"certificates": [{"cert": "/etc/a.pem", "key": "/etc/a.key"}], "minVersion": "1.3"},
                      "routes": [{"pool": "web"}]},
-                    {"listen": "127.0.0.1:8000", "redirectToHttps": 8443, "routes": [{"pool": "web"}]},
+                    {"listen": "127.0.0.1:8000", "redirectToHttps": 8443, "routes": [{"pool": "web",
+                        "allow": ["10.0.0.0/8", "2001:db8::/32"], "deny": ["10.0.0.66"],
+                        "basicAuth": {"realm": "staff", "users": {"alice": "$2y$05$abcdefghijklmnopqrstuu5y5ZQeZb5S6Jrx0Ia3QRCsXH5bEPgSm"}},
+                        "rateLimit": {"requestsPerSecond": 0.5, "burst": 3},
+                        "requestHeaders": {"set": {"X-Env": "staging"}, "remove": ["Cookie"]},
+                        "responseHeaders": {"remove": ["Server"]}}]},
                     {"listen": ":6432", "mode": "tcp", "pool": "db"},
                     {"listen": ":8081", "mode": "redirect", "pool": "web"}],
                 "pools": {

@@ -263,6 +263,14 @@ mod tests {
     }
 
     #[test]
+    fn the_admin_token_is_never_printed() {
+        let json = r#"{"port": 1, "admin": {"token": "s3cret"}, "servers": ["http://127.0.0.1:5001"]}"#;
+        let config = Config::parse(json, "c.json").unwrap();
+        assert_eq!(effective(&config)["admin"]["token"], HIDDEN_TOKEN);
+        assert!(!explain(&config).contains("s3cret"));
+    }
+
+    #[test]
     fn durations_are_written_in_the_largest_whole_unit() {
         for (ms, text) in
             [(250, "250ms"), (2000, "2s"), (1500, "1500ms"), (60_000, "1m"), (3_600_000, "1h"), (90_000, "90s")]

@@ -16,18 +16,20 @@ use crate::runtime::WORKER_STACK_BYTES;
 use crate::sys;
 use std::fmt;
 
-/// The process before any traffic: code, static data, the acceptor, health and
-/// waiting-room threads. Measured: 5.0 to 5.2 MiB.
-pub const BASE_BYTES: u64 = 5 * 1024 * 1024;
+/// The process before any traffic: code, static data (the TLS library's included), the
+/// acceptor, health and waiting-room threads. Measured: 6.1 to 6.4 MiB with 16 workers,
+/// less their stacks.
+pub const BASE_BYTES: u64 = 6 * 1024 * 1024;
 
 /// A worker thread that has served nothing: the stack pages it touched and its bookkeeping.
 /// Measured: (7.4 MiB - 5.2 MiB) / 240 workers, about 9 KiB.
 pub const IDLE_WORKER_BYTES: u64 = 9 * 1024;
 
 /// What a worker adds once it has served a connection: the pages of its read and exchange
-/// buffers it touched and its share of the allocator's arenas. Measured: 28 KiB with 256
-/// workers sharing arenas, 60 KiB with 16 workers that each have one.
-pub const WARM_WORKER_BYTES: u64 = 48 * 1024;
+/// buffers it touched and its share of the allocator's arenas. Measured: 28 to 33 KiB with
+/// 256 workers sharing arenas, 55 to 60 KiB with 16 workers that each have one; this is
+/// between the two.
+pub const WARM_WORKER_BYTES: u64 = 40 * 1024;
 
 /// An idle keep-alive connection parked in the waiting room: its state, its entries in the
 /// waiting room and the connection registry. Measured: (9.3 MiB - 6.5 MiB) / 8000, about

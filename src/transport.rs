@@ -13,9 +13,8 @@
 //! Also the non-blocking steps the tunnel uses ([`Transport::read_now`],
 //! [`Transport::write_now`]), and `close_notify` on the way out.
 
-use crate::http::stream::TimedRead;
+use crate::http::stream::{is_progress_only, progress_only, TimedRead};
 use rustls::{ClientConnection, ConnectionCommon, ServerConnection, SideData};
-use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::ops::{Deref, DerefMut};
@@ -47,28 +46,6 @@ pub enum ReadNow {
     Nothing,
     /// The peer finished sending.
     Eof,
-}
-
-/// The error a TLS read returns when it took bytes from the socket but has no plaintext yet.
-#[derive(Debug)]
-struct ProgressOnly;
-
-impl fmt::Display for ProgressOnly {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("TLS bytes arrived, but no whole record yet")
-    }
-}
-
-impl std::error::Error for ProgressOnly {}
-
-/// Whether `e` says a read made progress on TLS records without producing plaintext: read
-/// again (after deciding whether to wait elsewhere).
-pub fn is_progress_only(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::Interrupted && e.get_ref().is_some_and(|inner| inner.is::<ProgressOnly>())
-}
-
-fn progress_only() -> io::Error {
-    io::Error::new(io::ErrorKind::Interrupted, ProgressOnly)
 }
 
 impl<C> Transport<C> {

@@ -86,7 +86,7 @@ fn tls_json(leaf: &Leaf) -> String {
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
 /// A client that trusts the test CA only, speaking the given TLS versions.

@@ -10,14 +10,15 @@ use crate::config::ListenerConfig;
 use crate::http::error::{canned_response, HttpError};
 use crate::http::head::{RequestHead, ResponseHead};
 use crate::http::headers::is_persistent;
-use crate::http::stream::BufferedStream;
+use crate::http::stream::{is_timeout, BufferedStream};
 use crate::ops::ended::Ended;
+use crate::pace::{too_slow, Pace};
 use crate::runtime::{Runtime, State};
 use log::debug;
-use std::io::{self, Write};
-use std::net::SocketAddr;
+use std::io::{self, IoSlice, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The largest response head sluice accepts from a backend; also the size of the buffer
 /// response bodies stream through.
@@ -37,6 +38,8 @@ pub struct ExchangeIo {
     pub backend_buf: Option<Box<[u8]>>,
     /// The backend's response head of the current exchange, refilled by each.
     pub response: ResponseHead,
+    /// The client socket's write timeout as last set.
+    pub write_timeout: Duration,
 }
 
 /// The buffers an exchange needs besides the client's read buffer; a worker keeps one set
@@ -52,7 +55,7 @@ pub struct ExchangeBuffers {
 impl ExchangeIo {
     pub fn new(stream: BufferedStream, peer: SocketAddr, buffers: ExchangeBuffers) -> ExchangeIo {
         let ExchangeBuffers { out, backend_out, backend_buf, response } = buffers;
-        ExchangeIo { stream, peer, out, backend_out, backend_buf, response }
+        ExchangeIo { stream, peer, out, backend_out, backend_buf, response, write_timeout: Duration::ZERO }
     }
 
     /// Gives back the stream and the lent buffers.
@@ -64,6 +67,76 @@ impl ExchangeIo {
     /// Writes one complete sluice-made response.
     pub fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.stream.get_ref().write_all(bytes)
+    }
+}
+
+/// The client socket of an exchange as a [`Write`] held to the minimum rate of
+/// [`crate::pace`]: a response the client takes slower than that fails with
+/// [`crate::pace::too_slow`], and one it takes nothing of for `longest` fails as a timeout.
+/// The socket's write timeout is only shortened once the client is near its deadline, so a
+/// client that keeps up costs no extra system call.
+pub struct PacedWrite<'a> {
+    stream: &'a TcpStream,
+    pace: Pace,
+    sent: u64,
+    /// The socket's write timeout as last set, kept by the exchange across writers.
+    timeout: &'a mut Duration,
+    longest: Duration,
+}
+
+impl<'a> PacedWrite<'a> {
+    pub fn new(stream: &'a TcpStream, pace: Pace, timeout: &'a mut Duration, longest: Duration) -> PacedWrite<'a> {
+        PacedWrite { stream, pace, sent: 0, timeout, longest }
+    }
+}
+
+impl PacedWrite<'_> {
+    /// Runs one write `op` on the socket, waiting no longer than the client's deadline.
+    fn paced(&mut self, mut op: impl FnMut(&TcpStream) -> io::Result<usize>) -> io::Result<usize> {
+        let stalled_since = Instant::now();
+        loop {
+            let Some(wait) = self.pace.next_wait(self.sent, Instant::now(), self.longest) else {
+                return Err(too_slow());
+            };
+            if wait < *self.timeout {
+                let wait = wait.max(Duration::from_millis(1));
+                self.stream.set_write_timeout(Some(wait))?;
+                *self.timeout = wait;
+            }
+            match op(self.stream) {
+                Ok(n) => {
+                    self.sent += n as u64;
+                    return Ok(n);
+                }
+                Err(e) if is_timeout(&e) && stalled_since.elapsed() < self.longest => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl Write for PacedWrite<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.paced(|mut stream| stream.write(buf))
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.paced(|mut stream| stream.write_vectored(bufs))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl ExchangeIo {
+    /// Gives the client socket its usual write timeout back after a [`PacedWrite`] shortened
+    /// it; costs nothing when it did not.
+    pub fn restore_write_timeout(&mut self, usual: Duration) {
+        if self.write_timeout != usual && self.stream.get_ref().set_write_timeout(Some(usual)).is_ok() {
+            self.write_timeout = usual;
+        }
     }
 }
 

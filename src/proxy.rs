@@ -18,7 +18,7 @@
 use crate::backend::{Backend, Upstream};
 use crate::backend_error::{after_failure, BackendError, NextStep, Stage};
 use crate::exchange::{
-    answer, may_keep_alive, refuse, Context, ExchangeIo, Outcome, BACKEND_BUFFER_BYTES, CLIENT_CLOSED,
+    answer, may_keep_alive, refuse, Context, ExchangeIo, Outcome, PacedWrite, BACKEND_BUFFER_BYTES, CLIENT_CLOSED,
 };
 use crate::health::record_traffic_failure;
 use crate::http::body::{relay_body, RelayError, Sink};
@@ -32,12 +32,14 @@ use crate::http::headers::{
 };
 use crate::http::request::check_request;
 use crate::http::stream::{is_timeout, BufferedStream};
+use crate::ops::log_summary;
+use crate::pace::{is_too_slow, MinRate, Pace};
 use crate::pool::{PickRequest, Pool};
 use crate::tunnel::{self, End};
-use log::{debug, warn};
+use log::debug;
 use std::io::{self, Write};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub fn exchange(ctx: &Context, client: &mut ExchangeIo, head: &mut RequestHead) -> Outcome {
     let expects_continue = match check_request(head) {
@@ -106,7 +108,7 @@ pub fn exchange(ctx: &Context, client: &mut ExchangeIo, head: &mut RequestHead) 
 /// backend could not be reached or a fresh connection died, not when a reused idle connection
 /// did (the backend may simply have closed it).
 fn note_failure(ctx: &Context, pool: &Pool, backend: &Backend, error: &BackendError) {
-    warn!("{}: {error}", backend.url());
+    log_summary::BACKEND_FAILED.warn(format_args!("{}: {error}", backend.url()));
     match error {
         BackendError::Failed { stage: Stage::BeforeResponse { reused: true }, .. } => backend.record_failure(),
         BackendError::Failed { error, .. } => record_traffic_failure(ctx.runtime, pool, backend, error),
@@ -198,13 +200,21 @@ fn attempt(
     }
     if request.framing != BodyFraming::Empty {
         client.stream.set_read_timeout(config.timeouts.client);
+        client.stream.set_pace(Some(Pace::new(MinRate::of(config), Instant::now())));
     }
     let mut sink = Sink::new(up.get_ref(), &mut client.backend_out, request.framing == BodyFraming::Chunked);
-    match relay_body(&mut client.stream, request.framing, &mut sink, config.limits.max_body_bytes) {
+    let relayed = relay_body(&mut client.stream, request.framing, &mut sink, config.limits.max_body_bytes);
+    client.stream.set_pace(None);
+    match relayed {
         Ok(_) => {}
         Err(RelayError::Write(e)) if request.framing == BodyFraming::Empty => return Attempt::DeadBeforeResponse(e),
         Err(RelayError::Write(e)) => return Attempt::Failed(BackendError::BodyNotTaken(e)),
-        Err(RelayError::Read(e)) if is_timeout(&e) => return done(refuse(client, HttpError::BodyTimeout)),
+        Err(RelayError::Read(e)) if is_timeout(&e) => {
+            if is_too_slow(&e) {
+                ctx.runtime.metrics.slow_clients.record_body_too_slow();
+            }
+            return done(refuse(client, HttpError::BodyTimeout));
+        }
         Err(RelayError::Read(_) | RelayError::Truncated) => return done(Outcome::closed(CLIENT_CLOSED)),
         Err(RelayError::Malformed(why)) => return done(refuse(client, HttpError::BadRequest(why))),
         Err(RelayError::TooLarge) => return done(refuse(client, HttpError::BodyTooLarge)),
@@ -266,7 +276,7 @@ fn switch_protocols(ctx: &Context, client: &mut ExchangeIo, request: &Request, u
     let mut outcome = Outcome { status: 101, body_bytes: 0, backend: None, keep_alive: false };
     match tunnel::run(client_end, backend_end, ctx.state.config.timeouts.tunnel) {
         Ok(carried) => outcome.body_bytes = carried.backend_to_client,
-        Err(e) => warn!("{}: cannot start a tunnel: {e}", client.peer),
+        Err(e) => log_summary::TUNNEL_FAILED.warn(format_args!("{}: cannot start a tunnel: {e}", client.peer)),
     }
     done(outcome)
 }
@@ -302,24 +312,32 @@ fn relay_response(
     };
     client.out.clear();
     write_response_head(&mut client.out, response, &how);
-    let mut sink = Sink::new(client.stream.get_ref(), &mut client.out, chunked_out);
+    let usual = ctx.state.config.timeouts.client;
+    let pace = Pace::new(MinRate::of(&ctx.state.config), Instant::now());
+    let to_client = PacedWrite::new(client.stream.get_ref(), pace, &mut client.write_timeout, usual);
+    let mut sink = Sink::new(to_client, &mut client.out, chunked_out);
     let mut outcome = Outcome { status: response.status, body_bytes: 0, backend: None, keep_alive };
-    match relay_body(up, framing, &mut sink, None) {
+    let relayed = relay_body(up, framing, &mut sink, None);
+    let backend_keeps_alive = is_persistent(response.version, response);
+    client.restore_write_timeout(usual);
+    match relayed {
         Ok(n) => outcome.body_bytes = n,
         Err(RelayError::Write(e)) => {
+            if is_too_slow(&e) {
+                ctx.runtime.metrics.slow_clients.record_reader_too_slow();
+            }
             debug!("{}: client went away during the response: {e}", client.peer);
             outcome.keep_alive = false;
             return done(outcome);
         }
         Err(e) => {
             backend.record_failure();
-            warn!("{}: response broken off: {e:?}", backend.url());
+            log_summary::RESPONSE_BROKEN.warn(format_args!("{}: response broken off: {e:?}", backend.url()));
             outcome.keep_alive = false;
             return done(outcome);
         }
     }
-    let reusable =
-        framing != BodyFraming::UntilClose && is_persistent(response.version, response) && up.buffered().is_empty();
+    let reusable = framing != BodyFraming::UntilClose && backend_keeps_alive && up.buffered().is_empty();
     Attempt::Done { outcome, reusable }
 }
 

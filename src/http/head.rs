@@ -250,6 +250,10 @@ fn read_head(
     loop {
         if !src.buffered().is_empty() {
             if let Some(len) = parse(src.buffered())? {
+                if len > max_bytes {
+                    // The buffer may be larger than a head may be (it also holds small bodies).
+                    return Err(HeadError::TooLarge);
+                }
                 src.consume(len);
                 return Ok(());
             }

@@ -198,7 +198,7 @@ fn take_share<'a, T>(
             }
         })
     };
-    runtime.fair_share.enter(client, share, later).then_some(Share { runtime, client })
+    runtime.fair_share.enter(client, share, later).then(|| Share { runtime, client })
 }
 
 /// What a worker thread keeps from one connection to the next, so that serving a request
@@ -284,7 +284,7 @@ fn serve(runtime: &Arc<Runtime>, conn: ClientConn, mut readable: bool) {
             }
             BodyWait::Gone => break,
         }
-        let handed = std::mem::take(&mut holds_share).then_some(Share { runtime, client: peer.ip() });
+        let handed = std::mem::take(&mut holds_share).then(|| Share { runtime, client: peer.ip() });
         let mut waiting = Some(Parking { client, head, between, body_since: Some(started) });
         let share = handed.or_else(|| take_share(runtime, peer.ip(), &mut waiting, |p| wait_for_share(runtime, p)));
         let Some(Parking { client: c, head: h, between: b, .. }) = waiting else { return };
@@ -311,7 +311,7 @@ fn serve(runtime: &Arc<Runtime>, conn: ClientConn, mut readable: bool) {
 /// Serves a tcp listener's connection whole, within its address's share of the workers.
 fn serve_tcp(runtime: &Arc<Runtime>, stream: TcpStream, holds_share: bool, between: Between) {
     let peer = between.peer;
-    let handed = holds_share.then_some(Share { runtime, client: peer.ip() });
+    let handed = holds_share.then(|| Share { runtime, client: peer.ip() });
     let mut waiting = Some((stream, between));
     let park = |(stream, between): (TcpStream, Between)| ClientConn {
         stream,

@@ -463,6 +463,44 @@ impl Client {
     }
 }
 
+impl Client {
+    /// A client connected to `addr` from the loopback address `from` (such as 127.0.0.2), so
+    /// that sluice sees another client address than 127.0.0.1.
+    pub fn connect_from(from: std::net::Ipv4Addr, addr: SocketAddr) -> Client {
+        let stream = connect_from(from, addr);
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+        Client { stream, buf: Vec::new() }
+    }
+}
+
+/// A TCP connection to `to` bound to the local IPv4 address `from` first; std cannot bind
+/// a connecting socket, so this goes through libc.
+fn connect_from(from: std::net::Ipv4Addr, to: SocketAddr) -> TcpStream {
+    use std::os::fd::FromRawFd;
+    let SocketAddr::V4(to) = to else { panic!("connect_from speaks IPv4 only, not {to}") };
+    let sockaddr = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr { s_addr: u32::from(ip).to_be() },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    let (local, remote) = (sockaddr(from, 0), sockaddr(*to.ip(), to.port()));
+    // SAFETY: `socket` returns a new descriptor that the TcpStream takes ownership of at
+    // once; `bind` and `connect` are given valid sockaddr_in values that outlive the calls.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", io::Error::last_os_error());
+        let stream = TcpStream::from_raw_fd(fd);
+        let bound = libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), len);
+        assert_eq!(bound, 0, "bind {from}: {}", io::Error::last_os_error());
+        let connected = libc::connect(fd, (&remote as *const libc::sockaddr_in).cast(), len);
+        assert_eq!(connected, 0, "connect {to} from {from}: {}", io::Error::last_os_error());
+        stream
+    }
+}
+
 /// Sends `bytes` on a new connection and returns everything sluice sends back until it
 /// closes the connection.
 pub fn exchange_raw(addr: SocketAddr, bytes: &[u8]) -> String {

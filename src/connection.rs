@@ -327,6 +327,11 @@ fn serve_tcp(runtime: &Arc<Runtime>, stream: TcpStream, holds_share: bool, betwe
     tcp::serve(runtime, &state, &state.config.listeners[between.listener], &stream, peer);
 }
 
+/// How long a worker waits on a quiet client before it checks again whether workers have
+/// become scarce (and the connection should park): bounds how long a sudden crowd waits for
+/// workers held by connections that have nothing to say.
+const ASK_AGAIN_EVERY: Duration = Duration::from_millis(200);
+
 enum NextHead {
     /// A head was read into the worker's head; it was complete at this moment.
     Read(Instant),
@@ -359,7 +364,9 @@ fn next_head(
         whole: Some(config.timeouts.client_header),
         deadline: between.head_deadline,
         may_block,
+        ask_again_every: Some(ASK_AGAIN_EVERY),
     };
+    let asked = Instant::now();
     let read = read_request_head_into(&mut client.stream, config.limits.max_header_bytes, &mut wait, head);
     between.head_deadline = wait.deadline;
     between.ticket.leave_idle();
@@ -369,7 +376,7 @@ fn next_head(
             between.head_deadline = None;
             NextHead::Read(now)
         }
-        Err(HeadError::WouldBlock) => NextHead::Park(between.head_deadline.unwrap_or(now + wait.first_byte)),
+        Err(HeadError::WouldBlock) => NextHead::Park(between.head_deadline.unwrap_or(asked + wait.first_byte)),
         Err(e) => {
             if let Some(error) = refusal_for(e, first, between.peer) {
                 let outcome = exchange::refuse(client, error);

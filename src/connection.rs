@@ -21,7 +21,7 @@
 //! stopping closes unless a request is already waiting to be read.
 
 use crate::config::ListenerMode;
-use crate::exchange::{self, Context, ExchangeBuffers, ExchangeIo};
+use crate::exchange::{self, Context, ExchangeBuffers, ExchangeIo, CLIENT_WRITE_CHECK};
 use crate::fair_share::Turn;
 use crate::http::error::HttpError;
 use crate::http::head::{read_request_head_into, HeadError, HeadWait, RequestHead};
@@ -242,14 +242,14 @@ fn serve(runtime: &Arc<Runtime>, conn: ClientConn, mut readable: bool) {
         return;
     }
     let capacity = read_buffer_bytes(&state.config).max(partial.len());
-    let write_timeout = state.config.timeouts.client;
+    let stall_limit = state.config.timeouts.client;
     drop(state);
     let WorkerBuffers { read, mut head, exchange } = take_buffers(capacity);
     let mut stream = BufferedStream::from_parts(stream, read, None);
     stream.preload(&partial);
     let mut client = ExchangeIo::new(stream, peer, exchange);
-    let _ = client.stream.get_ref().set_write_timeout(Some(write_timeout));
-    client.write_timeout = write_timeout;
+    let _ = client.stream.get_ref().set_write_timeout(Some(CLIENT_WRITE_CHECK.min(stall_limit)));
+    client.stall_limit = stall_limit;
     loop {
         let state = runtime.state();
         let config = &state.config;

@@ -14,6 +14,7 @@ use crate::http::stream::{is_timeout, BufferedStream};
 use crate::ops::ended::Ended;
 use crate::pace::{too_slow, Pace};
 use crate::runtime::{Runtime, State};
+use crate::sys;
 use log::debug;
 use std::io::{self, IoSlice, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -38,8 +39,8 @@ pub struct ExchangeIo {
     pub backend_buf: Option<Box<[u8]>>,
     /// The backend's response head of the current exchange, refilled by each.
     pub response: ResponseHead,
-    /// The client socket's write timeout as last set.
-    pub write_timeout: Duration,
+    /// How long the client may take no bytes of a response (`timeouts.client`).
+    pub stall_limit: Duration,
 }
 
 /// The buffers an exchange needs besides the client's read buffer; a worker keeps one set
@@ -55,7 +56,7 @@ pub struct ExchangeBuffers {
 impl ExchangeIo {
     pub fn new(stream: BufferedStream, peer: SocketAddr, buffers: ExchangeBuffers) -> ExchangeIo {
         let ExchangeBuffers { out, backend_out, backend_buf, response } = buffers;
-        ExchangeIo { stream, peer, out, backend_out, backend_buf, response, write_timeout: Duration::ZERO }
+        ExchangeIo { stream, peer, out, backend_out, backend_buf, response, stall_limit: Duration::ZERO }
     }
 
     /// Gives back the stream and the lent buffers.
@@ -64,79 +65,76 @@ impl ExchangeIo {
         (stream, ExchangeBuffers { out, backend_out, backend_buf, response })
     }
 
-    /// Writes one complete sluice-made response.
-    pub fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.stream.get_ref().write_all(bytes)
+    /// Writes one complete sluice-made response (or an interim head).
+    pub fn send(&self, bytes: &[u8]) -> io::Result<()> {
+        PacedWrite::new(self.stream.get_ref(), None, self.stall_limit).write_all(bytes)
     }
 }
+
+/// The longest a single write to a client blocks: the client socket's write timeout. Writers
+/// wait again after it until `timeouts.client` has passed without progress, and check the
+/// minimum rate in between.
+pub const CLIENT_WRITE_CHECK: Duration = Duration::from_secs(1);
 
 /// The client socket of an exchange as a [`Write`] held to the minimum rate of
 /// [`crate::pace`]: a response the client takes slower than that fails with
-/// [`crate::pace::too_slow`], and one it takes nothing of for `longest` fails as a timeout.
-/// The socket's write timeout is only shortened once the client is near its deadline, so a
-/// client that keeps up costs no extra system call.
+/// [`crate::pace::too_slow`], and one it takes nothing of for `stall_limit` fails as a
+/// timeout. What the client has taken is what was written less what still waits in the
+/// kernel's send buffer, asked only once a write blocks: a client that keeps up costs no
+/// extra system call.
 pub struct PacedWrite<'a> {
     stream: &'a TcpStream,
-    pace: Pace,
+    pace: Option<Pace>,
     sent: u64,
-    /// The socket's write timeout as last set, kept by the exchange across writers.
-    timeout: &'a mut Duration,
-    longest: Duration,
+    stall_limit: Duration,
 }
 
 impl<'a> PacedWrite<'a> {
-    pub fn new(stream: &'a TcpStream, pace: Pace, timeout: &'a mut Duration, longest: Duration) -> PacedWrite<'a> {
-        PacedWrite { stream, pace, sent: 0, timeout, longest }
+    pub fn new(stream: &'a TcpStream, pace: Option<Pace>, stall_limit: Duration) -> PacedWrite<'a> {
+        PacedWrite { stream, pace, sent: 0, stall_limit }
     }
-}
 
-impl PacedWrite<'_> {
-    /// Runs one write `op` on the socket, waiting no longer than the client's deadline.
-    fn paced(&mut self, mut op: impl FnMut(&TcpStream) -> io::Result<usize>) -> io::Result<usize> {
+    /// Runs one write `op` on the socket, giving up when the client fell below the rate or
+    /// took nothing for `stall_limit`.
+    fn paced(&mut self, wanted: usize, mut op: impl FnMut(&TcpStream) -> io::Result<usize>) -> io::Result<usize> {
         let stalled_since = Instant::now();
         loop {
-            let Some(wait) = self.pace.next_wait(self.sent, Instant::now(), self.longest) else {
-                return Err(too_slow());
-            };
-            if wait < *self.timeout {
-                let wait = wait.max(Duration::from_millis(1));
-                self.stream.set_write_timeout(Some(wait))?;
-                *self.timeout = wait;
-            }
             match op(self.stream) {
                 Ok(n) => {
                     self.sent += n as u64;
+                    if n < wanted && self.is_behind() {
+                        return Err(too_slow());
+                    }
                     return Ok(n);
                 }
-                Err(e) if is_timeout(&e) && stalled_since.elapsed() < self.longest => {}
+                Err(e) if is_timeout(&e) && self.is_behind() => return Err(too_slow()),
+                Err(e) if is_timeout(&e) && stalled_since.elapsed() < self.stall_limit => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
     }
+
+    /// Whether the bytes the client has really taken are below the rate.
+    fn is_behind(&self) -> bool {
+        let Some(pace) = self.pace else { return false };
+        let unsent = sys::unsent_bytes(self.stream).unwrap_or(0) as u64;
+        pace.is_behind(self.sent.saturating_sub(unsent), Instant::now())
+    }
 }
 
 impl Write for PacedWrite<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.paced(|mut stream| stream.write(buf))
+        self.paced(buf.len(), |mut stream| stream.write(buf))
     }
 
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        self.paced(|mut stream| stream.write_vectored(bufs))
+        let wanted = bufs.iter().map(|b| b.len()).sum();
+        self.paced(wanted, |mut stream| stream.write_vectored(bufs))
     }
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
-    }
-}
-
-impl ExchangeIo {
-    /// Gives the client socket its usual write timeout back after a [`PacedWrite`] shortened
-    /// it; costs nothing when it did not.
-    pub fn restore_write_timeout(&mut self, usual: Duration) {
-        if self.write_timeout != usual && self.stream.get_ref().set_write_timeout(Some(usual)).is_ok() {
-            self.write_timeout = usual;
-        }
     }
 }
 

@@ -37,7 +37,7 @@ use crate::pace::{is_too_slow, MinRate, Pace};
 use crate::pool::{PickRequest, Pool};
 use crate::tunnel::{self, End};
 use log::debug;
-use std::io::{self, Write};
+use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -254,7 +254,7 @@ fn read_final_response(
             102..=199 if request.head.version == Version::Http11 => {
                 client.out.clear();
                 write_interim_head(&mut client.out, &client.response);
-                client.stream.get_ref().write_all(&client.out).map_err(HeadError::Io)?;
+                client.send(&client.out).map_err(HeadError::Io)?;
             }
             102..=199 => {}
             _ => return Ok(()),
@@ -268,7 +268,7 @@ fn read_final_response(
 fn switch_protocols(ctx: &Context, client: &mut ExchangeIo, request: &Request, up: &mut BufferedStream) -> Attempt {
     client.out.clear();
     write_switching_head(&mut client.out, &client.response, request.set_cookie.as_deref());
-    if client.stream.get_ref().write_all(&client.out).is_err() {
+    if client.send(&client.out).is_err() {
         return done(Outcome::closed(CLIENT_CLOSED));
     }
     let client_end = End { stream: client.stream.get_ref(), already_read: client.stream.buffered() };
@@ -312,14 +312,12 @@ fn relay_response(
     };
     client.out.clear();
     write_response_head(&mut client.out, response, &how);
-    let usual = ctx.state.config.timeouts.client;
     let pace = Pace::new(MinRate::of(&ctx.state.config), Instant::now());
-    let to_client = PacedWrite::new(client.stream.get_ref(), pace, &mut client.write_timeout, usual);
+    let to_client = PacedWrite::new(client.stream.get_ref(), Some(pace), client.stall_limit);
     let mut sink = Sink::new(to_client, &mut client.out, chunked_out);
     let mut outcome = Outcome { status: response.status, body_bytes: 0, backend: None, keep_alive };
     let relayed = relay_body(up, framing, &mut sink, None);
     let backend_keeps_alive = is_persistent(response.version, response);
-    client.restore_write_timeout(usual);
     match relayed {
         Ok(n) => outcome.body_bytes = n,
         Err(RelayError::Write(e)) => {

@@ -20,7 +20,7 @@
 //! stopping closes it at once instead of waiting for it; a connection that finds sluice
 //! stopping closes unless a request is already waiting to be read.
 
-use crate::config::ListenerMode;
+use crate::config::{Config, ListenerMode};
 use crate::exchange::{self, Context, ExchangeBuffers, ExchangeIo, CLIENT_WRITE_CHECK};
 use crate::fair_share::Turn;
 use crate::http::error::HttpError;
@@ -29,7 +29,7 @@ use crate::http::stream::BufferedStream;
 use crate::ops::ended;
 use crate::proxy;
 use crate::runtime::{ClientTicket, Runtime};
-use crate::small_body::{read_buffer_bytes, wait_for_small_body, BodyWait};
+use crate::small_body::{read_buffer_bytes, wait_for_small_body, BodyWait, Waiting};
 use crate::sys;
 use crate::waiting_room::Waiter;
 use crate::{redirect, tcp};
@@ -185,10 +185,11 @@ impl Drop for Share<'_> {
 fn take_share<'a, T>(
     runtime: &'a Arc<Runtime>,
     client: IpAddr,
+    config: &Config,
     waiting: &mut Option<T>,
     park: impl FnOnce(T) -> ClientConn,
 ) -> Option<Share<'a>> {
-    let share = runtime.state().config.limits.max_workers_per_client.of(runtime.workers.max_count());
+    let share = config.limits.max_workers_per_client.of(runtime.workers.max_count());
     let later = || -> Turn {
         let conn = waiting.take().map(park);
         let runtime = Arc::clone(runtime);
@@ -268,7 +269,8 @@ fn serve(runtime: &Arc<Runtime>, conn: ClientConn, mut readable: bool) {
                 NextHead::Close => break,
             },
         };
-        match wait_for_small_body(config, &mut client.stream, &head, started, &mut may_block) {
+        let waiting = Waiting { since: started, may_park: runtime.may_park(), may_block: &mut may_block };
+        match wait_for_small_body(config, &mut client.stream, &head, waiting) {
             BodyWait::Complete => {}
             BodyWait::Park(expires) => {
                 runtime.metrics.slow_clients.record_body_parked();
@@ -286,7 +288,8 @@ fn serve(runtime: &Arc<Runtime>, conn: ClientConn, mut readable: bool) {
         }
         let handed = std::mem::take(&mut holds_share).then(|| Share { runtime, client: peer.ip() });
         let mut waiting = Some(Parking { client, head, between, body_since: Some(started) });
-        let share = handed.or_else(|| take_share(runtime, peer.ip(), &mut waiting, |p| wait_for_share(runtime, p)));
+        let park = |p| wait_for_share(runtime, p);
+        let share = handed.or_else(|| take_share(runtime, peer.ip(), config, &mut waiting, park));
         let Some(Parking { client: c, head: h, between: b, .. }) = waiting else { return };
         (client, head, between) = (c, h, b);
         let ctx = Context { runtime, state: &state, listener: &config.listeners[between.listener] };
@@ -321,9 +324,11 @@ fn serve_tcp(runtime: &Arc<Runtime>, stream: TcpStream, holds_share: bool, betwe
         holds_share: true,
         between,
     };
-    let Some(_share) = handed.or_else(|| take_share(runtime, peer.ip(), &mut waiting, park)) else { return };
-    let Some((stream, between)) = waiting else { return };
     let state = runtime.state();
+    let Some(_share) = handed.or_else(|| take_share(runtime, peer.ip(), &state.config, &mut waiting, park)) else {
+        return;
+    };
+    let Some((stream, between)) = waiting else { return };
     tcp::serve(runtime, &state, &state.config.listeners[between.listener], &stream, peer);
 }
 

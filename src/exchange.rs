@@ -97,7 +97,7 @@ impl<'a> PacedWrite<'a> {
     /// Runs one write `op` on the socket, giving up when the client fell below the rate or
     /// took nothing for `stall_limit`.
     fn paced(&mut self, wanted: usize, mut op: impl FnMut(&TcpStream) -> io::Result<usize>) -> io::Result<usize> {
-        let stalled_since = Instant::now();
+        let mut stalled_since = None;
         loop {
             match op(self.stream) {
                 Ok(n) => {
@@ -108,7 +108,9 @@ impl<'a> PacedWrite<'a> {
                     return Ok(n);
                 }
                 Err(e) if is_timeout(&e) && self.is_behind() => return Err(too_slow()),
-                Err(e) if is_timeout(&e) && stalled_since.elapsed() < self.stall_limit => {}
+                Err(e)
+                    if is_timeout(&e)
+                        && stalled_since.get_or_insert_with(Instant::now).elapsed() < self.stall_limit => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }

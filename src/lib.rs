@@ -14,7 +14,10 @@
 //!    each worker keeps, so once warm the request path does not allocate
 //!    (`tests/allocations.rs`; `scripts/profile.sh` measures it). [`exchange`] holds what
 //!    every exchange shares: the client connection and its lent buffers, the outcome,
-//!    sluice's own answers and the keep-alive rule.
+//!    sluice's own answers and the keep-alive rule. A small body is read whole before a
+//!    backend is picked ([`small_body`]), and each exchange holds one of its client
+//!    address's shares of the workers ([`fair_share`]); bodies and responses keep a minimum
+//!    rate ([`pace`]).
 //! 3. [`proxy`]: one exchange. It checks the head ([`http::request`]), decides the body's
 //!    framing ([`http::framing`]), routes to a [`pool`] by host and path ([`routing`]), whose
 //!    [`balance`] algorithm picks a [`backend`] (or a sticky cookie names one,

@@ -228,6 +228,11 @@ impl Runtime {
         self.state().config.limits.max_workers_per_client.of(self.workers.max_count())
     }
 
+    /// Whether connections may be parked at all (`waitingRoom`).
+    pub fn may_park(&self) -> bool {
+        self.parking_enabled
+    }
+
     /// Without the waiting room, the only fair answer to connections queued for a worker is
     /// to stop offering keep-alive until the queue is empty.
     pub fn should_close_idle(&self) -> bool {

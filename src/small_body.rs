@@ -28,6 +28,17 @@ pub enum BodyWait {
     Gone,
 }
 
+/// How a small body may be waited for.
+pub struct Waiting<'a> {
+    /// When the head was complete: the body's rate is measured from here.
+    pub since: Instant,
+    /// Whether the connection may park at all (`waitingRoom`); without, the body is waited
+    /// for on the worker.
+    pub may_park: bool,
+    /// Asked before each read: false means the connection should park now.
+    pub may_block: &'a mut dyn FnMut() -> bool,
+}
+
 /// Reads the rest of a small request body into the read buffer. Waits on the worker for at
 /// most [`WAIT_ON_WORKER`] and only while `may_block` allows; then the connection is to park.
 /// A complete request (the usual case) costs no system call here.
@@ -35,10 +46,10 @@ pub fn wait_for_small_body(
     config: &Config,
     stream: &mut BufferedStream,
     head: &RequestHead,
-    since: Instant,
-    may_block: &mut dyn FnMut() -> bool,
+    waiting: Waiting,
 ) -> BodyWait {
     let Some(need) = body_to_buffer(config, stream, head) else { return BodyWait::Complete };
+    let Waiting { since, may_park, may_block } = waiting;
     let pace = Pace::new(MinRate::of(config), since);
     let mut on_worker_until = None;
     loop {
@@ -48,11 +59,16 @@ pub fn wait_for_small_body(
         }
         let now = Instant::now();
         let Some(wait) = pace.next_wait(done as u64, now, config.timeouts.client) else { return BodyWait::TooSlow };
-        let until = *on_worker_until.get_or_insert(now + WAIT_ON_WORKER);
-        if now >= until || !may_block() {
-            return BodyWait::Park(now + wait);
-        }
-        stream.set_read_timeout(wait.min(until - now));
+        let read_for = if may_park {
+            let until = *on_worker_until.get_or_insert(now + WAIT_ON_WORKER);
+            if now >= until || !may_block() {
+                return BodyWait::Park(now + wait);
+            }
+            wait.min(until - now)
+        } else {
+            wait
+        };
+        stream.set_read_timeout(read_for);
         match stream.fill() {
             Ok(0) => return BodyWait::Gone,
             Ok(_) => {}

@@ -150,3 +150,18 @@ fn an_address_over_its_share_of_the_workers_waits_while_another_is_served() {
     let text = metrics(admin);
     assert!(text.contains("sluice_share_waits_total 3"), "{text}");
 }
+
+#[test]
+fn without_the_waiting_room_a_small_body_is_waited_for_on_the_worker() {
+    let backend = TestBackend::start(|seen| Reply::ok(&format!("got {} bytes", seen.body.len())));
+    let sluice = Sluice::start(&[&backend.url()], r#""workers": 2, "waitingRoom": false,"#);
+    let runtime = sluice.server().runtime();
+    let mut c = sluice.connect();
+    c.send(b"POST /form HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nhello");
+    assert!(wait_until(PATIENCE, || runtime.busy_workers() == 1), "no worker took the request");
+    c.send(b"world");
+    let answer = c.response().expect("an answer once the body is complete");
+    assert_eq!((answer.status, answer.text().as_str()), (200, "got 10 bytes"));
+    assert_eq!(runtime.metrics.slow_clients.snapshot().bodies_parked, 0, "parked though parking is off");
+    assert_eq!(runtime.waiting_room.parked_count(), 0);
+}

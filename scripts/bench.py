@@ -10,6 +10,12 @@ it can also be run by hand:
                              [--sluice-bin PATH] [--json FILE]
                              [--backend-ports 25001,25002,25003] [--lb-port 28080]
                              [--workdir DIR] [--keep-tmp]
+    python3 scripts/bench.py table FILE             # the README's comparison table from a run
+    python3 scripts/bench.py workers-table FILE...  # the README's workers table, a run per size
+
+Every run is written as JSON (all runs, the summary, the machine, the tools' versions and
+the command) to scripts/results/bench-<UTC date and time>.json, or to --json FILE; the
+README's tables are printed from those files, never typed in.
 
 What it does, in order:
   1. One nginx process with three `server` blocks = three backends on 127.0.0.1
@@ -24,7 +30,7 @@ What it does, in order:
      and, around the measured run, deltas of the balancer's context switches (all threads
      of all its processes), its CPU time, and the backends' stub_status `accepts` counter.
   3. Prints one row per scenario x system (medians over reps), then sluice/peer ratios,
-     and optionally writes everything as JSON.
+     and writes everything as JSON.
 
 Only the Python 3 standard library. Every address is 127.0.0.1. Every process started here
 is stopped by PID (SIGTERM, then SIGKILL to any leftover member of its process group); each
@@ -47,6 +53,7 @@ import threading
 import time
 
 HOST = "127.0.0.1"
+RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 BIG_BYTES = 1 << 20
 ALL_SYSTEMS = ("direct", "nginx", "haproxy", "pen", "sluice")
 
@@ -790,6 +797,143 @@ def print_table(rows: list[dict], args, skipped: dict[str, str]) -> None:
         print("  ".join(c.ljust(w[0]) if i == 0 else c.rjust(w[i]) for i, c in enumerate(b)))
 
 
+# ============================================================================ results files
+
+def command_output(argv: list[str]) -> str | None:
+    """First line a program prints (stdout or stderr), or None if it cannot run."""
+    try:
+        p = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    lines = (p.stdout + p.stderr).strip().splitlines()
+    return lines[0].strip() if lines else None
+
+
+def environment(args) -> dict:
+    """What a reader needs to judge the numbers: the machine and each program's version."""
+    cpu = re.search(r"^model name\s*:\s*(.+)$", read_text("/proc/cpuinfo") or "", re.M)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    commit = command_output(["git", "-C", root, "describe", "--always", "--dirty"])
+    haproxy = command_output(["haproxy", "-v"])
+    versions = {"nginx": command_output(["nginx", "-v"]),
+                "haproxy": " ".join(haproxy.split()[:3]) if haproxy else None,
+                # pen prints no version of its own; Debian's package has it
+                "pen": command_output(["dpkg-query", "-W", "-f", "pen ${Version}", "pen"]),
+                "wrk": command_output(["wrk", "-v"])}
+    if "sluice" in args.systems:
+        versions["sluice"] = f"{command_output([args.sluice_bin, '--version'])} ({commit})"
+    return {"cpus": os.cpu_count(), "cpu_model": cpu.group(1) if cpu else None,
+            "kernel": os.uname().release, "versions": versions}
+
+
+def write_results(args, skipped: dict, rows: list[dict], runs: list[dict]) -> str:
+    now = time.gmtime()
+    path = args.json or os.path.join(RESULTS_DIR, time.strftime("bench-%Y%m%d-%H%M%S.json", now))
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump({"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", now), "command": sys.argv,
+                   "loadavg_start": args.loadavg, "reps": args.reps, "duration_s": args.duration,
+                   "warmup_s": args.warmup, "systems": args.systems, "scenarios": args.scenarios,
+                   "sluice_extra_json": args.sluice_extra_json, "backend_ports": args.ports,
+                   "lb_port": args.lb_port, "environment": environment(args), "skipped": skipped,
+                   "summary": rows, "runs": runs}, f, indent=2)
+        f.write("\n")
+    return path
+
+
+# ============================================================================ README tables
+
+PEERS = ("nginx", "haproxy", "pen")
+PEER_NAMES = {"nginx": "nginx", "haproxy": "HAProxy", "pen": "pen", "sluice": "sluice"}
+TABLE_ROWS = [("ka_small", "keep-alive, c=64, small"), ("close_small", "`Connection: close`, c=32"),
+              ("big_1mib", "1 MiB answers, c=8"), ("c1000", "keep-alive, c=1000")]
+
+
+def load_results(path: str) -> tuple[dict, dict]:
+    with open(path) as f:
+        data = json.load(f)
+    return data, {(r["scenario"], r["system"]): r for r in data["summary"] if r.get("reps_ok")}
+
+
+def rate(row: dict | None) -> str:
+    """`req/s (p99)` as the README writes it."""
+    if not row or row.get("rps") is None:
+        return "-"
+    p99 = row.get("p99_ms")
+    tail = "-" if p99 is None else (f"{p99:.1f} ms" if p99 < 10 else f"{p99:.0f} ms")
+    return f"{row['rps']:,.0f} ({tail})"
+
+
+def versus(by: dict, scenario: str) -> str:
+    """sluice's req/s over the best peer's; when sluice is behind it, also over the fastest
+    peer sluice is ahead of, if any."""
+    mine = (by.get((scenario, "sluice")) or {}).get("rps")
+    peers = sorted(((by[(scenario, p)]["rps"], p) for p in PEERS if by.get((scenario, p), {}).get("rps")),
+                   reverse=True)
+    if not mine or not peers:
+        return ""
+    shown = [peers[0]]
+    beaten = next((peer for peer in peers if peer[0] <= mine), None)
+    if mine < peers[0][0] and beaten is not None:
+        shown.append(beaten)
+    return ", ".join(f"{mine / rps:.2f}× {PEER_NAMES[p]}" for rps, p in shown)
+
+
+def describe_run(data: dict) -> str:
+    env = data.get("environment", {})
+    v = env.get("versions", {})
+    return (f"From `{os.path.basename(data.get('_path', ''))}` ({data['when']}): {env.get('cpus')} CPUs "
+            f"({env.get('cpu_model')}), Linux {env.get('kernel')}; {v.get('nginx')}; {v.get('haproxy')}; "
+            f"{v.get('pen')}; {v.get('sluice')}; medians of {data['reps']} x {data['duration_s']:g} s.")
+
+
+def print_comparison(path: str) -> None:
+    data, by = load_results(path)
+    data["_path"] = path
+    systems = [s for s in ("nginx", "haproxy", "pen", "sluice") if any(k[1] == s for k in by)]
+    print(describe_run(data))
+    print()
+    print("| scenario | " + " | ".join(PEER_NAMES[s] for s in systems) + " | sluice vs best peer |")
+    print("|---|" + "---:|" * len(systems) + "---|")
+    for scenario, label in TABLE_ROWS:
+        if any((scenario, s) in by for s in systems):
+            cells = [rate(by.get((scenario, s))) for s in systems]
+            print(f"| {label}: req/s (p99) | " + " | ".join(cells) + f" | {versus(by, scenario)} |")
+    extra = [("c1000", "peak_rss_mib", "peak RSS at c=1000", "{:.1f} MiB"),
+             ("ka_small", "cs_per_req", "context switches per request (c=64)", "{:.2f}"),
+             ("close_small", "backend_conns_per_1k", "backend connections per 1,000 requests (close)", "{:,.1f}")]
+    for scenario, key, label, spec in extra:
+        cells = [spec.format(by[(scenario, s)][key]) if by.get((scenario, s), {}).get(key) is not None else "-"
+                 for s in systems]
+        if any(c != "-" for c in cells):
+            print(f"| {label} | " + " | ".join(cells) + " | |")
+    errors = sum(r.get("errors", 0) for r in by.values())
+    starved = sum(r.get("starved", 0) for r in by.values())
+    print()
+    print(f"Errors over every row: {errors}; starved probes: {starved}.")
+
+
+def print_workers(paths: list[str]) -> None:
+    """One row per file: sluice alone with {"workers": N} in SLUICE_EXTRA_JSON."""
+    rows = []
+    for path in paths:
+        data, by = load_results(path)
+        workers = json.loads(data.get("sluice_extra_json") or "{}").get("workers", "default")
+        rss = [r["peak_rss_mib"] for (_, s), r in by.items() if s == "sluice" and r.get("peak_rss_mib") is not None]
+        cells = [f"{by[(sc, 'sluice')]['rps']:,.0f}" if (sc, "sluice") in by else "-"
+                 for sc in ("ka_small", "close_small", "big_1mib")]
+        cells.append(rate(by.get(("c1000", "sluice"))))
+        cells.append(f"{min(rss):.1f}–{max(rss):.1f} MiB" if rss else "-")
+        rows.append((workers if isinstance(workers, int) else 0, f"| {workers} | " + " | ".join(cells) + " |",
+                     os.path.basename(path)))
+    print("| workers | ka_small req/s | close_small req/s | big_1mib req/s | c1000 req/s (p99) | peak RSS |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for _, line, _ in sorted(rows):
+        print(line)
+    print()
+    print("From " + ", ".join(f"`{name}`" for _, _, name in sorted(rows)) + ".")
+
+
 # ============================================================================ main
 
 def parse_args() -> argparse.Namespace:
@@ -801,7 +945,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--duration", type=float, default=5.0, help="seconds per measured wrk run")
     ap.add_argument("--warmup", type=float, default=1.0, help="seconds of unmeasured wrk before each run")
     ap.add_argument("--quick", action="store_true", help="smoke test: --reps 1 --duration 2")
-    ap.add_argument("--json", help="also write all runs and the summary to this file")
+    ap.add_argument("--json", help="where to write all runs and the summary "
+                                   "(default scripts/results/bench-<UTC date and time>.json)")
     ap.add_argument("--sluice-bin", default=env("SLUICE_BIN", "target/release/sluice"))
     ap.add_argument("--sluice-extra-json", default=env("SLUICE_EXTRA_JSON", "{}"),
                     help="JSON object merged into sluice's config, e.g. '{\"algorithm\": \"round-robin\"}'")
@@ -831,6 +976,12 @@ def parse_args() -> argparse.Namespace:
 
 
 def main() -> int:
+    if len(sys.argv) >= 3 and sys.argv[1] == "table":
+        print_comparison(sys.argv[2])
+        return 0
+    if len(sys.argv) >= 3 and sys.argv[1] == "workers-table":
+        print_workers(sys.argv[2:])
+        return 0
     args = parse_args()
     signal.signal(signal.SIGTERM, lambda n, _f: sys.exit(128 + n))
     signal.signal(signal.SIGHUP, lambda n, _f: sys.exit(128 + n))
@@ -903,13 +1054,8 @@ def main() -> int:
 
         rows = summarize(runs, args.systems, args.scenarios)
         print_table(rows, args, skipped)
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump({"when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "loadavg_start": args.loadavg,
-                           "reps": args.reps, "duration_s": args.duration, "warmup_s": args.warmup,
-                           "backend_ports": args.ports, "lb_port": args.lb_port,
-                           "skipped": skipped, "summary": rows, "runs": runs}, f, indent=2)
-            log(f"wrote {args.json}")
+        path = write_results(args, skipped, rows, runs)
+        log(f"wrote {path}; README tables: python3 scripts/bench.py table {path}")
         return 0 if all(r["reps_ok"] == r["reps"] for r in rows) else 1
     finally:
         Proc.stop_all()

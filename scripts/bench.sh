@@ -7,10 +7,13 @@
 #                    [--scenarios ka_small,close_small,big_1mib,c1000]
 #                    [--sluice-bin PATH] [--build] [--json FILE] [--keep-tmp]
 #                    [--backend-ports 25001,25002,25003] [--lb-port 28080]
+#   scripts/bench.sh --table FILE              # print the README's comparison table from a run
+#   scripts/bench.sh --workers-table FILE...   # print the README's workers table, a run per size
 #
 #   scripts/bench.sh --quick                                   # smoke run: 1 rep x 2 s
-#   scripts/bench.sh --json bench.json                         # full run: 3 reps x 5 s (~8 min)
+#   scripts/bench.sh                                           # full run: 3 reps x 5 s (~8 min)
 #   scripts/bench.sh --systems nginx,sluice --scenarios c1000 --reps 5
+#   SLUICE_EXTRA_JSON='{"workers": 16}' scripts/bench.sh --systems sluice   # one workers row
 #
 # Environment: SLUICE_BIN (default target/release/sluice under the repo root),
 #   BENCH_BACKEND_PORTS (default 25001,25002,25003), BENCH_LB_PORT (default 28080),
@@ -31,7 +34,10 @@
 #     backends check, a warm-up and one measured run with a starvation probe beside it;
 #   - prints per scenario x system: median req/s, p50, p99, errors, starved probes, peak RSS,
 #     context switches per request, balancer CPU, backend connections per 1,000 requests;
-#     then sluice/peer ratios. --json FILE keeps every run.
+#     then sluice/peer ratios;
+#   - writes every run, the summary, the machine, the tools' versions and the command as JSON
+#     to scripts/results/bench-<UTC date and time>.json (or --json FILE). Commit that file with
+#     the README table printed from it by --table.
 #
 # Everything started is stopped by PID: bench.py stops what it started, and the EXIT trap
 # below stops bench.py and anything bench.py recorded in WORKDIR/pids that is still alive.
@@ -49,6 +55,10 @@ usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
 while (($#)); do
     case $1 in
         -h|--help) usage; exit 0 ;;
+        --table|--workers-table)
+            [[ $# -ge 2 ]] || { echo "bench.sh: $1 needs a results file" >&2; exit 2; }
+            command=${1#--}; shift
+            exec python3 "$ROOT/scripts/bench.py" "$command" "$@" ;;
         --build) BUILD=1 ;;
         --keep-tmp) KEEP_TMP=1 ;;
         --sluice-bin) [[ $# -ge 2 ]] || { echo "bench.sh: --sluice-bin needs a value" >&2; exit 2; }

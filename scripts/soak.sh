@@ -4,10 +4,12 @@
 #
 # Usage:
 #   scripts/soak.sh [SECONDS]          # default 600 (10 minutes)
+#   scripts/soak.sh --summary FILE     # the README's soak sentence from a result file
 #
 # Environment: SOAK_PORTS (default 27101,27102,27103,27180: three backends, then sluice),
 #   SLUICE_BIN (default target/release/sluice under the repo root, built if missing),
-#   SOAK_CONNECTIONS (default 200), SOAK_THREADS (wrk threads, default 2).
+#   SOAK_CONNECTIONS (default 200), SOAK_THREADS (wrk threads, default 2),
+#   SOAK_JSON (where to write the result, default scripts/results/soak-<UTC date and time>.json).
 #
 # What it does:
 #   - installs wrk and nginx with apt-get if either is missing (needs root);
@@ -24,19 +26,47 @@
 #     load must be those open before it (+2, for a health check in flight). Descriptors under
 #     load are reported but not judged: they swing with how many backend connections are in
 #     flight or idle at the moment of sampling (each client connection holds two: its stream
-#     and the waiting room's handle).
+#     and the waiting room's handle);
+#   - fails as well when any request failed: a wrk socket error (connect, read, write,
+#     timeout) or a response other than 2xx/3xx, or when wrk reported no requests at all;
+#   - writes the result (the numbers above, the samples, the verdict, the machine and the
+#     sluice commit) as JSON to scripts/results/soak-<UTC date and time>.json; commit it with
+#     the README sentence printed from it by --summary.
 #
 # Every process it starts is stopped by its pid on exit; wrk runs under `timeout`. Logs and
 # samples stay in a directory under /tmp, printed at the end. Exit status: 0 when nothing
-# grew, 1 otherwise.
+# grew and no request failed, 1 otherwise.
 set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+
+# The README's sentence about the latest soak, from a result file this script wrote.
+summary() {
+  python3 - "$1" <<'PY'
+import json, os, sys
+r = json.load(open(sys.argv[1]))
+failed = r["socket_errors"] + r["non_2xx"]
+errors = "no errors" if failed == 0 else f"{failed:,} failed requests"
+mib = lambda kib: f"{kib / 1024:.1f}"
+print(f"The latest soak (`scripts/results/{os.path.basename(sys.argv[1])}`, {r['when']}, "
+      f"{r['seconds']} s at c={r['connections']}): {r['requests'] / 1e6:.1f} M requests, {errors}, "
+      f"RSS {mib(r['rss_kib']['start'])} → {mib(r['rss_kib']['end'])} MiB, "
+      f"idle descriptors {r['idle_fds']['before']} → {r['idle_fds']['after']}; verdict: {r['verdict']}.")
+PY
+}
+if [ "${1:-}" = "--summary" ]; then
+  [ -n "${2:-}" ] || { echo "soak.sh: --summary needs a result file" >&2; exit 2; }
+  summary "$2"
+  exit 0
+fi
 
 seconds=${1:-600}
 connections=${SOAK_CONNECTIONS:-200}
 threads=${SOAK_THREADS:-2}
 IFS=, read -r port1 port2 port3 lb_port <<<"${SOAK_PORTS:-27101,27102,27103,27180}"
 ports=("$port1" "$port2" "$port3")
-root=$(cd "$(dirname "$0")/.." && pwd)
+started_at=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+json_out=${SOAK_JSON:-$root/scripts/results/soak-$(date -u +%Y%m%d-%H%M%S).json}
 sluice_bin=${SLUICE_BIN:-$root/target/release/sluice}
 SAMPLE_EVERY=10
 
@@ -224,5 +254,46 @@ fi
 if [ "$grown" = no ]; then
   echo "no growth: RSS under load ${rss0} -> ${rss1} KiB; file descriptors at idle ${idle_fds_before} -> ${idle_fds_after}"
 fi
+failed=$((${socket_errors:-0} + ${non_2xx:-0}))
+if [ -z "${requests:-}" ]; then
+  echo "wrk reported no requests (see $dir/wrk.txt)"
+  failed=1
+elif [ "$failed" -gt 0 ]; then
+  echo "requests failed: ${socket_errors:-0} socket errors, ${non_2xx:-0} responses other than 2xx/3xx"
+fi
+verdict=passed
+if [ "$grown" = yes ] || [ "$failed" -gt 0 ]; then verdict=failed; fi
+
+# ---- result file ----
+samples_json=$(tail -n +2 "$dir/samples.csv" |
+  awk -F, '{printf "%s{\"seconds\": %s, \"rss_kib\": %s, \"threads\": %s, \"fds\": %s}", (NR > 1 ? ", " : ""), $1, $2, $3, $4}')
+max_rss=$(tail -n +2 "$dir/samples.csv" | cut -d, -f2 | sort -n | tail -1)
+grew_json=false
+[ "$grown" = yes ] && grew_json=true
+mkdir -p "$(dirname "$json_out")"
+cat >"$json_out" <<JSON
+{
+  "when": "$started_at",
+  "command": "scripts/soak.sh $seconds",
+  "seconds": $seconds,
+  "connections": $connections,
+  "wrk_threads": $threads,
+  "machine": {"cpus": $(nproc), "kernel": "$(uname -r)"},
+  "sluice": "$("$sluice_bin" --version) ($(git -C "$root" describe --always --dirty 2>/dev/null || echo unknown))",
+  "requests": ${requests:-0},
+  "socket_errors": ${socket_errors:-0},
+  "non_2xx": ${non_2xx:-0},
+  "backend_2_killed_at_s": $kill_at,
+  "backend_2_restarted_at_s": $((kill_at + down_for)),
+  "rss_kib": {"start": $rss0, "end": $rss1, "max": $max_rss},
+  "threads": {"start": $threads0, "end": $threads1},
+  "idle_fds": {"before": $idle_fds_before, "after": $idle_fds_after},
+  "grew": $grew_json,
+  "verdict": "$verdict",
+  "samples": [$samples_json]
+}
+JSON
+echo "result: $json_out"
+summary "$json_out"
 echo "logs: $dir"
-[ "$grown" = no ]
+[ "$verdict" = passed ]

@@ -17,6 +17,8 @@ use crate::net;
 use crate::ops::metrics::BackendMetrics;
 use crate::queue::Queue;
 use crate::sys;
+use crate::transport::{BackendTransport, Transport};
+use rustls::ClientConfig;
 use std::io;
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -55,13 +57,13 @@ pub struct Backend {
 }
 
 struct IdleConnection {
-    stream: TcpStream,
+    stream: BackendTransport,
     since: Instant,
 }
 
 /// A connection to a backend for one exchange.
 pub struct Upstream {
-    pub stream: TcpStream,
+    pub stream: BackendTransport,
     /// True when it came from the idle set, so it may have been closed by the backend.
     pub reused: bool,
 }
@@ -286,14 +288,33 @@ impl Backend {
     }
 
     /// A connection for one exchange: the newest idle one still young enough (and, when
-    /// `must_be_alive`, checked to be open), or a new one.
-    pub fn connection(&self, timeouts: &Timeouts, must_be_alive: bool) -> io::Result<Upstream> {
+    /// `must_be_alive`, checked to be open), or a new one (see [`Backend::open`]).
+    pub fn connection(
+        &self,
+        timeouts: &Timeouts,
+        must_be_alive: bool,
+        tls: Option<&Arc<ClientConfig>>,
+    ) -> io::Result<Upstream> {
         while let Some(idle) = self.take_idle(timeouts.backend_idle) {
-            if !must_be_alive || is_open(&idle) {
+            if !must_be_alive || is_open(idle.socket()) {
                 return Ok(Upstream { stream: idle, reused: true });
             }
         }
-        self.connect(timeouts).map(|stream| Upstream { stream, reused: false })
+        self.open(timeouts, tls).map(|stream| Upstream { stream, reused: false })
+    }
+
+    /// Opens a new connection for exchanges: plain, or for an `https://` backend with its
+    /// TLS handshake done (with `tls`, the pool's client configuration), so that a backend
+    /// whose certificate is not trusted fails here, before anything is sent.
+    pub fn open(&self, timeouts: &Timeouts, tls: Option<&Arc<ClientConfig>>) -> io::Result<BackendTransport> {
+        let socket = self.connect(timeouts)?;
+        if !self.config.tls {
+            return Ok(Transport::Plain(socket));
+        }
+        let config = tls.ok_or_else(|| io::Error::other("https:// backends need an http pool"))?;
+        let mut transport = Transport::tls(crate::tls::backend::connection(config, &self.config)?, socket);
+        transport.complete_handshake()?;
+        Ok(transport)
     }
 
     /// Opens a new connection, trying the address that worked last first.
@@ -309,14 +330,14 @@ impl Backend {
     }
 
     /// Keeps `stream` for reuse unless the idle set is full.
-    pub fn put_idle(&self, stream: TcpStream, max_idle: usize) {
+    pub fn put_idle(&self, stream: BackendTransport, max_idle: usize) {
         let mut idle = lock(&self.idle);
         if idle.len() < max_idle && self.is_healthy() {
             idle.push(IdleConnection { stream, since: Instant::now() });
         }
     }
 
-    fn take_idle(&self, max_age: Duration) -> Option<TcpStream> {
+    fn take_idle(&self, max_age: Duration) -> Option<BackendTransport> {
         let mut idle = lock(&self.idle);
         let newest = idle.pop()?;
         if newest.since.elapsed() < max_age {

@@ -27,13 +27,16 @@ use crate::http::error::HttpError;
 use crate::http::head::{read_request_head_into, HeadError, HeadWait, RequestHead};
 use crate::http::stream::BufferedStream;
 use crate::ops::ended;
+use crate::ops::log_summary;
 use crate::proxy;
 use crate::runtime::{ClientTicket, Runtime};
 use crate::small_body::{read_buffer_bytes, wait_for_small_body, BodyWait, Waiting};
 use crate::sys;
+use crate::transport::{ClientTransport, Transport};
 use crate::waiting_room::Waiter;
 use crate::{redirect, tcp};
 use log::{debug, error};
+use rustls::ServerConnection;
 use std::cell::RefCell;
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr, TcpStream};
@@ -44,7 +47,7 @@ use std::time::{Duration, Instant};
 
 /// A client connection while no worker holds it: what must survive between its requests.
 pub struct ClientConn {
-    pub stream: TcpStream,
+    pub stream: ClientTransport,
     pub peer: SocketAddr,
     /// Bytes read but not yet used: the start of a head, or of a pending request's body.
     partial: Vec<u8>,
@@ -108,7 +111,7 @@ impl ClientConn {
 
 impl Waiter for ClientConn {
     fn fd(&self) -> RawFd {
-        self.stream.as_raw_fd()
+        self.stream.socket().as_raw_fd()
     }
 
     fn wake(self: Box<Self>) {
@@ -118,7 +121,7 @@ impl Waiter for ClientConn {
 
     /// A head that began (or a first one that never came) or a body that did not arrive at
     /// the minimum rate gets `408`; an idle keep-alive connection just closes.
-    fn expire(self: Box<Self>) {
+    fn expire(mut self: Box<Self>) {
         let answer = if self.pending.is_some() {
             debug!("{}: request body slower than the minimum rate", self.peer);
             self.between.ticket.runtime().metrics.slow_clients.record_body_too_slow();
@@ -129,8 +132,9 @@ impl Waiter for ClientConn {
         } else {
             return;
         };
-        let _ = self.stream.set_write_timeout(Some(Duration::from_millis(100)));
-        let _ = (&self.stream).write_all(&answer.response());
+        let _ = self.stream.socket().set_write_timeout(Some(Duration::from_millis(100)));
+        let _ = self.stream.write_all(&answer.response());
+        self.stream.send_close();
     }
 }
 
@@ -146,6 +150,16 @@ pub fn accept(runtime: &Arc<Runtime>, stream: TcpStream, peer: SocketAddr, liste
         }
     };
     let ticket = runtime.register_client(handle, peer.ip());
+    let stream = match runtime.state().tls.listeners.get(listener).cloned().flatten() {
+        None => Transport::Plain(stream),
+        Some(tls) => match ServerConnection::new(tls) {
+            Ok(session) => Transport::tls(session, stream),
+            Err(e) => {
+                log_summary::TLS_NOT_STARTED.warn(format_args!("{peer}: cannot start TLS: {e}"));
+                return;
+            }
+        },
+    };
     let between = Between { peer, listener, head_deadline: None, requests: 0, ticket, counted: 0 };
     let conn = ClientConn { stream, peer, partial: Vec::new(), pending: None, holds_share: false, between };
     dispatch(runtime, conn, false);
@@ -249,7 +263,13 @@ fn serve(runtime: &Arc<Runtime>, conn: ClientConn, mut readable: bool) {
     let mut stream = BufferedStream::from_parts(stream, read, None);
     stream.preload(&partial);
     let mut client = ExchangeIo::new(stream, peer, exchange);
-    let _ = client.stream.get_ref().set_write_timeout(Some(CLIENT_WRITE_CHECK.min(stall_limit)));
+    let write_timeout = if client.stream.get_ref().is_tls() {
+        // A TLS write that times out may leave its record half sent: no retrying there.
+        stall_limit
+    } else {
+        CLIENT_WRITE_CHECK.min(stall_limit)
+    };
+    let _ = client.stream.get_ref().socket().set_write_timeout(Some(write_timeout));
     client.stall_limit = stall_limit;
     loop {
         let state = runtime.state();
@@ -293,9 +313,12 @@ fn serve(runtime: &Arc<Runtime>, conn: ClientConn, mut readable: bool) {
         let Some(Parking { client: c, head: h, between: b, .. }) = waiting else { return };
         (client, head, between) = (c, h, b);
         let ctx = Context { runtime, state: &state, listener: &config.listeners[between.listener] };
-        let outcome = match ctx.listener.mode {
-            ListenerMode::Redirect => redirect::answer(&ctx, &mut client, &mut head),
-            ListenerMode::Http | ListenerMode::Tcp => proxy::exchange(&ctx, &mut client, &mut head),
+        let outcome = match (ctx.listener.mode, ctx.listener.redirect_to_https) {
+            (ListenerMode::Redirect, _) => redirect::answer(&ctx, &mut client, &mut head),
+            (_, Some(port)) if redirect::redirects_to_https(&head) => {
+                redirect::to_https(&ctx, &mut client, &mut head, port)
+            }
+            _ => proxy::exchange(&ctx, &mut client, &mut head),
         };
         drop(share);
         let received = client.stream.received() - between.counted;
@@ -306,17 +329,18 @@ fn serve(runtime: &Arc<Runtime>, conn: ClientConn, mut readable: bool) {
             break;
         }
     }
+    client.stream.get_mut().send_close();
     let (stream, exchange) = client.into_parts();
     let (_, read) = stream.into_parts();
     return_buffers(WorkerBuffers { read, head, exchange });
 }
 
 /// Serves a tcp listener's connection whole, within its address's share of the workers.
-fn serve_tcp(runtime: &Arc<Runtime>, stream: TcpStream, holds_share: bool, between: Between) {
+fn serve_tcp(runtime: &Arc<Runtime>, stream: ClientTransport, holds_share: bool, between: Between) {
     let peer = between.peer;
     let handed = holds_share.then(|| Share { runtime, client: peer.ip() });
     let mut waiting = Some((stream, between));
-    let park = |(stream, between): (TcpStream, Between)| ClientConn {
+    let park = |(stream, between): (ClientTransport, Between)| ClientConn {
         stream,
         peer,
         partial: Vec::new(),
@@ -329,7 +353,7 @@ fn serve_tcp(runtime: &Arc<Runtime>, stream: TcpStream, holds_share: bool, betwe
         return;
     };
     let Some((stream, between)) = waiting else { return };
-    tcp::serve(runtime, &state, &state.config.listeners[between.listener], &stream, peer);
+    tcp::serve(runtime, &state, &state.config.listeners[between.listener], stream, peer);
 }
 
 /// How long a worker waits on a quiet client before it checks again whether workers have
@@ -358,7 +382,7 @@ fn next_head(
     let config = &state.config;
     if !between.ticket.enter_idle() {
         // Stopping: serve only a request that is already here.
-        if !has_input(&client.stream) {
+        if !has_input(&mut client.stream) {
             return NextHead::Close;
         }
         between.ticket.leave_idle();
@@ -376,6 +400,9 @@ fn next_head(
     between.head_deadline = wait.deadline;
     between.ticket.leave_idle();
     let now = Instant::now();
+    if first {
+        note_handshake(runtime, client.stream.get_ref(), &read);
+    }
     match read {
         Ok(()) => {
             between.head_deadline = None;
@@ -426,8 +453,13 @@ fn set_aside(runtime: &Arc<Runtime>, parking: Parking, hold_body: bool) -> Clien
 
 /// Parks the connection in the waiting room until it is readable or `expires`.
 fn park(runtime: &Arc<Runtime>, parking: Parking, expires: Instant) {
-    let conn = set_aside(runtime, parking, true);
-    runtime.waiting_room.park(Box::new(conn), expires);
+    let mut conn = set_aside(runtime, parking, true);
+    if conn.stream.has_buffered_plaintext() {
+        // TLS decrypted more than was read: the socket will not say so.
+        dispatch(runtime, conn, true);
+    } else {
+        runtime.waiting_room.park(Box::new(conn), expires);
+    }
 }
 
 /// The connection with its complete request, waiting for its address's share, which the
@@ -438,12 +470,31 @@ fn wait_for_share(runtime: &Arc<Runtime>, parking: Parking) -> ClientConn {
     conn
 }
 
-/// True when request bytes are already buffered or waiting in the socket.
-fn has_input(stream: &BufferedStream) -> bool {
-    if !stream.buffered().is_empty() {
+/// True when request bytes are already buffered, held by TLS, or waiting in the socket.
+fn has_input(stream: &mut BufferedStream<ClientTransport>) -> bool {
+    if !stream.buffered().is_empty() || stream.get_mut().has_buffered_plaintext() {
         return true;
     }
-    matches!(sys::peek_now(stream.get_ref()), Ok(n) if n > 0)
+    matches!(sys::peek_now(stream.get_ref().socket()), Ok(n) if n > 0)
+}
+
+/// Counts a TLS handshake when the connection's first head read ends: done when TLS is
+/// through its handshake, failed when the client broke the protocol or did not finish in
+/// time (a client that connected and left without a byte is neither).
+fn note_handshake(runtime: &Runtime, transport: &ClientTransport, read: &Result<(), HeadError>) {
+    let Transport::Tls(tls) = transport else { return };
+    if !tls.tls.is_handshaking() {
+        runtime.metrics.tls.handshake_done();
+        return;
+    }
+    match read {
+        Err(HeadError::Io(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+            debug!("TLS handshake failed: {e}");
+            runtime.metrics.tls.handshake_failed();
+        }
+        Err(HeadError::TimedOut { .. } | HeadError::Truncated) => runtime.metrics.tls.handshake_failed(),
+        _ => {}
+    }
 }
 
 /// The answer to a head that could not be read, if it deserves one.
@@ -453,6 +504,7 @@ fn refusal_for(error: HeadError, first: bool, peer: SocketAddr) -> Option<HttpEr
         HeadError::TimedOut { partial } if partial || first => Some(HttpError::HeaderTimeout),
         HeadError::TimedOut { .. } => None,
         HeadError::TooLarge => Some(HttpError::HeadTooLarge),
+        HeadError::LineTooLong => Some(HttpError::UriTooLong),
         HeadError::Malformed(why) => Some(HttpError::BadRequest(why)),
         HeadError::UnsupportedVersion => Some(HttpError::VersionNotSupported),
         HeadError::Truncated | HeadError::Io(_) => {

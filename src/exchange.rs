@@ -15,9 +15,10 @@ use crate::ops::ended::Ended;
 use crate::pace::{too_slow, Pace};
 use crate::runtime::{Runtime, State};
 use crate::sys;
+use crate::transport::ClientTransport;
 use log::debug;
 use std::io::{self, IoSlice, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,7 +30,7 @@ pub const BACKEND_BUFFER_BYTES: usize = 64 * 1024;
 /// sides: output for the client, output for the backend, the backend read buffer and the
 /// backend's response head.
 pub struct ExchangeIo {
-    pub stream: BufferedStream,
+    pub stream: BufferedStream<ClientTransport>,
     pub peer: SocketAddr,
     /// Output for the client, collected so that a head and its body leave together.
     pub out: Vec<u8>,
@@ -54,20 +55,25 @@ pub struct ExchangeBuffers {
 }
 
 impl ExchangeIo {
-    pub fn new(stream: BufferedStream, peer: SocketAddr, buffers: ExchangeBuffers) -> ExchangeIo {
+    pub fn new(stream: BufferedStream<ClientTransport>, peer: SocketAddr, buffers: ExchangeBuffers) -> ExchangeIo {
         let ExchangeBuffers { out, backend_out, backend_buf, response } = buffers;
         ExchangeIo { stream, peer, out, backend_out, backend_buf, response, stall_limit: Duration::ZERO }
     }
 
     /// Gives back the stream and the lent buffers.
-    pub fn into_parts(self) -> (BufferedStream, ExchangeBuffers) {
+    pub fn into_parts(self) -> (BufferedStream<ClientTransport>, ExchangeBuffers) {
         let ExchangeIo { stream, out, backend_out, backend_buf, response, .. } = self;
         (stream, ExchangeBuffers { out, backend_out, backend_buf, response })
     }
 
-    /// Writes one complete sluice-made response (or an interim head).
-    pub fn send(&self, bytes: &[u8]) -> io::Result<()> {
-        PacedWrite::new(self.stream.get_ref(), None, self.stall_limit).write_all(bytes)
+    /// Writes one complete sluice-made response.
+    pub fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        PacedWrite::new(self.stream.get_mut(), None, self.stall_limit).write_all(bytes)
+    }
+
+    /// Writes what `out` holds (an interim or a switching head).
+    pub fn send_out(&mut self) -> io::Result<()> {
+        PacedWrite::new(self.stream.get_mut(), None, self.stall_limit).write_all(&self.out)
     }
 }
 
@@ -82,31 +88,42 @@ pub const CLIENT_WRITE_CHECK: Duration = Duration::from_secs(1);
 /// timeout. What the client has taken is what was written less what still waits in the
 /// kernel's send buffer, asked only once a write blocks: a client that keeps up costs no
 /// extra system call.
+///
+/// Over TLS a write that timed out may have left a record half sent, so it is never tried
+/// again: the socket keeps the whole `timeouts.client` as its write timeout, and the rate is
+/// checked after each write against the bytes handed to the kernel.
 pub struct PacedWrite<'a> {
-    stream: &'a TcpStream,
+    stream: &'a mut ClientTransport,
     pace: Option<Pace>,
     sent: u64,
     stall_limit: Duration,
 }
 
 impl<'a> PacedWrite<'a> {
-    pub fn new(stream: &'a TcpStream, pace: Option<Pace>, stall_limit: Duration) -> PacedWrite<'a> {
+    pub fn new(stream: &'a mut ClientTransport, pace: Option<Pace>, stall_limit: Duration) -> PacedWrite<'a> {
         PacedWrite { stream, pace, sent: 0, stall_limit }
     }
 
     /// Runs one write `op` on the socket, giving up when the client fell below the rate or
     /// took nothing for `stall_limit`.
-    fn paced(&mut self, wanted: usize, mut op: impl FnMut(&TcpStream) -> io::Result<usize>) -> io::Result<usize> {
+    fn paced(
+        &mut self,
+        wanted: usize,
+        mut op: impl FnMut(&mut ClientTransport) -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        let tls = self.stream.is_tls();
         let mut stalled_since = None;
         loop {
             match op(self.stream) {
                 Ok(n) => {
                     self.sent += n as u64;
-                    if n < wanted && self.is_behind() {
+                    let behind = if tls { self.is_behind_handed() } else { n < wanted && self.is_behind() };
+                    if behind {
                         return Err(too_slow());
                     }
                     return Ok(n);
                 }
+                Err(e) if tls => return Err(e),
                 Err(e) if is_timeout(&e) && self.is_behind() => return Err(too_slow()),
                 Err(e)
                     if is_timeout(&e)
@@ -120,19 +137,24 @@ impl<'a> PacedWrite<'a> {
     /// Whether the bytes the client has really taken are below the rate.
     fn is_behind(&self) -> bool {
         let Some(pace) = self.pace else { return false };
-        let unsent = sys::unsent_bytes(self.stream).unwrap_or(0) as u64;
+        let unsent = sys::unsent_bytes(self.stream.socket()).unwrap_or(0) as u64;
         pace.is_behind(self.sent.saturating_sub(unsent), Instant::now())
+    }
+
+    /// Whether the bytes handed to the kernel are below the rate (no system call).
+    fn is_behind_handed(&self) -> bool {
+        self.pace.is_some_and(|pace| pace.is_behind(self.sent, Instant::now()))
     }
 }
 
 impl Write for PacedWrite<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.paced(buf.len(), |mut stream| stream.write(buf))
+        self.paced(buf.len(), |stream| stream.write(buf))
     }
 
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         let wanted = bufs.iter().map(|b| b.len()).sum();
-        self.paced(wanted, |mut stream| stream.write_vectored(bufs))
+        self.paced(wanted, |stream| stream.write_vectored(bufs))
     }
 
     fn flush(&mut self) -> io::Result<()> {

@@ -19,16 +19,19 @@
 //!    address's shares of the workers ([`fair_share`]); bodies and responses keep a minimum
 //!    rate ([`pace`]).
 //! 3. [`proxy`]: one exchange. It checks the head ([`http::request`]), decides the body's
-//!    framing ([`http::framing`]), routes to a [`pool`] by host and path ([`routing`]), whose
-//!    [`balance`] algorithm picks a [`backend`] (or a sticky cookie names one,
-//!    [`http::cookie`]); when every backend is at its connection limit the request waits in
-//!    the pool's [`queue`]. The backend hands over an idle keep-alive connection or opens one.
-//! 4. Still in [`proxy`]: the request head is rewritten ([`http::headers`]) and sent with its
-//!    body streamed through fixed buffers ([`http::body`]); the response head comes back, and
-//!    the response is relayed the same way. A clean backend connection goes back to the idle
-//!    set. A backend's `101` to an upgrade request turns the exchange into a two-way byte
-//!    [`tunnel`]. A failure becomes a [`backend_error::BackendError`], which knows the
-//!    client's status and whether a retry is safe.
+//!    framing ([`http::framing`]), routes to a [`pool`] by host and path ([`routing`]), where
+//!    the route's [`edge`] controls may refuse it (`403`, `429`, `401`) before anything else
+//!    happens; otherwise the pool's [`balance`] algorithm picks a [`backend`] (or a sticky
+//!    cookie names one, [`http::cookie`]); when every backend is at its connection limit the
+//!    request waits in the pool's [`queue`]. The backend hands over an idle keep-alive
+//!    connection or opens one.
+//! 4. Still in [`proxy`]: the request head is rewritten ([`http::headers`], then the route's
+//!    header rules) and sent with its body streamed through fixed buffers ([`http::body`]);
+//!    the response head comes back, and the response is relayed the same way. A clean backend
+//!    connection goes back to the idle set. A backend's `101` to an upgrade request turns the
+//!    exchange into a two-way byte [`tunnel`]. A failure becomes a
+//!    [`backend_error::BackendError`], which knows the client's status and whether a retry is
+//!    safe.
 //! 5. Back in [`connection`]: the exchange ends in [`ops::ended`] (metrics and the
 //!    access-log line), and the loop reads the next request or closes.
 //!
@@ -49,6 +52,7 @@ pub mod balance;
 pub mod config;
 pub mod connection;
 pub mod demo;
+pub mod edge;
 pub mod exchange;
 pub mod fair_share;
 pub mod health;
@@ -66,6 +70,8 @@ pub mod server;
 pub mod small_body;
 pub mod sys;
 pub mod tcp;
+pub mod tls;
+pub mod transport;
 pub mod tunnel;
 pub mod waiting_room;
 

@@ -6,12 +6,16 @@
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use sluice::config::{Config, ListenerConfig, Protocol, RouteConfig};
-use sluice::{demo, Server};
+use sluice::tls::TlsSet;
+use sluice::{demo, Server, StartError};
+use std::io::{BufRead, IsTerminal};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::SystemTime;
 
 const USAGE: &str = "\
 Usage: sluice [--config PATH] [--check | --demo]
+       sluice hash-password < password.txt
 
 An HTTP load balancer in one small binary.
 
@@ -23,6 +27,9 @@ Options:
   -h, --help          print this help
   -V, --version       print the version
 
+hash-password reads one line (a password) from standard input and prints its argon2id hash
+for basicAuth's \"users\".
+
 Signals: SIGTERM and SIGINT stop gracefully; SIGHUP reloads the configuration.
 Logging: RUST_LOG sets the level (default: info; access lines use target sluice::access).";
 
@@ -30,6 +37,7 @@ Logging: RUST_LOG sets the level (default: info; access lines use target sluice:
 enum Command {
     Run { config: PathBuf, demo: bool },
     Check { config: PathBuf },
+    HashPassword,
     Help,
     Version,
 }
@@ -38,6 +46,15 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Command, String> {
     let mut config = PathBuf::from("config.json");
     let (mut check, mut demo) = (false, false);
     let mut args = args.peekable();
+    if args.peek().map(String::as_str) == Some("hash-password") {
+        args.next();
+        return match args.next() {
+            None => Ok(Command::HashPassword),
+            Some(arg) => Err(format!(
+                "hash-password takes no arguments (got {arg:?}); it reads the password from standard input"
+            )),
+        };
+    }
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
@@ -81,9 +98,9 @@ fn main() -> ExitCode {
             println!("sluice {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Command::Check { config } => match Config::load(&config) {
-            Ok(config) => {
-                print!("{}", describe(&config));
+        Command::Check { config } => match Config::load(&config).and_then(|c| TlsSet::load(&c).map(|tls| (c, tls))) {
+            Ok((config, tls)) => {
+                print!("{}", describe(&config, &tls));
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -91,7 +108,32 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::HashPassword => hash_password(),
         Command::Run { config, demo } => run(&config, demo),
+    }
+}
+
+/// `sluice hash-password`: one line from standard input in, its argon2id hash out.
+fn hash_password() -> ExitCode {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprint!("password (shown as you type; end with Enter): ");
+    }
+    let mut line = String::new();
+    if let Err(e) = stdin.lock().read_line(&mut line) {
+        eprintln!("sluice: cannot read the password from standard input: {e}");
+        return ExitCode::from(2);
+    }
+    let password = line.strip_suffix('\n').map_or(line.as_str(), |l| l.strip_suffix('\r').unwrap_or(l));
+    match sluice::edge::basic_auth::hash_password(password) {
+        Ok(hash) => {
+            println!("{hash}");
+            ExitCode::SUCCESS
+        }
+        Err(problem) => {
+            eprintln!("sluice: hash-password: {problem}");
+            ExitCode::from(2)
+        }
     }
 }
 
@@ -122,6 +164,10 @@ fn run(path: &Path, with_demo: bool) -> ExitCode {
     }
     let server = match Server::start(config.clone()) {
         Ok(server) => server,
+        Err(e @ StartError::Config(_)) => {
+            eprintln!("sluice: {e}");
+            return ExitCode::from(2);
+        }
         Err(e) => {
             eprintln!("sluice: {e}");
             return ExitCode::from(1);
@@ -176,10 +222,11 @@ fn print_demo_help(server: &Server) {
 
 /// What `--check` prints: the listeners with their modes and routes, the pools, and the
 /// process-wide settings that would run.
-fn describe(config: &Config) -> String {
+fn describe(config: &Config, tls: &TlsSet) -> String {
     let mut out = format!("{}: OK\n", config.source);
-    for l in &config.listeners {
+    for (i, l) in config.listeners.iter().enumerate() {
         out += &describe_listener(config, l);
+        out += &tls.describe_listener(i, SystemTime::now());
     }
     for p in &config.pools {
         let hc = &p.health_check;
@@ -244,10 +291,19 @@ fn describe(config: &Config) -> String {
 
 /// One listener: its address and mode, then its pool, or its routes one a line.
 fn describe_listener(config: &Config, l: &ListenerConfig) -> String {
-    let head = format!("listener {} ({})", l.addr, l.mode.as_str());
+    let tls = match (&l.tls, l.redirect_to_https) {
+        (Some(tls), _) => format!(", tls {}+", tls.min_version.name()),
+        (None, Some(port)) => format!(", redirects to https port {port}"),
+        (None, None) => String::new(),
+    };
+    let head = format!("listener {} ({}{tls})", l.addr, l.mode.as_str());
     let pool_name = |r: &RouteConfig| format!("{:?}", config.pools[r.pool].name);
+    let rules =
+        |r: &RouteConfig| r.edge.as_ref().map_or(String::new(), |e| format!("\n    edge: {}", e.config().describe()));
     match l.routes.as_slice() {
-        [only] if only.host.is_none() && only.path_prefix.is_none() => format!("{head} -> pool {}\n", pool_name(only)),
+        [only] if only.host.is_none() && only.path_prefix.is_none() => {
+            format!("{head} -> pool {}{}\n", pool_name(only), rules(only))
+        }
         routes => {
             let mut out = format!("{head}\n");
             for r in routes {
@@ -261,7 +317,7 @@ fn describe_listener(config: &Config, l: &ListenerConfig) -> String {
                 if conditions.is_empty() {
                     conditions.push("every other request".to_string());
                 }
-                out += &format!("  route {} -> pool {}\n", conditions.join(", "), pool_name(r));
+                out += &format!("  route {} -> pool {}{}\n", conditions.join(", "), pool_name(r), rules(r));
             }
             out
         }
@@ -286,5 +342,7 @@ mod tests {
         assert!(parse(&["--config"]).is_err());
         assert!(parse(&["--bogus"]).is_err());
         assert!(parse(&["--check", "--demo"]).is_err());
+        assert_eq!(parse(&["hash-password"]), Ok(Command::HashPassword));
+        assert!(parse(&["hash-password", "secret"]).is_err());
     }
 }

@@ -13,8 +13,9 @@ use crate::backend::{Backend, InFlight};
 use crate::balance::hash::hash64;
 use crate::balance::{self, Balancer};
 use crate::config::PoolConfig;
+use crate::ops::log_summary;
 use crate::queue::{Queue, QueueStats};
-use log::warn;
+use rustls::ClientConfig;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -22,6 +23,8 @@ use std::time::Duration;
 
 pub struct Pool {
     pub config: PoolConfig,
+    /// How this pool's `https://` backends are spoken to; `None` for tcp pools.
+    pub tls: Option<Arc<ClientConfig>>,
     pub backends: Vec<Arc<Backend>>,
     balancer: Box<dyn Balancer>,
     /// Requests waiting for a free slot; woken by this pool's limited backends.
@@ -69,7 +72,7 @@ impl Pool {
     /// Builds a pool. On the first start `running` is `None` and every backend starts up;
     /// on a reload, backends of the `running` set with the same URL are kept with their
     /// health, counters and idle connections, and new ones join after a passing probe.
-    pub fn new(config: PoolConfig, running: Option<&[Arc<Backend>]>) -> Pool {
+    pub fn new(config: PoolConfig, running: Option<&[Arc<Backend>]>, tls: Option<Arc<ClientConfig>>) -> Pool {
         let backends: Vec<Arc<Backend>> =
             config.servers.iter().map(|server| Backend::reuse_or_join(server, running)).collect();
         let queue = Arc::new(Queue::default());
@@ -78,7 +81,7 @@ impl Pool {
         }
         let sticky_ids = backends.iter().map(|b| sticky_id(b.url())).collect();
         let balancer = balance::for_algorithm(config.algorithm);
-        Pool { config, backends, balancer, queue, sticky_ids, without_healthy: AtomicBool::new(false) }
+        Pool { config, tls, backends, balancer, queue, sticky_ids, without_healthy: AtomicBool::new(false) }
     }
 
     /// True exactly once each time the pool goes from some healthy backend to none.
@@ -119,7 +122,10 @@ impl Pool {
             Err(Shortfall::Unavailable) => Some(Err(NoSlot::Unavailable)),
         });
         waited.unwrap_or_else(|| {
-            warn!("pool {:?}: every backend stayed at its maxConnections for {queue_timeout:?}", self.name());
+            log_summary::QUEUE_TIMED_OUT.warn(format_args!(
+                "pool {:?}: every backend stayed at its maxConnections for {queue_timeout:?}",
+                self.name()
+            ));
             Err(NoSlot::QueueTimedOut)
         })
     }
@@ -278,8 +284,9 @@ mod tests {
             sticky: sticky.then(|| StickyConfig { cookie: "S".into() }),
             health_check: HealthCheckConfig::default(),
             retries: 2,
+            tls: Default::default(),
         };
-        Pool::new(config, None)
+        Pool::new(config, None, None)
     }
 
     fn request(sticky: Option<&str>) -> PickRequest<'_> {

@@ -1,8 +1,10 @@
-//! One exchange, top to bottom: check the request, route it to a pool, pick a backend (waiting
-//! in the pool's queue when every backend is at its limit), get a connection (reused or new),
-//! send the request and its body, read the response head, relay the response (with a sticky
-//! cookie when the pool asks for one), and put the backend connection back for reuse when it
-//! is still clean.
+//! One exchange, top to bottom: check the request, route it to a pool, apply the route's
+//! edge controls (refusing before any backend is picked or body byte read), pick a backend
+//! (waiting in the pool's queue when every backend is at its limit), get a connection (reused
+//! or new), send the request and its body (header rules applied to its head), read the
+//! response head, relay the response (with a sticky cookie when the pool asks for one, and
+//! the route's header rules), and put the backend connection back for reuse when it is still
+//! clean.
 //!
 //! Called by `connection` once per request head. Writes the backend's counters and idle
 //! connections; reads the current [`crate::runtime::State`].
@@ -17,6 +19,7 @@
 
 use crate::backend::{Backend, Upstream};
 use crate::backend_error::{after_failure, BackendError, NextStep, Stage};
+use crate::edge::Edge;
 use crate::exchange::{
     answer, may_keep_alive, refuse, Context, ExchangeIo, Outcome, PacedWrite, BACKEND_BUFFER_BYTES, CLIENT_CLOSED,
 };
@@ -28,15 +31,17 @@ use crate::http::framing::{content_length, request_framing, response_framing, Bo
 use crate::http::head::{read_response_head_into, HeadError, RequestHead, ResponseHead, Version};
 use crate::http::headers::{
     is_persistent, wants_upgrade, write_interim_head, write_request_head, write_response_head, write_switching_head,
-    ResponseFraming,
+    Forwarded, ResponseFraming,
 };
 use crate::http::request::check_request;
 use crate::http::stream::{is_timeout, BufferedStream};
 use crate::ops::log_summary;
 use crate::pace::{is_too_slow, MinRate, Pace};
 use crate::pool::{PickRequest, Pool};
+use crate::transport::BackendTransport;
 use crate::tunnel::{self, End};
 use log::debug;
+use rustls::ClientConfig;
 use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -59,9 +64,13 @@ pub fn exchange(ctx: &Context, client: &mut ExchangeIo, head: &mut RequestHead) 
     // sluice's own answers keep the connection only when the client wants that and no unread
     // body stands between this request and the next.
     let keep = !body_pending && may_keep_alive(ctx.runtime, head);
-    let Some(pool) = ctx.state.route(ctx.listener, head) else {
+    let Some((pool, route)) = ctx.state.route(ctx.listener, head) else {
         return answer(client, 404, "no route for this host and path", &[], keep);
     };
+    let edge = route.edge.as_deref();
+    if let Some(refused) = edge.and_then(|edge| refused_at_edge(edge, client, head, keep)) {
+        return refused;
+    }
     let replayable = !body_pending && is_idempotent(&head.method);
     let upgrade = wants_upgrade(head);
     let head: &RequestHead = head;
@@ -78,7 +87,8 @@ pub fn exchange(ctx: &Context, client: &mut ExchangeIo, head: &mut RequestHead) 
         };
         let backend = slot.backend;
         let set_cookie = pool.sticky_cookie(slot.index, sticky).map(|(name, id)| set_cookie(name, id));
-        let request = Request { head, framing, expects_continue, replayable, set_cookie, upgrade };
+        let backend_tls = pool.tls.as_ref();
+        let request = Request { head, framing, expects_continue, replayable, set_cookie, upgrade, edge, backend_tls };
         let error = match forward(ctx, client, &request, backend) {
             Ok(mut outcome) => {
                 outcome.backend = Some(Arc::clone(backend));
@@ -102,6 +112,15 @@ pub fn exchange(ctx: &Context, client: &mut ExchangeIo, head: &mut RequestHead) 
         }
         ctx.runtime.metrics.record_retry();
     }
+}
+
+/// Applies the route's edge controls to a request from `client`; when they refuse it, answers
+/// and returns how the exchange ended. No body byte has been read: with a body announced
+/// (`keep` is then false), the connection closes after the answer.
+fn refused_at_edge(edge: &Edge, client: &mut ExchangeIo, head: &RequestHead, keep: bool) -> Option<Outcome> {
+    let refusal = edge.check(client.peer.ip(), head, Instant::now()).err()?;
+    let sent = client.send(&edge.answer(refusal, !keep, head.method == "HEAD")).is_ok();
+    Some(Outcome { status: refusal.reason.status(), body_bytes: 0, backend: None, keep_alive: keep && sent })
 }
 
 /// Logs a failed attempt and counts it against the backend: towards passive health when the
@@ -132,6 +151,10 @@ struct Request<'a> {
     set_cookie: Option<String>,
     /// The request asks to switch protocols, so a `101` is a valid answer.
     upgrade: bool,
+    /// How the pool speaks TLS to `https://` backends.
+    backend_tls: Option<&'a Arc<ClientConfig>>,
+    /// The route's edge controls, whose header rules apply to both heads.
+    edge: Option<&'a Edge>,
 }
 
 /// Sends `request` to `backend` and relays its answer. Fails only when the connection failed
@@ -144,7 +167,8 @@ fn forward(
 ) -> Result<Outcome, BackendError> {
     let timeouts = &ctx.state.config.timeouts;
     let connect_failed = |error| BackendError::Failed { stage: Stage::Connect, error };
-    let mut upstream = backend.connection(timeouts, !request.replayable).map_err(connect_failed)?;
+    let mut upstream =
+        backend.connection(timeouts, !request.replayable, request.backend_tls).map_err(connect_failed)?;
     loop {
         let buf = client.backend_buf.take().unwrap_or_else(|| vec![0; BACKEND_BUFFER_BYTES].into_boxed_slice());
         let reused = upstream.reused;
@@ -168,7 +192,8 @@ fn forward(
         }
         debug!("{}: idle connection was closed ({error}); retrying on a new one", backend.url());
         ctx.runtime.metrics.record_retry();
-        upstream = Upstream { stream: backend.connect(timeouts).map_err(connect_failed)?, reused: false };
+        let stream = backend.open(timeouts, request.backend_tls).map_err(connect_failed)?;
+        upstream = Upstream { stream, reused: false };
     }
 }
 
@@ -188,12 +213,16 @@ fn attempt(
     client: &mut ExchangeIo,
     request: &Request,
     backend: &Backend,
-    up: &mut BufferedStream,
+    up: &mut BufferedStream<BackendTransport>,
 ) -> Attempt {
     let config = &ctx.state.config;
     let head = request.head;
     client.backend_out.clear();
-    write_request_head(&mut client.backend_out, head, request.framing, client.peer.ip(), &backend.config.authority);
+    let forwarded = Forwarded { client_ip: client.peer.ip(), https: client.stream.get_ref().is_tls() };
+    write_request_head(&mut client.backend_out, head, request.framing, forwarded, &backend.config.authority);
+    if let Some(rules) = request.edge.and_then(Edge::request_headers) {
+        rules.apply(&mut client.backend_out, 0);
+    }
     let wants_continue = request.expects_continue && request.framing != BodyFraming::Empty;
     if wants_continue && client.send(b"HTTP/1.1 100 Continue\r\n\r\n").is_err() {
         return done(Outcome::closed(CLIENT_CLOSED));
@@ -202,7 +231,7 @@ fn attempt(
         client.stream.set_read_timeout(config.timeouts.client);
         client.stream.set_pace(Some(Pace::new(MinRate::of(config), Instant::now())));
     }
-    let mut sink = Sink::new(up.get_ref(), &mut client.backend_out, request.framing == BodyFraming::Chunked);
+    let mut sink = Sink::new(up.get_mut(), &mut client.backend_out, request.framing == BodyFraming::Chunked);
     let relayed = relay_body(&mut client.stream, request.framing, &mut sink, config.limits.max_body_bytes);
     client.stream.set_pace(None);
     match relayed {
@@ -242,7 +271,7 @@ fn done(outcome: Outcome) -> Attempt {
 fn read_final_response(
     client: &mut ExchangeIo,
     request: &Request,
-    up: &mut BufferedStream,
+    up: &mut BufferedStream<BackendTransport>,
     wait: Duration,
 ) -> Result<(), HeadError> {
     loop {
@@ -254,7 +283,7 @@ fn read_final_response(
             102..=199 if request.head.version == Version::Http11 => {
                 client.out.clear();
                 write_interim_head(&mut client.out, &client.response);
-                client.send(&client.out).map_err(HeadError::Io)?;
+                client.send_out().map_err(HeadError::Io)?;
             }
             102..=199 => {}
             _ => return Ok(()),
@@ -265,14 +294,24 @@ fn read_final_response(
 /// The backend agreed to switch protocols: pass its `101` on, then carry bytes both ways,
 /// starting with any each side sent early, until both sides have closed. The backend
 /// connection is not reusable afterwards.
-fn switch_protocols(ctx: &Context, client: &mut ExchangeIo, request: &Request, up: &mut BufferedStream) -> Attempt {
+fn switch_protocols(
+    ctx: &Context,
+    client: &mut ExchangeIo,
+    request: &Request,
+    up: &mut BufferedStream<BackendTransport>,
+) -> Attempt {
     client.out.clear();
     write_switching_head(&mut client.out, &client.response, request.set_cookie.as_deref());
-    if client.send(&client.out).is_err() {
+    if let Some(rules) = request.edge.and_then(Edge::response_headers) {
+        rules.apply(&mut client.out, 0);
+    }
+    if client.send_out().is_err() {
         return done(Outcome::closed(CLIENT_CLOSED));
     }
-    let client_end = End { stream: client.stream.get_ref(), already_read: client.stream.buffered() };
-    let backend_end = End { stream: up.get_ref(), already_read: up.buffered() };
+    let (client_pipe, client_early) = client.stream.split();
+    let (backend_pipe, backend_early) = up.split();
+    let client_end = End { pipe: client_pipe, already_read: client_early };
+    let backend_end = End { pipe: backend_pipe, already_read: backend_early };
     let mut outcome = Outcome { status: 101, body_bytes: 0, backend: None, keep_alive: false };
     match tunnel::run(client_end, backend_end, ctx.state.config.timeouts.tunnel) {
         Ok(carried) => outcome.body_bytes = carried.backend_to_client,
@@ -287,7 +326,7 @@ fn relay_response(
     client: &mut ExchangeIo,
     request: &Request,
     backend: &Backend,
-    up: &mut BufferedStream,
+    up: &mut BufferedStream<BackendTransport>,
 ) -> Attempt {
     let head = request.head;
     let response = &client.response;
@@ -312,8 +351,11 @@ fn relay_response(
     };
     client.out.clear();
     write_response_head(&mut client.out, response, &how);
+    if let Some(rules) = request.edge.and_then(Edge::response_headers) {
+        rules.apply(&mut client.out, 0);
+    }
     let pace = Pace::new(MinRate::of(&ctx.state.config), Instant::now());
-    let to_client = PacedWrite::new(client.stream.get_ref(), Some(pace), client.stall_limit);
+    let to_client = PacedWrite::new(client.stream.get_mut(), Some(pace), client.stall_limit);
     let mut sink = Sink::new(to_client, &mut client.out, chunked_out);
     let mut outcome = Outcome { status: response.status, body_bytes: 0, backend: None, keep_alive };
     let relayed = relay_body(up, framing, &mut sink, None);

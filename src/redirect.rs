@@ -3,15 +3,20 @@
 //! the original path and query. Clients then talk to that backend directly, as HAProxy's
 //! `redir` does. Health still applies: with no backend available the answer is `503`.
 //!
-//! Called by `connection` once per request head on redirect listeners. Writes the picked
-//! backend's request counter.
+//! Also the redirect of an http listener with `redirectToHttps`: every request (but ACME's
+//! HTTP-01 challenges, which must be answered over plain HTTP) gets `308 Permanent Redirect`
+//! to the same host and target over `https://`.
+//!
+//! Called by `connection` once per request head on redirect listeners and on listeners that
+//! redirect to https. Writes the picked backend's request counter.
 
 use crate::backend_error::BackendError;
 use crate::exchange::{may_keep_alive, refuse, Context, ExchangeIo, Outcome};
 use crate::http::error::canned_response;
 use crate::http::framing::{request_framing, BodyFraming};
-use crate::http::head::RequestHead;
+use crate::http::head::{HeaderList, RequestHead};
 use crate::http::request::check_request;
+use crate::routing::request_host;
 use std::sync::Arc;
 
 /// Answers one request with a redirect to a backend.
@@ -44,6 +49,42 @@ pub fn answer(ctx: &Context, client: &mut ExchangeIo, head: &mut RequestHead) ->
     outcome
 }
 
+/// Where ACME's HTTP-01 challenges are fetched; never redirected to https.
+pub const ACME_CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
+
+/// Whether a request on a `redirectToHttps` listener is redirected (ACME challenges are not).
+pub fn redirects_to_https(head: &RequestHead) -> bool {
+    !head.target.starts_with(ACME_CHALLENGE_PREFIX)
+}
+
+/// Answers one request with `308` to `https://` on `port`, same host and target.
+pub fn to_https(ctx: &Context, client: &mut ExchangeIo, head: &mut RequestHead, port: u16) -> Outcome {
+    if let Err(e) = check_request(head) {
+        return refuse(client, e);
+    }
+    let framing = match request_framing(head) {
+        Ok(framing) => framing,
+        Err(e) => return refuse(client, e),
+    };
+    let keep_alive = framing == BodyFraming::Empty && may_keep_alive(ctx.runtime, head);
+    let Some(host) = head.value("host").and_then(request_host) else {
+        let response = canned_response(400, "a Host field is needed to redirect to https", &[], true);
+        return send(client, head, response, 400, false);
+    };
+    let target = https_location(host, port, &head.target);
+    let response = canned_response(308, &format!("see {target}"), &[("Location", &target)], !keep_alive);
+    send(client, head, response, 308, keep_alive)
+}
+
+/// `https://host[:port]target`, the port written unless it is 443: pure.
+pub fn https_location(host: &str, port: u16, target: &str) -> String {
+    let target = if target.starts_with('/') { target } else { "/" };
+    match port {
+        443 => format!("https://{host}{target}"),
+        port => format!("https://{host}:{port}{target}"),
+    }
+}
+
 /// Where a request for `target` is sent on the backend at `url`: pure.
 pub fn location(url: &str, target: &str) -> String {
     let base = url.trim_end_matches('/');
@@ -70,6 +111,19 @@ fn send(client: &mut ExchangeIo, head: &RequestHead, mut response: Vec<u8>, stat
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn https_locations_keep_host_and_target_and_name_other_ports() {
+        let cases = [
+            ("example.com", 443, "/a?b=c", "https://example.com/a?b=c"),
+            ("example.com", 8443, "/", "https://example.com:8443/"),
+            ("[::1]", 443, "/x", "https://[::1]/x"),
+            ("example.com", 443, "*", "https://example.com/"),
+        ];
+        for (host, port, target, expected) in cases {
+            assert_eq!(https_location(host, port, target), expected, "{host} {port} {target}");
+        }
+    }
 
     #[test]
     fn location_is_the_backend_url_with_the_original_path_and_query() {

@@ -65,6 +65,7 @@ mod tests {
             host: host.map(|h| HostMatch::parse(h).unwrap()),
             path_prefix: prefix.map(|p| parse_path_prefix(p).unwrap()),
             pool: 0,
+            edge: None,
         }
     }
 

@@ -8,7 +8,7 @@
 //! changes the snapshot goes through [`Runtime::change_state`], one change at a time.
 
 use crate::backend::Backend;
-use crate::config::{AccessLogConfig, Config, Limits, ListenerConfig};
+use crate::config::{AccessLogConfig, Config, Limits, ListenerConfig, RouteConfig};
 use crate::fair_share::FairShare;
 use crate::http::head::{HeaderList, RequestHead};
 use crate::lock;
@@ -18,6 +18,7 @@ use crate::ops::changes::{Place, RuntimeChanges};
 use crate::ops::metrics::Metrics;
 use crate::pool::Pool;
 use crate::routing;
+use crate::tls::TlsSet;
 use crate::waiting_room::WaitingRoom;
 use std::collections::HashMap;
 use std::io;
@@ -46,16 +47,21 @@ pub struct State {
     /// The effective configuration: `file` with `changes` laid over it.
     pub config: Config,
     pub pools: Vec<Arc<Pool>>,
+    /// The certificates and TLS settings read for `file`.
+    pub tls: Arc<TlsSet>,
 }
 
 impl State {
     /// Builds the pools for `file`, as read from the file, keeping the runtime changes made
     /// on `previous`. With a `previous` state (a reload), its backends are kept by URL and new
     /// ones join after a passing probe; without (the first start), every backend starts up.
-    pub fn new(file: Config, previous: Option<&State>) -> State {
+    pub fn new(mut file: Config, tls: TlsSet, previous: Option<&State>) -> State {
+        if let Some(previous) = previous {
+            keep_running_edges(&mut file, &previous.file);
+        }
         let changes = previous.map_or_else(RuntimeChanges::default, |p| p.changes.settled(&file));
         let running = previous.map(State::backends);
-        State::derive(file, changes, running.as_deref())
+        State::derive(file, Arc::new(tls), changes, running.as_deref())
     }
 
     /// The same file with other runtime changes: the next snapshot after an admin change.
@@ -63,14 +69,19 @@ impl State {
     pub fn with_changes(&self, changes: RuntimeChanges, joining: Option<Arc<Backend>>) -> State {
         let mut running: Vec<Arc<Backend>> = joining.into_iter().collect();
         running.extend(self.backends());
-        State::derive(self.file.clone(), changes, Some(&running))
+        State::derive(self.file.clone(), Arc::clone(&self.tls), changes, Some(&running))
     }
 
     /// Lays `changes` over `file` and builds the pools, reusing the backends of `running`
     /// (`None` on the first start) as [`Pool::new`] says.
-    fn derive(file: Config, changes: RuntimeChanges, running: Option<&[Arc<Backend>]>) -> State {
+    fn derive(file: Config, tls: Arc<TlsSet>, changes: RuntimeChanges, running: Option<&[Arc<Backend>]>) -> State {
         let config = changes.apply(file.clone());
-        let pools: Vec<Arc<Pool>> = config.pools.iter().map(|p| Arc::new(Pool::new(p.clone(), running))).collect();
+        let pools: Vec<Arc<Pool>> = config
+            .pools
+            .iter()
+            .enumerate()
+            .map(|(i, p)| Arc::new(Pool::new(p.clone(), running, tls.pools.get(i).cloned().flatten())))
+            .collect();
         for pool in &pools {
             for backend in &pool.backends {
                 if changes.is_drained(&Place::new(pool.name(), backend.url())) {
@@ -78,7 +89,7 @@ impl State {
                 }
             }
         }
-        State { file, changes, config, pools }
+        State { file, changes, config, pools, tls }
     }
 
     /// Every backend of every pool.
@@ -94,17 +105,36 @@ impl State {
         }
     }
 
-    /// The pool that serves `head` on `listener`: the first route matching its `Host` and
-    /// path (see [`routing`]), if any.
-    pub fn route(&self, listener: &ListenerConfig, head: &RequestHead) -> Option<&Arc<Pool>> {
+    /// The route that serves `head` on `listener` and its pool: the first route matching
+    /// its `Host` and path (see [`routing`]), if any.
+    pub fn route<'a>(
+        &'a self,
+        listener: &'a ListenerConfig,
+        head: &RequestHead,
+    ) -> Option<(&'a Arc<Pool>, &'a RouteConfig)> {
         let host = head.value("host").and_then(routing::request_host);
         let index = routing::find_route(&listener.routes, host, &head.target)?;
-        Some(&self.pools[listener.routes[index].pool])
+        let route = &listener.routes[index];
+        Some((&self.pools[route.pool], route))
     }
 
     /// The one pool of a tcp or redirect listener (the first route's, for an http listener).
     pub fn listener_pool(&self, listener: &ListenerConfig) -> Option<&Arc<Pool>> {
         listener.routes.first().map(|route| &self.pools[route.pool])
+    }
+}
+
+/// Puts the running edge controls of `running` in the place of those just read into `config`
+/// wherever a route's rules are unchanged, so a reload keeps their counters and buckets.
+fn keep_running_edges(config: &mut Config, running: &Config) {
+    for (listener, old) in config.listeners.iter_mut().zip(&running.listeners) {
+        for (route, old) in listener.routes.iter_mut().zip(&old.routes) {
+            if let (Some(new), Some(old)) = (&route.edge, &old.edge) {
+                if new.is_same_as(old) {
+                    route.edge = Some(Arc::clone(old));
+                }
+            }
+        }
     }
 }
 

@@ -7,8 +7,9 @@
 //! Stopping sets the runtime's flag, closes idle client connections, and wakes each acceptor
 //! with a connection to itself; the listeners close as their acceptors return.
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::connection;
+use crate::edge::Edge;
 use crate::health;
 use crate::http::error::canned_response;
 use crate::net;
@@ -19,6 +20,7 @@ use crate::ops::log_summary;
 use crate::ops::reload::{self, ReloadError, ReloadSummary};
 use crate::ops::ticker::{self, Chore};
 use crate::runtime::{Runtime, State};
+use crate::tls::TlsSet;
 use crate::waiting_room;
 use log::{info, warn};
 use std::fmt;
@@ -39,14 +41,23 @@ pub struct Server {
 
 #[derive(Debug)]
 pub enum StartError {
-    Bind { addr: SocketAddr, source: io::Error },
+    /// A file the configuration names (a certificate, a key) cannot be used.
+    Config(ConfigError),
+    Bind {
+        addr: SocketAddr,
+        source: io::Error,
+    },
     Thread(io::Error),
-    AccessLog { path: PathBuf, source: io::Error },
+    AccessLog {
+        path: PathBuf,
+        source: io::Error,
+    },
 }
 
 impl fmt::Display for StartError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            StartError::Config(e) => write!(f, "{e}"),
             StartError::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
             StartError::Thread(e) => write!(f, "cannot start a thread: {e}"),
             StartError::AccessLog { path, source } => {
@@ -59,6 +70,7 @@ impl fmt::Display for StartError {
 impl std::error::Error for StartError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
+            StartError::Config(e) => Some(e),
             StartError::Bind { source, .. } | StartError::Thread(source) | StartError::AccessLog { source, .. } => {
                 Some(source)
             }
@@ -69,6 +81,7 @@ impl std::error::Error for StartError {
 impl Server {
     /// Binds every listener and starts the threads.
     pub fn start(config: Config) -> Result<Server, StartError> {
+        let tls = TlsSet::load(&config).map_err(StartError::Config)?;
         let mut listeners = Vec::new();
         for l in &config.listeners {
             let listener = TcpListener::bind(l.addr).map_err(|source| StartError::Bind { addr: l.addr, source })?;
@@ -80,7 +93,7 @@ impl Server {
         };
         let access_log = config.access_log.clone();
         let alerts = Alerts::start(&config.alerts).map_err(StartError::Thread)?;
-        let runtime = Arc::new(Runtime::new(State::new(config, None), alerts).map_err(StartError::Thread)?);
+        let runtime = Arc::new(Runtime::new(State::new(config, tls, None), alerts).map_err(StartError::Thread)?);
         runtime
             .reopen_access_log(&access_log)
             .map_err(|source| StartError::AccessLog { path: access_log.path.clone().unwrap_or_default(), source })?;
@@ -124,6 +137,13 @@ impl Server {
 
     pub fn runtime(&self) -> &Arc<Runtime> {
         &self.runtime
+    }
+
+    /// The edge controls at work on route `route` of listener `listener` (counting from 0),
+    /// when it has any: its refusal counts and the size of its rate-limit table.
+    pub fn route_edge(&self, listener: usize, route: usize) -> Option<Arc<Edge>> {
+        let state = self.runtime.state();
+        state.config.listeners.get(listener)?.routes.get(route)?.edge.clone()
     }
 
     /// Switches to `config` (see [`reload::reload`]): listeners cannot change without a

@@ -9,7 +9,7 @@
 use crate::config::Config;
 use crate::http::framing::{request_framing, BodyFraming};
 use crate::http::head::{HeaderList, RequestHead};
-use crate::http::stream::{is_timeout, BufferedStream};
+use crate::http::stream::{is_progress_only, is_timeout, BufferedStream, TimedRead};
 use crate::pace::{MinRate, Pace};
 use std::time::{Duration, Instant};
 
@@ -42,9 +42,9 @@ pub struct Waiting<'a> {
 /// Reads the rest of a small request body into the read buffer. Waits on the worker for at
 /// most [`WAIT_ON_WORKER`] and only while `may_block` allows; then the connection is to park.
 /// A complete request (the usual case) costs no system call here.
-pub fn wait_for_small_body(
+pub fn wait_for_small_body<S: TimedRead>(
     config: &Config,
-    stream: &mut BufferedStream,
+    stream: &mut BufferedStream<S>,
     head: &RequestHead,
     waiting: Waiting,
 ) -> BodyWait {
@@ -72,7 +72,8 @@ pub fn wait_for_small_body(
         match stream.fill() {
             Ok(0) => return BodyWait::Gone,
             Ok(_) => {}
-            Err(e) if is_timeout(&e) => {}
+            // TLS took bytes without completing a record: more is on its way.
+            Err(e) if is_timeout(&e) || is_progress_only(&e) => {}
             Err(_) => return BodyWait::Gone,
         }
     }
@@ -82,7 +83,7 @@ pub fn wait_for_small_body(
 /// `Content-Length`, not yet all buffered, within `limits.bufferBodyBytes` and the read
 /// buffer, and not waiting for a `100 Continue` (which is only sent once a backend
 /// connection is in hand). A body over `limits.maxBodyBytes` is refused at once instead.
-fn body_to_buffer(config: &Config, stream: &BufferedStream, head: &RequestHead) -> Option<usize> {
+fn body_to_buffer<S: TimedRead>(config: &Config, stream: &BufferedStream<S>, head: &RequestHead) -> Option<usize> {
     let limit = config.limits.buffer_body_bytes;
     if limit == 0 {
         return None;

@@ -1,5 +1,5 @@
 //! The only file that talks to the operating system below std: an epoll set for the waiting
-//! room, a one-call non-blocking peek for idle backend connections, raising the open-file
+//! room, `poll(2)` for tunnels, a one-call non-blocking peek for idle backend connections, raising the open-file
 //! limit at start, and a file system's size for `host`. Each `unsafe` block is one system call on
 //! values it owns, with the reason it is sound beside it.
 #![allow(unsafe_code)]
@@ -63,6 +63,34 @@ impl Epoll {
         ready.extend(events[..n as usize].iter().map(|e| e.u64));
         Ok(())
     }
+}
+
+/// What to wait for on one socket in [`poll`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Interest {
+    pub read: bool,
+    pub write: bool,
+}
+
+/// Waits up to `timeout` until any of `sockets` is ready as asked, or has hung up or failed
+/// (the caller then finds out which by trying). Returns at once when one already is.
+pub fn poll(sockets: &[(&TcpStream, Interest)], timeout: Duration) -> io::Result<()> {
+    let mut fds = [libc::pollfd { fd: -1, events: 0, revents: 0 }; 4];
+    let n = sockets.len().min(fds.len());
+    for (slot, (socket, interest)) in fds.iter_mut().zip(sockets) {
+        let read = if interest.read { libc::POLLIN } else { 0 };
+        let write = if interest.write { libc::POLLOUT } else { 0 };
+        *slot = libc::pollfd { fd: socket.as_raw_fd(), events: read | write, revents: 0 };
+    }
+    let millis = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+    // SAFETY: the pointer and count describe the first `n` entries of `fds`, which outlive the
+    // call; each descriptor belongs to a socket borrowed for the call.
+    let rc = unsafe { libc::poll(fds.as_mut_ptr(), n as libc::nfds_t, millis) };
+    if rc < 0 {
+        let e = io::Error::last_os_error();
+        return if e.kind() == io::ErrorKind::Interrupted { Ok(()) } else { Err(e) };
+    }
+    Ok(())
 }
 
 /// Looks at the next byte of `stream` without taking it and without waiting: `Ok(0)` when the

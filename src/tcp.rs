@@ -21,19 +21,29 @@ use crate::ops::ended::{self, Ended};
 use crate::ops::log_summary;
 use crate::pool::PickRequest;
 use crate::runtime::{Runtime, State};
+use crate::transport::{BackendTransport, ClientTransport, Transport};
 use crate::tunnel::{self, End};
 use log::debug;
-use std::net::{SocketAddr, TcpStream};
-use std::time::Instant;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 /// The status a connection is counted and logged with when it was relayed.
 const RELAYED: u16 = 200;
 
 /// Relays `client` to a backend until either side closes.
-pub fn serve(runtime: &Runtime, state: &State, listener: &ListenerConfig, client: &TcpStream, peer: SocketAddr) {
+pub fn serve(
+    runtime: &Runtime,
+    state: &State,
+    listener: &ListenerConfig,
+    mut client: ClientTransport,
+    peer: SocketAddr,
+) {
     let started = Instant::now();
     let Some(pool) = state.listener_pool(listener) else { return };
     let timeouts = &state.config.timeouts;
+    if client.is_tls() && !handshake(runtime, &mut client, timeouts.client_header, peer) {
+        return;
+    }
     let unserved =
         |status| Ended { client: peer, head: None, tcp: true, status, backend: None, started, received: 0, sent: 0 };
     let mut tried = Vec::new();
@@ -52,8 +62,9 @@ pub fn serve(runtime: &Runtime, state: &State, listener: &ListenerConfig, client
         match backend.connect(timeouts) {
             Ok(upstream) => {
                 backend.count_success();
-                let client_end = End { stream: client, already_read: &[] };
-                let backend_end = End { stream: &upstream, already_read: &[] };
+                let mut upstream: BackendTransport = Transport::Plain(upstream);
+                let client_end = End { pipe: &mut client, already_read: &[] };
+                let backend_end = End { pipe: &mut upstream, already_read: &[] };
                 match tunnel::run(client_end, backend_end, timeouts.tunnel) {
                     Ok(carried) => {
                         let relayed = Ended {
@@ -77,6 +88,23 @@ pub fn serve(runtime: &Runtime, state: &State, listener: &ListenerConfig, client
                     return;
                 }
             }
+        }
+    }
+}
+
+/// Runs a TLS client's handshake before a backend is picked, within `timeouts.clientHeader`
+/// as for an HTTP head; false when it failed (the connection then just closes).
+fn handshake(runtime: &Runtime, client: &mut ClientTransport, within: Duration, peer: SocketAddr) -> bool {
+    let _ = client.socket().set_read_timeout(Some(within));
+    match client.complete_handshake() {
+        Ok(()) => {
+            runtime.metrics.tls.handshake_done();
+            true
+        }
+        Err(e) => {
+            debug!("{peer}: TLS handshake failed: {e}");
+            runtime.metrics.tls.handshake_failed();
+            false
         }
     }
 }

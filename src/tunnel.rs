@@ -1,29 +1,27 @@
 //! A two-way byte tunnel between a client and a backend, used by TCP mode ([`crate::tcp`])
-//! and by HTTP upgrades such as WebSocket ([`crate::proxy`], after a `101`).
+//! and by HTTP upgrades such as WebSocket ([`crate::proxy`], after a `101`). Either end may
+//! be plain TCP or TLS ([`crate::transport`]).
 //!
-//! The calling worker carries client → backend; a second thread, named `sluice-tunnel`,
-//! carries backend → client. When one side ends its sending (EOF), the other side's write
-//! half is shut down, and the other direction goes on: half-closes pass through. When either
-//! direction fails, both sockets are shut down so the other direction ends at once. A tunnel
-//! with no bytes either way for `timeouts.tunnel` is closed. Shared state: only the tunnel's
-//! own last-activity clock.
+//! The calling worker runs the tunnel alone: both sockets are made non-blocking, and one loop
+//! moves whatever each side has ready into the other, waiting in `poll(2)` when neither can
+//! move. When one side ends its sending (EOF), the other side's write half is shut down (TLS
+//! sends `close_notify` first), and the other direction goes on: half-closes pass through.
+//! When either direction fails, both sockets are shut down. A tunnel with no bytes either way
+//! for `timeouts.tunnel` is closed. No state is shared with other threads.
 
-use crate::http::stream::is_timeout;
+use crate::sys::{self, Interest};
+use crate::transport::{Pipe, ReadNow};
 use log::debug;
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::thread;
+use std::io;
+use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
 /// Bytes move through a buffer of this size in each direction.
 const TUNNEL_BUFFER_BYTES: usize = 64 * 1024;
-/// Stack of the second thread; its buffer is on the heap.
-const TUNNEL_STACK_BYTES: usize = 64 * 1024;
 
 /// One end of a tunnel.
 pub struct End<'a> {
-    pub stream: &'a TcpStream,
+    pub pipe: &'a mut dyn Pipe,
     /// Bytes already read from this end (after a head), which the other end gets first.
     pub already_read: &'a [u8],
 }
@@ -35,146 +33,142 @@ pub struct Carried {
     pub backend_to_client: u64,
 }
 
-/// Carries bytes both ways until both directions have ended. Fails only when the tunnel
-/// cannot start (socket options, the second thread); both sockets are shut down then.
-pub fn run(client: End, backend: End, idle: Duration) -> io::Result<Carried> {
-    let started = set_timeouts(&[client.stream, backend.stream], idle);
-    if let Err(e) = started {
-        shut_both(client.stream, backend.stream);
-        return Err(e);
-    }
-    let activity = Activity::new();
-    thread::scope(|scope| {
-        let (to_client, to_backend) = (client.stream, backend.stream);
-        let activity = &activity;
-        let down = thread::Builder::new()
-            .name("sluice-tunnel".into())
-            .stack_size(TUNNEL_STACK_BYTES)
-            .spawn_scoped(scope, move || relay(backend, to_client, idle, activity));
-        let down = match down {
-            Ok(handle) => handle,
-            Err(e) => {
-                shut_both(to_client, to_backend);
-                return Err(e);
-            }
-        };
-        let client_to_backend = relay(client, to_backend, idle, activity);
-        let backend_to_client = down.join().unwrap_or_else(|_| {
-            shut_both(to_client, to_backend);
-            0
-        });
-        Ok(Carried { client_to_backend, backend_to_client })
-    })
+/// Bytes on their way from one end to the other.
+struct Direction {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// The sending end finished.
+    eof: bool,
+    /// The receiving end's write half was shut down after `eof`.
+    shut: bool,
+    carried: u64,
 }
 
-fn set_timeouts(streams: &[&TcpStream], idle: Duration) -> io::Result<()> {
-    for stream in streams {
-        stream.set_read_timeout(Some(idle))?;
-        stream.set_write_timeout(Some(idle))?;
+impl Direction {
+    fn new(early: &[u8]) -> Direction {
+        let mut buf = vec![0u8; TUNNEL_BUFFER_BYTES.max(early.len())];
+        buf[..early.len()].copy_from_slice(early);
+        Direction { buf, start: 0, end: early.len(), eof: false, shut: false, carried: 0 }
+    }
+
+    fn pending(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    fn wants_input(&self) -> bool {
+        !self.eof && self.end < self.buf.len()
+    }
+
+    /// Reads from `from` into the free space; true if anything changed.
+    fn take_from(&mut self, from: &mut dyn Pipe) -> io::Result<bool> {
+        if !self.wants_input() {
+            return Ok(false);
+        }
+        if self.start == self.end {
+            (self.start, self.end) = (0, 0);
+        }
+        match from.read_now(&mut self.buf[self.end..])? {
+            ReadNow::Data(n) => self.end += n,
+            ReadNow::Nothing => return Ok(false),
+            ReadNow::Eof => self.eof = true,
+        }
+        Ok(true)
+    }
+
+    /// Writes pending bytes into `to`, and passes the end on once all are out; true if
+    /// anything changed.
+    fn give_to(&mut self, to: &mut dyn Pipe) -> io::Result<bool> {
+        let mut moved = false;
+        if !self.pending().is_empty() {
+            let n = to.write_now(self.pending())?;
+            self.start += n;
+            self.carried += n as u64;
+            moved = n > 0;
+        } else if to.has_pending_output() {
+            to.send_pending_now()?;
+        }
+        if self.eof && !self.shut && self.pending().is_empty() && !to.has_pending_output() {
+            to.shutdown_write();
+            self.shut = true;
+            moved = true;
+        }
+        Ok(moved)
+    }
+
+    /// What to wait for: readable `from` when there is room, writable `to` while bytes wait.
+    fn interests(&self, to: &dyn Pipe) -> (Interest, Interest) {
+        let from = Interest { read: self.wants_input(), write: false };
+        let to = Interest { read: false, write: !self.pending().is_empty() || to.has_pending_output() };
+        (from, to)
+    }
+}
+
+/// Carries bytes both ways until both directions have ended, the tunnel idles for `idle`, or
+/// a side fails. Fails only when the tunnel cannot start (socket options); both sockets are
+/// shut down then.
+pub fn run(client: End, backend: End, idle: Duration) -> io::Result<Carried> {
+    let (client_pipe, backend_pipe) = (client.pipe, backend.pipe);
+    let started = client_pipe.socket().set_nonblocking(true).and_then(|()| backend_pipe.socket().set_nonblocking(true));
+    if let Err(e) = started {
+        shut_both(client_pipe, backend_pipe);
+        return Err(e);
+    }
+    let mut up = Direction::new(client.already_read);
+    let mut down = Direction::new(backend.already_read);
+    let result = pump(client_pipe, backend_pipe, (&mut up, &mut down), idle);
+    if let Err(e) = &result {
+        debug!("tunnel ended: {e}");
+        shut_both(client_pipe, backend_pipe);
+    }
+    let _ = client_pipe.socket().set_nonblocking(false);
+    let _ = backend_pipe.socket().set_nonblocking(false);
+    Ok(Carried { client_to_backend: up.carried, backend_to_client: down.carried })
+}
+
+/// The loop: move what can move, else wait for readiness, until both directions are done.
+fn pump(
+    client: &mut dyn Pipe,
+    backend: &mut dyn Pipe,
+    (up, down): (&mut Direction, &mut Direction),
+    idle: Duration,
+) -> io::Result<()> {
+    let mut last_activity = Instant::now();
+    while !(up.shut && down.shut) {
+        let mut moved = up.take_from(client)?;
+        moved |= up.give_to(backend)?;
+        moved |= down.take_from(backend)?;
+        moved |= down.give_to(client)?;
+        if moved {
+            last_activity = Instant::now();
+            continue;
+        }
+        let quiet = last_activity.elapsed();
+        if quiet >= idle {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, format!("no traffic for {idle:?}")));
+        }
+        let (client_reads, backend_writes) = up.interests(backend);
+        let (backend_reads, client_writes) = down.interests(client);
+        let client_interest = Interest { read: client_reads.read, write: client_writes.write };
+        let backend_interest = Interest { read: backend_reads.read, write: backend_writes.write };
+        sys::poll(&[(client.socket(), client_interest), (backend.socket(), backend_interest)], idle - quiet)?;
     }
     Ok(())
 }
 
-fn shut_both(a: &TcpStream, b: &TcpStream) {
-    let _ = a.shutdown(Shutdown::Both);
-    let _ = b.shutdown(Shutdown::Both);
-}
-
-/// How one direction ended.
-#[derive(Debug, PartialEq, Eq)]
-enum Ending {
-    /// The sender finished sending: pass the half-close on.
-    Eof,
-    /// No bytes either way for the idle limit.
-    Idle,
-    /// A read or write failed (reset, shut down by the other direction).
-    Broken,
-}
-
-/// Copies `from` to `to` until `from` ends; returns the bytes copied.
-fn relay(from: End, to: &TcpStream, idle: Duration, activity: &Activity) -> u64 {
-    let mut carried = 0;
-    let ending = if write_all(to, from.already_read, activity) {
-        carried += from.already_read.len() as u64;
-        copy(from.stream, to, idle, activity, &mut carried)
-    } else {
-        Ending::Broken
-    };
-    match ending {
-        Ending::Eof => {
-            let _ = to.shutdown(Shutdown::Write);
-        }
-        Ending::Idle | Ending::Broken => {
-            if ending == Ending::Idle {
-                debug!("tunnel closed after {idle:?} without traffic");
-            }
-            shut_both(from.stream, to);
-        }
-    }
-    carried
-}
-
-fn copy(mut from: &TcpStream, to: &TcpStream, idle: Duration, activity: &Activity, carried: &mut u64) -> Ending {
-    let mut buf = vec![0u8; TUNNEL_BUFFER_BYTES];
-    loop {
-        match from.read(&mut buf) {
-            Ok(0) => return Ending::Eof,
-            Ok(n) => {
-                if !write_all(to, &buf[..n], activity) {
-                    return Ending::Broken;
-                }
-                *carried += n as u64;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if is_timeout(&e) => {
-                // Quiet this way; the tunnel is idle only if the other way is quiet too.
-                let quiet = activity.quiet_for();
-                if quiet >= idle || from.set_read_timeout(Some(idle - quiet)).is_err() {
-                    return Ending::Idle;
-                }
-            }
-            Err(_) => return Ending::Broken,
-        }
-    }
-}
-
-fn write_all(mut to: &TcpStream, bytes: &[u8], activity: &Activity) -> bool {
-    if bytes.is_empty() {
-        return true;
-    }
-    activity.touch();
-    let written = to.write_all(bytes).is_ok();
-    activity.touch();
-    written
-}
-
-/// When bytes last moved either way. Written by both directions; read on their timeouts.
-struct Activity {
-    started: Instant,
-    /// Milliseconds after `started`.
-    last_millis: AtomicU64,
-}
-
-impl Activity {
-    fn new() -> Activity {
-        Activity { started: Instant::now(), last_millis: AtomicU64::new(0) }
-    }
-
-    fn touch(&self) {
-        let now = self.started.elapsed().as_millis() as u64;
-        self.last_millis.fetch_max(now, Ordering::Relaxed);
-    }
-
-    fn quiet_for(&self) -> Duration {
-        let last = Duration::from_millis(self.last_millis.load(Ordering::Relaxed));
-        self.started.elapsed().saturating_sub(last)
-    }
+fn shut_both(a: &dyn Pipe, b: &dyn Pipe) {
+    let _ = a.socket().shutdown(Shutdown::Both);
+    let _ = b.socket().shutdown(Shutdown::Both);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::TcpListener;
+    use crate::transport::Transport;
+    use rustls::ServerConnection;
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::thread;
 
     /// A connected pair of sockets on loopback.
     fn pair() -> (TcpStream, TcpStream) {
@@ -187,27 +181,32 @@ mod tests {
         (a, b)
     }
 
+    fn plain(socket: TcpStream) -> Transport<ServerConnection> {
+        Transport::Plain(socket)
+    }
+
     #[test]
     fn carries_early_bytes_first_and_passes_half_closes_on() {
         let (mut client, client_side) = pair();
         let (backend_side, mut backend) = pair();
         let worker = thread::spawn(move || {
-            let client_end = End { stream: &client_side, already_read: b"early-up " };
-            let backend_end = End { stream: &backend_side, already_read: b"early-down " };
+            let (mut client_side, mut backend_side) = (plain(client_side), plain(backend_side));
+            let client_end = End { pipe: &mut client_side, already_read: b"early-up " };
+            let backend_end = End { pipe: &mut backend_side, already_read: b"early-down " };
             run(client_end, backend_end, Duration::from_secs(5)).unwrap()
         });
         client.write_all(b"up").unwrap();
         client.shutdown(Shutdown::Write).unwrap();
-        let mut got = Vec::new();
-        backend.read_to_end(&mut got).unwrap();
-        assert_eq!(got, b"early-up up");
-        backend.write_all(b"down after half-close").unwrap();
+        let mut got = String::new();
+        backend.read_to_string(&mut got).unwrap();
+        assert_eq!(got, "early-up up", "the backend sees the client's early bytes, then the rest, then EOF");
+        backend.write_all(b"down").unwrap();
         backend.shutdown(Shutdown::Write).unwrap();
-        let mut got = Vec::new();
-        client.read_to_end(&mut got).unwrap();
-        assert_eq!(got, b"early-down down after half-close");
+        let mut got = String::new();
+        client.read_to_string(&mut got).unwrap();
+        assert_eq!(got, "early-down down");
         let carried = worker.join().unwrap();
-        assert_eq!(carried, Carried { client_to_backend: 11, backend_to_client: 32 });
+        assert_eq!(carried, Carried { client_to_backend: 11, backend_to_client: 15 });
     }
 
     #[test]
@@ -215,37 +214,14 @@ mod tests {
         let (mut client, client_side) = pair();
         let (backend_side, mut backend) = pair();
         let worker = thread::spawn(move || {
-            let client_end = End { stream: &client_side, already_read: b"" };
-            let backend_end = End { stream: &backend_side, already_read: b"" };
+            let (mut client_side, mut backend_side) = (plain(client_side), plain(backend_side));
+            let client_end = End { pipe: &mut client_side, already_read: b"" };
+            let backend_end = End { pipe: &mut backend_side, already_read: b"" };
             run(client_end, backend_end, Duration::from_millis(200)).unwrap()
         });
-        let mut rest = Vec::new();
-        assert_eq!(client.read_to_end(&mut rest).map(|_| rest.len()).unwrap_or(0), 0);
-        assert_eq!(backend.read_to_end(&mut rest).map(|_| rest.len()).unwrap_or(0), 0);
-        assert_eq!(worker.join().unwrap(), Carried::default());
-    }
-
-    #[test]
-    fn activity_one_way_keeps_the_other_way_open() {
-        //  idle limit 1 s; the backend talks every 100 ms for 1.5 s while the client is
-        //  silent, then the client still gets through.
-        let (mut client, client_side) = pair();
-        let (backend_side, mut backend) = pair();
-        let worker = thread::spawn(move || {
-            let client_end = End { stream: &client_side, already_read: b"" };
-            let backend_end = End { stream: &backend_side, already_read: b"" };
-            run(client_end, backend_end, Duration::from_secs(1)).unwrap()
-        });
-        let mut byte = [0u8; 1];
-        for _ in 0..15 {
-            backend.write_all(b"x").unwrap();
-            client.read_exact(&mut byte).unwrap();
-            thread::sleep(Duration::from_millis(100));
-        }
-        client.write_all(b"y").unwrap();
-        backend.read_exact(&mut byte).unwrap();
-        assert_eq!(&byte, b"y");
-        drop((client, backend));
+        let mut buf = [0u8; 1];
+        assert_eq!(client.read(&mut buf).unwrap(), 0, "the idle tunnel closes the client");
+        assert_eq!(backend.read(&mut buf).unwrap(), 0, "and the backend");
         worker.join().unwrap();
     }
 }

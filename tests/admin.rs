@@ -7,7 +7,7 @@ use common::*;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -16,6 +16,7 @@ use std::time::Duration;
 
 const TOKEN: &str = "t0ken-for-tests";
 const WAIT: Duration = Duration::from_secs(5);
+const MIB: f64 = 1024.0 * 1024.0;
 
 /// sluice with the admin API on 127.0.0.1:0 and `admin` as the admin object's extra keys.
 fn start(backends: &[&str], admin: &str) -> (Sluice, SocketAddr) {
@@ -29,39 +30,17 @@ fn with_token(backends: &[&str]) -> (Sluice, SocketAddr) {
     start(backends, &format!(r#", "token": "{TOKEN}""#))
 }
 
-/// One admin request on a new connection; `token` goes in `Authorization: Bearer`.
-fn call(admin: SocketAddr, method: &str, target: &str, token: Option<&str>, body: &str) -> Response {
-    let mut c = Client::connect(admin);
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    let request = format!(
-        "{method} {target} HTTP/1.1\r\nHost: admin\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    c.send(request.as_bytes());
-    c.response().unwrap_or_else(|e| panic!("{method} {target}: {e}"))
-}
-
 fn get(admin: SocketAddr, target: &str) -> Response {
-    call(admin, "GET", target, None, "")
+    admin_call(admin, "GET", target, None, "")
 }
 
 fn change(admin: SocketAddr, method: &str, target: &str, body: &str) -> Response {
-    call(admin, method, target, Some(TOKEN), body)
-}
-
-fn json(r: &Response) -> Value {
-    serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}{}", r.raw_head, r.text()))
-}
-
-fn stats(admin: SocketAddr) -> Value {
-    let r = get(admin, "/stats");
-    assert_eq!(r.status, 200, "{}{}", r.raw_head, r.text());
-    json(&r)
+    admin_call(admin, method, target, Some(TOKEN), body)
 }
 
 /// The server objects of /stats by URL.
 fn servers(admin: SocketAddr) -> HashMap<String, Value> {
-    let stats = stats(admin);
+    let stats = admin_stats(admin);
     let list = stats["servers"].as_array().expect("servers is a list").clone();
     list.into_iter().map(|s| (s["url"].as_str().expect("url is a string").to_string(), s)).collect()
 }
@@ -97,7 +76,7 @@ fn hold_one_request(
     let held = || backends.iter().find(|b| b.requests().iter().any(|s| s.target == "/slow"));
     assert!(wait_until(WAIT, || held().is_some()), "no backend received GET /slow");
     let url = held().unwrap().url();
-    assert_eq!(servers(admin)[&url]["activeConnections"], 1, "{:#}", stats(admin));
+    assert_eq!(servers(admin)[&url]["activeConnections"], 1, "{:#}", admin_stats(admin));
     (url, in_flight)
 }
 
@@ -110,8 +89,8 @@ fn stats_lists_every_server_with_fields_of_the_right_types() {
     }
     // A worker counts an exchange finished just after the client has its response.
     let settled = |s: &Value| s["servers"].as_array().unwrap().iter().all(|s| s["responses"]["2xx"] == 2);
-    assert!(wait_until(WAIT, || settled(&stats(admin))), "{:#}", stats(admin));
-    let stats = stats(admin);
+    assert!(wait_until(WAIT, || settled(&admin_stats(admin))), "{:#}", admin_stats(admin));
+    let stats = admin_stats(admin);
     assert!(stats["uptimeSeconds"].is_f64(), "{stats:#}");
     assert!(stats["workers"]["total"].is_u64() && stats["workers"]["idle"].is_u64(), "{stats:#}");
     assert!(stats["host"]["process"]["residentBytes"].is_u64(), "{stats:#}");
@@ -134,8 +113,25 @@ fn stats_lists_every_server_with_fields_of_the_right_types() {
         assert_eq!(server["failures"].as_u64(), Some(0), "{server:#}");
         assert_eq!(server["responses"]["2xx"].as_u64(), Some(2), "{server:#}");
         assert!(server["latencyMs"]["mean"].is_f64(), "{server:#}");
-        assert!(server["recent"].is_null() || server["recent"]["requestsPerSecond"].is_f64(), "{server:#}");
     }
+}
+
+#[test]
+fn recent_rates_appear_once_two_samples_exist_and_count_the_requests_since() {
+    let a = TestBackend::named("a");
+    let (sluice, admin) = with_token(&[&a.url()]);
+    let recent = || admin_stats(admin)["servers"][0]["recent"].clone();
+    // Samples are taken once a second; `recent` is null until two of them exist.
+    assert!(wait_until(WAIT, || recent().is_object()), "recent stayed {}", recent());
+    // From now on the oldest sample is older than any request sent.
+    for _ in 0..3 {
+        assert_eq!(sluice.get("/").status, 200);
+    }
+    let counted = |r: &Value| r["requestsPerSecond"].as_f64().is_some_and(|rate| rate > 0.0);
+    assert!(wait_until(WAIT, || counted(&recent())), "{:#}", recent());
+    let recent = recent();
+    assert_eq!(recent["errorRatio"].as_f64(), Some(0.0), "{recent:#}");
+    assert!(recent["latencyMs"].is_object(), "{recent:#}");
 }
 
 /// One sample line of the Prometheus text format: `name{labels} value`.
@@ -242,9 +238,11 @@ fn metrics_text_parses_and_its_counts_move_after_requests() {
     for name in ["sluice_retries_total", "sluice_rejected_connections_total", "sluice_queued_connections"] {
         assert_eq!(value(&after, name, &[]), 0.0, "{name}");
     }
-    for name in ["process_resident_memory_bytes", "process_open_fds", "process_cpu_seconds_total"] {
-        assert!(value(&after, name, &[]) >= 0.0, "{name}");
-    }
+    // This process holds the listeners and sockets of the test, and has threads running.
+    assert!(value(&after, "process_resident_memory_bytes", &[]) > MIB, "{}", response.text());
+    assert!(value(&after, "process_open_fds", &[]) >= 3.0, "{}", response.text());
+    let cpu = || value(&parse_metrics(&get(admin, "/metrics").text()), "process_cpu_seconds_total", &[]);
+    assert!(wait_until(WAIT, || cpu() > 0.0), "process_cpu_seconds_total stays {}", cpu());
     assert!(wait_until(WAIT, || {
         let m = parse_metrics(&get(admin, "/metrics").text());
         value(&m, "sluice_health_checks_total", &[server[0], server[1], ("result", "pass")]) >= 1.0
@@ -271,8 +269,7 @@ fn status_page_names_every_server_and_needs_nothing_from_elsewhere() {
 #[test]
 fn status_page_rendered_in_headless_chromium_shows_every_server() {
     if Command::new("chromium").arg("--version").output().is_err() {
-        println!("skipped: chromium is not installed (apt-get install -y chromium)");
-        return;
+        return skip("chromium is not installed (apt-get install -y chromium)");
     }
     let (a, b) = (TestBackend::named("a"), TestBackend::named("b"));
     let (_sluice, admin) = with_token(&[&a.url(), &b.url()]);
@@ -306,7 +303,7 @@ fn changes_are_refused_403_without_a_configured_token() {
     let drain = drain_path(&backend.url());
     let attempts = [("POST", "/servers"), ("DELETE", "/servers?url=x"), ("POST", drain.as_str()), ("POST", "/reload")];
     for (method, target) in attempts {
-        let r = call(admin, method, target, Some("anything"), "{}");
+        let r = admin_call(admin, method, target, Some("anything"), "{}");
         assert_eq!(r.status, 403, "{method} {target}: {}", r.text());
     }
     assert_eq!(get(admin, "/stats").status, 200, "reading needs no token");
@@ -317,11 +314,11 @@ fn changes_need_the_right_bearer_token() {
     let backend = TestBackend::named("a");
     let (_sluice, admin) = with_token(&[&backend.url()]);
     let target = drain_path(&backend.url());
-    let missing = call(admin, "POST", &target, None, "");
+    let missing = admin_call(admin, "POST", &target, None, "");
     assert_eq!(missing.status, 401, "{}", missing.text());
     assert_eq!(missing.header("www-authenticate"), Some("Bearer realm=\"sluice\""));
     for wrong in ["t0ken-for-test", "t0ken-for-testsX", "T0KEN-FOR-TESTS", ""] {
-        assert_eq!(call(admin, "POST", &target, Some(wrong), "").status, 401, "token {wrong:?}");
+        assert_eq!(admin_call(admin, "POST", &target, Some(wrong), "").status, 401, "token {wrong:?}");
     }
     assert_eq!(servers(admin)[&backend.url()]["draining"], false, "a refused change changed something");
     assert_eq!(change(admin, "POST", &target, "").status, 200);
@@ -388,7 +385,7 @@ fn drain_stops_new_requests_while_the_one_in_flight_finishes() {
     let (a, b) = (holding_backend("a", &release), holding_backend("b", &release));
     let (sluice, admin) = with_token(&[&a.url(), &b.url()]);
     let (held, in_flight) = hold_one_request(&sluice, admin, &[&a, &b]);
-    assert!(stats(admin)["workers"]["busy"].as_u64() >= Some(1));
+    assert!(admin_stats(admin)["workers"]["busy"].as_u64() >= Some(1));
     let r = change(admin, "POST", &drain_path(&held), "");
     assert_eq!(r.status, 200, "{}", r.text());
     let listed = &servers(admin)[&held];
@@ -419,7 +416,7 @@ fn delete_removes_a_backend_once_its_in_flight_request_ends() {
     assert_eq!(sluice.get("/").text(), other);
     release.store(true, Ordering::SeqCst);
     assert_eq!(in_flight.join().unwrap().status, 200, "the in-flight request did not finish");
-    assert!(wait_until(WAIT, || !servers(admin).contains_key(&held)), "{:#}", stats(admin));
+    assert!(wait_until(WAIT, || !servers(admin).contains_key(&held)), "{:#}", admin_stats(admin));
     assert_eq!(servers(admin).len(), 1);
 }
 
@@ -441,17 +438,10 @@ fn delete_of_an_idle_backend_removes_it_at_once_and_unknown_ones_are_404() {
     assert_eq!(change(admin, "POST", &encoded, "").status, 200, "a percent-encoded URL");
 }
 
-fn temp_config(name: &str, json: &str) -> PathBuf {
-    let path = std::env::temp_dir().join(format!("sluice-admin-{}-{name}.json", std::process::id()));
-    std::fs::write(&path, json).unwrap();
-    path
-}
-
 fn start_from_file(path: &Path) -> (Sluice, SocketAddr) {
-    let config = sluice::Config::load(path).unwrap();
-    let server = sluice::Server::start(config).expect("start sluice");
-    let addr = server.admin_addr().unwrap();
-    (Sluice { addr: server.local_addrs()[0], server: Some(server) }, addr)
+    let sluice = Sluice::from_file(path);
+    let addr = sluice.server().admin_addr().unwrap();
+    (sluice, addr)
 }
 
 #[test]
@@ -463,7 +453,7 @@ fn reload_rereads_the_file_and_keeps_backends_added_at_run_time() {
                 "admin": {{"listen": "127.0.0.1:0", "token": "{TOKEN}"}}}}"#
         )
     };
-    let path = temp_config("reload", &config(&format!("{:?}", a.url())));
+    let path = config_file("reload", &config(&format!("{:?}", a.url())));
     let (sluice, admin) = start_from_file(&path);
     assert_eq!(change(admin, "POST", "/servers", &format!(r#"{{"url": "{}"}}"#, c.url())).status, 201);
     std::fs::write(&path, config(&format!("{:?}, {:?}", a.url(), b.url()))).unwrap();
@@ -490,7 +480,7 @@ fn unknown_paths_are_404_and_wrong_methods_405() {
     let a = TestBackend::named("a");
     let (_sluice, admin) = with_token(&[&a.url()]);
     assert_eq!(get(admin, "/nope").status, 404);
-    let r = call(admin, "POST", "/stats", Some(TOKEN), "");
+    let r = admin_call(admin, "POST", "/stats", Some(TOKEN), "");
     assert_eq!((r.status, r.header("allow")), (405, Some("GET, HEAD")));
     assert_eq!(get(admin, "/reload").status, 405);
     let head = {
@@ -560,8 +550,12 @@ fn backends_are_added_to_the_named_pool_with_its_scheme() {
     );
     let sluice = Sluice::from_json(&config);
     let admin = sluice.server().admin_addr().unwrap();
-    let pools: Vec<String> =
-        stats(admin)["pools"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap().to_string()).collect();
+    let pools: Vec<String> = admin_stats(admin)["pools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(pools.len(), 2, "{pools:?}");
     let wrong_scheme = change(admin, "POST", "/servers", &format!(r#"{{"url": "{}", "pool": "db"}}"#, web.url()));
     assert_eq!(wrong_scheme.status, 400, "{}", wrong_scheme.text());
@@ -638,7 +632,7 @@ fn backends_added_then_deleted_leave_stats_probes_and_traffic() {
         delete(admin, &b.url());
     }
     let listed = servers(admin);
-    assert_eq!(listed.keys().collect::<Vec<_>>(), [&a.url()], "ghosts in /stats: {:#}", stats(admin));
+    assert_eq!(listed.keys().collect::<Vec<_>>(), [&a.url()], "ghosts in /stats: {:#}", admin_stats(admin));
     let probes: Vec<usize> = added.iter().map(TestBackend::probe_count).collect();
     // Three more probe rounds of the remaining backend (every 200 ms) reach none of the deleted.
     let a_probes = a.probe_count();
@@ -659,7 +653,7 @@ fn a_deleted_backend_can_be_added_again_and_a_reload_between_changes_keeps_them(
             "admin": {{"listen": "127.0.0.1:0", "token": "{TOKEN}"}}}}"#,
         a.url()
     );
-    let path = temp_config("readd", &file);
+    let path = config_file("readd", &file);
     let (sluice, admin) = start_from_file(&path);
     add(admin, &b.url());
     delete(admin, &b.url());
@@ -702,7 +696,7 @@ fn a_hundred_add_delete_cycles_leave_threads_files_and_memory_where_they_started
             "admin": {{"listen": "127.0.0.1:{admin_port}", "token": "{TOKEN}"}}}}"#,
         a.url()
     );
-    let path = temp_config("cycles", &file);
+    let path = config_file("cycles", &file);
     let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(["--config", path.to_str().unwrap()])
         .env("RUST_LOG", "error")
@@ -730,7 +724,7 @@ fn a_hundred_add_delete_cycles_leave_threads_files_and_memory_where_they_started
         assert!(settled(before), "threads or open files grew: {before:?} -> {:?}", process_footprint(child.id()));
         let after = process_footprint(child.id());
         assert!(after.2 < before.2 + 1024, "resident memory grew by over 1 MiB: {before:?} -> {after:?}");
-        assert_eq!(servers(admin).len(), 1, "{:#}", stats(admin));
+        assert_eq!(servers(admin).len(), 1, "{:#}", admin_stats(admin));
     });
     let _ = child.kill();
     let _ = child.wait();

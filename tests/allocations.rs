@@ -39,9 +39,13 @@ unsafe impl GlobalAlloc for CountingAllocator {
 static COUNTING: CountingAllocator = CountingAllocator;
 
 const REQUESTS: u64 = 1000;
-/// Sluice's background threads (waiting room, log flusher) may allocate now and then; the
-/// request path used to make 26 allocations per request.
+/// Sluice's background threads (waiting room, the once-a-second ticker) may allocate now and
+/// then; the request path used to make 26 allocations per request.
 const ALLOWED: u64 = REQUESTS / 10;
+/// Windows of `REQUESTS` measured; the fewest allocations count. A window takes well under a
+/// second, so at least one misses the ticker's turn, while an allocation on the request path
+/// shows in every window.
+const WINDOWS: usize = 3;
 
 const GET: &[u8] = b"GET /a?b=c HTTP/1.1\r\nHost: test\r\nUser-Agent: t\r\nAccept: */*\r\n\r\n";
 const POST: &[u8] = b"POST /form HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\nhello";
@@ -116,8 +120,8 @@ fn exchange(stream: &mut TcpStream, request: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// Allocations made while `REQUESTS` copies of `request` go through sluice on one
-/// keep-alive connection, after a warm-up on the same connection.
+/// The fewest allocations made while `REQUESTS` copies of `request` went through sluice on one
+/// keep-alive connection, over `WINDOWS` windows after a warm-up on the same connection.
 fn allocations_for(request: &[u8]) -> u64 {
     let backend = quiet_backend();
     let sluice = Sluice::start(&[&format!("http://{backend}")], r#""healthCheckInterval": "1m","#);
@@ -126,13 +130,16 @@ fn allocations_for(request: &[u8]) -> u64 {
     for _ in 0..50 {
         exchange(&mut stream, request).unwrap();
     }
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
-    for i in 0..REQUESTS {
-        if let Err(e) = exchange(&mut stream, request) {
-            panic!("request {i}: {e}");
+    let window = |stream: &mut TcpStream| {
+        let before = ALLOCATIONS.load(Ordering::Relaxed);
+        for i in 0..REQUESTS {
+            if let Err(e) = exchange(stream, request) {
+                panic!("request {i}: {e}");
+            }
         }
-    }
-    ALLOCATIONS.load(Ordering::Relaxed) - before
+        ALLOCATIONS.load(Ordering::Relaxed) - before
+    };
+    (0..WINDOWS).map(|_| window(&mut stream)).min().unwrap()
 }
 
 /// One test for both kinds: the count is the whole process's, so nothing else in this test

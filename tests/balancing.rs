@@ -26,8 +26,7 @@ impl Switchable {
         let failing = Arc::new(AtomicBool::new(false));
         let (name, fail) = (name.to_string(), Arc::clone(&failing));
         let backend = TestBackend::start(move |s| {
-            let is_probe = s.header("user-agent") == Some("sluice-health-check");
-            if is_probe && fail.load(Ordering::SeqCst) {
+            if is_probe(s) && fail.load(Ordering::SeqCst) {
                 Reply::status(503, "down")
             } else {
                 Reply::ok(&name)
@@ -206,6 +205,52 @@ fn a_sticky_cookie_pins_the_client_and_is_replaced_when_its_backend_goes_down() 
     }
 }
 
+/// The value of the `SRV` cookie a response sets, if it sets one.
+fn set_srv_cookie(r: &Response) -> Option<String> {
+    let value = r.header("set-cookie")?.strip_prefix("SRV=")?.split(';').next()?;
+    Some(value.to_string())
+}
+
+/// Sends a request carrying `SRV=value` and checks that a backend other than `home` answers
+/// it with a new cookie; returns that answer's body and cookie.
+fn moved_from(sluice: &Sluice, home: &str, value: &str, why: &str) -> (String, String) {
+    let r = get_with(sluice, &format!("Cookie: SRV={value}\r\n"));
+    assert_eq!(r.status, 200, "{why}: {}", r.raw_head);
+    assert_ne!(r.text(), home, "{why}: the cookie still led to its backend");
+    let replaced = set_srv_cookie(&r).unwrap_or_else(|| panic!("{why}: no new cookie: {}", r.raw_head));
+    assert_ne!(replaced, value, "{why}");
+    (r.text(), replaced)
+}
+
+#[test]
+fn a_sticky_cookie_is_replaced_when_its_backend_is_draining_or_no_longer_configured() {
+    let names = ["a", "b", "c"];
+    let backends = names.map(TestBackend::named);
+    let url = |name: &str| backends[names.iter().position(|n| *n == name).unwrap()].url();
+    let config = |keep: &[&str]| {
+        let servers: Vec<String> = keep.iter().map(|name| quoted(url(name))).collect();
+        format!(
+            r#"{{"listen": "127.0.0.1:0", "sticky": {{"cookie": "SRV"}}, "healthCheckInterval": "1h",
+                "admin": {{"listen": "127.0.0.1:0", "token": "t"}}, "servers": [{}]}}"#,
+            servers.join(", ")
+        )
+    };
+    let sluice = Sluice::from_json(&config(&names));
+    let admin = sluice.server().admin_addr().unwrap();
+    let first = sluice.get("/");
+    let (home, value) = (first.text(), set_srv_cookie(&first).expect("a first answer sets the cookie"));
+
+    let drained = admin_call(admin, "POST", &format!("/servers/drain?url={}", url(&home)), Some("t"), "");
+    assert_eq!(drained.status, 200, "{}", drained.text());
+    let (second_home, second_value) = moved_from(&sluice, &home, &value, "draining");
+
+    let left: Vec<&str> = names.into_iter().filter(|n| *n != second_home).collect();
+    let summary = sluice.server().reload(sluice::Config::from_json(&config(&left), "test.json").unwrap()).unwrap();
+    assert_eq!(summary.removed, 1, "{summary}");
+    let (third_home, _) = moved_from(&sluice, &second_home, &second_value, "no longer configured");
+    assert_ne!(third_home, home, "the drained backend got the request");
+}
+
 #[test]
 fn a_request_without_a_valid_sticky_cookie_is_balanced_and_gets_one() {
     let backends = [TestBackend::named("a"), TestBackend::named("b")];
@@ -235,7 +280,7 @@ impl Gated {
         let (now, most_at_once) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
         let (name, gate, most) = (name.to_string(), Arc::clone(&open), Arc::clone(&most_at_once));
         let backend = TestBackend::start(move |s| {
-            if s.header("user-agent") == Some("sluice-health-check") {
+            if is_probe(s) {
                 return Reply::ok("probe");
             }
             most.fetch_max(now.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
@@ -285,6 +330,28 @@ fn when_every_backend_is_at_its_limit_a_request_waits_in_the_queue_for_a_free_sl
         assert_eq!((first.join().unwrap(), second.join().unwrap()), (200, 200));
     });
     assert_eq!(gated.most_at_once.load(Ordering::SeqCst), 1, "maxConnections 1 was exceeded");
+    assert_eq!(pool().queue_stats(), QueueStats { waiting: 0, queued: 1, timed_out: 0 });
+}
+
+#[test]
+fn a_queued_request_is_woken_when_a_backend_comes_back() {
+    let (gated, spare) = (Gated::new("g"), Switchable::new("spare"));
+    let servers = [limited(&gated.backend.url(), 1), quoted(spare.url())];
+    let sluice = start(&servers, &format!(r#""timeouts": {{"queue": "1m"}}, {FAST_HEALTH}"#));
+    set_health(&sluice, &spare, 1, false);
+    let pool = || Arc::clone(&sluice.server().runtime().state().pools[0]);
+    thread::scope(|scope| {
+        let first = scope.spawn(|| sluice.get("/1").text());
+        assert!(wait_until(Duration::from_secs(5), || gated.backend.request_count() == 1));
+        let second = scope.spawn(|| sluice.get("/2").text());
+        assert!(wait_until(Duration::from_secs(5), || pool().queue_stats().waiting == 1), "{:?}", pool().queue_stats());
+        // The queue waits a minute, the client five seconds: only a wake-up can answer it.
+        spare.failing.store(false, Ordering::SeqCst);
+        assert_eq!(second.join().unwrap(), "spare", "the queued request was not woken");
+        assert_eq!(gated.backend.request_count(), 1, "g's slot never came free");
+        gated.open();
+        assert_eq!(first.join().unwrap(), "g");
+    });
     assert_eq!(pool().queue_stats(), QueueStats { waiting: 0, queued: 1, timed_out: 0 });
 }
 

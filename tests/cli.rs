@@ -6,7 +6,6 @@ mod common;
 use common::*;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
@@ -18,15 +17,6 @@ fn run(args: &[&str]) -> Output {
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Writes `json` to a fresh file and returns its path.
-fn config_file(name: &str, json: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sluice-cli-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("config.json");
-    std::fs::write(&path, json).unwrap();
-    path
 }
 
 /// `n` distinct ports free at the moment of asking (all bound at once, then let go).
@@ -46,22 +36,6 @@ impl Drop for Running {
             let _ = self.0.wait();
         }
     }
-}
-
-fn signal(child: &Child, name: &str) {
-    let status = Command::new("kill").args([&format!("-{name}"), &child.id().to_string()]).status().unwrap();
-    assert!(status.success());
-}
-
-/// Waits for the child to exit, killing it after `timeout`.
-fn wait_exit(child: &mut Child, timeout: Duration) -> Option<i32> {
-    let exited = wait_until(timeout, || child.try_wait().unwrap().is_some());
-    if !exited {
-        let _ = child.kill();
-        let _ = child.wait();
-        return None;
-    }
-    child.wait().unwrap().code()
 }
 
 fn can_connect(port: u16) -> bool {
@@ -134,8 +108,16 @@ fn sigterm_stops_cleanly_and_sighup_reloads() {
     let port = free_ports(1)[0];
     let json = |url: &str| format!(r#"{{"listen": "127.0.0.1:{port}", "servers": ["{url}"]}}"#);
     let path = config_file("signals", &json(&a.url()));
-    let mut running =
-        Running(Command::new(SLUICE).args(["-c", path.to_str().unwrap()]).env("RUST_LOG", "warn").spawn().unwrap());
+    let log_path = path.with_file_name("stderr.log");
+    let mut running = Running(
+        Command::new(SLUICE)
+            .args(["-c", path.to_str().unwrap()])
+            .env("RUST_LOG", "warn")
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
     let child = &mut running.0;
     assert!(wait_until(Duration::from_secs(10), || can_connect(port)), "sluice did not start");
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
@@ -148,7 +130,8 @@ fn sigterm_stops_cleanly_and_sighup_reloads() {
 
     std::fs::write(&path, "{ not json").unwrap();
     signal(child, "HUP");
-    std::thread::sleep(Duration::from_millis(200));
+    let refused = wait_until(Duration::from_secs(5), || log().contains("reload refused"));
+    assert!(refused, "the bad reload was not logged:\n{}", log());
     assert!(get().ends_with("\r\n\r\nb"), "a bad reload must keep the running configuration");
 
     signal(child, "TERM");

@@ -6,17 +6,6 @@ mod common;
 
 use common::*;
 
-/// A backend whose answer to every request but a health probe is `raw`.
-fn raw_backend(raw: &'static [u8]) -> TestBackend {
-    TestBackend::start(move |seen| {
-        if seen.header("user-agent") == Some("sluice-health-check") {
-            Reply::ok("")
-        } else {
-            Reply::Raw(raw.to_vec())
-        }
-    })
-}
-
 /// `body_framing` found it: a trailer line without a colon panicked the relay, so the client
 /// lost its connection without an answer.
 #[test]

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use std::io::{Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::thread;
 
@@ -35,7 +35,7 @@ fn serve_streaming(mut stream: TcpStream) {
         head.push(byte[0]);
     }
     let head = String::from_utf8_lossy(&head).to_string();
-    if head.contains("User-Agent: sluice-health-check") {
+    if head.contains(&format!("User-Agent: {PROBE_USER_AGENT}")) {
         let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
         return;
     }
@@ -126,6 +126,35 @@ fn count_download(mut stream: TcpStream, expect: u64) -> (String, u64) {
     (String::from_utf8_lossy(&head).into_owned(), body)
 }
 
+/// Reads a chunked response: its head, then every chunk, counting the data bytes; fails
+/// unless the body ends with the last chunk and an empty trailer section.
+fn count_chunked_download(stream: TcpStream) -> (String, u64) {
+    let mut reader = BufReader::with_capacity(64 * 1024, stream);
+    let mut head = String::new();
+    while !head.ends_with("\r\n\r\n") {
+        assert_ne!(reader.read_line(&mut head).unwrap(), 0, "closed inside the head: {head}");
+    }
+    let mut data = 0u64;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        let size = line.trim_end().split(';').next().and_then(|s| u64::from_str_radix(s, 16).ok());
+        let size = size.unwrap_or_else(|| panic!("bad chunk size line {line:?} after {data} data bytes"));
+        if size == 0 {
+            let mut end = String::new();
+            reader.read_line(&mut end).unwrap();
+            assert_eq!(end, "\r\n", "trailers or junk after the last chunk");
+            return (head, data);
+        }
+        let copied = io::copy(&mut (&mut reader).take(size), &mut io::sink()).unwrap();
+        assert_eq!(copied, size, "a chunk of {size} bytes was cut short after {data} data bytes");
+        data += size;
+        let mut crlf = [0u8; 2];
+        reader.read_exact(&mut crlf).unwrap();
+        assert_eq!(&crlf, b"\r\n", "no CRLF after a chunk's data");
+    }
+}
+
 #[test]
 fn large_downloads_and_uploads_stream_without_growing_memory() {
     let backend = streaming_backend();
@@ -142,8 +171,9 @@ fn large_downloads_and_uploads_stream_without_growing_memory() {
     let mut c = TcpStream::connect(sluice.addr).unwrap();
     c.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     write!(c, "GET /{BODY_BYTES}c HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
-    let (head, _) = count_download(c, u64::MAX);
+    let (head, got) = count_chunked_download(c);
     assert!(head.contains("Transfer-Encoding: chunked"), "{head}");
+    assert_eq!(got, BODY_BYTES, "data bytes of the chunked download");
 
     let mut c = TcpStream::connect(sluice.addr).unwrap();
     c.set_read_timeout(Some(IO_TIMEOUT)).unwrap();

@@ -3,7 +3,8 @@
 //! `scripts/pg-through-sluice.sh`.
 //!
 //! Runs when PostgreSQL is installed (`/usr/lib/postgresql/*/bin`, Debian's layout; `.ci/run`
-//! installs it); otherwise prints why it is skipped and passes.
+//! installs it); otherwise prints why it is skipped and passes, or fails when
+//! `SLUICE_REQUIRE_EXTERNAL=1` (as `.ci/run` sets it).
 
 mod common;
 
@@ -122,15 +123,11 @@ fn client(bin: &Path, program: &str, port: u16) -> Command {
 #[test]
 fn psql_and_pgbench_work_through_tcp_mode_against_two_servers() {
     let Some(bin) = postgres_bin_dir() else {
-        eprintln!(
-            "skipped: PostgreSQL is not installed (no /usr/lib/postgresql/*/bin with initdb, pg_ctl, psql, pgbench)"
-        );
-        return;
+        return skip("PostgreSQL is not installed (no /usr/lib/postgresql/*/bin with initdb, pg_ctl, psql, pgbench)");
     };
     let as_postgres = is_root();
     if as_postgres && run(Command::new("id").arg("postgres")).is_err() {
-        eprintln!("skipped: running as root and there is no `postgres` user to run initdb as");
-        return;
+        return skip("running as root and there is no `postgres` user to run initdb as");
     }
     let started: Vec<Result<PgServer, String>> = std::thread::scope(|s| {
         let starts: Vec<_> =

@@ -160,11 +160,6 @@ fn chunked_request_bodies_are_decoded_and_sent_on_chunked() {
     assert_eq!(c.response().unwrap().status, 200);
 }
 
-/// A backend that answers every request with `response`, written in pieces as given.
-fn raw_backend(response: &'static [u8]) -> TestBackend {
-    TestBackend::start(move |_| Reply::Raw(response.to_vec()))
-}
-
 #[test]
 fn chunked_responses_stay_chunked_for_http_1_1_and_are_decoded_for_http_1_0() {
     let backend =

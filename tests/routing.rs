@@ -195,14 +195,6 @@ fn redirect_mode_answers_head_without_a_body_and_closes_after_a_request_with_one
 
 const SLUICE: &str = env!("CARGO_BIN_EXE_sluice");
 
-fn config_file(name: &str, json: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("sluice-routing-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("config.json");
-    std::fs::write(&path, json).unwrap();
-    path
-}
-
 #[test]
 fn check_prints_listeners_modes_routes_and_pools() {
     let path = config_file(

@@ -7,12 +7,15 @@ mod common;
 use common::*;
 use proptest::prelude::*;
 use proptest::sample::Index;
-use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use proptest::test_runner::{Config, FileFailurePersistence, TestCaseError, TestRunner};
 use std::thread;
 use std::time::Duration;
 
 /// Cases per run: enough to cross every boundary kind often, small enough for a few seconds.
 const CASES: u32 = 64;
+
+/// Where failing cases are kept (committed), to be replayed first on every later run.
+const REGRESSIONS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/proptest-regressions/split_reads.txt");
 
 /// Not a synchronisation: a short pause between writes on a `TCP_NODELAY` socket is what
 /// makes each piece a separate segment, so sluice's reads really do end at the cuts.
@@ -183,7 +186,8 @@ fn check(sluice: &Sluice, backend: &TestBackend, request: &Request, cuts: &[Cut]
 fn a_request_split_at_any_bytes_is_forwarded_exactly_as_if_it_came_in_one_write() {
     let backend = TestBackend::start(|_| Reply::ok("ok"));
     let sluice = Sluice::start(&[&backend.url()], r#""workers": 4, "healthCheckInterval": "1m","#);
-    let config = Config { cases: CASES, failure_persistence: None, ..Config::default() };
+    let persistence = FileFailurePersistence::Direct(REGRESSIONS);
+    let config = Config { cases: CASES, failure_persistence: Some(Box::new(persistence)), ..Config::default() };
     let cut = (any::<bool>(), any::<Index>()).prop_map(|(near_syntax, index)| Cut { near_syntax, index });
     let cases = (request(), prop::collection::vec(cut, 1..12));
     let result = TestRunner::new(config).run(&cases, |(request, cuts)| check(&sluice, &backend, &request, &cuts));

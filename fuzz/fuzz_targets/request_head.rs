@@ -7,7 +7,7 @@
 use libfuzzer_sys::fuzz_target;
 use sluice::http::framing::{request_framing, response_framing, BodyFraming};
 use sluice::http::head::{parse_request, parse_response, RequestHead, ResponseHead, Version, MAX_HEADERS};
-use sluice::http::headers::{write_request_head, write_response_head, ResponseFraming};
+use sluice::http::headers::{write_request_head, write_response_head, Forwarded, ResponseFraming};
 use sluice::http::request::check_request;
 use std::net::IpAddr;
 
@@ -30,7 +30,7 @@ fn request(data: &[u8]) {
     }
     let Ok(framing) = request_framing(&head) else { return };
     let mut out = Vec::new();
-    write_request_head(&mut out, &head, framing, IpAddr::from([192, 0, 2, 1]), "127.0.0.1:9000");
+    write_request_head(&mut out, &head, framing, Forwarded::plain(IpAddr::from([192, 0, 2, 1])), "127.0.0.1:9000");
     let mut again = RequestHead::default();
     let again_len = match parse_request(&out, &mut again) {
         Ok(Some(len)) => len,

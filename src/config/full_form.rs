@@ -5,11 +5,14 @@
 //! the order of their names; routes refer to them by that number. Every problem names its
 //! key path, such as `listeners[1].routes[0].pool`.
 
+use super::edge_rules::{read_route_edge, EDGE_KEYS};
 use super::pool::{read_pool, POOL_KEYS};
+use super::tls::{check_redirect, read_listener_tls, read_redirect_to_https};
 use super::top_level::read_listen;
 use super::Section;
 use super::{
-    parse_path_prefix, ConfigError, HostMatch, ListenerConfig, ListenerMode, PoolConfig, Protocol, RouteConfig,
+    parse_path_prefix, route_name, ConfigError, HostMatch, ListenerConfig, ListenerMode, PoolConfig, Protocol,
+    RouteConfig,
 };
 use serde_json::Value;
 
@@ -23,11 +26,17 @@ const SHORT_FORM_KEYS: &[(&str, &str)] = &[
     ("healthCheckInterval", "a pool"),
     ("healthCheck", "a pool"),
     ("retries", "a pool"),
+    ("allow", "a route"),
+    ("deny", "a route"),
+    ("basicAuth", "a route"),
+    ("rateLimit", "a route"),
+    ("requestHeaders", "a route"),
+    ("responseHeaders", "a route"),
 ];
 
 /// Reads the full form; `common` are the top-level keys either form takes.
 /// The keys of one listener and of one route.
-const LISTENER_KEYS: [&str; 4] = ["listen", "mode", "routes", "pool"];
+const LISTENER_KEYS: [&str; 6] = ["listen", "mode", "routes", "pool", "tls", "redirectToHttps"];
 const ROUTE_KEYS: [&str; 3] = ["host", "pathPrefix", "pool"];
 
 pub(super) fn read(top: &mut Section, common: &[&str]) -> Result<(Vec<ListenerConfig>, Vec<PoolConfig>), ConfigError> {
@@ -61,7 +70,7 @@ fn read_pools(top: &mut Section) -> Result<Vec<PoolConfig>, ConfigError> {
             return Err(section.error_here("a pool name is 1 to 64 letters, digits, `-` or `_`"));
         }
         section.allow(&POOL_KEYS)?;
-        pools.push(read_pool(&mut section, name)?);
+        pools.push(read_pool(&mut section, name, &[])?);
         section.finish()?;
     }
     Ok(pools)
@@ -82,7 +91,7 @@ fn read_listeners(top: &mut Section, pools: &[PoolConfig]) -> Result<Vec<Listene
     let mut listeners: Vec<ListenerConfig> = Vec::with_capacity(list.len());
     for (i, value) in list.iter().enumerate() {
         let mut section = Section::new(top.file, format!("listeners[{i}]"), value)?;
-        let listener = read_listener(&mut section, pools)?;
+        let listener = read_listener(&mut section, pools, i)?;
         let same = listeners.iter().position(|l| l.addr == listener.addr && listener.addr.port() != 0);
         if let Some(j) = same {
             return Err(section.error("listen", &format!("{} is already the address of listeners[{j}]", listener.addr)));
@@ -93,7 +102,7 @@ fn read_listeners(top: &mut Section, pools: &[PoolConfig]) -> Result<Vec<Listene
     Ok(listeners)
 }
 
-fn read_listener(s: &mut Section, pools: &[PoolConfig]) -> Result<ListenerConfig, ConfigError> {
+fn read_listener(s: &mut Section, pools: &[PoolConfig], index: usize) -> Result<ListenerConfig, ConfigError> {
     s.allow(&LISTENER_KEYS)?;
     let addr = read_listen(s, "listen")?;
     let mode = match s.str("mode")? {
@@ -107,8 +116,10 @@ fn read_listener(s: &mut Section, pools: &[PoolConfig]) -> Result<ListenerConfig
     };
     let routes = match (mode, s.has("routes"), s.has("pool")) {
         (_, true, true) => return Err(s.error("pool", "give either \"routes\" or \"pool\", not both")),
-        (ListenerMode::Http, true, false) => read_routes(s, pools)?,
-        (_, false, true) => vec![RouteConfig { host: None, path_prefix: None, pool: pool_index(s, pools, mode)? }],
+        (ListenerMode::Http, true, false) => read_routes(s, pools, index)?,
+        (_, false, true) => {
+            vec![RouteConfig { host: None, path_prefix: None, pool: pool_index(s, pools, mode)?, edge: None }]
+        }
         (ListenerMode::Http, false, false) => {
             return Err(s.error("routes", "missing: list the routes, such as [{\"pool\": \"web\"}]"))
         }
@@ -118,10 +129,13 @@ fn read_listener(s: &mut Section, pools: &[PoolConfig]) -> Result<ListenerConfig
         }
         (_, false, false) => return Err(s.error("pool", "missing: name the pool this listener sends to")),
     };
-    Ok(ListenerConfig { addr, mode, routes })
+    let tls = read_listener_tls(s, &[])?;
+    let redirect_to_https = read_redirect_to_https(s)?;
+    check_redirect(s, tls.as_ref(), redirect_to_https, mode)?;
+    Ok(ListenerConfig { addr, mode, routes, tls, redirect_to_https })
 }
 
-fn read_routes(listener: &mut Section, pools: &[PoolConfig]) -> Result<Vec<RouteConfig>, ConfigError> {
+fn read_routes(listener: &mut Section, pools: &[PoolConfig], index: usize) -> Result<Vec<RouteConfig>, ConfigError> {
     let list = match listener.get("routes") {
         Some(Value::Array(list)) if !list.is_empty() => list,
         _ => return Err(listener.error("routes", "must be a list of routes, such as [{\"pool\": \"web\"}]")),
@@ -129,7 +143,8 @@ fn read_routes(listener: &mut Section, pools: &[PoolConfig]) -> Result<Vec<Route
     let mut routes: Vec<RouteConfig> = Vec::with_capacity(list.len());
     for (j, value) in list.iter().enumerate() {
         let mut s = Section::new(listener.file, listener.child_path(&format!("routes[{j}]")), value)?;
-        s.allow(&ROUTE_KEYS)?;
+        let allowed: Vec<&str> = ROUTE_KEYS.iter().chain(&EDGE_KEYS).copied().collect();
+        s.allow(&allowed)?;
         if let Some(k) = routes.iter().position(|r| r.host.is_none() && r.path_prefix.is_none()) {
             return Err(s.error_here(&format!("never reached: routes[{k}] before it matches every request")));
         }
@@ -142,8 +157,9 @@ fn read_routes(listener: &mut Section, pools: &[PoolConfig]) -> Result<Vec<Route
             None => None,
         };
         let pool = pool_index(&mut s, pools, ListenerMode::Http)?;
+        let edge = read_route_edge(&mut s, route_name(index, j))?;
         s.finish()?;
-        routes.push(RouteConfig { host, path_prefix, pool });
+        routes.push(RouteConfig { host, path_prefix, pool, edge });
     }
     Ok(routes)
 }

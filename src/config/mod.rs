@@ -18,12 +18,14 @@
 //! such as durations, addresses and URLs, [`host_match`] route host patterns, [`resolve`]
 //! name lookups.
 
+mod edge_rules;
 mod full_form;
 pub mod host_match;
 pub mod model;
 mod pool;
 pub mod resolve;
 mod section;
+mod tls;
 mod top_level;
 pub mod values;
 

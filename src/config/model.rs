@@ -3,8 +3,10 @@
 //! defaults. Plain data: the readers in this folder fill it, the rest of sluice reads it.
 
 use super::HostMatch;
+use crate::edge::Edge;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The admin listener: stats, metrics, the status page and runtime changes.
@@ -56,6 +58,57 @@ pub struct ListenerConfig {
     pub mode: ListenerMode,
     /// Tried in order; the first match wins.
     pub routes: Vec<RouteConfig>,
+    /// `tls`: terminate TLS on this listener; `None` is plain TCP.
+    pub tls: Option<ListenerTls>,
+    /// `redirectToHttps`: answer every request `308` to `https://` on this port.
+    pub redirect_to_https: Option<u16>,
+}
+
+/// A listener's certificates: the first is the default, the others are chosen by SNI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerTls {
+    pub certificates: Vec<CertificateFiles>,
+    pub min_version: TlsVersion,
+}
+
+/// One certificate chain and its private key, as PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Where it stands in the file, such as `listeners[0].tls.certificates[1]`, for errors
+    /// found when the files are read.
+    pub key_path: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsVersion {
+    V1_2,
+    V1_3,
+}
+
+impl TlsVersion {
+    pub fn name(self) -> &'static str {
+        match self {
+            TlsVersion::V1_2 => "1.2",
+            TlsVersion::V1_3 => "1.3",
+        }
+    }
+}
+
+/// How a pool's `https://` backends are checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendTls {
+    /// `tls.ca`: a PEM file of roots trusted besides the system's.
+    pub ca: Option<PathBuf>,
+    /// `tls.verify`: false accepts any certificate (it must be written out).
+    pub verify: bool,
+}
+
+impl Default for BackendTls {
+    fn default() -> Self {
+        BackendTls { ca: None, verify: true }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +141,17 @@ pub struct RouteConfig {
     pub path_prefix: Option<String>,
     /// Index into [`crate::config::Config::pools`].
     pub pool: usize,
+    /// The route's edge controls at work (`allow`, `deny`, `basicAuth`, `rateLimit`, header
+    /// rules); `None` when it has none, so such a route pays nothing for them. Shared by every
+    /// snapshot built from this configuration, so counters and rate-limit buckets outlive
+    /// admin changes; a reload keeps them where the rules did not change.
+    pub edge: Option<Arc<Edge>>,
+}
+
+/// The name of route `route` of listener `listener` in logs and metrics: its key path in the
+/// full form, such as `listeners[0].routes[1]`.
+pub fn route_name(listener: usize, route: usize) -> String {
+    format!("listeners[{listener}].routes[{route}]")
 }
 
 /// What a pool's backends speak, from the scheme of their URLs.
@@ -124,6 +188,8 @@ pub struct PoolConfig {
     pub health_check: HealthCheckConfig,
     /// How many other backends to try when connecting fails.
     pub retries: u32,
+    /// How `https://` backends are verified.
+    pub tls: BackendTls,
 }
 
 /// One backend as configured.
@@ -133,6 +199,8 @@ pub struct ServerConfig {
     pub url: String,
     /// From the URL's scheme.
     pub protocol: Protocol,
+    /// `https://`: TLS to this backend (its protocol is HTTP).
+    pub tls: bool,
     /// `host:port`, sent as `Host` by health checks.
     pub authority: String,
     /// The host name or address of the URL, without brackets.

@@ -3,19 +3,25 @@
 //! backend, which the admin API also uses.
 
 use super::section::Section;
+use super::tls::{read_pool_tls, POOL_TLS_KEYS};
 use super::*;
 use serde_json::Value;
 
 /// The keys of a pool, at the top level of the short form or under `pools.NAME`.
-pub(super) const POOL_KEYS: [&str; 6] =
-    ["servers", "algorithm", "sticky", "healthCheckInterval", "healthCheck", "retries"];
+pub(super) const POOL_KEYS: [&str; 7] =
+    ["servers", "algorithm", "sticky", "healthCheckInterval", "healthCheck", "retries", "tls"];
 
 /// The keys of a backend written as an object.
 const SERVER_KEYS: [&str; 4] = ["url", "weight", "maxConnections", "backup"];
 
-/// Reads the pool keys (`servers`, `algorithm`, `sticky`, health checking, `retries`) from
+/// Reads the pool keys (`tls_shared_with`: the keys that the pool's `tls` object may also
+/// hold for the listener, in the short form) (`servers`, `algorithm`, `sticky`, health checking, `retries`) from
 /// `section`.
-pub(super) fn read_pool(section: &mut Section, name: &str) -> Result<PoolConfig, ConfigError> {
+pub(super) fn read_pool(
+    section: &mut Section,
+    name: &str,
+    tls_shared_with: &[&'static str],
+) -> Result<PoolConfig, ConfigError> {
     let servers = read_servers(section)?;
     let algorithm = match section.str("algorithm")? {
         None => Algorithm::RoundRobin,
@@ -27,9 +33,34 @@ pub(super) fn read_pool(section: &mut Section, name: &str) -> Result<PoolConfig,
     let sticky = read_sticky(section)?;
     let health_check = read_health_check(section)?;
     let retries = section.uint("retries", 0, 100)?.map_or(2, |n| n as u32);
+    let tls = read_backend_tls(section, tls_shared_with)?;
     let protocol = servers[0].protocol;
     let key_path = section.path.clone();
-    Ok(PoolConfig { name: name.to_string(), key_path, protocol, servers, algorithm, sticky, health_check, retries })
+    Ok(PoolConfig {
+        name: name.to_string(),
+        key_path,
+        protocol,
+        servers,
+        algorithm,
+        sticky,
+        health_check,
+        retries,
+        tls,
+    })
+}
+
+/// The pool's `tls` object (`ca`, `verify`); it may also hold the `shared` keys, which the
+/// listener's reader takes.
+fn read_backend_tls(section: &mut Section, shared: &[&'static str]) -> Result<BackendTls, ConfigError> {
+    let Some(mut s) = section.section("tls")? else { return Ok(BackendTls::default()) };
+    let allowed: Vec<&str> = POOL_TLS_KEYS.iter().chain(shared).copied().collect();
+    s.allow(&allowed)?;
+    let tls = read_pool_tls(&mut s)?;
+    for key in shared {
+        s.get(key);
+    }
+    s.finish()?;
+    Ok(tls)
 }
 
 pub(super) fn read_sticky(section: &mut Section) -> Result<Option<StickyConfig>, ConfigError> {

@@ -1,8 +1,10 @@
 //! Readers for the top-level keys that are not pools or listeners of the full form: the short
 //! form's one listener, and `timeouts`, `limits`, `admin`, `accessLog` and `alerts`.
 
+use super::edge_rules::{read_route_edge, EDGE_KEYS};
 use super::pool::{read_pool, POOL_KEYS};
 use super::section::Section;
+use super::tls::{check_redirect, read_listener_tls, read_redirect_to_https, LISTENER_TLS_KEYS, POOL_TLS_KEYS};
 use super::*;
 use serde_json::Value;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -15,7 +17,13 @@ pub(super) fn read_short_form(
     top: &mut Section,
     common: &[&str],
 ) -> Result<(Vec<ListenerConfig>, Vec<PoolConfig>), ConfigError> {
-    let allowed: Vec<&str> = ["port", "listen"].iter().chain(&POOL_KEYS).chain(common).copied().collect();
+    let allowed: Vec<&str> = ["port", "listen", "redirectToHttps"]
+        .iter()
+        .chain(&POOL_KEYS)
+        .chain(&EDGE_KEYS)
+        .chain(common)
+        .copied()
+        .collect();
     top.allow(&allowed)?;
     let key = match (top.has("port"), top.has("listen")) {
         (true, true) => return Err(top.error("listen", "give either `port` or `listen`, not both")),
@@ -24,7 +32,11 @@ pub(super) fn read_short_form(
         (false, false) => return Err(top.error("port", "missing: say where to listen, such as \":8080\"")),
     };
     let addr = read_listen(top, key)?;
-    let pool = read_pool(top, "default")?;
+    let pool = read_pool(top, "default", &LISTENER_TLS_KEYS)?;
+    let tls = read_listener_tls(top, &POOL_TLS_KEYS)?;
+    let redirect_to_https = read_redirect_to_https(top)?;
+    check_redirect(top, tls.as_ref(), redirect_to_https, ListenerMode::Http)?;
+    let edge = read_route_edge(top, route_name(0, 0))?;
     if pool.protocol != Protocol::Http {
         return Err(top.error(
             "servers",
@@ -32,8 +44,9 @@ pub(super) fn read_short_form(
              the short form is one HTTP listener",
         ));
     }
-    let route = RouteConfig { host: None, path_prefix: None, pool: 0 };
-    Ok((vec![ListenerConfig { addr, mode: ListenerMode::Http, routes: vec![route] }], vec![pool]))
+    let route = RouteConfig { host: None, path_prefix: None, pool: 0, edge };
+    let listener = ListenerConfig { addr, mode: ListenerMode::Http, routes: vec![route], tls, redirect_to_https };
+    Ok((vec![listener], vec![pool]))
 }
 
 /// Reads a listen address given as a string (`":8080"`) or a bare port number.

@@ -32,11 +32,14 @@ pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
 /// Parses `http://host[:port][/]` or `tcp://host:port` into a backend whose addresses are not
 /// looked up yet (see `resolve`). Callers check that the scheme suits the pool it joins.
 pub fn server_from_url(url: &str) -> Result<ServerConfig, String> {
-    let (protocol, rest) = match url.split_once("://") {
-        Some(("http", rest)) => (Protocol::Http, rest),
-        Some(("tcp", rest)) => (Protocol::Tcp, rest),
+    let (protocol, tls, rest) = match url.split_once("://") {
+        Some(("http", rest)) => (Protocol::Http, false, rest),
+        Some(("https", rest)) => (Protocol::Http, true, rest),
+        Some(("tcp", rest)) => (Protocol::Tcp, false, rest),
         Some((scheme, _)) => {
-            return Err(format!("{url:?}: scheme {scheme:?} is not supported (use http://, or tcp:// in tcp pools)"))
+            return Err(format!(
+                "{url:?}: scheme {scheme:?} is not supported (use http:// or https://, or tcp:// in tcp pools)"
+            ))
         }
         None => return Err(format!("{url:?} is not a URL such as \"http://127.0.0.1:5001\"")),
     };
@@ -47,6 +50,7 @@ pub fn server_from_url(url: &str) -> Result<ServerConfig, String> {
     let (host, port) = split_host_port(authority).ok_or_else(|| format!("{url:?} has a bad host or port"))?;
     let port = match (port, protocol) {
         (Some(port), _) => port,
+        (None, Protocol::Http) if tls => 443,
         (None, Protocol::Http) => 80,
         (None, Protocol::Tcp) => return Err(format!("{url:?}: a tcp:// backend needs a port")),
     };
@@ -54,6 +58,7 @@ pub fn server_from_url(url: &str) -> Result<ServerConfig, String> {
     Ok(ServerConfig {
         url: url.to_string(),
         protocol,
+        tls,
         authority,
         host: host.to_string(),
         port,

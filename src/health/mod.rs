@@ -19,13 +19,14 @@
 
 use crate::backend::Backend;
 use crate::balance::random::Random;
-use crate::config::{HealthCheckConfig, Protocol};
+use crate::config::Protocol;
 use crate::http::head::read_response_head;
 use crate::http::stream::BufferedStream;
 use crate::net;
 use crate::ops::alerts::{AlertEvent, AlertKind};
 use crate::pool::Pool;
 use crate::runtime::Runtime;
+use crate::transport::{BackendTransport, Transport};
 pub mod state;
 
 pub use state::{Health, HealthChange, HealthState};
@@ -185,7 +186,7 @@ fn start_probe(runtime: &Arc<Runtime>, pool: &Arc<Pool>, backend: &Arc<Backend>,
     let (runtime, pool, backend) = (Arc::clone(runtime), Arc::clone(pool), Arc::clone(backend));
     let spawned = thread::Builder::new().name("sluice-probe".into()).stack_size(PROBE_STACK_BYTES).spawn(move || {
         let _probing = probing;
-        let result = probe(&backend, &pool.config.health_check, pool.config.protocol);
+        let result = probe(&backend, &pool);
         record_probe(&runtime, &pool, &backend, result);
     });
     if let Err(e) = spawned {
@@ -194,21 +195,31 @@ fn start_probe(runtime: &Arc<Runtime>, pool: &Arc<Pool>, backend: &Arc<Backend>,
 }
 
 /// One probe over a new connection: for HTTP, `check.method check.path` with `check.host` or
-/// the backend's `host:port` as `Host`, answered with an expected status; for TCP, the
-/// connection opening is the pass.
-pub fn probe(backend: &Backend, check: &HealthCheckConfig, protocol: Protocol) -> Result<(), String> {
+/// the backend's `host:port` as `Host` (over TLS for an `https://` backend, verified as
+/// exchanges are), answered with an expected status; for TCP, the connection opening is the
+/// pass.
+pub fn probe(backend: &Backend, pool: &Pool) -> Result<(), String> {
+    let check = &pool.config.health_check;
     let deadline = Instant::now() + check.timeout;
-    let stream = connect(backend, check.timeout).map_err(|e| format!("connect: {e}"))?;
-    if protocol == Protocol::Tcp {
+    let socket = connect(backend, check.timeout).map_err(|e| format!("connect: {e}"))?;
+    if pool.config.protocol == Protocol::Tcp {
         return Ok(());
     }
-    stream.set_write_timeout(Some(check.timeout)).map_err(|e| e.to_string())?;
+    socket.set_write_timeout(Some(check.timeout)).map_err(|e| e.to_string())?;
+    socket.set_read_timeout(Some(check.timeout)).map_err(|e| e.to_string())?;
+    let mut stream: BackendTransport = match (&pool.tls, backend.config.tls) {
+        (Some(tls), true) => {
+            let session = crate::tls::backend::connection(tls, &backend.config).map_err(|e| e.to_string())?;
+            Transport::tls(session, socket)
+        }
+        _ => Transport::Plain(socket),
+    };
     let host = check.host.as_deref().unwrap_or(&backend.config.authority);
     let request = format!(
         "{} {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: sluice-health-check\r\nConnection: close\r\n\r\n",
         check.method, check.path
     );
-    (&stream).write_all(request.as_bytes()).map_err(|e| format!("send: {e}"))?;
+    stream.write_all(request.as_bytes()).map_err(|e| format!("send: {e}"))?;
     let mut src = BufferedStream::new(stream, PROBE_HEAD_BYTES);
     let left = deadline.saturating_duration_since(Instant::now());
     let response = read_response_head(&mut src, PROBE_HEAD_BYTES, left).map_err(|e| format!("response: {e:?}"))?;

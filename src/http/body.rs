@@ -7,7 +7,7 @@
 //! which RFC 9112 section 7.1 allows.
 
 use super::framing::BodyFraming;
-use super::stream::{write_both, BufferedStream, TimedRead};
+use super::stream::{is_progress_only, write_both, BufferedStream, TimedRead};
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
@@ -107,10 +107,13 @@ pub fn relay_body<S: TimedRead, W: Write>(
 /// Reads more into `src`, after writing what `sink` holds so the peer is never kept waiting.
 fn fill<S: TimedRead, W: Write>(src: &mut BufferedStream<S>, sink: &mut Sink<W>) -> Result<(), RelayError> {
     sink.flush().map_err(RelayError::Write)?;
-    match src.fill() {
-        Ok(0) => Err(RelayError::Truncated),
-        Ok(_) => Ok(()),
-        Err(e) => Err(RelayError::Read(e)),
+    loop {
+        return match src.fill() {
+            Ok(0) => Err(RelayError::Truncated),
+            Ok(_) => Ok(()),
+            Err(e) if is_progress_only(&e) => continue,
+            Err(e) => Err(RelayError::Read(e)),
+        };
     }
 }
 
@@ -269,7 +272,8 @@ pub struct Feed {
 /// A body relayed from memory by [`decode_body`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decoded {
-    /// What the receiver got, without chunked framing.
+    /// What the receiver got: without chunked framing from [`decode_body`], chunk-encoded
+    /// from [`rechunk_body`].
     pub body: Vec<u8>,
     /// The bytes of input the body took; the rest would start the next message.
     pub used: usize,
@@ -279,11 +283,28 @@ pub struct Decoded {
 /// output unchunked. The same code the proxy runs, reachable without I/O: the fuzz targets
 /// and the tests below use it.
 pub fn decode_body(bytes: &[u8], feed: Feed, framing: BodyFraming, limit: Option<u64>) -> Result<Decoded, RelayError> {
+    relay_from_memory(bytes, feed, framing, limit, false)
+}
+
+/// Runs [`relay_body`] over `bytes` like [`decode_body`], but with the output chunk-encoded by
+/// [`Sink`], as the proxy writes a body to a peer that gets chunked framing: `body` holds the
+/// bytes on that peer's wire.
+pub fn rechunk_body(bytes: &[u8], feed: Feed, framing: BodyFraming, limit: Option<u64>) -> Result<Decoded, RelayError> {
+    relay_from_memory(bytes, feed, framing, limit, true)
+}
+
+fn relay_from_memory(
+    bytes: &[u8],
+    feed: Feed,
+    framing: BodyFraming,
+    limit: Option<u64>,
+    chunked: bool,
+) -> Result<Decoded, RelayError> {
     let reader = Pieces { bytes, read_bytes: feed.read_bytes.max(1) };
     let mut src = BufferedStream::new(reader, feed.buffer_bytes.max(1));
     let mut body = Vec::new();
     let mut pending = Vec::new();
-    relay_body(&mut src, framing, &mut Sink::new(&mut body, &mut pending, false), limit)?;
+    relay_body(&mut src, framing, &mut Sink::new(&mut body, &mut pending, chunked), limit)?;
     let used = bytes.len() - src.get_ref().bytes.len() - src.buffered().len();
     Ok(Decoded { body, used })
 }
@@ -416,5 +437,19 @@ mod tests {
     fn chunked_data_over_the_limit_is_too_large() {
         let got = decode_body(b"5\r\nhello\r\n0\r\n\r\n", ROOMY, BodyFraming::Chunked, Some(4));
         assert!(matches!(got, Err(RelayError::TooLarge)), "{got:?}");
+    }
+
+    #[test]
+    fn bodies_written_chunked_get_canonical_framing_without_extensions_or_trailers() {
+        let rechunk = |bytes: &[u8], feed: Feed, framing: BodyFraming| {
+            rechunk_body(bytes, feed, framing, None).map(|d| String::from_utf8_lossy(&d.body).into_owned()).unwrap()
+        };
+        let wire = b"3;x=y\r\nabc\r\n004\r\ndefg\r\n0\r\nTrailer: v\r\n\r\n";
+        assert_eq!(rechunk(wire, ROOMY, BodyFraming::Chunked), "3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n");
+        let one_byte_reads = Feed { buffer_bytes: 1024, read_bytes: 1 };
+        // Each read's bytes go out as one chunk.
+        let pieces = "1\r\nh\r\n1\r\ne\r\n1\r\nl\r\n1\r\nl\r\n1\r\no\r\n0\r\n\r\n";
+        assert_eq!(rechunk(b"hello", one_byte_reads, BodyFraming::Length(5)), pieces);
+        assert_eq!(rechunk(b"", ROOMY, BodyFraming::UntilClose), "0\r\n\r\n");
     }
 }

@@ -17,6 +17,8 @@ pub enum HttpError {
     BodyTooLarge,
     /// 417: an `Expect` other than `100-continue`.
     ExpectationFailed,
+    /// 414: the request line alone is longer than `limits.maxHeaderBytes` (RFC 9112 section 3).
+    UriTooLong,
     /// 431: the head is larger than `limits.maxHeaderBytes` or has too many fields.
     HeadTooLarge,
     /// 501: a transfer coding or method sluice does not implement.
@@ -32,6 +34,7 @@ impl HttpError {
             HttpError::HeaderTimeout | HttpError::BodyTimeout => 408,
             HttpError::BodyTooLarge => 413,
             HttpError::ExpectationFailed => 417,
+            HttpError::UriTooLong => 414,
             HttpError::HeadTooLarge => 431,
             HttpError::NotImplemented(_) => 501,
             HttpError::VersionNotSupported => 505,
@@ -52,6 +55,7 @@ impl fmt::Display for HttpError {
             HttpError::BodyTimeout => f.write_str("request body not received in time"),
             HttpError::BodyTooLarge => f.write_str("request body is larger than allowed"),
             HttpError::ExpectationFailed => f.write_str("only `Expect: 100-continue` is supported"),
+            HttpError::UriTooLong => f.write_str("request line is longer than allowed"),
             HttpError::HeadTooLarge => f.write_str("request head is larger than allowed"),
             HttpError::NotImplemented(what) => write!(f, "not implemented: {what}"),
             HttpError::VersionNotSupported => f.write_str("only HTTP/1.0 and HTTP/1.1 are supported"),
@@ -65,10 +69,14 @@ pub fn reason_phrase(status: u16) -> &'static str {
     match status {
         307 => "Temporary Redirect",
         400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         408 => "Request Timeout",
         413 => "Content Too Large",
+        414 => "URI Too Long",
         417 => "Expectation Failed",
+        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         501 => "Not Implemented",
         502 => "Bad Gateway",
@@ -109,5 +117,7 @@ mod tests {
         );
         let r = String::from_utf8(HttpError::HeadTooLarge.response()).unwrap();
         assert!(r.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"), "{r}");
+        let r = String::from_utf8(HttpError::UriTooLong.response()).unwrap();
+        assert!(r.starts_with("HTTP/1.1 414 URI Too Long\r\n"), "{r}");
     }
 }

@@ -9,7 +9,7 @@
 //! backend can split the same bytes into different lines than sluice did. httparse itself
 //! refuses obs-fold, whitespace before a colon and control characters in values.
 
-use super::stream::{is_timeout, BufferedStream};
+use super::stream::{is_progress_only, is_timeout, BufferedStream, TimedRead};
 use std::fmt;
 use std::io;
 use std::ops::Deref;
@@ -149,7 +149,10 @@ pub enum HeadError {
     TimedOut {
         partial: bool,
     },
+    /// The head is longer than the limit, or has too many fields.
     TooLarge,
+    /// The first line alone (a request's target, say) is longer than the head limit.
+    LineTooLong,
     Malformed(&'static str),
     UnsupportedVersion,
     /// The next read would block and `HeadWait::may_block` said not to.
@@ -203,8 +206,8 @@ impl HeaderList for ResponseHead {
 }
 
 /// Reads a request head into `head`, reusing its storage.
-pub fn read_request_head_into(
-    src: &mut BufferedStream,
+pub fn read_request_head_into<S: TimedRead>(
+    src: &mut BufferedStream<S>,
     max_bytes: usize,
     wait: &mut HeadWait,
     head: &mut RequestHead,
@@ -212,8 +215,8 @@ pub fn read_request_head_into(
     read_head(src, max_bytes, wait, |buf| parse_request(buf, head))
 }
 
-pub fn read_request_head(
-    src: &mut BufferedStream,
+pub fn read_request_head<S: TimedRead>(
+    src: &mut BufferedStream<S>,
     max_bytes: usize,
     wait: &mut HeadWait,
 ) -> Result<RequestHead, HeadError> {
@@ -222,8 +225,8 @@ pub fn read_request_head(
 }
 
 /// Reads a response head into `head`, reusing its storage.
-pub fn read_response_head_into(
-    src: &mut BufferedStream,
+pub fn read_response_head_into<S: TimedRead>(
+    src: &mut BufferedStream<S>,
     max_bytes: usize,
     wait: Duration,
     head: &mut ResponseHead,
@@ -234,8 +237,8 @@ pub fn read_response_head_into(
     read_head(src, max_bytes, &mut wait, |buf| parse_response(buf, head))
 }
 
-pub fn read_response_head(
-    src: &mut BufferedStream,
+pub fn read_response_head<S: TimedRead>(
+    src: &mut BufferedStream<S>,
     max_bytes: usize,
     wait: Duration,
 ) -> Result<ResponseHead, HeadError> {
@@ -245,8 +248,8 @@ pub fn read_response_head(
 
 /// Reads until `parse` finds a complete head in the buffered bytes; `parse` stores the head
 /// and says how many bytes it took, or `None` while it is incomplete.
-fn read_head(
-    src: &mut BufferedStream,
+fn read_head<S: TimedRead>(
+    src: &mut BufferedStream<S>,
     max_bytes: usize,
     wait: &mut HeadWait,
     mut parse: impl FnMut(&[u8]) -> Result<Option<usize>, HeadError>,
@@ -264,7 +267,7 @@ fn read_head(
                 return Ok(());
             }
             if src.buffered().len() >= max_bytes || src.is_full() {
-                return Err(HeadError::TooLarge);
+                return Err(too_large(src.buffered()));
             }
         }
         let now = Instant::now();
@@ -293,6 +296,13 @@ fn read_head(
                     wait.deadline = wait.whole.map(|whole| Instant::now() + whole);
                 }
             }
+            Err(e) if is_progress_only(&e) => {
+                // TLS records (the handshake, say) are client input like a head's bytes: the
+                // whole head, handshake included, must arrive within `whole`.
+                if wait.deadline.is_none() {
+                    wait.deadline = wait.whole.map(|whole| Instant::now() + whole);
+                }
+            }
             // A slice ran out, not the wait: ask again.
             Err(e) if is_timeout(&e) && sliced.is_some() => {}
             Err(e) if is_timeout(&e) => return Err(HeadError::TimedOut { partial: !src.buffered().is_empty() }),
@@ -301,6 +311,18 @@ fn read_head(
             }
             Err(e) => return Err(HeadError::Io(e)),
         }
+    }
+}
+
+/// Why a head that filled `limit` bytes without ending is refused: its first line did not fit
+/// ([`HeadError::LineTooLong`]: for a request, `414`), or the line did and the fields did not
+/// ([`HeadError::TooLarge`]: `431`). Empty lines before the first are skipped, as parsing does.
+fn too_large(buffered: &[u8]) -> HeadError {
+    let start = buffered.iter().position(|b| !matches!(b, b'\r' | b'\n')).unwrap_or(buffered.len());
+    if buffered[start..].contains(&b'\n') {
+        HeadError::TooLarge
+    } else {
+        HeadError::LineTooLong
     }
 }
 
@@ -545,6 +567,14 @@ mod tests {
             assert!(matches!(parse_request(bad), Err(HeadError::Malformed(_))), "{:?}", String::from_utf8_lossy(bad));
         }
         assert_eq!(request(b"GET / HTTP/1.2"), Ok(None));
+    }
+
+    #[test]
+    fn a_full_buffer_is_a_long_line_until_the_first_line_has_ended() {
+        assert!(matches!(too_large(b"GET /aaaaaaaa"), HeadError::LineTooLong));
+        assert!(matches!(too_large(b"\r\nGET /aaaaaaaa"), HeadError::LineTooLong));
+        assert!(matches!(too_large(b"GET / HTTP/1.1\r\nX-Long: aaaa"), HeadError::TooLarge));
+        assert!(matches!(too_large(b"GET / HTTP/1.1\n"), HeadError::TooLarge));
     }
 
     #[test]

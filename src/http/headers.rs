@@ -89,13 +89,27 @@ fn is_forwarded(field: &Header, index: usize, named: &NamedByConnection) -> bool
     !NOT_FORWARDED.iter().any(|h| field.name.eq_ignore_ascii_case(h)) && !named.contains(index)
 }
 
+/// Who sent a request, as the `X-Forwarded-*` fields tell the backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Forwarded {
+    pub client_ip: IpAddr,
+    /// The request came over TLS: `X-Forwarded-Proto: https`.
+    pub https: bool,
+}
+
+impl Forwarded {
+    pub fn plain(client_ip: IpAddr) -> Forwarded {
+        Forwarded { client_ip, https: false }
+    }
+}
+
 /// Writes the head sluice sends to a backend for `head`. A request without `Host` (HTTP/1.0
 /// allows that) gets `default_host`, the backend's own `host:port`, since HTTP/1.1 needs one.
 pub fn write_request_head(
     out: &mut Vec<u8>,
     head: &RequestHead,
     framing: BodyFraming,
-    client_ip: IpAddr,
+    forwarded: Forwarded,
     default_host: &str,
 ) {
     let upgrade = wants_upgrade(head);
@@ -116,8 +130,11 @@ pub fn write_request_head(
         out.extend_from_slice(prior);
         out.extend_from_slice(b", ");
     }
-    push_ip(out, client_ip);
-    out.extend_from_slice(b"\r\nX-Forwarded-Proto: http\r\n");
+    push_ip(out, forwarded.client_ip);
+    let proto: &[u8] = if forwarded.https { b"https" } else { b"http" };
+    out.extend_from_slice(b"\r\nX-Forwarded-Proto: ");
+    out.extend_from_slice(proto);
+    out.extend_from_slice(b"\r\n");
     if let Some(host) = head.value("host") {
         push_field(out, b"X-Forwarded-Host", host);
     }
@@ -320,7 +337,13 @@ mod tests {
             ]),
         };
         let mut out = Vec::new();
-        write_request_head(&mut out, &head, BodyFraming::Length(3), "10.0.0.1".parse().unwrap(), "backend:1");
+        write_request_head(
+            &mut out,
+            &head,
+            BodyFraming::Length(3),
+            Forwarded::plain("10.0.0.1".parse().unwrap()),
+            "backend:1",
+        );
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "POST /p?q HTTP/1.1\r\nHost: site\r\nAccept: */*\r\nX-Forwarded-For: 1.1.1.1, 2.2.2.2, 10.0.0.1\r\n\
@@ -337,7 +360,13 @@ mod tests {
             headers: headers(&[("Host", "site"), ("Connection", "HOST, x-a"), ("X-A", "1"), ("X-B", "2")]),
         };
         let mut out = Vec::new();
-        write_request_head(&mut out, &head, BodyFraming::Empty, "2001:db8::1".parse().unwrap(), "backend:1");
+        write_request_head(
+            &mut out,
+            &head,
+            BodyFraming::Empty,
+            Forwarded::plain("2001:db8::1".parse().unwrap()),
+            "backend:1",
+        );
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "GET / HTTP/1.1\r\nHost: site\r\nX-B: 2\r\nX-Forwarded-For: 2001:db8::1\r\nX-Forwarded-Proto: http\r\n\
@@ -373,7 +402,13 @@ mod tests {
         };
         assert!(wants_upgrade(&head));
         let mut out = Vec::new();
-        write_request_head(&mut out, &head, BodyFraming::Empty, "10.0.0.1".parse().unwrap(), "backend:1");
+        write_request_head(
+            &mut out,
+            &head,
+            BodyFraming::Empty,
+            Forwarded::plain("10.0.0.1".parse().unwrap()),
+            "backend:1",
+        );
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "GET /chat HTTP/1.1\r\nHost: site\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\

@@ -4,13 +4,17 @@
 //! request, so nothing is ever read twice or lost between steps. The buffer never grows: its
 //! size is the largest head the owner accepts, and bodies stream through it.
 //!
-//! The stream is a `TcpStream` everywhere in sluice; it is generic over [`TimedRead`] only so
-//! that the fuzz targets and unit tests can drive the same parsing and relay code from memory.
+//! The stream is a socket, plain or TLS ([`crate::transport`]); it is generic over
+//! [`TimedRead`] so that the fuzz targets and unit tests can drive the same parsing and relay
+//! code from memory. A TLS read that completed no record ([`is_progress_only`]) is passed up
+//! rather than read again, so that the head reader decides where to wait.
 
 use crate::pace::{too_slow, Pace};
 use std::io::{self, IoSlice, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
+
+pub use crate::transport::is_progress_only;
 
 /// What a [`BufferedStream`] reads from: a socket, whose read timeout can be set.
 pub trait TimedRead: Read {
@@ -47,6 +51,15 @@ impl<S: TimedRead> BufferedStream<S> {
 
     pub fn get_ref(&self) -> &S {
         &self.stream
+    }
+
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.stream
+    }
+
+    /// The stream, and the bytes read from it but not yet consumed.
+    pub fn split(&mut self) -> (&mut S, &[u8]) {
+        (&mut self.stream, &self.buf[self.start..self.end])
     }
 
     /// The bytes read but not yet consumed.
@@ -100,7 +113,7 @@ impl<S: TimedRead> BufferedStream<S> {
                     self.received += n as u64;
                     return Ok(n);
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted && !is_progress_only(&e) => continue,
                 Err(e) if is_timeout(&e) && self.is_behind() => return Err(too_slow()),
                 Err(e) => return Err(e),
             }

@@ -92,9 +92,19 @@ pub static RESPONSE_BROKEN: Summarised = Summarised::new("responses broken off b
 pub static TUNNEL_FAILED: Summarised = Summarised::new("tunnels that could not start");
 pub static PARK_FAILED: Summarised = Summarised::new("connections that could not be parked");
 pub static CONNECTION_REFUSED: Summarised = Summarised::new("connections refused at a limit");
+pub static TLS_NOT_STARTED: Summarised = Summarised::new("connections that could not start TLS");
+pub static QUEUE_TIMED_OUT: Summarised = Summarised::new("requests that waited out a pool's queue");
 
 /// Every kind, for [`flush_all`].
-static ALL: [&Summarised; 5] = [&BACKEND_FAILED, &RESPONSE_BROKEN, &TUNNEL_FAILED, &PARK_FAILED, &CONNECTION_REFUSED];
+static ALL: [&Summarised; 7] = [
+    &BACKEND_FAILED,
+    &RESPONSE_BROKEN,
+    &TUNNEL_FAILED,
+    &PARK_FAILED,
+    &CONNECTION_REFUSED,
+    &TLS_NOT_STARTED,
+    &QUEUE_TIMED_OUT,
+];
 
 /// Writes the count of every kind whose second has passed; the ticker calls it each second.
 pub fn flush_all() {

@@ -202,6 +202,8 @@ pub struct Metrics {
     retries: AtomicU64,
     /// What was done about slow clients.
     pub slow_clients: SlowClients,
+    /// TLS handshakes with clients, counted by `connection`.
+    pub tls: TlsMetrics,
 }
 
 /// Counts of what sluice did about slow clients, so that an operator can see an attack.
@@ -256,6 +258,28 @@ impl SlowClients {
             readers_too_slow: self.readers_too_slow.load(Ordering::Relaxed),
             parked_body_bytes: self.parked_body_bytes.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// Handshakes on TLS listeners: finished, and failed (protocol errors, not in time).
+#[derive(Default)]
+pub struct TlsMetrics {
+    handshakes: AtomicU64,
+    failures: AtomicU64,
+}
+
+impl TlsMetrics {
+    pub fn handshake_done(&self) {
+        self.handshakes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn handshake_failed(&self) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Finished and failed handshakes so far.
+    pub fn counts(&self) -> (u64, u64) {
+        (self.handshakes.load(Ordering::Relaxed), self.failures.load(Ordering::Relaxed))
     }
 }
 

@@ -14,6 +14,7 @@
 
 use crate::config::{Config, ConfigError, ServerConfig};
 use crate::runtime::{Runtime, State};
+use crate::tls::TlsSet;
 use log::{error, info, warn};
 use std::fmt;
 use std::io;
@@ -101,6 +102,7 @@ fn log_result(source: &str, result: &Result<ReloadSummary, ReloadError>) {
 }
 
 fn apply(runtime: &Runtime, config: Config) -> Result<ReloadSummary, ReloadError> {
+    let tls = TlsSet::load(&config).map_err(ReloadError::Config)?;
     runtime.change_state(|current| {
         let listeners = |c: &Config| -> Vec<String> {
             c.listeners.iter().map(|l| format!("{} {:?}", l.addr, l.mode).to_lowercase()).collect()
@@ -116,7 +118,7 @@ fn apply(runtime: &Runtime, config: Config) -> Result<ReloadSummary, ReloadError
             path: config.access_log.path.clone().unwrap_or_default(),
             source,
         })?;
-        let next = State::new(config, Some(current));
+        let next = State::new(config, tls, Some(current));
         let summary = compare(&servers(current), &servers(&next));
         runtime.alerts.configure(&next.config.alerts);
         Ok((next, summary))

@@ -2,17 +2,34 @@
 //! sluice running in-process on port 0, raw-socket clients, and `wait_until`.
 //!
 //! Every socket here has a read timeout, so a bug costs a few seconds, never a hung test.
+//! Helpers more than one test file needs live here, once.
 #![allow(dead_code)]
 
+use sluice::backend::BackendStats;
+use sluice::health::Health;
 use sluice::{Config, Server};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a peer that should close a connection may take to do it.
+pub const CLOSE_WITHIN: Duration = Duration::from_secs(5);
+
+/// The `User-Agent` of sluice's health probes.
+pub const PROBE_USER_AGENT: &str = "sluice-health-check";
+
+/// Whether `seen` is one of sluice's health probes (they name themselves in `User-Agent`).
+/// Test backends record probes apart, but their handlers answer them too.
+pub fn is_probe(seen: &Seen) -> bool {
+    seen.header("user-agent") == Some(PROBE_USER_AGENT)
+}
 
 /// What a test backend saw of one request.
 #[derive(Debug, Clone)]
@@ -75,6 +92,8 @@ pub struct TestBackend {
     pub probes: Arc<Mutex<Vec<Seen>>>,
     /// Connections that carried at least one request other than a probe.
     pub connections: Arc<AtomicUsize>,
+    /// Those of `connections` that have ended (either side closed).
+    pub closed: Arc<AtomicUsize>,
     stopping: Arc<AtomicBool>,
 }
 
@@ -83,6 +102,7 @@ struct Recorder {
     seen: Arc<Mutex<Vec<Seen>>>,
     probes: Arc<Mutex<Vec<Seen>>>,
     connections: Arc<AtomicUsize>,
+    closed: Arc<AtomicUsize>,
     stopping: Arc<AtomicBool>,
 }
 
@@ -101,6 +121,7 @@ impl TestBackend {
             seen: Arc::new(Mutex::new(Vec::new())),
             probes: Arc::new(Mutex::new(Vec::new())),
             connections: Arc::new(AtomicUsize::new(0)),
+            closed: Arc::new(AtomicUsize::new(0)),
             stopping: Arc::new(AtomicBool::new(false)),
         };
         let handler: Arc<Handler> = Arc::new(handler);
@@ -108,6 +129,7 @@ impl TestBackend {
             seen: backend.seen.clone(),
             probes: backend.probes.clone(),
             connections: backend.connections.clone(),
+            closed: backend.closed.clone(),
             stopping: backend.stopping.clone(),
         });
         thread::spawn(move || {
@@ -142,6 +164,17 @@ impl TestBackend {
     pub fn connection_count(&self) -> usize {
         self.connections.load(Ordering::SeqCst)
     }
+
+    /// How many of the connections counted in `connection_count` have ended.
+    pub fn closed_count(&self) -> usize {
+        self.closed.load(Ordering::SeqCst)
+    }
+}
+
+/// A backend that answers every request but a health probe with exactly `raw` (and keeps the
+/// connection open); probes get an empty `200`.
+pub fn raw_backend(raw: &'static [u8]) -> TestBackend {
+    TestBackend::start(move |seen| if is_probe(seen) { Reply::ok("") } else { Reply::Raw(raw.to_vec()) })
 }
 
 impl Drop for TestBackend {
@@ -152,16 +185,26 @@ impl Drop for TestBackend {
 }
 
 fn serve_backend_connection(mut stream: TcpStream, recorder: &Recorder, handler: &Handler) {
+    let mut id = None;
+    serve_requests(&mut stream, recorder, handler, &mut id);
+    drop(stream);
+    if id.is_some() {
+        recorder.closed.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Answers requests on `stream` until either side closes it; `id` is set to the connection's
+/// number once it carries a request other than a probe.
+fn serve_requests(stream: &mut TcpStream, recorder: &Recorder, handler: &Handler, id: &mut Option<usize>) {
     stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let mut buf = Vec::new();
-    let mut id = None;
     loop {
-        let Some((mut request, rest)) = read_request(&mut stream, std::mem::take(&mut buf)) else { return };
+        let Some((mut request, rest)) = read_request(stream, std::mem::take(&mut buf)) else { return };
         buf = rest;
         if recorder.stopping.load(Ordering::SeqCst) {
             return;
         }
-        if request.header("user-agent") == Some("sluice-health-check") {
+        if is_probe(&request) {
             recorder.probes.lock().unwrap().push(request.clone());
         } else {
             let id = *id.get_or_insert_with(|| recorder.connections.fetch_add(1, Ordering::SeqCst));
@@ -287,12 +330,38 @@ impl Sluice {
 
     pub fn from_json(json: &str) -> Sluice {
         let config = Config::from_json(json, "test.json").unwrap_or_else(|e| panic!("bad test config: {e}\n{json}"));
+        Sluice::from_config(config)
+    }
+
+    /// Starts sluice from a configuration file, so that a reload can read it again.
+    pub fn from_file(path: &Path) -> Sluice {
+        let config = Config::load(path).unwrap_or_else(|e| panic!("bad test config: {e}"));
+        Sluice::from_config(config)
+    }
+
+    fn from_config(config: Config) -> Sluice {
         let server = Server::start(config).expect("start sluice");
         Sluice { addr: server.local_addrs()[0], server: Some(server) }
     }
 
     pub fn server(&self) -> &Server {
         self.server.as_ref().unwrap()
+    }
+
+    /// The counters of the first pool's backend number `index`.
+    pub fn backend_stats(&self, index: usize) -> BackendStats {
+        self.server().runtime().state().pools[0].backends[index].stats()
+    }
+
+    /// The health of the first pool's backend number `index`.
+    pub fn health(&self, index: usize) -> Health {
+        self.server().runtime().state().pools[0].backends[index].health()
+    }
+
+    /// The admin API's `GET /stats`, parsed; the admin API must be configured.
+    pub fn admin_stats(&self) -> serde_json::Value {
+        let admin = self.server().admin_addr().expect("the admin API is configured");
+        admin_stats(admin)
     }
 
     pub fn connect(&self) -> Client {
@@ -343,7 +412,11 @@ pub struct Client {
 
 impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect(addr).expect("connect to sluice");
+        Client::from_stream(TcpStream::connect(addr).expect("connect to sluice"))
+    }
+
+    /// A client on a stream the test connected itself (from another source address, say).
+    pub fn from_stream(stream: TcpStream) -> Client {
         stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
         stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
         Client { stream, buf: Vec::new() }
@@ -442,24 +515,50 @@ impl Client {
         String::from_utf8_lossy(&self.buf).into_owned()
     }
 
-    /// True when the peer has closed: a read returns end of file (after any buffered bytes).
+    /// True when the peer closes within `CLOSE_WITHIN` (any bytes before the end are dropped);
+    /// false when the connection is still open then.
     pub fn is_closed(&mut self) -> bool {
-        let mut chunk = [0u8; 4096];
-        loop {
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return true,
-                Ok(_) => continue,
-                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return true,
-                Err(_) => return false,
-            }
-        }
+        self.try_read_to_close().is_ok()
     }
 
-    /// Everything until the peer closes (or the read timeout), as text.
+    /// Everything until the peer closes, as text. Panics, showing what arrived, unless the peer
+    /// closes within `CLOSE_WITHIN`: a read that times out is a connection left open.
     pub fn read_to_close(&mut self) -> String {
+        self.try_read_to_close().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Everything until the peer closes, or an error saying what arrived if it has not closed
+    /// within `CLOSE_WITHIN`.
+    pub fn try_read_to_close(&mut self) -> Result<String, String> {
         let mut all = std::mem::take(&mut self.buf);
-        let _ = self.stream.read_to_end(&mut all);
-        String::from_utf8_lossy(&all).into_owned()
+        let closed = read_until_closed(&mut self.stream, &mut all, CLOSE_WITHIN);
+        self.stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        let text = String::from_utf8_lossy(&all).into_owned();
+        match closed {
+            Ok(()) => Ok(text),
+            Err(e) => Err(format!("the connection was still open after {CLOSE_WITHIN:?} ({e}); got {text:?}")),
+        }
+    }
+}
+
+/// Appends to `all` everything `stream` sends until the peer closes it (end of file or a
+/// reset); fails if that takes longer than `within`.
+pub fn read_until_closed(stream: &mut TcpStream, all: &mut Vec<u8>, within: Duration) -> io::Result<()> {
+    let deadline = Instant::now() + within;
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        stream.set_read_timeout(Some(left))?;
+        match stream.read(&mut chunk) {
+            Ok(0) => return Ok(()),
+            Ok(n) => all.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -467,46 +566,95 @@ impl Client {
     /// A client connected to `addr` from the loopback address `from` (such as 127.0.0.2), so
     /// that sluice sees another client address than 127.0.0.1.
     pub fn connect_from(from: std::net::Ipv4Addr, addr: SocketAddr) -> Client {
-        let stream = connect_from(from, addr);
-        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-        stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
-        Client { stream, buf: Vec::new() }
+        Client::from_stream(connect_from(from, addr))
     }
 }
 
-/// A TCP connection to `to` bound to the local IPv4 address `from` first; std cannot bind
-/// a connecting socket, so this goes through libc.
+/// A TCP connection to `to` bound to the local address `from` first (std cannot bind a
+/// connecting socket).
 fn connect_from(from: std::net::Ipv4Addr, to: SocketAddr) -> TcpStream {
-    use std::os::fd::FromRawFd;
-    let SocketAddr::V4(to) = to else { panic!("connect_from speaks IPv4 only, not {to}") };
-    let sockaddr = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: port.to_be(),
-        sin_addr: libc::in_addr { s_addr: u32::from(ip).to_be() },
-        sin_zero: [0; 8],
-    };
-    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-    let (local, remote) = (sockaddr(from, 0), sockaddr(*to.ip(), to.port()));
-    // SAFETY: `socket` returns a new descriptor that the TcpStream takes ownership of at
-    // once; `bind` and `connect` are given valid sockaddr_in values that outlive the calls.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        assert!(fd >= 0, "socket: {}", io::Error::last_os_error());
-        let stream = TcpStream::from_raw_fd(fd);
-        let bound = libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), len);
-        assert_eq!(bound, 0, "bind {from}: {}", io::Error::last_os_error());
-        let connected = libc::connect(fd, (&remote as *const libc::sockaddr_in).cast(), len);
-        assert_eq!(connected, 0, "connect {to} from {from}: {}", io::Error::last_os_error());
-        stream
-    }
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("a socket");
+    let local = SocketAddr::new(from.into(), 0);
+    socket.bind(&local.into()).unwrap_or_else(|e| panic!("bind {from}: {e}"));
+    socket.connect(&to.into()).unwrap_or_else(|e| panic!("connect {to} from {from}: {e}"));
+    TcpStream::from(socket)
 }
 
 /// Sends `bytes` on a new connection and returns everything sluice sends back until it
-/// closes the connection.
+/// closes the connection; panics if it does not close it within `CLOSE_WITHIN`.
 pub fn exchange_raw(addr: SocketAddr, bytes: &[u8]) -> String {
     let mut c = Client::connect(addr);
     c.send(bytes);
     c.read_to_close()
+}
+
+/// One `method target` request to an admin API on a new connection, with `Authorization:
+/// Bearer token` when a token is given.
+pub fn admin_call(admin: SocketAddr, method: &str, target: &str, token: Option<&str>, body: &str) -> Response {
+    let mut c = Client::connect(admin);
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let request = format!(
+        "{method} {target} HTTP/1.1\r\nHost: admin\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    c.send(request.as_bytes());
+    c.response().unwrap_or_else(|e| panic!("{method} {target}: {e}"))
+}
+
+/// A response body parsed as JSON; panics showing the response when it is not.
+pub fn json(r: &Response) -> serde_json::Value {
+    serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}{}", r.raw_head, r.text()))
+}
+
+/// `GET /stats` from the admin API at `admin`, checked to be `200` and parsed.
+pub fn admin_stats(admin: SocketAddr) -> serde_json::Value {
+    let r = admin_call(admin, "GET", "/stats", None, "");
+    assert_eq!(r.status, 200, "{}{}", r.raw_head, r.text());
+    json(&r)
+}
+
+/// Writes `json` to `config.json` in a fresh directory named after the test process and
+/// `name`, and returns its path.
+pub fn config_file(name: &str, json: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("sluice-test-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("config.json");
+    std::fs::write(&path, json).unwrap();
+    path
+}
+
+/// Sends signal `name` (`TERM`, `HUP`, ...) to `child` with kill(1).
+pub fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill").args([&format!("-{name}"), &child.id().to_string()]).status().unwrap();
+    assert!(status.success(), "kill -{name} {} failed", child.id());
+}
+
+/// Waits for `child` to exit and returns its exit code; kills it after `timeout` and returns
+/// `None`.
+pub fn wait_exit(child: &mut Child, timeout: Duration) -> Option<i32> {
+    let exited = wait_until(timeout, || child.try_wait().unwrap().is_some());
+    if !exited {
+        let _ = child.kill();
+        let _ = child.wait();
+        return None;
+    }
+    child.wait().unwrap().code()
+}
+
+/// Whether tests that need a program from outside (Chromium, PostgreSQL) must run rather than
+/// skip: set by `SLUICE_REQUIRE_EXTERNAL=1`, as `.ci/run` does.
+pub fn external_tools_required() -> bool {
+    std::env::var("SLUICE_REQUIRE_EXTERNAL").is_ok_and(|v| v == "1")
+}
+
+/// Called by a test that cannot run here because `why`: prints that it is skipped, or fails
+/// the test when `SLUICE_REQUIRE_EXTERNAL=1`. The test returns after it.
+pub fn skip(why: &str) {
+    if external_tools_required() {
+        panic!("cannot run: {why}; SLUICE_REQUIRE_EXTERNAL=1 makes that a failure, not a skip");
+    }
+    eprintln!("skipped: {why} (with SLUICE_REQUIRE_EXTERNAL=1 this fails)");
 }
 
 /// Polls `condition` every 10 ms until it holds or `timeout` passes; returns whether it held.

@@ -85,6 +85,7 @@ pub fn read_request(stream: TcpStream) -> Result<Request, Option<Response>> {
         Err(HeadError::Closed | HeadError::Truncated | HeadError::Io(_)) => return Err(None),
         Err(HeadError::TimedOut { .. }) => return Err(Some(Response::error(408, "request not received in time"))),
         Err(HeadError::TooLarge) => return Err(Some(Response::error(431, "request head too large"))),
+        Err(HeadError::LineTooLong) => return Err(Some(Response::error(414, "request line too long"))),
         Err(e) => return Err(Some(Response::error(400, &format!("malformed request: {e:?}")))),
     };
     let length = match request_framing(&head) {

@@ -4,9 +4,10 @@
 //! Per backend (labels `pool` and `server`): exchanges by status class, a request-duration
 //! histogram, bytes in and out, in-flight exchanges, up, draining, weight, failures and
 //! health-check results. Process-wide: client connections, workers busy and idle, queued
-//! connections, retries, rejected connections, sluice's own answers, and host numbers. Pure.
+//! connections, retries, rejected connections, sluice's own answers, and host numbers. Per
+//! route with edge controls (label `route`): refusals by `reason`, rate-limited clients. Pure.
 
-use super::snapshot::{PoolSnapshot, ServerSnapshot, Snapshot};
+use super::snapshot::{EdgeSnapshot, PoolSnapshot, ServerSnapshot, Snapshot};
 use crate::ops::host;
 use crate::ops::metrics::{DURATION_BUCKETS_MICROS, STATUS_CLASSES};
 use std::fmt::Write;
@@ -17,6 +18,7 @@ pub fn render(s: &Snapshot) -> String {
     let mut out = Text(String::with_capacity(16 * 1024));
     render_process(&mut out, s);
     render_backends(&mut out, &s.pools);
+    render_edges(&mut out, &s.edges);
     render_host(&mut out, &s.host);
     out.0
 }
@@ -52,6 +54,33 @@ impl Text {
 /// Backslash, double quote and line feed are escaped in label values.
 fn escape_label(value: &str) -> String {
     value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// Refusals by route and reason, and each rate limiter's table size; nothing without routes
+/// that have edge controls.
+fn render_edges(out: &mut Text, edges: &[EdgeSnapshot]) {
+    if edges.is_empty() {
+        return;
+    }
+    let name = "sluice_edge_refusals_total";
+    out.header(
+        name,
+        "counter",
+        "Requests refused by a route's edge controls, by reason (403 denied, 429 rate_limited, 401 unauthorized).",
+    );
+    for e in edges {
+        for (reason, n) in &e.refused {
+            out.sample(name, &[("route", &e.route), ("reason", reason.name())], n);
+        }
+    }
+    let name = "sluice_edge_rate_limit_clients";
+    let limited: Vec<_> = edges.iter().filter_map(|e| Some((&e.route, e.rate_limit_clients?))).collect();
+    if !limited.is_empty() {
+        out.header(name, "gauge", "Client addresses a route's rate limiter remembers (at most its maxClients).");
+        for (route, n) in limited {
+            out.sample(name, &[("route", route)], n);
+        }
+    }
 }
 
 fn render_process(out: &mut Text, s: &Snapshot) {

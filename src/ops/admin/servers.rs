@@ -8,9 +8,10 @@
 use super::http::{Request, Response};
 use crate::backend::Backend;
 use crate::config::resolve::resolve_server;
-use crate::config::{parse_server_object, PoolConfig, ServerConfig};
+use crate::config::{parse_server_object, ServerConfig};
 use crate::health;
 use crate::ops::changes::{Place, RuntimeChanges};
+use crate::pool::Pool;
 use crate::runtime::{Runtime, State};
 use log::info;
 use serde_json::{json, Value};
@@ -38,7 +39,7 @@ pub fn add(runtime: &Runtime, request: &Request) -> Response {
         return Response::error(400, &format!("pool {pool_name:?} takes {scheme}:// backends, not {}", server.url));
     }
     let backend = Arc::new(Backend::new(server.clone()));
-    let probe = first_probe(&backend, &pool.config);
+    let probe = first_probe(&backend, pool);
     drop(state);
     let added = runtime.change_state(|current| {
         if current.pool(Some(&pool_name)).is_some_and(|p| p.backends.iter().any(|b| b.url() == server.url)) {
@@ -85,8 +86,8 @@ fn read_new_server(body: &[u8]) -> Result<(Option<String>, ServerConfig), Respon
 
 /// Probes a backend about to be added: passing, it starts healthy; failing, it starts down and
 /// needs `rise` passing probes, like any backend that went down.
-fn first_probe(backend: &Backend, pool: &PoolConfig) -> Result<(), String> {
-    let probe = health::probe(backend, &pool.health_check, pool.protocol);
+fn first_probe(backend: &Backend, pool: &Pool) -> Result<(), String> {
+    let probe = health::probe(backend, pool);
     backend.metrics.record_health_check(probe.is_ok());
     if probe.is_err() {
         backend.set_healthy(false);

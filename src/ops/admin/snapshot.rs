@@ -7,6 +7,8 @@
 
 use super::rates::{Recent, Windows};
 use crate::backend::Backend;
+use crate::config::Config;
+use crate::edge::Reason;
 use crate::ops::changes::{Place, RuntimeChanges};
 use crate::ops::host;
 use crate::ops::metrics::{ExchangeSnapshot, SlowClientsSnapshot};
@@ -28,7 +30,31 @@ pub struct Snapshot {
     /// Exchanges sluice answered itself.
     pub own_answers: ExchangeSnapshot,
     pub pools: Vec<PoolSnapshot>,
+    /// Routes with edge controls, in the order of the listeners and their routes.
+    pub edges: Vec<EdgeSnapshot>,
     pub host: host::Sample,
+}
+
+/// One route's edge controls: refusals by reason, and the rate limiter's table size.
+pub struct EdgeSnapshot {
+    /// Such as `listeners[0].routes[1]`.
+    pub route: String,
+    /// In the order of [`Reason::ALL`].
+    pub refused: [(Reason, u64); 3],
+    /// Addresses the rate limiter remembers; `None` without `rateLimit`.
+    pub rate_limit_clients: Option<usize>,
+}
+
+fn edge_snapshots(config: &Config) -> Vec<EdgeSnapshot> {
+    let routes = config.listeners.iter().flat_map(|l| l.routes.iter());
+    routes
+        .filter_map(|route| route.edge.as_deref())
+        .map(|edge| EdgeSnapshot {
+            route: edge.route().to_string(),
+            refused: Reason::ALL.map(|reason| (reason, edge.refusals().count(reason))),
+            rate_limit_clients: edge.tracked_clients(),
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,6 +191,7 @@ pub fn take(runtime: &Runtime, windows: &Windows) -> Snapshot {
         retries: runtime.metrics.retries(),
         own_answers: runtime.metrics.own_answers.snapshot(),
         pools,
+        edges: edge_snapshots(&state.config),
         host: host::sample(),
     }
 }

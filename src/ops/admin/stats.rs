@@ -3,10 +3,11 @@
 //! Top level: `version`, `uptimeSeconds`, connections, workers, retries, sluice's own
 //! answers, host numbers, a summary per pool, and `servers`: one object per backend with its
 //! pool, `url`, `healthy`, `draining`, `weight`, `activeConnections`, `requests`, `failures`,
-//! responses by class, bytes, lifetime latency and `recent` rates. Pure.
+//! responses by class, bytes, lifetime latency and `recent` rates; and `edge`: per route with
+//! edge controls, its `route`, `refused` by reason and `rateLimitClients`. Pure.
 
 use super::rates::Recent;
-use super::snapshot::{ServerSnapshot, SlowClients, Snapshot};
+use super::snapshot::{EdgeSnapshot, ServerSnapshot, SlowClients, Snapshot};
 use crate::ops::host;
 use crate::ops::metrics::{ExchangeSnapshot, STATUS_CLASSES};
 use serde_json::{json, Map, Value};
@@ -49,7 +50,14 @@ pub fn render(s: &Snapshot) -> Value {
         "host": host_json(&s.host),
         "pools": pools,
         "servers": servers,
+        "edge": s.edges.iter().map(edge_json).collect::<Vec<Value>>(),
     })
+}
+
+fn edge_json(e: &EdgeSnapshot) -> Value {
+    let refused: Map<String, Value> =
+        e.refused.iter().map(|(reason, n)| (reason.name().to_string(), json!(n))).collect();
+    json!({"route": e.route, "refused": refused, "rateLimitClients": e.rate_limit_clients})
 }
 
 fn server_json(pool: &str, s: &ServerSnapshot) -> Value {

@@ -57,6 +57,8 @@ pub enum BackendError {
     QueueTimedOut,
     /// Every backend tried (up to the pool's `retries`) failed before taking the request.
     Unreachable,
+    /// As `Unreachable`, the last one because its TLS certificate was not trusted.
+    Untrusted,
     /// The connection failed at `stage`, before any response byte, and the retry rule says
     /// the request must not be sent again.
     Failed { stage: Stage, error: io::Error },
@@ -84,6 +86,7 @@ impl BackendError {
             BackendError::Unavailable { .. } | BackendError::QueueTimedOut => 503,
             BackendError::TimedOut(_) => 504,
             BackendError::Unreachable
+            | BackendError::Untrusted
             | BackendError::Failed { .. }
             | BackendError::BodyNotTaken(_)
             | BackendError::InvalidResponse(_) => 502,
@@ -96,6 +99,7 @@ impl BackendError {
             BackendError::Unavailable { .. } => "no backend available",
             BackendError::QueueTimedOut => "every backend is at its connection limit",
             BackendError::Unreachable => "no backend could be reached",
+            BackendError::Untrusted => "the backend's TLS certificate is not trusted",
             BackendError::Failed { .. } => "backend closed the connection before answering",
             BackendError::BodyNotTaken(_) => "backend failed while receiving the request",
             BackendError::TimedOut(_) => "backend did not answer in time",
@@ -115,8 +119,20 @@ impl BackendError {
     /// Whether the client connection must close after the answer: when the backend broke off
     /// mid-exchange, sluice no longer knows where the request's bytes ended.
     pub fn closes_connection(&self) -> bool {
-        !matches!(self, BackendError::Unavailable { .. } | BackendError::QueueTimedOut | BackendError::Unreachable)
+        !matches!(
+            self,
+            BackendError::Unavailable { .. }
+                | BackendError::QueueTimedOut
+                | BackendError::Unreachable
+                | BackendError::Untrusted
+        )
     }
+}
+
+/// Whether a connection failed because the backend's TLS certificate was not trusted.
+pub fn is_untrusted_certificate(error: &io::Error) -> bool {
+    let inner = error.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>());
+    matches!(inner, Some(rustls::Error::InvalidCertificate(_)))
 }
 
 impl fmt::Display for BackendError {
@@ -172,6 +188,7 @@ mod tests {
             (BackendError::from_no_slot(NoSlot::Unavailable, false, 2), 503, Some(2), false),
             (BackendError::from_no_slot(NoSlot::QueueTimedOut, false, 2), 503, Some(1), false),
             (BackendError::from_no_slot(NoSlot::Unavailable, true, 2), 502, None, false),
+            (BackendError::Untrusted, 502, None, false),
             (BackendError::Failed { stage: Stage::BeforeResponse { reused: false }, error: reset() }, 502, None, true),
             (BackendError::BodyNotTaken(reset()), 502, None, true),
             (BackendError::TimedOut(Duration::from_secs(1)), 504, None, true),

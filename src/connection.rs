@@ -480,7 +480,7 @@ fn has_input(stream: &mut BufferedStream<ClientTransport>) -> bool {
 
 /// Counts a TLS handshake when the connection's first head read ends: done when TLS is
 /// through its handshake, failed when the client broke the protocol or did not finish in
-/// time (a client that connected and left without a byte is neither).
+/// time or left half way (a client that connected and left without a byte is neither).
 fn note_handshake(runtime: &Runtime, transport: &ClientTransport, read: &Result<(), HeadError>) {
     let Transport::Tls(tls) = transport else { return };
     if !tls.tls.is_handshaking() {
@@ -492,7 +492,9 @@ fn note_handshake(runtime: &Runtime, transport: &ClientTransport, read: &Result<
             debug!("TLS handshake failed: {e}");
             runtime.metrics.tls.handshake_failed();
         }
-        Err(HeadError::TimedOut { .. } | HeadError::Truncated) => runtime.metrics.tls.handshake_failed(),
+        Err(HeadError::TimedOut { .. } | HeadError::Truncated | HeadError::Closed) if tls.received > 0 => {
+            runtime.metrics.tls.handshake_failed()
+        }
         _ => {}
     }
 }

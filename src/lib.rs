@@ -7,7 +7,9 @@
 //! other: lower layers know nothing of higher ones.
 //!
 //! 1. [`server`]: an acceptor thread blocks in `accept()` ([`net`]), counts the connection
-//!    against `limits.maxConnections`, and queues it for the worker pool.
+//!    against `limits.maxConnections`, and queues it for the worker pool. On a TLS listener
+//!    the socket is wrapped in a [`transport::Transport`], whose handshake runs on the first
+//!    reads like the bytes of a head ([`tls`] holds the certificates).
 //! 2. [`connection`]: a worker loops over the connection's requests, reading each head with
 //!    [`http::head`] under the client timeouts; idle connections wait in the
 //!    [`waiting_room`] while workers are scarce. Heads and buffers are refilled in storage

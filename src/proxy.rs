@@ -18,7 +18,7 @@
 //! connections dying before a response also count towards passive health.
 
 use crate::backend::{Backend, Upstream};
-use crate::backend_error::{after_failure, BackendError, NextStep, Stage};
+use crate::backend_error::{after_failure, is_untrusted_certificate, BackendError, NextStep, Stage};
 use crate::edge::Edge;
 use crate::exchange::{
     answer, may_keep_alive, refuse, Context, ExchangeIo, Outcome, PacedWrite, BACKEND_BUFFER_BYTES, CLIENT_CLOSED,
@@ -76,12 +76,17 @@ pub fn exchange(ctx: &Context, client: &mut ExchangeIo, head: &mut RequestHead) 
     let head: &RequestHead = head;
     let sticky = pool.config.sticky.as_ref().and_then(|s| find_cookie(head, &s.cookie));
     let mut tried = Vec::new();
+    // Whether the last backend tried failed for want of a trusted TLS certificate.
+    let mut untrusted = false;
     loop {
         let wanted = PickRequest { client: client.peer.ip(), tried: &tried, sticky };
         let slot = match pool.acquire(&wanted, ctx.state.config.timeouts.queue) {
             Ok(slot) => slot,
             Err(why) => {
-                let error = BackendError::from_no_slot(why, !tried.is_empty(), pool.retry_after_secs());
+                let error = match BackendError::from_no_slot(why, !tried.is_empty(), pool.retry_after_secs()) {
+                    BackendError::Unreachable if untrusted => BackendError::Untrusted,
+                    error => error,
+                };
                 return answer_backend_error(client, &error, keep);
             }
         };
@@ -107,8 +112,10 @@ pub fn exchange(ctx: &Context, client: &mut ExchangeIo, head: &mut RequestHead) 
         if after_failure(stage, replayable) != NextStep::OtherBackend {
             return answer_backend_error(client, &error, keep);
         }
+        untrusted = matches!(&error, BackendError::Failed { error, .. } if is_untrusted_certificate(error));
         if tried.len() > pool.config.retries as usize {
-            return answer_backend_error(client, &BackendError::Unreachable, keep);
+            let error = if untrusted { BackendError::Untrusted } else { BackendError::Unreachable };
+            return answer_backend_error(client, &error, keep);
         }
         ctx.runtime.metrics.record_retry();
     }

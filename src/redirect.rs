@@ -21,16 +21,10 @@ use std::sync::Arc;
 
 /// Answers one request with a redirect to a backend.
 pub fn answer(ctx: &Context, client: &mut ExchangeIo, head: &mut RequestHead) -> Outcome {
-    if let Err(e) = check_request(head) {
-        return refuse(client, e);
-    }
-    let framing = match request_framing(head) {
-        Ok(framing) => framing,
-        Err(e) => return refuse(client, e),
+    let keep_alive = match check(ctx, client, head) {
+        Ok(keep_alive) => keep_alive,
+        Err(refused) => return refused,
     };
-    // A request body is not read: a 307 asks the client to send it again, to the backend.
-    // So a request with one ends the connection.
-    let keep_alive = framing == BodyFraming::Empty && may_keep_alive(ctx.runtime, head);
     let Some(pool) = ctx.state.listener_pool(ctx.listener) else {
         return send(client, head, canned_response(404, "no pool for this listener", &[], true), 404, false);
     };
@@ -49,6 +43,16 @@ pub fn answer(ctx: &Context, client: &mut ExchangeIo, head: &mut RequestHead) ->
     outcome
 }
 
+/// Checks a request to be answered with a redirect and says whether the connection may carry
+/// another after it; a refused request gets its answer as the error. A request body is not
+/// read: the redirect asks the client to send it again elsewhere, so a request with one ends
+/// the connection.
+fn check(ctx: &Context, client: &mut ExchangeIo, head: &mut RequestHead) -> Result<bool, Outcome> {
+    check_request(head).map_err(|e| refuse(client, e))?;
+    let framing = request_framing(head).map_err(|e| refuse(client, e))?;
+    Ok(framing == BodyFraming::Empty && may_keep_alive(ctx.runtime, head))
+}
+
 /// Where ACME's HTTP-01 challenges are fetched; never redirected to https.
 pub const ACME_CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
 
@@ -59,14 +63,10 @@ pub fn redirects_to_https(head: &RequestHead) -> bool {
 
 /// Answers one request with `308` to `https://` on `port`, same host and target.
 pub fn to_https(ctx: &Context, client: &mut ExchangeIo, head: &mut RequestHead, port: u16) -> Outcome {
-    if let Err(e) = check_request(head) {
-        return refuse(client, e);
-    }
-    let framing = match request_framing(head) {
-        Ok(framing) => framing,
-        Err(e) => return refuse(client, e),
+    let keep_alive = match check(ctx, client, head) {
+        Ok(keep_alive) => keep_alive,
+        Err(refused) => return refused,
     };
-    let keep_alive = framing == BodyFraming::Empty && may_keep_alive(ctx.runtime, head);
     let Some(host) = head.value("host").and_then(request_host) else {
         let response = canned_response(400, "a Host field is needed to redirect to https", &[], true);
         return send(client, head, response, 400, false);

@@ -13,9 +13,8 @@
 //! Also the non-blocking steps the tunnel uses ([`Transport::read_now`],
 //! [`Transport::write_now`]), and `close_notify` on the way out.
 
-use crate::http::stream::TimedRead;
+use crate::http::stream::{is_progress_only, progress_only, TimedRead};
 use rustls::{ClientConnection, ConnectionCommon, ServerConnection, SideData};
-use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::ops::{Deref, DerefMut};
@@ -35,6 +34,8 @@ pub enum Transport<C> {
 pub struct TlsSocket<C> {
     pub tls: C,
     pub socket: TcpStream,
+    /// TLS bytes read from the socket so far (a handshake that never began has none).
+    pub received: u64,
 }
 
 /// What a non-blocking read found.
@@ -45,28 +46,6 @@ pub enum ReadNow {
     Nothing,
     /// The peer finished sending.
     Eof,
-}
-
-/// The error a TLS read returns when it took bytes from the socket but has no plaintext yet.
-#[derive(Debug)]
-struct ProgressOnly;
-
-impl fmt::Display for ProgressOnly {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("TLS bytes arrived, but no whole record yet")
-    }
-}
-
-impl std::error::Error for ProgressOnly {}
-
-/// Whether `e` says a read made progress on TLS records without producing plaintext: read
-/// again (after deciding whether to wait elsewhere).
-pub fn is_progress_only(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::Interrupted && e.get_ref().is_some_and(|inner| inner.is::<ProgressOnly>())
-}
-
-fn progress_only() -> io::Error {
-    io::Error::new(io::ErrorKind::Interrupted, ProgressOnly)
 }
 
 impl<C> Transport<C> {
@@ -91,7 +70,7 @@ where
     /// Wraps `socket` in TLS with `tls`, a new connection whose handshake happens on the first
     /// reads and writes.
     pub fn tls(tls: C, socket: TcpStream) -> Transport<C> {
-        Transport::Tls(Box::new(TlsSocket { tls, socket }))
+        Transport::Tls(Box::new(TlsSocket { tls, socket, received: 0 }))
     }
 
     /// Whether decrypted bytes wait inside TLS, which the socket no longer shows as readable.
@@ -191,6 +170,7 @@ where
         }
         self.send_pending_now()?;
         let arrived = self.tls.read_tls(&mut self.socket)?;
+        self.received += arrived as u64;
         let state = self.tls.process_new_packets().map_err(|e| {
             // Tell the peer why (the alert rustls queued), then give up on the connection.
             let _ = self.tls.write_tls(&mut self.socket);

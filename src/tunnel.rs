@@ -65,9 +65,6 @@ impl Direction {
         if !self.wants_input() {
             return Ok(false);
         }
-        if self.start == self.end {
-            (self.start, self.end) = (0, 0);
-        }
         match from.read_now(&mut self.buf[self.end..])? {
             ReadNow::Data(n) => self.end += n,
             ReadNow::Nothing => return Ok(false),
@@ -85,6 +82,10 @@ impl Direction {
             self.start += n;
             self.carried += n as u64;
             moved = n > 0;
+            if self.start == self.end {
+                // All out: the whole buffer is free again.
+                (self.start, self.end) = (0, 0);
+            }
         } else if to.has_pending_output() {
             to.send_pending_now()?;
         }
@@ -207,6 +208,34 @@ mod tests {
         assert_eq!(got, "early-down down");
         let carried = worker.join().unwrap();
         assert_eq!(carried, Carried { client_to_backend: 11, backend_to_client: 15 });
+    }
+
+    #[test]
+    fn carries_many_times_its_buffer_in_one_direction_while_the_other_stays_open() {
+        let (mut client, client_side) = pair();
+        let (backend_side, mut backend) = pair();
+        let worker = thread::spawn(move || {
+            let (mut client_side, mut backend_side) = (plain(client_side), plain(backend_side));
+            let client_end = End { pipe: &mut client_side, already_read: b"" };
+            let backend_end = End { pipe: &mut backend_side, already_read: b"" };
+            run(client_end, backend_end, Duration::from_secs(5)).unwrap()
+        });
+        let total = 40 * TUNNEL_BUFFER_BYTES;
+        let writer = thread::spawn(move || {
+            // Exactly one buffer at a time, so reads fill it to the last byte.
+            let block = vec![b'z'; TUNNEL_BUFFER_BYTES];
+            for _ in 0..40 {
+                client.write_all(&block).unwrap();
+            }
+            client
+        });
+        let mut got = vec![0u8; total];
+        backend.read_exact(&mut got).unwrap();
+        assert!(got.iter().all(|&b| b == b'z'));
+        let client = writer.join().unwrap();
+        drop(client);
+        drop(backend);
+        assert_eq!(worker.join().unwrap().client_to_backend, total as u64);
     }
 
     #[test]

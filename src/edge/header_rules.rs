@@ -6,21 +6,15 @@
 //!
 //! `set` replaces every field of that name (names match in any case) with one field;
 //! `remove` drops every field of that name. The fields that carry a connection or the
-//! message's framing are sluice's alone and cannot be named: see [`RESERVED`].
+//! message's framing are sluice's alone and cannot be named: see [`is_reserved`].
 
-/// Fields no rule may set or remove: hop-by-hop fields, the framing fields sluice writes
-/// from the framing it decided, and `Host`.
-pub const RESERVED: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "content-length",
-    "host",
-];
+use crate::http::headers::NOT_FORWARDED;
+
+/// Whether no rule may set or remove field `name` (lower-case): the hop-by-hop fields and the
+/// framing fields sluice writes from the framing it decided (`NOT_FORWARDED`), and `Host`.
+pub fn is_reserved(name: &str) -> bool {
+    name == "host" || NOT_FORWARDED.contains(&name)
+}
 
 /// One direction's rules.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -75,14 +69,14 @@ fn line_length(bytes: &[u8]) -> Option<usize> {
     bytes.windows(2).position(|w| w == b"\r\n").map(|i| i + 2)
 }
 
-/// Checks a rule's field name: an HTTP token, not one of [`RESERVED`].
+/// Checks a rule's field name: an HTTP token, not a reserved one ([`is_reserved`]).
 pub fn check_name(name: &str) -> Result<(), String> {
     let is_token =
         !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
     if !is_token {
         return Err(format!("{name:?} is not a header field name"));
     }
-    if RESERVED.iter().any(|r| name.eq_ignore_ascii_case(r)) {
+    if is_reserved(&name.to_ascii_lowercase()) {
         return Err(format!(
             "{name:?} is a hop-by-hop or framing field that sluice writes itself; header rules cannot set or remove it"
         ));

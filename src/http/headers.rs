@@ -14,8 +14,8 @@ use std::io::Write;
 use std::net::IpAddr;
 
 /// Fields that describe one connection, not the message, plus the framing fields that sluice
-/// writes itself.
-const NOT_FORWARDED: &[&str] = &[
+/// writes itself. (Header rules may not touch them either: `edge::header_rules`.)
+pub const NOT_FORWARDED: &[&str] = &[
     "connection",
     "keep-alive",
     "proxy-connection",

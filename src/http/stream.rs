@@ -10,11 +10,10 @@
 //! rather than read again, so that the head reader decides where to wait.
 
 use crate::pace::{too_slow, Pace};
+use std::fmt;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
-
-pub use crate::transport::is_progress_only;
 
 /// What a [`BufferedStream`] reads from: a socket, whose read timeout can be set.
 pub trait TimedRead: Read {
@@ -197,4 +196,26 @@ pub fn write_both(mut out: impl Write, mut first: &[u8], mut second: &[u8]) -> i
 /// Is this the error a socket timeout gives?
 pub fn is_timeout(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+}
+
+/// The error a TLS read ([`crate::transport`]) returns when it took bytes from the socket but has no plaintext yet.
+#[derive(Debug)]
+struct ProgressOnly;
+
+impl fmt::Display for ProgressOnly {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TLS bytes arrived, but no whole record yet")
+    }
+}
+
+impl std::error::Error for ProgressOnly {}
+
+/// Whether `e` says a read made progress on TLS records without producing plaintext: read
+/// again (after deciding whether to wait elsewhere).
+pub fn is_progress_only(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::Interrupted && e.get_ref().is_some_and(|inner| inner.is::<ProgressOnly>())
+}
+
+pub fn progress_only() -> io::Error {
+    io::Error::new(io::ErrorKind::Interrupted, ProgressOnly)
 }

@@ -28,7 +28,7 @@ pub fn client_config(
     source: &str,
     key: &str,
 ) -> Result<Arc<ClientConfig>, ConfigError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .map_err(|e| ConfigError { file: source.into(), key: key.into(), problem: e.to_string() })?;

@@ -3,7 +3,7 @@
 //! wildcard for exactly one more label, else the first certificate).
 
 use crate::config::{CertificateFiles, ConfigError};
-use rustls::crypto::ring::sign::any_supported_type;
+use rustls::crypto::aws_lc_rs::sign::any_supported_type;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};

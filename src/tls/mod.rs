@@ -5,7 +5,8 @@
 //! certificates stay) and for `--check`. The result lives in the runtime's snapshot, so new
 //! handshakes use the newest certificates while open connections keep theirs.
 //!
-//! rustls runs with the `ring` provider: TLS 1.2 and 1.3 only, ALPN `http/1.1` on HTTP
+//! rustls runs with the `aws-lc-rs` provider (faster than `ring` here, measured by
+//! `scripts/tls-providers.sh`): TLS 1.2 and 1.3 only, ALPN `http/1.1` on HTTP
 //! listeners, session resumption by tickets and by a session cache.
 
 pub mod backend;
@@ -80,7 +81,7 @@ fn server_config(tls: &ListenerTls, certificates: Arc<SniResolver>, alpn: bool) 
         TlsVersion::V1_2 => &[&TLS13, &TLS12],
         TlsVersion::V1_3 => &[&TLS13],
     };
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(versions)
         .map_err(|e| e.to_string())?
@@ -89,7 +90,7 @@ fn server_config(tls: &ListenerTls, certificates: Arc<SniResolver>, alpn: bool) 
     if alpn {
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
     }
-    config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| e.to_string())?;
+    config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| e.to_string())?;
     Ok(Arc::new(config))
 }
 

@@ -7,7 +7,7 @@
 //! connections, retries, rejected connections, sluice's own answers, and host numbers. Per
 //! route with edge controls (label `route`): refusals by `reason`, rate-limited clients. Pure.
 
-use super::snapshot::{EdgeSnapshot, PoolSnapshot, ServerSnapshot, Snapshot};
+use super::snapshot::{EdgeSnapshot, PoolSnapshot, ServerSnapshot, Snapshot, TlsSnapshot};
 use crate::ops::host;
 use crate::ops::metrics::{DURATION_BUCKETS_MICROS, STATUS_CLASSES};
 use std::fmt::Write;
@@ -19,6 +19,7 @@ pub fn render(s: &Snapshot) -> String {
     render_process(&mut out, s);
     render_backends(&mut out, &s.pools);
     render_edges(&mut out, &s.edges);
+    render_tls(&mut out, &s.tls);
     render_host(&mut out, &s.host);
     out.0
 }
@@ -80,6 +81,21 @@ fn render_edges(out: &mut Text, edges: &[EdgeSnapshot]) {
         for (route, n) in limited {
             out.sample(name, &[("route", route)], n);
         }
+    }
+}
+
+fn render_tls(out: &mut Text, tls: &TlsSnapshot) {
+    out.single("sluice_tls_handshakes_total", "counter", "TLS handshakes with clients that finished.", tls.handshakes);
+    out.single(
+        "sluice_tls_handshake_failures_total",
+        "counter",
+        "TLS handshakes with clients that failed: a protocol error, or not finished in time.",
+        tls.handshake_failures,
+    );
+    let name = "sluice_tls_certificate_expiry_seconds";
+    out.header(name, "gauge", "When each listener certificate expires, in seconds since the Unix epoch.");
+    for c in &tls.certificates {
+        out.sample(name, &[("listener", &c.listener), ("cert", &c.cert)], c.not_after);
     }
 }
 

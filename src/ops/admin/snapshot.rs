@@ -12,7 +12,7 @@ use crate::edge::Reason;
 use crate::ops::changes::{Place, RuntimeChanges};
 use crate::ops::host;
 use crate::ops::metrics::{ExchangeSnapshot, SlowClientsSnapshot};
-use crate::runtime::Runtime;
+use crate::runtime::{Runtime, State};
 use std::time::{Duration, Instant};
 
 pub struct Snapshot {
@@ -32,7 +32,42 @@ pub struct Snapshot {
     pub pools: Vec<PoolSnapshot>,
     /// Routes with edge controls, in the order of the listeners and their routes.
     pub edges: Vec<EdgeSnapshot>,
+    pub tls: TlsSnapshot,
     pub host: host::Sample,
+}
+
+/// TLS handshakes with clients, and the certificates TLS listeners serve.
+pub struct TlsSnapshot {
+    pub handshakes: u64,
+    pub handshake_failures: u64,
+    pub certificates: Vec<CertificateSnapshot>,
+}
+
+pub struct CertificateSnapshot {
+    /// The listener's address.
+    pub listener: String,
+    /// The certificate file.
+    pub cert: String,
+    pub names: Vec<String>,
+    /// Seconds since the Unix epoch.
+    pub not_after: i64,
+}
+
+fn tls_snapshot(runtime: &Runtime, state: &State) -> TlsSnapshot {
+    let (handshakes, handshake_failures) = runtime.metrics.tls.counts();
+    let listeners = state.config.listeners.iter().zip(&state.tls.certificates);
+    let certificates = listeners
+        .filter_map(|(listener, resolver)| Some((listener, resolver.as_ref()?)))
+        .flat_map(|(listener, resolver)| {
+            resolver.certificates.iter().map(move |c| CertificateSnapshot {
+                listener: listener.addr.to_string(),
+                cert: c.files.cert.display().to_string(),
+                names: c.names.clone(),
+                not_after: c.not_after,
+            })
+        })
+        .collect();
+    TlsSnapshot { handshakes, handshake_failures, certificates }
 }
 
 /// One route's edge controls: refusals by reason, and the rate limiter's table size.
@@ -192,6 +227,7 @@ pub fn take(runtime: &Runtime, windows: &Windows) -> Snapshot {
         own_answers: runtime.metrics.own_answers.snapshot(),
         pools,
         edges: edge_snapshots(&state.config),
+        tls: tls_snapshot(runtime, &state),
         host: host::sample(),
     }
 }

@@ -7,7 +7,7 @@
 //! edge controls, its `route`, `refused` by reason and `rateLimitClients`. Pure.
 
 use super::rates::Recent;
-use super::snapshot::{EdgeSnapshot, ServerSnapshot, SlowClients, Snapshot};
+use super::snapshot::{EdgeSnapshot, ServerSnapshot, SlowClients, Snapshot, TlsSnapshot};
 use crate::ops::host;
 use crate::ops::metrics::{ExchangeSnapshot, STATUS_CLASSES};
 use serde_json::{json, Map, Value};
@@ -51,7 +51,17 @@ pub fn render(s: &Snapshot) -> Value {
         "pools": pools,
         "servers": servers,
         "edge": s.edges.iter().map(edge_json).collect::<Vec<Value>>(),
+        "tls": tls_json(&s.tls),
     })
+}
+
+fn tls_json(tls: &TlsSnapshot) -> Value {
+    let certificates: Vec<Value> = tls
+        .certificates
+        .iter()
+        .map(|c| json!({"listener": c.listener, "cert": c.cert, "names": c.names, "notAfter": c.not_after}))
+        .collect();
+    json!({"handshakes": tls.handshakes, "handshakeFailures": tls.handshake_failures, "certificates": certificates})
 }
 
 fn edge_json(e: &EdgeSnapshot) -> Value {

@@ -261,7 +261,7 @@ fn read_head<S: TimedRead>(
             if let Some(len) = parse(src.buffered())? {
                 if len > max_bytes {
                     // The buffer may be larger than a head may be (it also holds small bodies).
-                    return Err(HeadError::TooLarge);
+                    return Err(too_large(&src.buffered()[..max_bytes]));
                 }
                 src.consume(len);
                 return Ok(());

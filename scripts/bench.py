@@ -6,7 +6,7 @@ it can also be run by hand:
 
     python3 scripts/bench.py [--quick] [--reps N] [--duration S] [--warmup S]
                              [--systems direct,nginx,haproxy,pen,sluice]
-                             [--scenarios ka_small,close_small,big_1mib,c1000]
+                             [--scenarios ka_small,close_small,big_1mib,c1000,tls_ka,tls_handshake]
                              [--sluice-bin PATH] [--json FILE]
                              [--backend-ports 25001,25002,25003] [--lb-port 28080]
                              [--workdir DIR] [--keep-tmp]
@@ -20,10 +20,10 @@ README's tables are printed from those files, never typed in.
 What it does, in order:
   1. One nginx process with three `server` blocks = three backends on 127.0.0.1
      (`/` answers "hello from N\\n", `/big` answers exactly 1 MiB, `/__stub` is stub_status).
-  2. For every rep, for every scenario, for every system (the system order is rotated each
-     rep so slow drift hits all systems alike): start that balancer on 127.0.0.1:LB_PORT
-     (fresh process per run), check it answers 200 from all three backends, warm up with
-     wrk, then one measured wrk run (-t1 --latency) while
+  2. For every rep, for every scenario, for every system that takes part in it (the system
+     order is rotated each rep so slow drift hits all systems alike): start that balancer
+     on 127.0.0.1:LB_PORT (fresh process per run), check it answers 200 from all three
+     backends, warm up with wrk, then one measured wrk run (-t1 --latency) while
        - a starvation probe opens a fresh connection every 0.25 s, sends `GET /` with
          `Connection: close`, and must get a complete 2xx answer within 2 s;
        - a sampler sums VmRSS over the balancer's process tree every 100 ms (peak kept);
@@ -31,6 +31,23 @@ What it does, in order:
      of all its processes), its CPU time, and the backends' stub_status `accepts` counter.
   3. Prints one row per scenario x system (medians over reps), then sluice/peer ratios,
      and writes everything as JSON.
+
+The TLS rows (tls_ka, tls_handshake) measure what terminating TLS at the front costs each
+balancer; the backends stay plain HTTP. Once per run, `openssl` makes one self-signed ECDSA
+P-256 certificate for 127.0.0.1 (CN localhost, SAN IP:127.0.0.1) in the work dir, and nginx,
+HAProxy and sluice all serve that same certificate and key, TLS 1.2 and 1.3, ALPN http/1.1,
+with their default session resumption on. wrk speaks https:// to them (it does not verify
+certificates); the pre-run check and the starvation probe speak TLS too and do verify against
+the generated certificate, so a row also proves the balancer served that very certificate.
+  tls_ka         keep-alive over TLS, c=64, GET /: the cost of record encryption per small
+                 request, handshakes amortised away (the TLS twin of ka_small);
+  tls_handshake  `Connection: close` over TLS, c=32, GET /: one TLS handshake per request
+                 (the twin of close_small). wrk keeps a closed connection's TLS session and
+                 offers it on the next connect, so most of these are resumed handshakes
+                 (TLS 1.3 PSK with a fresh ECDHE exchange, no certificate signature), as a
+                 returning browser's would be; each probe is a full handshake.
+pen (a TCP relay without TLS) and `direct` (a plain backend) take no part in the TLS rows:
+those combinations are not run and have no row, and the printed output says so.
 
 Only the Python 3 standard library. Every address is 127.0.0.1. Every process started here
 is stopped by PID (SIGTERM, then SIGKILL to any leftover member of its process group); each
@@ -45,25 +62,43 @@ import os
 import re
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from typing import NamedTuple
 
 HOST = "127.0.0.1"
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 BIG_BYTES = 1 << 20
 ALL_SYSTEMS = ("direct", "nginx", "haproxy", "pen", "sluice")
 
-# name -> (url path, wrk connections, extra request headers)
+
+class Scenario(NamedTuple):
+    path: str  # what wrk asks for
+    conns: int  # wrk connections
+    headers: list[str]  # extra request headers
+    tls: bool = False  # the balancer's front speaks TLS (https:// for wrk and the probes)
+
+
 SCENARIOS = {
-    "ka_small": ("/", 64, []),
-    "close_small": ("/", 32, ["Connection: close"]),
-    "big_1mib": ("/big", 8, []),
-    "c1000": ("/", 1000, []),
+    "ka_small": Scenario("/", 64, []),
+    "close_small": Scenario("/", 32, ["Connection: close"]),
+    "big_1mib": Scenario("/big", 8, []),
+    "c1000": Scenario("/", 1000, []),
+    "tls_ka": Scenario("/", 64, [], tls=True),
+    "tls_handshake": Scenario("/", 32, ["Connection: close"], tls=True),
 }
+# the systems that terminate TLS; pen relays TCP and `direct` is a plain backend
+TLS_SYSTEMS = ("nginx", "haproxy", "sluice")
+
+
+def takes_part(system: str, scenario: str) -> bool:
+    """Whether `system` is measured in `scenario` (TLS scenarios: only TLS_SYSTEMS)."""
+    return not SCENARIOS[scenario].tls or system in TLS_SYSTEMS
 
 
 def log(msg: str) -> None:
@@ -276,10 +311,14 @@ def body_of(idx: int) -> bytes:
     return f"hello from {idx}\n".encode()
 
 
-def get(port: int, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
+def get(port: int, path: str, timeout: float = 5.0,
+        ctx: ssl.SSLContext | None = None) -> tuple[int, bytes]:
     """One GET on a fresh connection with Connection: close (so per-connection balancers
-    such as pen rotate too)."""
-    c = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    such as pen rotate too); over TLS when `ctx` is given."""
+    if ctx is None:
+        c = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    else:
+        c = http.client.HTTPSConnection(HOST, port, timeout=timeout, context=ctx)
     try:
         c.request("GET", path, headers={"Connection": "close"})
         r = c.getresponse()
@@ -298,26 +337,99 @@ def backend_accepts(port: int) -> int | None:
     return int(m.group(1)) if st == 200 and m else None
 
 
-def check_system(port: int, want: set[bytes], timeout: float = 10.0) -> str:
+def check_system(port: int, want: set[bytes], timeout: float = 10.0,
+                 ctx: ssl.SSLContext | None = None) -> str:
     """Gate before measuring: every answer 200, and the set `want` of backend bodies seen
-    within 30 requests (retried until `timeout`: health checks may need a moment)."""
+    within 30 requests (retried until `timeout`: health checks may need a moment). Over TLS
+    (`ctx`), the certificate must verify and ALPN must pick http/1.1; the answer names the
+    negotiated version and cipher."""
     deadline = time.monotonic() + timeout
     err = "no attempt"
     while time.monotonic() < deadline:
         seen: set[bytes] = set()
         try:
             for _ in range(30):
-                st, body = get(port, "/")
+                st, body = get(port, "/", ctx=ctx)
                 if st != 200:
                     raise RuntimeError(f"GET / answered {st} {body[:60]!r}")
                 seen.add(body)
                 if want <= seen:
-                    return f"200 from {len(seen)} distinct backend(s)"
+                    tls = f" over {tls_session(port, ctx)}" if ctx else ""
+                    return f"200 from {len(seen)} distinct backend(s){tls}"
             err = f"30 requests saw only {sorted(b.decode().strip() for b in seen)}"
         except (OSError, RuntimeError, http.client.HTTPException) as e:
             err = f"{type(e).__name__}: {e}"
         time.sleep(0.25)
     raise RuntimeError(f"check failed: {err}")
+
+
+# ============================================================================ TLS
+
+TLS_CERT_DESCRIPTION = (f"self-signed ECDSA P-256 (prime256v1), CN localhost, SAN IP:{HOST}, "
+                        "made per run by openssl req -x509")
+
+
+class TlsFiles(NamedTuple):
+    """The one certificate every system serves in the TLS scenarios, made per bench run."""
+    cert: str  # PEM certificate (self-signed, ECDSA P-256)
+    key: str  # PEM private key
+    combined: str  # certificate then key in one PEM file, as HAProxy's `crt` takes them
+    client: ssl.SSLContext  # trusts only `cert`; checks 127.0.0.1 against its SAN
+
+
+def make_certificate(work: str) -> TlsFiles:
+    """`openssl req -x509` into WORK/tls: ECDSA P-256, CN localhost, SAN IP:127.0.0.1."""
+    d = os.path.join(work, "tls")
+    os.makedirs(d, mode=0o755)
+    cert, key, combined = (os.path.join(d, n) for n in ("cert.pem", "key.pem", "combined.pem"))
+    argv = ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-nodes", "-days", "2", "-subj", "/CN=localhost", "-addext", f"subjectAltName=IP:{HOST}",
+            "-keyout", key, "-out", cert]
+    p = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+    if p.returncode != 0:
+        raise RuntimeError(f"openssl could not make the certificate: {(p.stdout + p.stderr).strip()[-300:]}")
+    write(combined, (read_text(cert) or "") + (read_text(key) or ""))
+    os.chmod(combined, 0o600)
+    return TlsFiles(cert, key, combined, client_context(cert))
+
+
+def client_context(cert: str) -> ssl.SSLContext:
+    """What the check and the probes speak: verification on, against the generated
+    certificate only; ALPN http/1.1 like wrk's requests."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED and check_hostname
+    ctx.load_verify_locations(cert)
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
+def tls_session(port: int, ctx: ssl.SSLContext, timeout: float = 5.0) -> str:
+    """One handshake: `TLSv1.3 TLS_AES_256_GCM_SHA384` as negotiated; ALPN must be http/1.1."""
+    with socket.create_connection((HOST, port), timeout=timeout) as raw:
+        with ctx.wrap_socket(raw, server_hostname=HOST) as s:
+            alpn, version, cipher = s.selected_alpn_protocol(), s.version(), s.cipher()
+    if alpn != "http/1.1":
+        raise RuntimeError(f"ALPN chose {alpn!r}, not http/1.1")
+    return f"{version} {cipher[0] if cipher else '?'}"
+
+
+def open_client(port: int, deadline: float, ctx: ssl.SSLContext | None) -> socket.socket:
+    """A fresh connection to the balancer, with its TLS handshake done when `ctx` is given;
+    connect and handshake together end by `deadline` (time.monotonic()) or raise TimeoutError."""
+    def left() -> float:
+        t = deadline - time.monotonic()
+        if t <= 0:
+            raise TimeoutError
+        return t
+
+    raw = socket.create_connection((HOST, port), timeout=left())
+    if ctx is None:
+        return raw
+    try:
+        raw.settimeout(left())
+        return ctx.wrap_socket(raw, server_hostname=HOST)  # (takes over raw's descriptor)
+    except BaseException:
+        raw.close()
+        raise
 
 
 # ============================================================================ starvation probe
@@ -357,14 +469,15 @@ def response_complete(buf: bytes, eof: bool) -> tuple[bool, int | None]:
     return eof, status
 
 
-def probe_once(port: int, timeout: float) -> dict:
+def probe_once(port: int, timeout: float, ctx: ssl.SSLContext | None = None) -> dict:
     """outcome: ok (complete 2xx in time) | starved (no complete answer within `timeout`,
-    connect included) | failed (refused, reset, closed early, non-2xx)."""
+    connect and TLS handshake included) | failed (refused, reset, closed early, non-2xx, a
+    TLS error such as a certificate that does not verify)."""
     t0 = time.monotonic()
     deadline = t0 + timeout
     rec = {"sent": t0, "done": None, "outcome": "failed", "detail": ""}
     try:
-        with socket.create_connection((HOST, port), timeout=timeout) as s:
+        with open_client(port, deadline, ctx) as s:
             s.sendall(PROBE_REQ)
             buf = b""
             while True:
@@ -397,9 +510,9 @@ class Prober(threading.Thread):
     """While wrk runs, starts probe_once() every `every` s, each in its own thread (so a
     starved probe does not delay the next). finish() joins them (each bounded by `timeout`)."""
 
-    def __init__(self, port: int, every: float, timeout: float):
+    def __init__(self, port: int, every: float, timeout: float, ctx: ssl.SSLContext | None = None):
         super().__init__(daemon=True)
-        self.port, self.every, self.timeout = port, every, timeout
+        self.port, self.every, self.timeout, self.ctx = port, every, timeout, ctx
         self.recs: list[dict] = []
         self.threads: list[threading.Thread] = []
         self.lock = threading.Lock()
@@ -407,7 +520,7 @@ class Prober(threading.Thread):
         self.load_end: float | None = None
 
     def _one(self) -> None:
-        r = probe_once(self.port, self.timeout)
+        r = probe_once(self.port, self.timeout, self.ctx)
         with self.lock:
             self.recs.append(r)
 
@@ -468,11 +581,11 @@ def parse_wrk(out: str) -> dict:
 
 
 def run_wrk(args, scenario: str, port: int, seconds: float) -> tuple[dict, str]:
-    path, conns, headers = SCENARIOS[scenario]
-    argv = ["wrk", "-t1", f"-c{conns}", f"-d{seconds:g}s", "--latency", f"--timeout={args.wrk_timeout:g}s"]
-    for h in headers:
+    sc = SCENARIOS[scenario]
+    argv = ["wrk", "-t1", f"-c{sc.conns}", f"-d{seconds:g}s", "--latency", f"--timeout={args.wrk_timeout:g}s"]
+    for h in sc.headers:
         argv += ["-H", h]
-    argv.append(f"http://{HOST}:{port}{path}")
+    argv.append(f"{'https' if sc.tls else 'http'}://{HOST}:{port}{sc.path}")
     p = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
                        timeout=seconds + 20)
     out = p.stdout + p.stderr
@@ -509,15 +622,25 @@ def backend_nginx_conf(d: str, www: str, ports: list[int]) -> str:
     return nginx_head(d, "1") + "  sendfile on;\n" + servers + "}\n"
 
 
-def lb_nginx_conf(d: str, lb_port: int, ports: list[int]) -> str:
+def nginx_tls_lines(tls: TlsFiles | None) -> str:
+    """The TLS part of the balancer's `server` block: the bench certificate, TLS 1.2 and 1.3,
+    a session cache beside the default tickets (sluice and HAProxy resume sessions too)."""
+    if tls is None:
+        return ""
+    return (f"    ssl_certificate {tls.cert};\n    ssl_certificate_key {tls.key};\n"
+            f"    ssl_protocols TLSv1.2 TLSv1.3;\n    ssl_session_cache shared:bench_tls:10m;\n")
+
+
+def lb_nginx_conf(d: str, lb_port: int, ports: list[int], tls: TlsFiles | None = None) -> str:
     ups = "".join(f"    server {HOST}:{p};\n" for p in ports)  # default method: round robin
+    ssl_flag = " ssl" if tls else ""
     return nginx_head(d, "auto") + f"""  upstream backends {{
 {ups}    keepalive 64;
     keepalive_requests 1000000;
   }}
   server {{
-    listen {HOST}:{lb_port} backlog=4096;
-    location / {{
+    listen {HOST}:{lb_port}{ssl_flag} backlog=4096;
+{nginx_tls_lines(tls)}    location / {{
       proxy_pass http://backends;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
@@ -527,8 +650,10 @@ def lb_nginx_conf(d: str, lb_port: int, ports: list[int]) -> str:
 """
 
 
-def haproxy_conf(lb_port: int, ports: list[int]) -> str:
+def haproxy_conf(lb_port: int, ports: list[int], tls: TlsFiles | None = None) -> str:
     srv = "".join(f"    server s{i} {HOST}:{p} check inter 2s\n" for i, p in enumerate(ports, 1))
+    # HAProxy takes certificate and key from one file; its TLS session cache is on by default
+    ssl_opts = f" ssl crt {tls.combined} alpn http/1.1 ssl-min-ver TLSv1.2" if tls else ""
     return f"""global
     nbthread 2
     maxconn 4096
@@ -546,7 +671,7 @@ defaults
     maxconn 4096
 
 frontend fe
-    bind {HOST}:{lb_port}
+    bind {HOST}:{lb_port}{ssl_opts}
     backlog 4096
     default_backend be
 
@@ -555,16 +680,17 @@ backend be
 {srv}"""
 
 
-def start_balancer(args, system: str, d: str) -> Proc:
+def start_balancer(args, system: str, d: str, tls: TlsFiles | None = None) -> Proc:
+    """Starts `system` on LB_PORT in front of the backends; with `tls`, its front speaks TLS."""
     ports, lb = args.ports, args.lb_port
     log_path = f"{d}/{system}.log"
     if system == "nginx":
         cfg = f"{d}/nginx.conf"
-        write(cfg, lb_nginx_conf(d, lb, ports))
+        write(cfg, lb_nginx_conf(d, lb, ports, tls))
         return Proc("nginx-lb", ["nginx", "-p", d, "-e", f"{d}/error.log", "-c", cfg], log_path)
     if system == "haproxy":
         cfg = f"{d}/haproxy.cfg"
-        write(cfg, haproxy_conf(lb, ports))
+        write(cfg, haproxy_conf(lb, ports, tls))
         return Proc("haproxy", ["haproxy", "-db", "-f", cfg], log_path)
     if system == "pen":
         # -f foreground, -r round robin without client-IP stickiness, -x/-c lift the
@@ -574,6 +700,8 @@ def start_balancer(args, system: str, d: str) -> Proc:
     if system == "sluice":
         cfg = {"listen": f"{HOST}:{lb}", "healthCheckInterval": "2s",
                "servers": [f"http://{HOST}:{p}" for p in ports], "algorithm": "round-robin"}
+        if tls is not None:  # the short form's listener takes `tls` at the top level
+            cfg["tls"] = {"cert": tls.cert, "key": tls.key}
         cfg.update(json.loads(args.sluice_extra_json))
         write(f"{d}/sluice.json", json.dumps(cfg, indent=2) + "\n")
         env = dict(os.environ, RUST_LOG="warn")
@@ -595,7 +723,11 @@ def write(path: str, text: str) -> None:
 
 def measure(args, system: str, scenario: str, rep: int, work: str) -> dict:
     """Start `system`, check it, warm up, measure one wrk run; always stops what it started."""
+    if not takes_part(system, scenario):
+        raise ValueError(f"{system} takes no part in {scenario}")
     run = {"system": system, "scenario": scenario, "rep": rep, "ok": False, "error": None}
+    tls = args.tls if SCENARIOS[scenario].tls else None
+    ctx = tls.client if tls else None
     d = tempfile.mkdtemp(prefix=f"{system}-{scenario}-r{rep}-", dir=work)
     os.chmod(d, 0o755)
     lb: Proc | None = None
@@ -607,11 +739,11 @@ def measure(args, system: str, scenario: str, rep: int, work: str) -> dict:
             port, want = args.lb_port, {body_of(i) for i in range(1, len(args.ports) + 1)}
             if port_open(port):
                 raise RuntimeError(f"{HOST}:{port} is already in use by something else")
-            lb = start_balancer(args, system, d)
+            lb = start_balancer(args, system, d, tls)
             wait_port(port, lb)
             sampler = RssSampler(lb.pid)
             sampler.start()
-        run["check"] = check_system(port, want)
+        run["check"] = check_system(port, want, ctx=ctx)
         if args.warmup > 0:
             run_wrk(args, scenario, port, args.warmup)
 
@@ -622,7 +754,7 @@ def measure(args, system: str, scenario: str, rep: int, work: str) -> dict:
         btree = process_tree(args.backend.pid)
         bcpu0 = cpu_ticks(btree)
 
-        prober = Prober(port, args.probe_every, args.probe_timeout)
+        prober = Prober(port, args.probe_every, args.probe_timeout, ctx)
         prober.start()
         try:
             wrk, _ = run_wrk(args, scenario, port, args.duration)
@@ -684,7 +816,7 @@ def med(vals: list) -> float | None:
 def summarize(runs: list[dict], systems: list[str], scenarios: list[str]) -> list[dict]:
     rows = []
     for sc in scenarios:
-        for sy in systems:
+        for sy in (s for s in systems if takes_part(s, sc)):
             mine = [r for r in runs if r["system"] == sy and r["scenario"] == sc]
             good = [r for r in mine if r["ok"]]
             row = {"scenario": sc, "system": sy, "reps": len(mine), "reps_ok": len(good),
@@ -708,6 +840,15 @@ def summarize(runs: list[dict], systems: list[str], scenarios: list[str]) -> lis
                 })
             rows.append(row)
     return rows
+
+
+def not_run(systems: list[str], scenarios: list[str]) -> str | None:
+    """Says which chosen systems sit out which chosen scenarios (pen and direct: TLS), or None."""
+    out = [s for s in systems if not all(takes_part(s, sc) for sc in scenarios)]
+    if not out:
+        return None
+    tls = [sc for sc in scenarios if SCENARIOS[sc].tls]
+    return f"{', '.join(out)}: not run in {', '.join(tls)} (no TLS at their front; no row, no ratio)"
 
 
 def fmt(v, spec: str, none: str = "-") -> str:
@@ -764,8 +905,14 @@ def print_table(rows: list[dict], args, skipped: dict[str, str]) -> None:
     print("cs/req  = voluntary+involuntary context switches of all balancer threads per request")
     print("cores   = balancer CPU seconds per wall second; bconn/1k = backend connections accepted per")
     print("          1,000 requests (stub_status); noise = max CPU cores used by foreign processes")
+    if any(SCENARIOS[sc].tls for sc in args.scenarios):
+        print("tls_*   = TLS at the balancer's front (plain backends), one ECDSA P-256 certificate for all;")
+        print("          wrk resumes TLS sessions on reconnect, the check and probes make full verified handshakes")
     for name, why in skipped.items():
         print(f"skipped {name}: {why}")
+    sat_out = not_run(args.systems, args.scenarios)
+    if sat_out:
+        print(sat_out)
     noisy = [r for r in rows if (r.get("foreign_cores") or 0) > args.noise_warn]
     if noisy:
         worst = max(r["foreign_cores"] for r in noisy)
@@ -820,6 +967,8 @@ def environment(args) -> dict:
                 # pen prints no version of its own; Debian's package has it
                 "pen": command_output(["dpkg-query", "-W", "-f", "pen ${Version}", "pen"]),
                 "wrk": command_output(["wrk", "-v"])}
+    if args.tls:
+        versions["openssl"] = command_output(["openssl", "version"])
     if "sluice" in args.systems:
         versions["sluice"] = f"{command_output([args.sluice_bin, '--version'])} ({commit})"
     return {"cpus": os.cpu_count(), "cpu_model": cpu.group(1) if cpu else None,
@@ -836,6 +985,8 @@ def write_results(args, skipped: dict, rows: list[dict], runs: list[dict]) -> st
                    "warmup_s": args.warmup, "systems": args.systems, "scenarios": args.scenarios,
                    "sluice_extra_json": args.sluice_extra_json, "backend_ports": args.ports,
                    "lb_port": args.lb_port, "environment": environment(args), "skipped": skipped,
+                   "not_run": not_run(args.systems, args.scenarios),
+                   "tls_certificate": TLS_CERT_DESCRIPTION if args.tls else None,
                    "summary": rows, "runs": runs}, f, indent=2)
         f.write("\n")
     return path
@@ -846,7 +997,8 @@ def write_results(args, skipped: dict, rows: list[dict], runs: list[dict]) -> st
 PEERS = ("nginx", "haproxy", "pen")
 PEER_NAMES = {"nginx": "nginx", "haproxy": "HAProxy", "pen": "pen", "sluice": "sluice"}
 TABLE_ROWS = [("ka_small", "keep-alive, c=64, small"), ("close_small", "`Connection: close`, c=32"),
-              ("big_1mib", "1 MiB answers, c=8"), ("c1000", "keep-alive, c=1000")]
+              ("big_1mib", "1 MiB answers, c=8"), ("c1000", "keep-alive, c=1000"),
+              ("tls_ka", "TLS, keep-alive, c=64, small"), ("tls_handshake", "TLS, a handshake per request, c=32")]
 
 
 def load_results(path: str) -> tuple[dict, dict]:
@@ -989,7 +1141,7 @@ def main() -> int:
 
     skipped: dict[str, str] = {}
     for tool in ("wrk", "nginx", "haproxy", "pen"):
-        if not any(os.access(os.path.join(p, tool), os.X_OK) for p in os.environ.get("PATH", "").split(":")):
+        if not on_path(tool):
             if tool in ("wrk", "nginx"):
                 sys.exit(f"bench: {tool} not found (scripts/bench.sh installs it)")
             if tool in args.systems:
@@ -1003,55 +1155,32 @@ def main() -> int:
     args.systems = [s for s in args.systems if s not in skipped]
     if not args.systems:
         sys.exit("bench: no system left to measure")
+    if not any(takes_part(sy, sc) for sy in args.systems for sc in args.scenarios):
+        sys.exit(f"bench: none of {', '.join(args.systems)} takes part in {', '.join(args.scenarios)} "
+                 f"(TLS scenarios run on {', '.join(TLS_SYSTEMS)} only)")
+    wants_tls = any(SCENARIOS[sc].tls for sc in args.scenarios)
+    if wants_tls and not on_path("openssl"):
+        sys.exit("bench: openssl not found; the TLS scenarios need it (scripts/bench.sh installs it)")
+    sat_out = not_run(args.systems, args.scenarios)
+    if sat_out:
+        log(sat_out)
 
     made_work = args.workdir is None
     work = args.workdir or tempfile.mkdtemp(prefix="sluice-bench-")
     os.makedirs(work, exist_ok=True)
     os.chmod(work, 0o755)  # nginx workers run as nobody
     Proc.pidfile = os.path.join(work, "pids")
-    runs: list[dict] = []
     try:
         for port in args.ports + [args.lb_port]:
             if port_open(port):
                 sys.exit(f"bench: {HOST}:{port} is already in use; pick other ports "
                          f"(--backend-ports / --lb-port)")
-        www = os.path.join(work, "www")
-        os.makedirs(www, mode=0o755)
-        with open(os.path.join(www, "big"), "wb") as f:
-            f.write(b"x" * BIG_BYTES)
-        os.chmod(os.path.join(www, "big"), 0o644)
-        bdir = os.path.join(work, "backends")
-        os.makedirs(bdir, mode=0o755)
-        write(f"{bdir}/nginx.conf", backend_nginx_conf(bdir, www, args.ports))
-        args.backend = Proc("backends", ["nginx", "-p", bdir, "-e", f"{bdir}/error.log", "-c",
-                                         f"{bdir}/nginx.conf"], f"{bdir}/stdout.log")
-        for p in args.ports:
-            wait_port(p, args.backend)
-        for i, p in enumerate(args.ports, 1):
-            st, body = get(p, "/")
-            st2, big = get(p, "/big")
-            if st != 200 or body != body_of(i) or st2 != 200 or len(big) != BIG_BYTES:
-                sys.exit(f"bench: backend {p} misbehaves ({st} {body!r}, /big {st2} {len(big)} B)")
-        log(f"backends up on {HOST}:{','.join(map(str, args.ports))}; balancer port {args.lb_port}; "
-            f"work dir {work}")
-
-        total = args.reps * len(args.scenarios) * len(args.systems)
-        n = 0
-        for rep in range(1, args.reps + 1):
-            k = (rep - 1) % len(args.systems)
-            order = args.systems[k:] + args.systems[:k]  # rotate: drift hits every system alike
-            for sc in args.scenarios:
-                for sy in order:
-                    n += 1
-                    r = measure(args, sy, sc, rep, work)
-                    runs.append(r)
-                    if r["ok"]:
-                        log(f"[{n}/{total}] rep {rep} {sc:<11} {sy:<7} {r['rps']:>10,.0f} req/s  "
-                            f"p99 {fmt(r['p99_ms'], '.2f')} ms  errors {r['errors']}  "
-                            f"starved {r['starved']}/{r['probes_ok'] + r['starved'] + r['probe_failed']}")
-                    else:
-                        log(f"[{n}/{total}] rep {rep} {sc:<11} {sy:<7} FAILED: {r['error']}")
-
+        try:
+            args.tls = make_certificate(work) if wants_tls else None
+        except (OSError, RuntimeError, ssl.SSLError, subprocess.TimeoutExpired) as e:
+            sys.exit(f"bench: {e}")
+        start_backends(args, work)
+        runs = run_all(args, work)
         rows = summarize(runs, args.systems, args.scenarios)
         print_table(rows, args, skipped)
         path = write_results(args, skipped, rows, runs)
@@ -1063,6 +1192,54 @@ def main() -> int:
             subprocess.run(["rm", "-rf", "--", work], check=False)
         elif made_work:
             log(f"kept {work}")
+
+
+def on_path(tool: str) -> bool:
+    return any(os.access(os.path.join(p, tool), os.X_OK) for p in os.environ.get("PATH", "").split(":"))
+
+
+def start_backends(args, work: str) -> None:
+    """The one nginx with three backends (args.backend), checked before any balancer runs."""
+    www = os.path.join(work, "www")
+    os.makedirs(www, mode=0o755)
+    with open(os.path.join(www, "big"), "wb") as f:
+        f.write(b"x" * BIG_BYTES)
+    os.chmod(os.path.join(www, "big"), 0o644)
+    bdir = os.path.join(work, "backends")
+    os.makedirs(bdir, mode=0o755)
+    write(f"{bdir}/nginx.conf", backend_nginx_conf(bdir, www, args.ports))
+    args.backend = Proc("backends", ["nginx", "-p", bdir, "-e", f"{bdir}/error.log", "-c",
+                                     f"{bdir}/nginx.conf"], f"{bdir}/stdout.log")
+    for p in args.ports:
+        wait_port(p, args.backend)
+    for i, p in enumerate(args.ports, 1):
+        st, body = get(p, "/")
+        st2, big = get(p, "/big")
+        if st != 200 or body != body_of(i) or st2 != 200 or len(big) != BIG_BYTES:
+            sys.exit(f"bench: backend {p} misbehaves ({st} {body!r}, /big {st2} {len(big)} B)")
+    log(f"backends up on {HOST}:{','.join(map(str, args.ports))}; balancer port {args.lb_port}; "
+        f"work dir {work}")
+
+
+def run_all(args, work: str) -> list[dict]:
+    """Every rep x scenario x system that takes part; systems rotate each rep so slow drift
+    hits all of them alike."""
+    plan = []
+    for rep in range(1, args.reps + 1):
+        k = (rep - 1) % len(args.systems)
+        order = args.systems[k:] + args.systems[:k]
+        plan += [(rep, sc, sy) for sc in args.scenarios for sy in order if takes_part(sy, sc)]
+    runs = []
+    for n, (rep, sc, sy) in enumerate(plan, 1):
+        r = measure(args, sy, sc, rep, work)
+        runs.append(r)
+        if r["ok"]:
+            log(f"[{n}/{len(plan)}] rep {rep} {sc:<13} {sy:<7} {r['rps']:>10,.0f} req/s  "
+                f"p99 {fmt(r['p99_ms'], '.2f')} ms  errors {r['errors']}  "
+                f"starved {r['starved']}/{r['probes_ok'] + r['starved'] + r['probe_failed']}")
+        else:
+            log(f"[{n}/{len(plan)}] rep {rep} {sc:<13} {sy:<7} FAILED: {r['error']}")
+    return runs
 
 
 if __name__ == "__main__":

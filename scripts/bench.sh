@@ -4,15 +4,16 @@
 # Usage:
 #   scripts/bench.sh [--quick] [--reps N] [--duration S] [--warmup S]
 #                    [--systems direct,nginx,haproxy,pen,sluice]
-#                    [--scenarios ka_small,close_small,big_1mib,c1000]
+#                    [--scenarios ka_small,close_small,big_1mib,c1000,tls_ka,tls_handshake]
 #                    [--sluice-bin PATH] [--build] [--json FILE] [--keep-tmp]
 #                    [--backend-ports 25001,25002,25003] [--lb-port 28080]
 #   scripts/bench.sh --table FILE              # print the README's comparison table from a run
 #   scripts/bench.sh --workers-table FILE...   # print the README's workers table, a run per size
 #
 #   scripts/bench.sh --quick                                   # smoke run: 1 rep x 2 s
-#   scripts/bench.sh                                           # full run: 3 reps x 5 s (~8 min)
+#   scripts/bench.sh                                           # full run: 3 reps x 5 s (~11 min)
 #   scripts/bench.sh --systems nginx,sluice --scenarios c1000 --reps 5
+#   scripts/bench.sh --scenarios tls_ka,tls_handshake          # only the TLS rows
 #   SLUICE_EXTRA_JSON='{"workers": 16}' scripts/bench.sh --systems sluice   # one workers row
 #
 # Environment: SLUICE_BIN (default target/release/sluice under the repo root),
@@ -20,16 +21,21 @@
 #   SLUICE_EXTRA_JSON (JSON object merged into sluice's config, default {}).
 #
 # What it does:
-#   - installs nginx, haproxy, pen and wrk with apt-get if any is missing (needs root);
+#   - installs nginx, haproxy, pen, wrk and openssl with apt-get if any is missing (needs root);
 #   - if the sluice binary is missing: builds it with `cargo build --release` only when
 #     --build is given, otherwise skips the sluice system with a message;
 #   - runs scripts/bench.py (Python 3 standard library only), which starts one nginx with
 #     three backends, then each balancer in turn on the same scenarios (wrk -t1):
-#       ka_small     keep-alive, c=64,   GET /
-#       close_small  Connection: close, c=32, GET /
-#       big_1mib     keep-alive, c=8,    GET /big (1 MiB)
-#       c1000        keep-alive, c=1000, GET /
+#       ka_small       keep-alive, c=64,   GET /
+#       close_small    Connection: close, c=32, GET /
+#       big_1mib       keep-alive, c=8,    GET /big (1 MiB)
+#       c1000          keep-alive, c=1000, GET /
+#       tls_ka         keep-alive over TLS, c=64, GET /         (nginx, haproxy, sluice only)
+#       tls_handshake  Connection: close over TLS, c=32, GET /  (nginx, haproxy, sluice only)
 #     systems: direct (wrk straight at backend 1), nginx, haproxy, pen, sluice, all round robin;
+#     the TLS rows terminate TLS at the balancer (backends stay plain) with one ECDSA P-256
+#     certificate for 127.0.0.1 that openssl makes per run, the same for every system; pen and
+#     direct do not terminate TLS and have no TLS rows;
 #     systems alternate within every rep; each run is a fresh balancer, a 200-from-all-three-
 #     backends check, a warm-up and one measured run with a starvation probe beside it;
 #   - prints per scenario x system: median req/s, p50, p99, errors, starved probes, peak RSS,
@@ -73,17 +79,17 @@ log() { printf '[bench.sh %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 
 # ---------------------------------------------------------------- tools
 missing=()
-for tool in nginx haproxy pen wrk python3; do
+for tool in nginx haproxy pen wrk openssl python3; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 if ((${#missing[@]})); then
     log "missing: ${missing[*]}; installing with apt-get"
     if [[ $EUID -ne 0 ]] || ! command -v apt-get >/dev/null; then
-        log "cannot install (need root and apt-get): apt-get install -y nginx haproxy pen wrk"
+        log "cannot install (need root and apt-get): apt-get install -y nginx haproxy pen wrk openssl"
         exit 2
     fi
     apt-get update
-    DEBIAN_FRONTEND=noninteractive apt-get install -y nginx haproxy pen wrk python3
+    DEBIAN_FRONTEND=noninteractive apt-get install -y nginx haproxy pen wrk openssl python3
 fi
 
 # ---------------------------------------------------------------- sluice binary

@@ -23,7 +23,7 @@
 #     and meanwhile asks GET / every 0.5-1 s with curl --interface 127.0.0.2 and a 3 s limit;
 #   - prints per system and attack how many innocent requests were answered within 3 s, and
 #     writes every count (and sluice's slowClients numbers from /stats) as JSON to --json
-#     (default scripts/results/slow-attacks.json).
+#     (default scripts/results/slow-attacks-<UTC time>.json).
 #
 # Every process started here is stopped by its PID (also on Ctrl-C).
 # Exit status: 0 when every innocent request was answered, 1 when some were not, 2 on setup
@@ -35,7 +35,7 @@ SLUICE_BIN=${SLUICE_BIN:-$ROOT/target/release/sluice}
 DURATION=25
 SYSTEMS=sluice,haproxy
 ATTACKS=slowloris,slow_body,slow_read
-JSON=$ROOT/scripts/results/slow-attacks.json
+JSON=$ROOT/scripts/results/slow-attacks-$(date -u +%Y%m%dT%H%M%SZ).json
 LB=127.0.0.1:26080
 ADMIN=127.0.0.1:26090
 BACKENDS=(127.0.0.1:26001 127.0.0.1:26002)

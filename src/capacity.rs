@@ -53,6 +53,8 @@ pub struct Capacity {
     /// Backend connections kept idle for reuse, at most.
     pub idle_backend_connections: u64,
     pub max_per_client: Option<usize>,
+    /// Exchanges one client address may have on workers at once (`limits.maxWorkersPerClient`).
+    pub exchanges_per_client: u64,
     pub waiting_room: bool,
 }
 
@@ -85,6 +87,8 @@ impl Capacity {
             concurrent_exchanges,
             idle_backend_connections,
             max_per_client: config.limits.max_connections_per_client,
+            exchanges_per_client: (config.limits.max_workers_per_client.of(config.workers) as u64)
+                .min(concurrent_exchanges),
             waiting_room: config.waiting_room,
         }
     }
@@ -131,8 +135,9 @@ impl fmt::Display for Capacity {
         }
         writeln!(
             f,
-            "  concurrent exchanges: {} (one per worker; three descriptors each, with the backend connection)",
-            self.concurrent_exchanges
+            "  concurrent exchanges: {} (one per worker; three descriptors each, with the backend connection), \
+             at most {} from one client address (limits.maxWorkersPerClient)",
+            self.concurrent_exchanges, self.exchanges_per_client
         )?;
         for clients in [0, 1_000, 10_000] {
             let held = if clients > self.idle_clients {
@@ -169,6 +174,7 @@ mod tests {
         assert_eq!(c.descriptors, 936);
         assert_eq!(c.idle_clients, 468, "two descriptors a client");
         assert_eq!(c.concurrent_exchanges, 256, "one a worker, well under 936 / 3");
+        assert_eq!(c.exchanges_per_client, 64, "a quarter of the workers");
         let c = Capacity::with_open_files(&config(r#""workers": 1000,"#), Some((1024, 1128)));
         assert_eq!(c.concurrent_exchanges, 312, "936 / 3 descriptors");
     }

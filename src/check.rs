@@ -5,7 +5,7 @@
 //! Pure apart from reading the open-file limit: called once by `main`.
 
 use crate::capacity::Capacity;
-use crate::config::{Config, HealthCheckConfig, ListenerConfig, ListenerMode, PoolConfig, RouteConfig};
+use crate::config::{Config, HealthCheckConfig, ListenerConfig, ListenerMode, PoolConfig, RouteConfig, WorkerShare};
 use crate::edge::{Cidr, EdgeConfig, PasswordHash};
 use serde_json::{json, Map, Value};
 use std::time::Duration;
@@ -36,13 +36,16 @@ pub fn effective(config: &Config) -> Value {
             "connect": duration(t.connect), "clientHeader": duration(t.client_header),
             "keepAlive": duration(t.keep_alive), "backend": duration(t.backend), "client": duration(t.client),
             "backendIdle": duration(t.backend_idle), "drain": duration(t.drain), "queue": duration(t.queue),
-            "tunnel": duration(t.tunnel),
+            "tunnel": duration(t.tunnel), "minRateGrace": duration(t.min_rate_grace),
         },
         "limits": {
             "maxHeaderBytes": l.max_header_bytes,
             "maxConnections": l.max_connections,
             "maxConnectionsPerClient": l.max_connections_per_client.unwrap_or(0),
             "maxIdlePerBackend": l.max_idle_per_backend,
+            "bufferBodyBytes": l.buffer_body_bytes,
+            "minClientBytesPerSecond": l.min_client_bytes_per_second,
+            "maxWorkersPerClient": worker_share(l.max_workers_per_client),
         },
         "exposeBackend": config.expose_backend,
         "waitingRoom": config.waiting_room,
@@ -198,6 +201,14 @@ fn health_check(hc: &HealthCheckConfig) -> Value {
     out
 }
 
+/// A share of the workers as the configuration writes it: a count, or `"25%"`.
+fn worker_share(share: WorkerShare) -> Value {
+    match share {
+        WorkerShare::Count(n) => json!(n),
+        WorkerShare::Percent(p) => json!(format!("{p}%")),
+    }
+}
+
 /// A duration as the configuration writes it, in the largest unit that keeps it whole.
 pub fn duration(d: Duration) -> String {
     let ms = d.as_millis();
@@ -224,7 +235,8 @@ mod tests {
     fn the_effective_configuration_is_itself_a_configuration_that_means_the_same() {
         round_trip(r#"{"port": ":8080", "servers": ["http://127.0.0.1:5001"]}"#);
         round_trip(
-            r#"{"explain": true, "workers": 8, "timeouts": {"queue": "250ms"}, "limits": {"maxBodyBytes": 10},
+            r#"{"explain": true, "workers": 8, "timeouts": {"queue": "250ms", "minRateGrace": "3s"},
+                "limits": {"maxBodyBytes": 10, "maxWorkersPerClient": 3, "bufferBodyBytes": 0, "minClientBytesPerSecond": 9},
                 "admin": {"token": "t"}, "accessLog": {"format": "json", "path": "/tmp/a.log"},
                 "alerts": {"webhook": "http://127.0.0.1:9/x", "memoryPercent": 90},
                 "listeners": [
@@ -260,6 +272,8 @@ mod tests {
         assert_eq!(e["limits"]["maxConnectionsPerClient"], 1024);
         assert_eq!(e["workers"], crate::config::DEFAULT_WORKERS);
         assert_eq!(e["explain"], false);
+        assert_eq!(e["limits"]["maxWorkersPerClient"], "25%");
+        assert_eq!(e["timeouts"]["minRateGrace"], "10s");
     }
 
     #[test]

@@ -82,6 +82,7 @@ fn serve(stream: TcpStream, name: &str) -> io::Result<()> {
             whole: Some(Duration::from_secs(10)),
             deadline: None,
             may_block: &mut always,
+            ask_again_every: None,
         };
         let Ok(head) = read_request_head(&mut src, 16 * 1024, &mut wait) else { return Ok(()) };
         let keep_alive = is_persistent(head.version, &head) && skip_body(&mut src, &head)?;

@@ -10,15 +10,17 @@ use crate::config::ListenerConfig;
 use crate::http::error::{canned_response, HttpError};
 use crate::http::head::{RequestHead, ResponseHead};
 use crate::http::headers::is_persistent;
-use crate::http::stream::BufferedStream;
+use crate::http::stream::{is_timeout, BufferedStream};
 use crate::ops::ended::Ended;
+use crate::pace::{too_slow, Pace};
 use crate::runtime::{Runtime, State};
+use crate::sys;
 use crate::transport::ClientTransport;
 use log::debug;
-use std::io::{self, Write};
+use std::io::{self, IoSlice, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The largest response head sluice accepts from a backend; also the size of the buffer
 /// response bodies stream through.
@@ -38,6 +40,8 @@ pub struct ExchangeIo {
     pub backend_buf: Option<Box<[u8]>>,
     /// The backend's response head of the current exchange, refilled by each.
     pub response: ResponseHead,
+    /// How long the client may take no bytes of a response (`timeouts.client`).
+    pub stall_limit: Duration,
 }
 
 /// The buffers an exchange needs besides the client's read buffer; a worker keeps one set
@@ -53,7 +57,7 @@ pub struct ExchangeBuffers {
 impl ExchangeIo {
     pub fn new(stream: BufferedStream<ClientTransport>, peer: SocketAddr, buffers: ExchangeBuffers) -> ExchangeIo {
         let ExchangeBuffers { out, backend_out, backend_buf, response } = buffers;
-        ExchangeIo { stream, peer, out, backend_out, backend_buf, response }
+        ExchangeIo { stream, peer, out, backend_out, backend_buf, response, stall_limit: Duration::ZERO }
     }
 
     /// Gives back the stream and the lent buffers.
@@ -64,7 +68,97 @@ impl ExchangeIo {
 
     /// Writes one complete sluice-made response.
     pub fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.stream.get_mut().write_all(bytes)
+        PacedWrite::new(self.stream.get_mut(), None, self.stall_limit).write_all(bytes)
+    }
+
+    /// Writes what `out` holds (an interim or a switching head).
+    pub fn send_out(&mut self) -> io::Result<()> {
+        PacedWrite::new(self.stream.get_mut(), None, self.stall_limit).write_all(&self.out)
+    }
+}
+
+/// The longest a single write to a client blocks: the client socket's write timeout. Writers
+/// wait again after it until `timeouts.client` has passed without progress, and check the
+/// minimum rate in between.
+pub const CLIENT_WRITE_CHECK: Duration = Duration::from_secs(1);
+
+/// The client socket of an exchange as a [`Write`] held to the minimum rate of
+/// [`crate::pace`]: a response the client takes slower than that fails with
+/// [`crate::pace::too_slow`], and one it takes nothing of for `stall_limit` fails as a
+/// timeout. What the client has taken is what was written less what still waits in the
+/// kernel's send buffer, asked only once a write blocks: a client that keeps up costs no
+/// extra system call.
+///
+/// Over TLS a write that timed out may have left a record half sent, so it is never tried
+/// again: the socket keeps the whole `timeouts.client` as its write timeout, and the rate is
+/// checked after each write against the bytes handed to the kernel.
+pub struct PacedWrite<'a> {
+    stream: &'a mut ClientTransport,
+    pace: Option<Pace>,
+    sent: u64,
+    stall_limit: Duration,
+}
+
+impl<'a> PacedWrite<'a> {
+    pub fn new(stream: &'a mut ClientTransport, pace: Option<Pace>, stall_limit: Duration) -> PacedWrite<'a> {
+        PacedWrite { stream, pace, sent: 0, stall_limit }
+    }
+
+    /// Runs one write `op` on the socket, giving up when the client fell below the rate or
+    /// took nothing for `stall_limit`.
+    fn paced(
+        &mut self,
+        wanted: usize,
+        mut op: impl FnMut(&mut ClientTransport) -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        let tls = self.stream.is_tls();
+        let mut stalled_since = None;
+        loop {
+            match op(self.stream) {
+                Ok(n) => {
+                    self.sent += n as u64;
+                    let behind = if tls { self.is_behind_handed() } else { n < wanted && self.is_behind() };
+                    if behind {
+                        return Err(too_slow());
+                    }
+                    return Ok(n);
+                }
+                Err(e) if tls => return Err(e),
+                Err(e) if is_timeout(&e) && self.is_behind() => return Err(too_slow()),
+                Err(e)
+                    if is_timeout(&e)
+                        && stalled_since.get_or_insert_with(Instant::now).elapsed() < self.stall_limit => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Whether the bytes the client has really taken are below the rate.
+    fn is_behind(&self) -> bool {
+        let Some(pace) = self.pace else { return false };
+        let unsent = sys::unsent_bytes(self.stream.socket()).unwrap_or(0) as u64;
+        pace.is_behind(self.sent.saturating_sub(unsent), Instant::now())
+    }
+
+    /// Whether the bytes handed to the kernel are below the rate (no system call).
+    fn is_behind_handed(&self) -> bool {
+        self.pace.is_some_and(|pace| pace.is_behind(self.sent, Instant::now()))
+    }
+}
+
+impl Write for PacedWrite<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.paced(buf.len(), |stream| stream.write(buf))
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let wanted = bufs.iter().map(|b| b.len()).sum();
+        self.paced(wanted, |stream| stream.write_vectored(bufs))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 

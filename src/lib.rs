@@ -16,7 +16,10 @@
 //!    each worker keeps, so once warm the request path does not allocate
 //!    (`tests/allocations.rs`; `scripts/profile.sh` measures it). [`exchange`] holds what
 //!    every exchange shares: the client connection and its lent buffers, the outcome,
-//!    sluice's own answers and the keep-alive rule.
+//!    sluice's own answers and the keep-alive rule. A small body is read whole before a
+//!    backend is picked ([`small_body`]), and each exchange holds one of its client
+//!    address's shares of the workers ([`fair_share`]); bodies and responses keep a minimum
+//!    rate ([`pace`]).
 //! 3. [`proxy`]: one exchange. It checks the head ([`http::request`]), decides the body's
 //!    framing ([`http::framing`]), routes to a [`pool`] by host and path ([`routing`]), where
 //!    the route's [`edge`] controls may refuse it (`403`, `429`, `401`) before anything else
@@ -60,10 +63,12 @@ pub mod demo;
 pub mod edge;
 pub mod exchange;
 pub mod explain;
+pub mod fair_share;
 pub mod health;
 pub mod http;
 pub mod net;
 pub mod ops;
+pub mod pace;
 pub mod pool;
 pub mod proxy;
 pub mod queue;
@@ -72,6 +77,7 @@ pub mod routing;
 pub mod runtime;
 pub mod server;
 pub mod simulate;
+pub mod small_body;
 pub mod sys;
 pub mod tcp;
 pub mod tls;

@@ -14,8 +14,8 @@ use crate::balance::hash::hash64;
 use crate::balance::{self, Balancer, Kept, Why};
 use crate::config::PoolConfig;
 use crate::explain::{CandidateState, Decision};
+use crate::ops::log_summary;
 use crate::queue::{Queue, QueueStats};
-use log::warn;
 use rustls::ClientConfig;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -142,7 +142,10 @@ impl Pool {
             Err(Shortfall::Unavailable) => Some(Err(NoSlot::Unavailable)),
         });
         waited.unwrap_or_else(|| {
-            warn!("pool {:?}: every backend stayed at its maxConnections for {queue_timeout:?}", self.name());
+            log_summary::QUEUE_TIMED_OUT.warn(format_args!(
+                "pool {:?}: every backend stayed at its maxConnections for {queue_timeout:?}",
+                self.name()
+            ));
             Err(NoSlot::QueueTimedOut)
         })
     }

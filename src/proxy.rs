@@ -21,7 +21,7 @@ use crate::backend::{Backend, Upstream};
 use crate::backend_error::{after_failure, is_untrusted_certificate, BackendError, NextStep, Stage};
 use crate::edge::Edge;
 use crate::exchange::{
-    answer, may_keep_alive, refuse, Context, ExchangeIo, Outcome, BACKEND_BUFFER_BYTES, CLIENT_CLOSED,
+    answer, may_keep_alive, refuse, Context, ExchangeIo, Outcome, PacedWrite, BACKEND_BUFFER_BYTES, CLIENT_CLOSED,
 };
 use crate::explain;
 use crate::health::record_traffic_failure;
@@ -36,12 +36,14 @@ use crate::http::headers::{
 };
 use crate::http::request::check_request;
 use crate::http::stream::{is_timeout, BufferedStream};
+use crate::ops::log_summary;
+use crate::pace::{is_too_slow, MinRate, Pace};
 use crate::pool::{PickRequest, Pool};
 use crate::transport::BackendTransport;
 use crate::tunnel::{self, End};
-use log::{debug, warn};
+use log::debug;
 use rustls::ClientConfig;
-use std::io::{self, Write};
+use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -148,7 +150,7 @@ fn refused_at_edge(edge: &Edge, client: &mut ExchangeIo, head: &RequestHead, kee
 /// backend could not be reached or a fresh connection died, not when a reused idle connection
 /// did (the backend may simply have closed it).
 fn note_failure(ctx: &Context, pool: &Pool, backend: &Backend, error: &BackendError) {
-    warn!("{}: {error}", backend.url());
+    log_summary::BACKEND_FAILED.warn(format_args!("{}: {error}", backend.url()));
     match error {
         BackendError::Failed { stage: Stage::BeforeResponse { reused: true }, .. } => backend.record_failure(),
         BackendError::Failed { error, .. } => record_traffic_failure(ctx.runtime, pool, backend, error),
@@ -261,13 +263,21 @@ fn attempt(
     }
     if request.framing != BodyFraming::Empty {
         client.stream.set_read_timeout(config.timeouts.client);
+        client.stream.set_pace(Some(Pace::new(MinRate::of(config), Instant::now())));
     }
     let mut sink = Sink::new(up.get_mut(), &mut client.backend_out, request.framing == BodyFraming::Chunked);
-    match relay_body(&mut client.stream, request.framing, &mut sink, config.limits.max_body_bytes) {
+    let relayed = relay_body(&mut client.stream, request.framing, &mut sink, config.limits.max_body_bytes);
+    client.stream.set_pace(None);
+    match relayed {
         Ok(_) => {}
         Err(RelayError::Write(e)) if request.framing == BodyFraming::Empty => return Attempt::DeadBeforeResponse(e),
         Err(RelayError::Write(e)) => return Attempt::Failed(BackendError::BodyNotTaken(e)),
-        Err(RelayError::Read(e)) if is_timeout(&e) => return done(refuse(client, HttpError::BodyTimeout)),
+        Err(RelayError::Read(e)) if is_timeout(&e) => {
+            if is_too_slow(&e) {
+                ctx.runtime.metrics.slow_clients.record_body_too_slow();
+            }
+            return done(refuse(client, HttpError::BodyTimeout));
+        }
         Err(RelayError::Read(_) | RelayError::Truncated) => return done(Outcome::closed(CLIENT_CLOSED)),
         Err(RelayError::Malformed(why)) => return done(refuse(client, HttpError::BadRequest(why))),
         Err(RelayError::TooLarge) => return done(refuse(client, HttpError::BodyTooLarge)),
@@ -307,7 +317,7 @@ fn read_final_response(
             102..=199 if request.head.version == Version::Http11 => {
                 client.out.clear();
                 write_interim_head(&mut client.out, &client.response);
-                client.stream.get_mut().write_all(&client.out).map_err(HeadError::Io)?;
+                client.send_out().map_err(HeadError::Io)?;
             }
             102..=199 => {}
             _ => return Ok(()),
@@ -329,7 +339,7 @@ fn switch_protocols(
     if let Some(rules) = request.edge.and_then(Edge::response_headers) {
         rules.apply(&mut client.out, 0);
     }
-    if client.stream.get_mut().write_all(&client.out).is_err() {
+    if client.send_out().is_err() {
         return done(Outcome::closed(CLIENT_CLOSED));
     }
     let (client_pipe, client_early) = client.stream.split();
@@ -339,7 +349,7 @@ fn switch_protocols(
     let mut outcome = Outcome { status: 101, body_bytes: 0, backend: None, keep_alive: false };
     match tunnel::run(client_end, backend_end, ctx.state.config.timeouts.tunnel) {
         Ok(carried) => outcome.body_bytes = carried.backend_to_client,
-        Err(e) => warn!("{}: cannot start a tunnel: {e}", client.peer),
+        Err(e) => log_summary::TUNNEL_FAILED.warn(format_args!("{}: cannot start a tunnel: {e}", client.peer)),
     }
     done(outcome)
 }
@@ -379,24 +389,30 @@ fn relay_response(
     if let Some(rules) = request.edge.and_then(Edge::response_headers) {
         rules.apply(&mut client.out, 0);
     }
-    let mut sink = Sink::new(client.stream.get_mut(), &mut client.out, chunked_out);
+    let pace = Pace::new(MinRate::of(&ctx.state.config), Instant::now());
+    let to_client = PacedWrite::new(client.stream.get_mut(), Some(pace), client.stall_limit);
+    let mut sink = Sink::new(to_client, &mut client.out, chunked_out);
     let mut outcome = Outcome { status: response.status, body_bytes: 0, backend: None, keep_alive };
-    match relay_body(up, framing, &mut sink, None) {
+    let relayed = relay_body(up, framing, &mut sink, None);
+    let backend_keeps_alive = is_persistent(response.version, response);
+    match relayed {
         Ok(n) => outcome.body_bytes = n,
         Err(RelayError::Write(e)) => {
+            if is_too_slow(&e) {
+                ctx.runtime.metrics.slow_clients.record_reader_too_slow();
+            }
             debug!("{}: client went away during the response: {e}", client.peer);
             outcome.keep_alive = false;
             return done(outcome);
         }
         Err(e) => {
             backend.record_failure();
-            warn!("{}: response broken off: {e:?}", backend.url());
+            log_summary::RESPONSE_BROKEN.warn(format_args!("{}: response broken off: {e:?}", backend.url()));
             outcome.keep_alive = false;
             return done(outcome);
         }
     }
-    let reusable =
-        framing != BodyFraming::UntilClose && is_persistent(response.version, response) && up.buffered().is_empty();
+    let reusable = framing != BodyFraming::UntilClose && backend_keeps_alive && up.buffered().is_empty();
     Attempt::Done { outcome, reusable }
 }
 

@@ -9,6 +9,7 @@
 
 use crate::backend::Backend;
 use crate::config::{AccessLogConfig, Config, Limits, ListenerConfig, RouteConfig};
+use crate::fair_share::FairShare;
 use crate::http::head::{HeaderList, RequestHead};
 use crate::lock;
 use crate::ops::access_log::AccessLog;
@@ -147,6 +148,8 @@ pub struct Runtime {
     pub workers: ThreadPool,
     /// Where idle client connections wait while most workers are busy.
     pub waiting_room: Arc<WaitingRoom>,
+    /// Each client address's share of the workers, and the connections waiting for it.
+    pub fair_share: FairShare,
     /// Whether connections may be parked at all (`waitingRoom` in the configuration).
     parking_enabled: bool,
     /// Connections a worker is serving right now; changed through [`Serving`].
@@ -219,6 +222,7 @@ impl Runtime {
             changing: Mutex::new(()),
             workers,
             waiting_room: Arc::new(WaitingRoom::new()?),
+            fair_share: FairShare::new(),
             serving: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
             wake: (Mutex::new(Wake::default()), Condvar::new()),
@@ -247,6 +251,16 @@ impl Runtime {
         self.parking_enabled
             && (self.waiting_connections() > 0
                 || self.serving.load(Ordering::Relaxed) * 4 > self.workers.max_count() * 3)
+    }
+
+    /// How many workers one client address may hold (`limits.maxWorkersPerClient`).
+    pub fn worker_share(&self) -> usize {
+        self.state().config.limits.max_workers_per_client.of(self.workers.max_count())
+    }
+
+    /// Whether connections may be parked at all (`waitingRoom`).
+    pub fn may_park(&self) -> bool {
+        self.parking_enabled
     }
 
     /// Without the waiting room, the only fair answer to connections queued for a worker is
@@ -294,6 +308,7 @@ impl Runtime {
     pub fn begin_stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
         self.waiting_room.stop();
+        self.fair_share.close_waiting();
         lock(&self.wake.0).stopping = true;
         self.wake.1.notify_all();
         for client in lock(&self.clients).values() {

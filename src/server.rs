@@ -16,6 +16,7 @@ use crate::net;
 use crate::ops::admin::{self, AdminThreads};
 use crate::ops::alerts::Alerts;
 use crate::ops::host_alerts::{self, HostWatch};
+use crate::ops::log_summary;
 use crate::ops::reload::{self, ReloadError, ReloadSummary};
 use crate::ops::ticker::{self, Chore};
 use crate::runtime::{Runtime, State};
@@ -189,25 +190,27 @@ impl Server {
 }
 
 /// What the ticker does every second whatever is configured: empty the access log's buffer
-/// into its file and check the host thresholds ([`host_alerts`]).
+/// into its file, check the host thresholds ([`host_alerts`]) and write the counts of
+/// summarised warnings ([`log_summary`]).
 fn operations_chores(runtime: &Arc<Runtime>) -> Vec<Chore> {
     let flushing = Arc::clone(runtime);
     let watching = Arc::clone(runtime);
     let mut watch = HostWatch::default();
-    vec![Box::new(move || flushing.access_log.flush()), Box::new(move || host_alerts::check(&watching, &mut watch))]
+    vec![
+        Box::new(move || flushing.access_log.flush()),
+        Box::new(move || host_alerts::check(&watching, &mut watch)),
+        Box::new(log_summary::flush_all),
+    ]
 }
 
 fn accept_loop(runtime: &Arc<Runtime>, listener_index: usize, listener: &TcpListener) {
-    let mut last_rejection_warning: Option<Instant> = None;
     net::accept_each(
         listener,
         || runtime.is_stopping(),
         |stream, peer| {
             if let Err(limit) = runtime.try_count_connection(peer.ip(), &runtime.state().config.limits) {
-                if last_rejection_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-                    warn!("{peer}: {limit} reached; refusing new connections with 503");
-                    last_rejection_warning = Some(Instant::now());
-                }
+                log_summary::CONNECTION_REFUSED
+                    .warn(format_args!("{peer}: {limit} reached; refusing new connections with 503"));
                 reject(stream);
                 return;
             }

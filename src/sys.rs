@@ -109,6 +109,19 @@ pub fn peek_now(stream: &TcpStream) -> io::Result<usize> {
     Ok(n as usize)
 }
 
+/// Bytes written to `stream` that the peer has not acknowledged yet (`SIOCOUTQ`): what sits
+/// in the kernel's send buffer. Written minus this is what the peer has really taken.
+pub fn unsent_bytes(stream: &TcpStream) -> io::Result<usize> {
+    let mut unsent: libc::c_int = 0;
+    // SAFETY: TIOCOUTQ (SIOCOUTQ for sockets) writes one c_int through the pointer, which
+    // points at `unsent` and outlives the call; the descriptor belongs to the borrowed stream.
+    let done = unsafe { libc::ioctl(stream.as_raw_fd(), libc::TIOCOUTQ, &mut unsent as *mut libc::c_int) };
+    if done < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(usize::try_from(unsent).unwrap_or(0))
+}
+
 /// The soft and hard limits on open files, before and after raising the soft one.
 pub struct FileLimit {
     pub before: u64,
@@ -193,6 +206,24 @@ mod tests {
         epoll.wait(&mut ready, Duration::from_millis(20)).unwrap();
         assert!(ready.is_empty(), "one-shot: reported only once");
         epoll.remove(server.as_raw_fd()).unwrap();
+    }
+
+    #[test]
+    fn bytes_the_peer_has_not_taken_are_counted_as_unsent() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut server, _) = listener.accept().unwrap();
+        assert_eq!(unsent_bytes(&server).unwrap(), 0);
+        server.set_nonblocking(true).unwrap();
+        let chunk = [b'x'; 64 * 1024];
+        let mut written = 0;
+        while let Ok(n) = server.write(&chunk) {
+            written += n;
+            assert!(written < 1 << 30, "the client never stopped taking bytes");
+        }
+        let unsent = unsent_bytes(&server).unwrap();
+        assert!(unsent > 0 && unsent <= written, "{unsent} unsent of {written} written");
+        drop(client);
     }
 
     #[test]

@@ -18,11 +18,12 @@ use crate::backend_error::BackendError;
 use crate::config::ListenerConfig;
 use crate::health::record_traffic_failure;
 use crate::ops::ended::{self, Ended};
+use crate::ops::log_summary;
 use crate::pool::PickRequest;
 use crate::runtime::{Runtime, State};
 use crate::transport::{BackendTransport, ClientTransport, Transport};
 use crate::tunnel::{self, End};
-use log::{debug, warn};
+use log::debug;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -74,12 +75,12 @@ pub fn serve(
                         };
                         ended::record(runtime, state, &relayed);
                     }
-                    Err(e) => warn!("{peer}: cannot start a tunnel: {e}"),
+                    Err(e) => log_summary::TUNNEL_FAILED.warn(format_args!("{peer}: cannot start a tunnel: {e}")),
                 }
                 return;
             }
             Err(e) => {
-                warn!("{}: cannot connect: {e}", backend.url());
+                log_summary::BACKEND_FAILED.warn(format_args!("{}: cannot connect: {e}", backend.url()));
                 record_traffic_failure(runtime, pool, backend, &e);
                 tried.push(slot.index);
                 if tried.len() > pool.config.retries as usize {

@@ -11,6 +11,7 @@
 //! mean for a client connection, so this file depends on nothing above it.
 
 use crate::lock;
+use crate::ops::log_summary;
 use crate::sys::Epoll;
 use log::warn;
 use std::collections::HashMap;
@@ -66,7 +67,7 @@ impl WaitingRoom {
         let fd = conn.fd();
         lock(&self.parked).insert(token, Parked { conn, expires });
         if let Err(e) = self.epoll.add(fd, token) {
-            warn!("cannot park a connection: {e}");
+            log_summary::PARK_FAILED.warn(format_args!("cannot park a connection: {e}"));
             lock(&self.parked).remove(&token);
         }
     }

@@ -38,7 +38,9 @@ fn a_backend_status_below_100_gets_502() {
 #[test]
 fn a_chunk_line_longer_than_a_small_read_buffer_gets_400() {
     let backend = TestBackend::named("b");
-    let sluice = Sluice::start(&[&backend.url()], r#""workers": 2, "limits": {"maxHeaderBytes": 1024},"#);
+    // Without body buffering the read buffer is `maxHeaderBytes` long.
+    let limits = r#""limits": {"maxHeaderBytes": 1024, "bufferBodyBytes": 0}"#;
+    let sluice = Sluice::start(&[&backend.url()], &format!(r#""workers": 2, {limits},"#));
     let extension = "x".repeat(2000);
     let request =
         format!("POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5;{extension}\r\nhello\r\n0\r\n\r\n");

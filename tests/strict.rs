@@ -658,7 +658,9 @@ fn chunk_line_longer_than_4_kib_is_refused_while_it_streams_in() {
 
 #[test]
 fn body_that_stalls_gets_408_and_the_backend_connection_is_closed() {
-    let extra = r#""timeouts": {"client": "300ms"},"#;
+    // A body this small is read whole before a backend is picked unless buffering is off;
+    // this is the streaming path (tests/fairness.rs has the buffered one).
+    let extra = r#""timeouts": {"client": "300ms"}, "limits": {"bufferBodyBytes": 0},"#;
     let first = post("Content-Length: 10\r\n", b"ddddd");
     let upstream = refused_mid_stream(extra, &first, b"", 408);
     let body_upstream = upstream.len() - find(&upstream, b"\r\n\r\n").unwrap() - 4;

@@ -338,6 +338,9 @@ pub struct Timeouts {
     pub queue: Duration,
     /// A tunnel (TCP mode, WebSocket) with no bytes either way for this long is closed.
     pub tunnel: Duration,
+    /// How long a body or a response may move slower than `limits.minClientBytesPerSecond`
+    /// at its start.
+    pub min_rate_grace: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -353,6 +356,34 @@ pub struct Limits {
     pub max_connections_per_client: Option<usize>,
     /// Idle connections kept per backend for reuse.
     pub max_idle_per_backend: usize,
+    /// A request body of at most this many bytes (by `Content-Length`) is read whole before a
+    /// backend is picked, the connection waiting in the waiting room while it trickles; 0
+    /// turns buffering off. The client read buffer is the larger of this and
+    /// `max_header_bytes`.
+    pub buffer_body_bytes: usize,
+    /// After `timeouts.minRateGrace`, request bodies and responses must move at least this
+    /// fast or the connection is closed (a body with `408`); 0 turns the rule off.
+    pub min_client_bytes_per_second: u64,
+    /// How many workers connections from one client address may hold at once.
+    pub max_workers_per_client: WorkerShare,
+}
+
+/// A part of the workers: a count, or a percentage of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerShare {
+    Count(usize),
+    Percent(u8),
+}
+
+impl WorkerShare {
+    /// How many of `workers` this share is: at least one, at most all.
+    pub fn of(self, workers: usize) -> usize {
+        let share = match self {
+            WorkerShare::Count(n) => n,
+            WorkerShare::Percent(p) => (workers * usize::from(p)).div_ceil(100),
+        };
+        share.clamp(1, workers.max(1))
+    }
 }
 
 pub const DEFAULT_WORKERS: usize = 256;
@@ -369,6 +400,7 @@ impl Default for Timeouts {
             drain: Duration::from_secs(30),
             queue: Duration::from_secs(5),
             tunnel: Duration::from_secs(3600),
+            min_rate_grace: Duration::from_secs(10),
         }
     }
 }
@@ -381,6 +413,9 @@ impl Default for Limits {
             max_connections: 10_000,
             max_connections_per_client: Some(1024),
             max_idle_per_backend: 64,
+            buffer_body_bytes: 16 * 1024,
+            min_client_bytes_per_second: 500,
+            max_workers_per_client: WorkerShare::Percent(25),
         }
     }
 }

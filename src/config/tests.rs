@@ -396,3 +396,41 @@ fn unknown_keys_are_reported_before_the_keys_they_leave_missing() {
         assert_eq!(error, format!("config.json: {expected}"), "{text}");
     }
 }
+
+#[test]
+fn slow_client_keys_and_their_defaults() {
+    let base = r#"{"port": 8080, "servers": ["http://127.0.0.1:1"]"#;
+    let c = parse(&format!("{base}}}")).unwrap();
+    assert_eq!(c.limits.buffer_body_bytes, 16 * 1024);
+    assert_eq!(c.limits.min_client_bytes_per_second, 500);
+    assert_eq!(c.limits.max_workers_per_client, WorkerShare::Percent(25));
+    assert_eq!(c.timeouts.min_rate_grace, Duration::from_secs(10));
+    let c = parse(&format!(
+        r#"{base}, "limits": {{"bufferBodyBytes": 0, "minClientBytesPerSecond": 0, "maxWorkersPerClient": 8}},
+            "timeouts": {{"minRateGrace": "2s"}}}}"#
+    ))
+    .unwrap();
+    assert_eq!(c.limits.buffer_body_bytes, 0);
+    assert_eq!(c.limits.min_client_bytes_per_second, 0);
+    assert_eq!(c.limits.max_workers_per_client, WorkerShare::Count(8));
+    assert_eq!(c.timeouts.min_rate_grace, Duration::from_secs(2));
+    let c = parse(&format!(r#"{base}, "limits": {{"maxWorkersPerClient": "50%"}}}}"#)).unwrap();
+    assert_eq!(c.limits.max_workers_per_client, WorkerShare::Percent(50));
+    let problem = "must be a count of workers from 1, such as 64, or a percentage of them, such as \"25%\"";
+    for bad in ["0", "\"0%\"", "\"101%\"", "\"25\"", "\"a%\"", "true", "-3"] {
+        let text = format!(r#"{base}, "limits": {{"maxWorkersPerClient": {bad}}}}}"#);
+        assert_eq!(parse(&text).unwrap_err(), format!("config.json: limits.maxWorkersPerClient: {problem}"), "{bad}");
+    }
+    let err = parse(&format!(r#"{base}, "limits": {{"bufferBodyBytes": 2000000}}}}"#)).unwrap_err();
+    assert_eq!(err, "config.json: limits.bufferBodyBytes: must be a whole number from 0 to 1048576");
+}
+
+#[test]
+fn a_share_of_the_workers_is_at_least_one_and_at_most_all() {
+    assert_eq!(WorkerShare::Percent(25).of(256), 64);
+    assert_eq!(WorkerShare::Percent(25).of(2), 1);
+    assert_eq!(WorkerShare::Percent(25).of(5), 2);
+    assert_eq!(WorkerShare::Percent(100).of(7), 7);
+    assert_eq!(WorkerShare::Count(64).of(16), 16);
+    assert_eq!(WorkerShare::Count(3).of(16), 3);
+}

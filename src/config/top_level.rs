@@ -65,7 +65,7 @@ pub(super) fn read_listen(section: &mut Section, key: &'static str) -> Result<So
 pub(super) fn read_timeouts(top: &mut Section) -> Result<Timeouts, ConfigError> {
     let mut t = Timeouts::default();
     if let Some(mut s) = top.section("timeouts")? {
-        let fields: [(&'static str, &mut Duration); 9] = [
+        let fields: [(&'static str, &mut Duration); 10] = [
             ("connect", &mut t.connect),
             ("clientHeader", &mut t.client_header),
             ("keepAlive", &mut t.keep_alive),
@@ -75,6 +75,7 @@ pub(super) fn read_timeouts(top: &mut Section) -> Result<Timeouts, ConfigError> 
             ("drain", &mut t.drain),
             ("queue", &mut t.queue),
             ("tunnel", &mut t.tunnel),
+            ("minRateGrace", &mut t.min_rate_grace),
         ];
         for (key, slot) in fields {
             if let Some(d) = s.duration(key)? {
@@ -104,9 +105,35 @@ pub(super) fn read_limits(top: &mut Section) -> Result<Limits, ConfigError> {
         if let Some(n) = s.uint("maxIdlePerBackend", 0, 10_000)? {
             l.max_idle_per_backend = n as usize;
         }
+        if let Some(n) = s.uint("bufferBodyBytes", 0, 1 << 20)? {
+            l.buffer_body_bytes = n as usize;
+        }
+        if let Some(n) = s.uint("minClientBytesPerSecond", 0, 1 << 30)? {
+            l.min_client_bytes_per_second = n;
+        }
+        if let Some(share) = read_worker_share(&mut s, "maxWorkersPerClient")? {
+            l.max_workers_per_client = share;
+        }
         s.finish()?;
     }
     Ok(l)
+}
+
+/// A count of workers (`64`) or a percentage of them (`"25%"`).
+fn read_worker_share(s: &mut Section, key: &'static str) -> Result<Option<WorkerShare>, ConfigError> {
+    let problem = "must be a count of workers from 1, such as 64, or a percentage of them, such as \"25%\"";
+    match s.get(key) {
+        None => Ok(None),
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(count @ 1..=1_000_000) => Ok(Some(WorkerShare::Count(count as usize))),
+            _ => Err(s.error(key, problem)),
+        },
+        Some(Value::String(text)) => match text.strip_suffix('%').map(str::parse::<u8>) {
+            Some(Ok(percent @ 1..=100)) => Ok(Some(WorkerShare::Percent(percent))),
+            _ => Err(s.error(key, problem)),
+        },
+        Some(_) => Err(s.error(key, problem)),
+    }
 }
 
 pub(super) fn read_admin(top: &mut Section) -> Result<Option<AdminConfig>, ConfigError> {

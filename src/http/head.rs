@@ -171,6 +171,9 @@ pub struct HeadWait<'a> {
     pub whole: Option<Duration>,
     pub deadline: Option<Instant>,
     pub may_block: &'a mut dyn FnMut() -> bool,
+    /// With `Some`, no read blocks longer than this before `may_block` is asked again, so a
+    /// worker waiting on a quiet client notices soon when workers become scarce.
+    pub ask_again_every: Option<Duration>,
 }
 
 /// Looks up headers by name, case-insensitively.
@@ -229,7 +232,8 @@ pub fn read_response_head_into<S: TimedRead>(
     head: &mut ResponseHead,
 ) -> Result<(), HeadError> {
     let mut always = || true;
-    let mut wait = HeadWait { first_byte: wait, whole: None, deadline: None, may_block: &mut always };
+    let mut wait =
+        HeadWait { first_byte: wait, whole: None, deadline: None, may_block: &mut always, ask_again_every: None };
     read_head(src, max_bytes, &mut wait, |buf| parse_response(buf, head))
 }
 
@@ -250,9 +254,15 @@ fn read_head<S: TimedRead>(
     wait: &mut HeadWait,
     mut parse: impl FnMut(&[u8]) -> Result<Option<usize>, HeadError>,
 ) -> Result<(), HeadError> {
+    // With slices, when the first byte must have come by (without, `first_byte` bounds each read).
+    let mut first_byte_by = None;
     loop {
         if !src.buffered().is_empty() {
             if let Some(len) = parse(src.buffered())? {
+                if len > max_bytes {
+                    // The buffer may be larger than a head may be (it also holds small bodies).
+                    return Err(too_large(&src.buffered()[..max_bytes]));
+                }
                 src.consume(len);
                 return Ok(());
             }
@@ -264,15 +274,20 @@ fn read_head<S: TimedRead>(
         if wait.deadline.is_none() && !src.buffered().is_empty() {
             wait.deadline = wait.whole.map(|whole| now + whole);
         }
-        let timeout = match wait.deadline {
-            None => wait.first_byte,
-            Some(d) if d > now => d - now,
-            Some(_) => return Err(HeadError::TimedOut { partial: true }),
+        let timeout = match (wait.deadline, wait.ask_again_every) {
+            (None, None) => wait.first_byte,
+            (None, Some(_)) => match *first_byte_by.get_or_insert(now + wait.first_byte) {
+                by if by > now => by - now,
+                _ => return Err(HeadError::TimedOut { partial: false }),
+            },
+            (Some(d), _) if d > now => d - now,
+            (Some(_), _) => return Err(HeadError::TimedOut { partial: true }),
         };
         if !(wait.may_block)() {
             return Err(HeadError::WouldBlock);
         }
-        src.set_read_timeout(timeout);
+        let sliced = wait.ask_again_every.filter(|&slice| slice < timeout);
+        src.set_read_timeout(sliced.unwrap_or(timeout));
         match src.fill() {
             Ok(0) if src.buffered().is_empty() => return Err(HeadError::Closed),
             Ok(0) => return Err(HeadError::Truncated),
@@ -288,6 +303,8 @@ fn read_head<S: TimedRead>(
                     wait.deadline = wait.whole.map(|whole| Instant::now() + whole);
                 }
             }
+            // A slice ran out, not the wait: ask again.
+            Err(e) if is_timeout(&e) && sliced.is_some() => {}
             Err(e) if is_timeout(&e) => return Err(HeadError::TimedOut { partial: !src.buffered().is_empty() }),
             Err(e) if e.kind() == io::ErrorKind::ConnectionReset && src.buffered().is_empty() => {
                 return Err(HeadError::Closed)
@@ -427,6 +444,52 @@ fn check_line_endings(head: &[u8]) -> Result<(), HeadError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::{TcpListener, TcpStream};
+
+    /// A server-side stream whose client stays connected and silent.
+    fn quiet_stream() -> (BufferedStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        (BufferedStream::new(server, 1024), client)
+    }
+
+    #[test]
+    fn a_sliced_wait_asks_again_whether_it_may_block() {
+        let (mut src, _client) = quiet_stream();
+        let mut asked = 0;
+        let mut may_block = || {
+            asked += 1;
+            asked == 1
+        };
+        let slice = Some(Duration::from_millis(10));
+        let mut wait = HeadWait {
+            first_byte: Duration::from_secs(30),
+            whole: None,
+            deadline: None,
+            may_block: &mut may_block,
+            ask_again_every: slice,
+        };
+        let got = read_request_head(&mut src, 1024, &mut wait);
+        assert!(matches!(got, Err(HeadError::WouldBlock)), "{got:?}");
+        assert_eq!(asked, 2);
+    }
+
+    #[test]
+    fn slices_still_end_at_the_first_byte_timeout() {
+        let (mut src, _client) = quiet_stream();
+        let mut always = || true;
+        let slice = Some(Duration::from_millis(10));
+        let mut wait = HeadWait {
+            first_byte: Duration::from_millis(60),
+            whole: None,
+            deadline: None,
+            may_block: &mut always,
+            ask_again_every: slice,
+        };
+        let got = read_request_head(&mut src, 1024, &mut wait);
+        assert!(matches!(got, Err(HeadError::TimedOut { partial: false })), "{got:?}");
+    }
 
     fn request(bytes: &[u8]) -> Result<Option<RequestHead>, String> {
         let mut head = RequestHead::default();

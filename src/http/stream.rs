@@ -9,10 +9,11 @@
 //! code from memory. A TLS read that completed no record ([`is_progress_only`]) is passed up
 //! rather than read again, so that the head reader decides where to wait.
 
+use crate::pace::{too_slow, Pace};
 use std::fmt;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// What a [`BufferedStream`] reads from: a socket, whose read timeout can be set.
 pub trait TimedRead: Read {
@@ -38,6 +39,8 @@ pub struct BufferedStream<S = TcpStream> {
     next_read_timeout: Option<Duration>,
     /// Bytes read from the socket so far, for the metrics.
     received: u64,
+    /// The minimum rate reads are held to, with `received` when it began; see [`Pace`].
+    pace: Option<(Pace, u64)>,
 }
 
 impl<S: TimedRead> BufferedStream<S> {
@@ -77,6 +80,11 @@ impl<S: TimedRead> BufferedStream<S> {
         self.received
     }
 
+    /// The most bytes the buffer can hold.
+    pub fn capacity(&self) -> usize {
+        self.buf.len()
+    }
+
     /// True when the buffer holds as much as it ever can.
     pub fn is_full(&self) -> bool {
         self.end - self.start == self.buf.len()
@@ -92,7 +100,8 @@ impl<S: TimedRead> BufferedStream<S> {
             self.end -= self.start;
             self.start = 0;
         }
-        if let Some(timeout) = self.next_read_timeout.filter(|&t| Some(t) != self.read_timeout) {
+        let timeout = self.paced_timeout()?;
+        if let Some(timeout) = timeout.filter(|&t| Some(t) != self.read_timeout) {
             self.stream.set_read_timeout(Some(timeout))?;
             self.read_timeout = Some(timeout);
         }
@@ -104,9 +113,32 @@ impl<S: TimedRead> BufferedStream<S> {
                     return Ok(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted && !is_progress_only(&e) => continue,
+                Err(e) if is_timeout(&e) && self.is_behind() => return Err(too_slow()),
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// The read timeout the next read must have: the one set, shortened to the minimum
+    /// rate's deadline when that comes sooner (for a sender that keeps up, it never does).
+    fn paced_timeout(&self) -> io::Result<Option<Duration>> {
+        let Some((pace, from)) = self.pace else { return Ok(self.next_read_timeout) };
+        let longest = self.next_read_timeout.unwrap_or(Duration::MAX);
+        match pace.next_wait(self.received - from, Instant::now(), longest) {
+            None => Err(too_slow()),
+            Some(wait) if wait < longest => Ok(Some(wait.max(Duration::from_millis(1)))),
+            Some(_) => Ok(self.next_read_timeout),
+        }
+    }
+
+    fn is_behind(&self) -> bool {
+        self.pace.is_some_and(|(pace, from)| pace.is_behind(self.received - from, Instant::now()))
+    }
+
+    /// Holds the reads from now on to `pace` (counting from the bytes received so far), or
+    /// to none.
+    pub fn set_pace(&mut self, pace: Option<Pace>) {
+        self.pace = pace.map(|pace| (pace, self.received));
     }
 
     /// Sets the read timeout for the reads from now on (a zero one counts as 1 ms).
@@ -116,7 +148,16 @@ impl<S: TimedRead> BufferedStream<S> {
 
     /// Wraps `stream` around an existing buffer; `read_timeout` is the one the socket has.
     pub fn from_parts(stream: S, buf: Box<[u8]>, read_timeout: Option<Duration>) -> BufferedStream<S> {
-        BufferedStream { stream, buf, start: 0, end: 0, read_timeout, next_read_timeout: read_timeout, received: 0 }
+        BufferedStream {
+            stream,
+            buf,
+            start: 0,
+            end: 0,
+            read_timeout,
+            next_read_timeout: read_timeout,
+            received: 0,
+            pace: None,
+        }
     }
 
     /// Puts `bytes` (read earlier, then set aside) back in front of anything read later.

@@ -200,8 +200,65 @@ pub struct Metrics {
     pub own_answers: ExchangeMetrics,
     /// Attempts sent again after a failed one: to the next backend, or on a fresh connection.
     retries: AtomicU64,
+    /// What was done about slow clients.
+    pub slow_clients: SlowClients,
     /// TLS handshakes with clients, counted by `connection`.
     pub tls: TlsMetrics,
+}
+
+/// Counts of what sluice did about slow clients, so that an operator can see an attack.
+/// Written by workers and the waiting room; read by the admin API.
+#[derive(Default)]
+pub struct SlowClients {
+    /// Times a connection waited in the waiting room for the rest of a small request body.
+    bodies_parked: AtomicU64,
+    /// Request bodies refused with `408` for moving slower than the minimum rate.
+    bodies_too_slow: AtomicU64,
+    /// Responses cut off because the client read them slower than the minimum rate.
+    readers_too_slow: AtomicU64,
+    /// Bytes of incomplete request bodies held by parked connections right now.
+    parked_body_bytes: AtomicU64,
+}
+
+/// A copy of [`SlowClients`] at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SlowClientsSnapshot {
+    pub bodies_parked: u64,
+    pub bodies_too_slow: u64,
+    pub readers_too_slow: u64,
+    pub parked_body_bytes: u64,
+}
+
+impl SlowClients {
+    pub fn record_body_parked(&self) {
+        self.bodies_parked.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn record_body_too_slow(&self) {
+        self.bodies_too_slow.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn record_reader_too_slow(&self) {
+        self.readers_too_slow.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts `bytes` of a parked body in (`held` true) or out.
+    pub fn hold_body_bytes(&self, bytes: usize, held: bool) {
+        if held {
+            self.parked_body_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        } else {
+            self.parked_body_bytes.fetch_sub(bytes as u64, Ordering::Relaxed);
+        }
+    }
+
+    pub fn snapshot(&self) -> SlowClientsSnapshot {
+        SlowClientsSnapshot {
+            bodies_parked: self.bodies_parked.load(Ordering::Relaxed),
+            bodies_too_slow: self.bodies_too_slow.load(Ordering::Relaxed),
+            readers_too_slow: self.readers_too_slow.load(Ordering::Relaxed),
+            parked_body_bytes: self.parked_body_bytes.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// Handshakes on TLS listeners: finished, and failed (protocol errors, not in time).

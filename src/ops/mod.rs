@@ -13,6 +13,7 @@ pub mod changes;
 pub mod ended;
 pub mod host;
 pub mod host_alerts;
+pub mod log_summary;
 pub mod metrics;
 pub mod reload;
 pub mod ticker;

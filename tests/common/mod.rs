@@ -562,6 +562,25 @@ pub fn read_until_closed(stream: &mut TcpStream, all: &mut Vec<u8>, within: Dura
     }
 }
 
+impl Client {
+    /// A client connected to `addr` from the loopback address `from` (such as 127.0.0.2), so
+    /// that sluice sees another client address than 127.0.0.1.
+    pub fn connect_from(from: std::net::Ipv4Addr, addr: SocketAddr) -> Client {
+        Client::from_stream(connect_from(from, addr))
+    }
+}
+
+/// A TCP connection to `to` bound to the local address `from` first (std cannot bind a
+/// connecting socket).
+fn connect_from(from: std::net::Ipv4Addr, to: SocketAddr) -> TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("a socket");
+    let local = SocketAddr::new(from.into(), 0);
+    socket.bind(&local.into()).unwrap_or_else(|e| panic!("bind {from}: {e}"));
+    socket.connect(&to.into()).unwrap_or_else(|e| panic!("connect {to} from {from}: {e}"));
+    TcpStream::from(socket)
+}
+
 /// Sends `bytes` on a new connection and returns everything sluice sends back until it
 /// closes the connection; panics if it does not close it within `CLOSE_WITHIN`.
 pub fn exchange_raw(addr: SocketAddr, bytes: &[u8]) -> String {

@@ -73,7 +73,13 @@ impl Response {
 pub fn read_request(stream: TcpStream) -> Result<Request, Option<Response>> {
     let mut src = BufferedStream::new(stream, MAX_HEAD_BYTES);
     let mut always = || true;
-    let mut wait = HeadWait { first_byte: IO_TIMEOUT, whole: Some(IO_TIMEOUT), deadline: None, may_block: &mut always };
+    let mut wait = HeadWait {
+        first_byte: IO_TIMEOUT,
+        whole: Some(IO_TIMEOUT),
+        deadline: None,
+        may_block: &mut always,
+        ask_again_every: None,
+    };
     let head = match read_request_head(&mut src, MAX_HEAD_BYTES, &mut wait) {
         Ok(head) => head,
         Err(HeadError::Closed | HeadError::Truncated | HeadError::Io(_)) => return Err(None),

@@ -112,7 +112,15 @@ fn render_tiles(html: &mut String, s: &Snapshot) {
     html.push_str("<div class=\"group\">Traffic</div><div class=\"tiles\">");
     tile(html, "Requests / s", &format!("{rate:.1}"), "all pools, last 10 s");
     tile(html, "Backends up", &format!("{up} / {total}"), &pools);
-    let connections = format!("{} parked · {} rejected", s.parked_connections, s.rejected_connections);
+    let slow = &s.slow_clients;
+    let connections = format!(
+        "{} parked · {} rejected · {} over their share · {} slow bodies, {} slow readers cut off",
+        s.parked_connections,
+        s.rejected_connections,
+        slow.waiting_for_share,
+        slow.counts.bodies_too_slow,
+        slow.counts.readers_too_slow
+    );
     tile(html, "Connections", &s.open_connections.to_string(), &connections);
     tile(html, "Workers busy", &format!("{} / {}", w.busy, w.total), &format!("{} idle · {} queued", w.idle, w.queued));
     let own_errors = s.own_answers.server_errors();

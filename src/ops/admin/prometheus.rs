@@ -125,6 +125,7 @@ fn render_process(out: &mut Text, s: &Snapshot) {
         "Connections refused with 503 because limits.maxConnections was reached.",
         s.rejected_connections,
     );
+    render_slow_clients(out, s);
     out.single(
         "sluice_retries_total",
         "counter",
@@ -136,6 +137,33 @@ fn render_process(out: &mut Text, s: &Snapshot) {
     for (class, n) in STATUS_CLASSES.iter().zip(s.own_answers.by_class) {
         out.sample(name, &[("class", class)], n);
     }
+}
+
+fn render_slow_clients(out: &mut Text, s: &Snapshot) {
+    let slow = &s.slow_clients;
+    let name = "sluice_slow_client_events_total";
+    out.header(name, "counter", "What sluice did about slow clients: bodies parked in the waiting room, bodies refused 408 and responses cut off below limits.minClientBytesPerSecond.");
+    out.sample(name, &[("event", "body_parked")], slow.counts.bodies_parked);
+    out.sample(name, &[("event", "body_too_slow")], slow.counts.bodies_too_slow);
+    out.sample(name, &[("event", "reader_too_slow")], slow.counts.readers_too_slow);
+    out.single(
+        "sluice_parked_body_bytes",
+        "gauge",
+        "Bytes of incomplete request bodies held by connections in the waiting room.",
+        slow.counts.parked_body_bytes,
+    );
+    out.single(
+        "sluice_share_waiting_connections",
+        "gauge",
+        "Connections waiting because their address holds limits.maxWorkersPerClient workers.",
+        slow.waiting_for_share,
+    );
+    out.single(
+        "sluice_share_waits_total",
+        "counter",
+        "Connections that had to wait for their address's share of the workers.",
+        slow.waited_for_share,
+    );
 }
 
 fn render_backends(out: &mut Text, pools: &[PoolSnapshot]) {

@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::edge::Reason;
 use crate::ops::changes::{Place, RuntimeChanges};
 use crate::ops::host;
-use crate::ops::metrics::ExchangeSnapshot;
+use crate::ops::metrics::{ExchangeSnapshot, SlowClientsSnapshot};
 use crate::runtime::{Runtime, State};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,6 +26,8 @@ pub struct Snapshot {
     pub parked_connections: usize,
     pub workers: Workers,
     pub rejected_connections: u64,
+    /// What was done about slow clients and clients over their share of the workers.
+    pub slow_clients: SlowClients,
     pub retries: u64,
     /// Exchanges sluice answered itself.
     pub own_answers: ExchangeSnapshot,
@@ -100,6 +102,16 @@ pub struct Workers {
     pub idle: usize,
     /// Accepted connections waiting for a worker.
     pub queued: usize,
+}
+
+/// The counts an operator watches to see a slow-client attack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SlowClients {
+    pub counts: SlowClientsSnapshot,
+    /// Connections waiting for their address's share of the workers right now.
+    pub waiting_for_share: usize,
+    /// Connections that had to wait for their address's share, since start.
+    pub waited_for_share: u64,
 }
 
 pub struct PoolSnapshot {
@@ -212,6 +224,11 @@ pub fn take(runtime: &Runtime, windows: &Windows) -> Snapshot {
         parked_connections: runtime.waiting_room.parked_count(),
         workers: Workers { total: workers, busy, idle: workers - busy, queued: runtime.waiting_connections() },
         rejected_connections: runtime.rejected_connections.load(std::sync::atomic::Ordering::Relaxed),
+        slow_clients: SlowClients {
+            counts: runtime.metrics.slow_clients.snapshot(),
+            waiting_for_share: runtime.fair_share.waiting(),
+            waited_for_share: runtime.fair_share.waited(),
+        },
         retries: runtime.metrics.retries(),
         own_answers: runtime.metrics.own_answers.snapshot(),
         pools,

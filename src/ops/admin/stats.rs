@@ -7,7 +7,7 @@
 //! edge controls, its `route`, `refused` by reason and `rateLimitClients`. Pure.
 
 use super::rates::Recent;
-use super::snapshot::{EdgeSnapshot, ServerSnapshot, Snapshot, TlsSnapshot};
+use super::snapshot::{EdgeSnapshot, ServerSnapshot, SlowClients, Snapshot, TlsSnapshot};
 use crate::ops::host;
 use crate::ops::metrics::{ExchangeSnapshot, STATUS_CLASSES};
 use serde_json::{json, Map, Value};
@@ -41,6 +41,7 @@ pub fn render(s: &Snapshot) -> Value {
             "queued": s.workers.queued,
         },
         "rejectedConnections": s.rejected_connections,
+        "slowClients": slow_clients_json(&s.slow_clients),
         "retries": s.retries,
         "ownAnswers": {
             "requests": s.own_answers.total(),
@@ -97,6 +98,17 @@ fn server_json(pool: &str, s: &ServerSnapshot) -> Value {
             "p99": d.quantile(0.99).map(millis),
         },
         "recent": s.recent.as_ref().map(recent_json),
+    })
+}
+
+fn slow_clients_json(s: &SlowClients) -> Value {
+    json!({
+        "bodiesParked": s.counts.bodies_parked,
+        "bodiesTooSlow": s.counts.bodies_too_slow,
+        "readersTooSlow": s.counts.readers_too_slow,
+        "parkedBodyBytes": s.counts.parked_body_bytes,
+        "waitingForShare": s.waiting_for_share,
+        "waitedForShare": s.waited_for_share,
     })
 }
 

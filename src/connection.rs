@@ -21,7 +21,7 @@
 //! stopping closes unless a request is already waiting to be read.
 
 use crate::config::{Config, ListenerMode};
-use crate::exchange::{self, Context, ExchangeBuffers, ExchangeIo, CLIENT_WRITE_CHECK};
+use crate::exchange::{self, Context, ExchangeIo, CLIENT_WRITE_CHECK};
 use crate::fair_share::Turn;
 use crate::http::error::HttpError;
 use crate::http::head::{read_request_head_into, HeadError, HeadWait, RequestHead};
@@ -34,10 +34,10 @@ use crate::small_body::{read_buffer_bytes, wait_for_small_body, BodyWait, Waitin
 use crate::sys;
 use crate::transport::{ClientTransport, Transport};
 use crate::waiting_room::Waiter;
+use crate::worker_buffers::{return_buffers, take_buffers, WorkerBuffers};
 use crate::{redirect, tcp};
 use log::{debug, error};
 use rustls::ServerConnection;
-use std::cell::RefCell;
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
@@ -214,35 +214,6 @@ fn take_share<'a, T>(
         })
     };
     runtime.fair_share.enter(client, share, later).then(|| Share { runtime, client })
-}
-
-/// What a worker thread keeps from one connection to the next, so that serving a request
-/// allocates nothing once the worker has served a few.
-struct WorkerBuffers {
-    read: Box<[u8]>,
-    /// The request head, refilled for each request.
-    head: RequestHead,
-    exchange: ExchangeBuffers,
-}
-
-thread_local! {
-    /// The buffers of this worker thread, lent to the connection it serves.
-    static WORKER_BUFFERS: RefCell<Option<WorkerBuffers>> = const { RefCell::new(None) };
-}
-
-fn take_buffers(read_capacity: usize) -> WorkerBuffers {
-    match WORKER_BUFFERS.with(|b| b.borrow_mut().take()) {
-        Some(buffers) if buffers.read.len() == read_capacity => buffers,
-        _ => WorkerBuffers {
-            read: vec![0; read_capacity].into_boxed_slice(),
-            head: RequestHead::default(),
-            exchange: ExchangeBuffers::default(),
-        },
-    }
-}
-
-fn return_buffers(buffers: WorkerBuffers) {
-    WORKER_BUFFERS.with(|b| *b.borrow_mut() = Some(buffers));
 }
 
 /// Serves `conn` on this worker until it closes, parks or waits for its address's share.

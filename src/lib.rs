@@ -84,6 +84,7 @@ pub mod tls;
 pub mod transport;
 pub mod tunnel;
 pub mod waiting_room;
+pub mod worker_buffers;
 
 pub use config::{Config, ConfigError};
 pub use ops::reload::{ReloadError, ReloadSummary};

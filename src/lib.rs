@@ -13,7 +13,7 @@
 //! 2. [`connection`]: a worker loops over the connection's requests, reading each head with
 //!    [`http::head`] under the client timeouts; idle connections wait in the
 //!    [`waiting_room`] while workers are scarce. Heads and buffers are refilled in storage
-//!    each worker keeps, so once warm the request path does not allocate
+//!    each worker keeps ([`worker_buffers`]), so once warm the request path does not allocate
 //!    (`tests/allocations.rs`; `scripts/profile.sh` measures it). [`exchange`] holds what
 //!    every exchange shares: the client connection and its lent buffers, the outcome,
 //!    sluice's own answers and the keep-alive rule. A small body is read whole before a

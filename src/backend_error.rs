@@ -13,7 +13,6 @@
 //!
 //! Pure: `proxy` and `tcp` decide with it and turn it into an answer or a log status.
 
-use crate::pool::NoSlot;
 use std::fmt;
 use std::io;
 use std::time::Duration;
@@ -45,6 +44,15 @@ pub fn after_failure(stage: Stage, replayable: bool) -> NextStep {
         Stage::BeforeResponse { reused: false } if replayable => NextStep::OtherBackend,
         Stage::BeforeResponse { .. } => NextStep::GiveUp,
     }
+}
+
+/// Why the pool picked no backend (`Pool::acquire`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoSlot {
+    /// No backend is in service (or every one was tried already).
+    Unavailable,
+    /// Every candidate stayed at its `maxConnections` for the whole `timeouts.queue`.
+    QueueTimedOut,
 }
 
 /// Why an exchange got no response from a backend.

@@ -19,9 +19,8 @@
 use crate::backend::Backend;
 use crate::backend_error::BackendError;
 use crate::balance::Why;
-use crate::config::{ListenerConfig, RouteConfig};
+use crate::config::{ListenerConfig, PoolConfig, RouteConfig};
 use crate::http::head::{HeaderList, RequestHead};
-use crate::pool::Pool;
 use crate::routing;
 use std::fmt::Write;
 use std::sync::Arc;
@@ -81,13 +80,13 @@ pub struct Decision {
 
 impl Decision {
     /// A decision for `head`, which `listener` routed to `pool`.
-    pub fn for_pool(listener: &ListenerConfig, head: &RequestHead, pool: &Pool) -> Decision {
+    pub fn for_pool(listener: &ListenerConfig, head: &RequestHead, pool: &PoolConfig) -> Decision {
         let host = head.value("host").and_then(routing::request_host);
         let route = routing::find_route(&listener.routes, host, &head.target).map(|i| &listener.routes[i]);
         Decision {
             route: route.map_or("*".to_string(), describe_route),
-            pool: pool.name().to_string(),
-            algorithm: pool.config.algorithm.name(),
+            pool: pool.name.clone(),
+            algorithm: pool.algorithm.name(),
             ..Decision::default()
         }
     }

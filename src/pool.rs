@@ -10,6 +10,7 @@
 //! reports a health change (the health thread, workers).
 
 use crate::backend::{Backend, InFlight};
+pub use crate::backend_error::NoSlot;
 use crate::balance::hash::hash64;
 use crate::balance::{self, Balancer, Kept, Why};
 use crate::config::PoolConfig;
@@ -51,15 +52,6 @@ pub struct Slot<'a> {
     pub index: usize,
     pub backend: &'a Arc<Backend>,
     _in_flight: InFlight<'a>,
-}
-
-/// Why no backend was picked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NoSlot {
-    /// No backend is in service (or every one was tried already).
-    Unavailable,
-    /// Every candidate stayed at its `maxConnections` for the whole `timeouts.queue`.
-    QueueTimedOut,
 }
 
 /// Why a single attempt to pick found nothing.

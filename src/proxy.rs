@@ -77,7 +77,7 @@ pub fn exchange(ctx: &Context, client: &mut ExchangeIo, head: &mut RequestHead) 
     let head: &RequestHead = head;
     let sticky = pool.config.sticky.as_ref().and_then(|s| find_cookie(head, &s.cookie));
     let mut tried = Vec::new();
-    let mut decision = ctx.state.config.explain.then(|| explain::Decision::for_pool(ctx.listener, head, pool));
+    let mut decision = ctx.state.config.explain.then(|| explain::Decision::for_pool(ctx.listener, head, &pool.config));
     // Whether the last backend tried failed for want of a trusted TLS certificate.
     let mut untrusted = false;
     loop {

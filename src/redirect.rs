@@ -30,7 +30,7 @@ pub fn answer(ctx: &Context, client: &mut ExchangeIo, head: &mut RequestHead) ->
     let Some(pool) = ctx.state.listener_pool(ctx.listener) else {
         return send(client, head, canned_response(404, "no pool for this listener", &[], true), 404, false);
     };
-    let mut decision = ctx.state.config.explain.then(|| Decision::for_pool(ctx.listener, head, pool));
+    let mut decision = ctx.state.config.explain.then(|| Decision::for_pool(ctx.listener, head, &pool.config));
     let picked = match decision.as_mut() {
         Some(decision) => pool.pick_noting(client.peer.ip(), decision),
         None => pool.pick(&[], client.peer.ip()),

@@ -750,3 +750,41 @@ fn idle_tls_clients_wait_in_the_waiting_room_and_wake_for_their_next_request() {
         assert_eq!(read_response(stream).0, 200, "the second pipelined request was answered");
     }
 }
+
+#[test]
+fn a_returning_client_resumes_its_session() {
+    let pki = Pki::new("resume");
+    let leaf = pki.leaf("site", &["a.test"], 90);
+    let backend = TestBackend::named("a");
+    let sluice = https_sluice(&backend, &tls_json(&leaf), "");
+    for versions in [&[&rustls::version::TLS13][..], &[&rustls::version::TLS12][..]] {
+        let config = trusting(&pki.ca(), versions);
+        let mut first = connect(sluice.addr, "a.test", &config);
+        assert_eq!(get(&mut first, "/", "a.test").0, 200);
+        assert_eq!(first.conn.handshake_kind(), Some(rustls::HandshakeKind::Full));
+        let mut second = connect(sluice.addr, "a.test", &config);
+        assert_eq!(get(&mut second, "/", "a.test").0, 200);
+        let kind = second.conn.handshake_kind();
+        assert_eq!(kind, Some(rustls::HandshakeKind::Resumed), "{versions:?}: the second handshake was {kind:?}");
+    }
+}
+
+#[test]
+fn a_handshake_that_stalls_is_closed_after_client_header() {
+    let pki = Pki::new("stall");
+    let leaf = pki.leaf("site", &["a.test"], 90);
+    let backend = TestBackend::named("a");
+    let sluice = https_sluice(&backend, &tls_json(&leaf), r#""timeouts": {"clientHeader": "1s"},"#);
+    let config = trusting(&pki.ca(), &[&rustls::version::TLS13]);
+    let mut hello = Vec::new();
+    ClientConnection::new(Arc::clone(&config), ServerName::try_from("a.test").unwrap())
+        .unwrap()
+        .write_tls(&mut hello)
+        .unwrap();
+    let mut stalled = Client::connect(sluice.addr);
+    stalled.send(&hello[..10]);
+    let started = std::time::Instant::now();
+    // read_to_close fails unless sluice closes within 5 s, well before the default 10 s.
+    stalled.read_to_close();
+    assert!(started.elapsed() >= Duration::from_millis(900), "closed before the deadline: {:?}", started.elapsed());
+}

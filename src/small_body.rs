@@ -40,7 +40,7 @@ pub struct Waiting<'a> {
 }
 
 /// Reads the rest of a small request body into the read buffer. Waits on the worker for at
-/// most [`WAIT_ON_WORKER`] and only while `may_block` allows; then the connection is to park.
+/// most `WAIT_ON_WORKER` (50 ms) and only while `may_block` allows; then the connection is to park.
 /// A complete request (the usual case) costs no system call here.
 pub fn wait_for_small_body<S: TimedRead>(
     config: &Config,

@@ -284,6 +284,7 @@ fn serve(runtime: &Arc<Runtime>, conn: ClientConn, mut readable: bool) {
         let Some(Parking { client: c, head: h, between: b, .. }) = waiting else { return };
         (client, head, between) = (c, h, b);
         let ctx = Context { runtime, state: &state, listener: &config.listeners[between.listener] };
+        client.answering_head = head.method == "HEAD";
         let outcome = match (ctx.listener.mode, ctx.listener.redirect_to_https) {
             (ListenerMode::Redirect, _) => redirect::answer(&ctx, &mut client, &mut head),
             (_, Some(port)) if redirect::redirects_to_https(&head) => {

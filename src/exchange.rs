@@ -42,6 +42,8 @@ pub struct ExchangeIo {
     pub response: ResponseHead,
     /// How long the client may take no bytes of a response (`timeouts.client`).
     pub stall_limit: Duration,
+    /// The current request is `HEAD`: sluice's own answers carry no body.
+    pub answering_head: bool,
 }
 
 /// The buffers an exchange needs besides the client's read buffer; a worker keeps one set
@@ -57,7 +59,16 @@ pub struct ExchangeBuffers {
 impl ExchangeIo {
     pub fn new(stream: BufferedStream<ClientTransport>, peer: SocketAddr, buffers: ExchangeBuffers) -> ExchangeIo {
         let ExchangeBuffers { out, backend_out, backend_buf, response } = buffers;
-        ExchangeIo { stream, peer, out, backend_out, backend_buf, response, stall_limit: Duration::ZERO }
+        ExchangeIo {
+            stream,
+            peer,
+            out,
+            backend_out,
+            backend_buf,
+            response,
+            stall_limit: Duration::ZERO,
+            answering_head: false,
+        }
     }
 
     /// Gives back the stream and the lent buffers.
@@ -210,8 +221,19 @@ pub fn refuse(client: &mut ExchangeIo, error: HttpError) -> Outcome {
 
 /// Answers with one of sluice's own responses.
 pub fn answer(client: &mut ExchangeIo, status: u16, detail: &str, extra: &[(&str, &str)], keep_alive: bool) -> Outcome {
-    let sent = client.send(&canned_response(status, detail, extra, !keep_alive)).is_ok();
-    Outcome { status, body_bytes: 0, backend: None, keep_alive: keep_alive && sent }
+    send_own(client, canned_response(status, detail, extra, !keep_alive), status, keep_alive)
+}
+
+/// Sends one of sluice's own responses, without its body when answering `HEAD` (the head
+/// still says how long the body would be, as RFC 9110 allows).
+pub fn send_own(client: &mut ExchangeIo, mut response: Vec<u8>, status: u16, keep_alive: bool) -> Outcome {
+    let head_len = response.windows(4).position(|w| w == b"\r\n\r\n").map_or(response.len(), |i| i + 4);
+    if client.answering_head {
+        response.truncate(head_len);
+    }
+    let body_bytes = (response.len() - head_len) as u64;
+    let sent = client.send(&response).is_ok();
+    Outcome { status, body_bytes, backend: None, keep_alive: keep_alive && sent }
 }
 
 /// Whether the client connection may carry another request after answering `head`: the

@@ -12,7 +12,7 @@
 //! redirect to https. Writes the picked backend's request counter.
 
 use crate::backend_error::BackendError;
-use crate::exchange::{may_keep_alive, refuse, Context, ExchangeIo, Outcome};
+use crate::exchange::{may_keep_alive, refuse, send_own, Context, ExchangeIo, Outcome};
 use crate::explain::{Decision, DECISION_FIELD};
 use crate::http::error::canned_response;
 use crate::http::framing::{request_framing, BodyFraming};
@@ -28,7 +28,7 @@ pub fn answer(ctx: &Context, client: &mut ExchangeIo, head: &mut RequestHead) ->
         Err(refused) => return refused,
     };
     let Some(pool) = ctx.state.listener_pool(ctx.listener) else {
-        return send(client, head, canned_response(404, "no pool for this listener", &[], true), 404, false);
+        return send_own(client, canned_response(404, "no pool for this listener", &[], true), 404, false);
     };
     let mut decision = ctx.state.config.explain.then(|| Decision::for_pool(ctx.listener, head, &pool.config));
     let picked = match decision.as_mut() {
@@ -41,14 +41,14 @@ pub fn answer(ctx: &Context, client: &mut ExchangeIo, head: &mut RequestHead) ->
         let retry_after = pool.retry_after_secs().to_string();
         let extra: Vec<_> = [("Retry-After", retry_after.as_str())].into_iter().chain(decided).collect();
         let response = canned_response(error.status(), error.detail(), &extra, !keep_alive);
-        return send(client, head, response, error.status(), keep_alive);
+        return send_own(client, response, error.status(), keep_alive);
     };
     let backend = &pool.backends[index];
     let _counted = backend.start_exchange();
     let target = location(backend.url(), &head.target);
     let extra: Vec<_> = [("Location", target.as_str())].into_iter().chain(decided).collect();
     let response = canned_response(307, &format!("see {target}"), &extra, !keep_alive);
-    let mut outcome = send(client, head, response, 307, keep_alive);
+    let mut outcome = send_own(client, response, 307, keep_alive);
     outcome.backend = Some(Arc::clone(backend));
     outcome
 }
@@ -79,11 +79,11 @@ pub fn to_https(ctx: &Context, client: &mut ExchangeIo, head: &mut RequestHead, 
     };
     let Some(host) = head.value("host").and_then(request_host) else {
         let response = canned_response(400, "a Host field is needed to redirect to https", &[], true);
-        return send(client, head, response, 400, false);
+        return send_own(client, response, 400, false);
     };
     let target = https_location(host, port, &head.target);
     let response = canned_response(308, &format!("see {target}"), &[("Location", &target)], !keep_alive);
-    send(client, head, response, 308, keep_alive)
+    send_own(client, response, 308, keep_alive)
 }
 
 /// `https://host[:port]target`, the port written unless it is 443: pure.
@@ -103,19 +103,6 @@ pub fn location(url: &str, target: &str) -> String {
     } else {
         format!("{base}/")
     }
-}
-
-/// Sends `response`, without its body when answering HEAD.
-fn send(client: &mut ExchangeIo, head: &RequestHead, mut response: Vec<u8>, status: u16, keep_alive: bool) -> Outcome {
-    let head_len = response.windows(4).position(|w| w == b"\r\n\r\n").map_or(response.len(), |i| i + 4);
-    let body_bytes = if head.method == "HEAD" {
-        response.truncate(head_len);
-        0
-    } else {
-        (response.len() - head_len) as u64
-    };
-    let sent = client.send(&response).is_ok();
-    Outcome { status, body_bytes, backend: None, keep_alive: keep_alive && sent }
 }
 
 #[cfg(test)]

@@ -97,6 +97,27 @@ fn no_matching_route_is_a_404_with_a_short_body() {
 }
 
 #[test]
+fn sluices_own_answer_to_head_has_no_body_so_the_connection_stays_in_step() {
+    let backend = TestBackend::named("api");
+    let sluice = Sluice::from_json(&format!(
+        r#"{{"listeners": [{{"listen": "127.0.0.1:0", "routes": [{{"host": "api.test", "pool": "api"}}]}}],
+            "pools": {{"api": {{"servers": ["{}"]}}}}}}"#,
+        backend.url()
+    ));
+    let mut c = sluice.connect();
+    c.send(b"HEAD /x HTTP/1.1\r\nHost: other.test\r\n\r\nGET /y HTTP/1.1\r\nHost: api.test\r\n\r\n");
+    let r = c.read_response(true).unwrap();
+    assert_eq!(r.status, 404, "{}", r.raw_head);
+    let next = c.response().unwrap();
+    assert_eq!(
+        (next.status, next.text().as_str()),
+        (200, "api"),
+        "the 404's body was sent after all: {}",
+        next.raw_head
+    );
+}
+
+#[test]
 fn each_pool_keeps_its_own_rotation() {
     let web = [TestBackend::named("w1"), TestBackend::named("w2")];
     let api = [TestBackend::named("a1"), TestBackend::named("a2"), TestBackend::named("a3")];

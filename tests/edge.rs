@@ -212,8 +212,8 @@ fn basic_auth_accepts_a_bcrypt_hash_made_by_htpasswd() {
     }
 }
 
-#[test]
-fn basic_auth_accepts_an_argon2id_hash_made_by_sluice_hash_password() {
+/// Runs `sluice hash-password` with `input` on its standard input.
+fn hash_password(input: &[u8]) -> std::process::Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .arg("hash-password")
         .stdin(Stdio::piped())
@@ -221,8 +221,13 @@ fn basic_auth_accepts_an_argon2id_hash_made_by_sluice_hash_password() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(b"s3cret pass\n").unwrap();
-    let out = child.wait_with_output().unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn basic_auth_accepts_an_argon2id_hash_made_by_sluice_hash_password() {
+    let out = hash_password(b"s3cret pass\n");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let hash = String::from_utf8(out.stdout).unwrap().trim().to_string();
     assert!(hash.starts_with("$argon2id$"), "{hash}");
@@ -231,15 +236,7 @@ fn basic_auth_accepts_an_argon2id_hash_made_by_sluice_hash_password() {
 
 #[test]
 fn hash_password_refuses_an_empty_password_with_exit_code_2() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .arg("hash-password")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(b"\n").unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = hash_password(b"\n");
     assert_eq!(out.status.code(), Some(2));
     assert!(out.stdout.is_empty());
     assert!(String::from_utf8_lossy(&out.stderr).contains("the password must be 1 to"));

@@ -77,14 +77,20 @@ fn http_1_0_without_host_takes_only_routes_without_a_host() {
     }
 }
 
-#[test]
-fn no_matching_route_is_a_404_with_a_short_body() {
+/// sluice with one route, for host `api.test`, and its backend (answering "api").
+fn api_test_only() -> (TestBackend, Sluice) {
     let backend = TestBackend::named("api");
     let sluice = Sluice::from_json(&format!(
         r#"{{"listeners": [{{"listen": "127.0.0.1:0", "routes": [{{"host": "api.test", "pool": "api"}}]}}],
             "pools": {{"api": {{"servers": ["{}"]}}}}}}"#,
         backend.url()
     ));
+    (backend, sluice)
+}
+
+#[test]
+fn no_matching_route_is_a_404_with_a_short_body() {
+    let (backend, sluice) = api_test_only();
     let mut c = sluice.connect();
     c.send(b"GET /x HTTP/1.1\r\nHost: other.test\r\n\r\n");
     let r = c.response().unwrap();
@@ -98,12 +104,7 @@ fn no_matching_route_is_a_404_with_a_short_body() {
 
 #[test]
 fn sluices_own_answer_to_head_has_no_body_so_the_connection_stays_in_step() {
-    let backend = TestBackend::named("api");
-    let sluice = Sluice::from_json(&format!(
-        r#"{{"listeners": [{{"listen": "127.0.0.1:0", "routes": [{{"host": "api.test", "pool": "api"}}]}}],
-            "pools": {{"api": {{"servers": ["{}"]}}}}}}"#,
-        backend.url()
-    ));
+    let (backend, sluice) = api_test_only();
     let mut c = sluice.connect();
     c.send(b"HEAD /x HTTP/1.1\r\nHost: other.test\r\n\r\nGET /y HTTP/1.1\r\nHost: api.test\r\n\r\n");
     let r = c.read_response(true).unwrap();
@@ -115,6 +116,7 @@ fn sluices_own_answer_to_head_has_no_body_so_the_connection_stays_in_step() {
         "the 404's body was sent after all: {}",
         next.raw_head
     );
+    assert_eq!(backend.request_count(), 1, "only the GET reached the backend");
 }
 
 #[test]

@@ -121,6 +121,14 @@ fn connect(addr: SocketAddr, name: &str, config: &Arc<ClientConfig>) -> TlsStrea
     StreamOwned::new(ClientConnection::new(Arc::clone(config), server_name).unwrap(), socket)
 }
 
+/// The first bytes a TLS client sends for `a.test`: its ClientHello.
+fn client_hello(config: &Arc<ClientConfig>) -> Vec<u8> {
+    let mut hello = Vec::new();
+    let mut client = ClientConnection::new(Arc::clone(config), ServerName::try_from("a.test").unwrap()).unwrap();
+    client.write_tls(&mut hello).unwrap();
+    hello
+}
+
 /// Finishes the handshake and returns the certificate the server presented.
 fn presented(stream: &mut TlsStream) -> Result<Vec<u8>, String> {
     while stream.conn.is_handshaking() {
@@ -239,11 +247,7 @@ fn bad_input_on_a_tls_port_gets_a_close_and_never_blocks_anyone_else() {
     plain.send(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n");
     plain.read_to_close();
     // A handshake cut short.
-    let mut hello = Vec::new();
-    ClientConnection::new(Arc::clone(&config), ServerName::try_from("a.test").unwrap())
-        .unwrap()
-        .write_tls(&mut hello)
-        .unwrap();
+    let hello = client_hello(&config);
     let mut cut = Client::connect(sluice.addr);
     cut.send(&hello[..hello.len() / 2]);
     cut.stream.shutdown(std::net::Shutdown::Write).unwrap();
@@ -262,6 +266,13 @@ fn bad_input_on_a_tls_port_gets_a_close_and_never_blocks_anyone_else() {
     let stats = admin_stats(admin);
     assert!(stats["tls"]["handshakeFailures"].as_u64().unwrap() >= 2, "{:#}", stats["tls"]);
     assert!(stats["tls"]["handshakes"].as_u64().unwrap() >= 1, "{:#}", stats["tls"]);
+    let metrics = admin_call(admin, "GET", "/metrics", None, "").text();
+    let failures = metrics.lines().find_map(|l| l.strip_prefix("sluice_tls_handshake_failures_total "));
+    assert!(failures.is_some_and(|n| n.parse::<u64>().unwrap() >= 2), "{metrics}");
+    // The listener as configured (port 0 here), and the certificate file.
+    let expiry =
+        format!("sluice_tls_certificate_expiry_seconds{{listener=\"127.0.0.1:0\",cert=\"{}\"}}", leaf.cert.display());
+    assert!(metrics.contains(&expiry), "no expiry gauge for the certificate: {metrics}");
 }
 
 #[test]
@@ -271,11 +282,7 @@ fn trickling_tls_handshakes_do_not_keep_a_new_client_from_being_served() {
     let backend = TestBackend::named("a");
     let sluice = https_sluice(&backend, &tls_json(&leaf), r#""workers": 2,"#);
     let config = trusting(&pki.ca(), &[&rustls::version::TLS13]);
-    let mut hello = Vec::new();
-    ClientConnection::new(Arc::clone(&config), ServerName::try_from("a.test").unwrap())
-        .unwrap()
-        .write_tls(&mut hello)
-        .unwrap();
+    let hello = client_hello(&config);
     // Twenty clients dribble their ClientHello a byte every 50 ms.
     let tricklers: Vec<TcpStream> = (0..20).map(|_| TcpStream::connect(sluice.addr).unwrap()).collect();
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -776,11 +783,7 @@ fn a_handshake_that_stalls_is_closed_after_client_header() {
     let backend = TestBackend::named("a");
     let sluice = https_sluice(&backend, &tls_json(&leaf), r#""timeouts": {"clientHeader": "1s"},"#);
     let config = trusting(&pki.ca(), &[&rustls::version::TLS13]);
-    let mut hello = Vec::new();
-    ClientConnection::new(Arc::clone(&config), ServerName::try_from("a.test").unwrap())
-        .unwrap()
-        .write_tls(&mut hello)
-        .unwrap();
+    let hello = client_hello(&config);
     let mut stalled = Client::connect(sluice.addr);
     stalled.send(&hello[..10]);
     let started = std::time::Instant::now();

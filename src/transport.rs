@@ -10,8 +10,7 @@
 //! plain head) and can count the handshake against the head's deadline. Body relays simply
 //! read again.
 //!
-//! Also the non-blocking steps the tunnel uses ([`Transport::read_now`],
-//! [`Transport::write_now`]), and `close_notify` on the way out.
+//! Also the non-blocking steps the tunnel uses ([`Pipe`]), and `close_notify` on the way out.
 
 use crate::http::stream::{is_progress_only, progress_only, TimedRead};
 use rustls::{ClientConnection, ConnectionCommon, ServerConnection, SideData};
@@ -97,59 +96,6 @@ where
             t.tls.send_close_notify();
             let _ = t.flush_tls();
         }
-    }
-
-    /// Reads what can be read without waiting (the socket must be non-blocking).
-    pub fn read_now(&mut self, buf: &mut [u8]) -> io::Result<ReadNow> {
-        let result = match self {
-            Transport::Plain(socket) => socket.read(buf),
-            Transport::Tls(t) => t.read_plaintext(buf),
-        };
-        match result {
-            Ok(0) => Ok(ReadNow::Eof),
-            Ok(n) => Ok(ReadNow::Data(n)),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock || is_progress_only(&e) => Ok(ReadNow::Nothing),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Writes what the socket takes without waiting (it must be non-blocking): `Ok(0)` when it
-    /// takes nothing now. TLS takes the plaintext into its own buffer (bounded by rustls) and
-    /// sends as much as the socket accepts.
-    pub fn write_now(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Transport::Plain(socket) => match socket.write(buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
-                other => other,
-            },
-            Transport::Tls(t) => {
-                let n = t.tls.writer().write(buf)?;
-                t.send_pending_now()?;
-                Ok(n)
-            }
-        }
-    }
-
-    /// Whether TLS holds bytes for the socket that it did not take yet.
-    pub fn has_pending_output(&self) -> bool {
-        match self {
-            Transport::Plain(_) => false,
-            Transport::Tls(t) => t.tls.wants_write(),
-        }
-    }
-
-    /// Sends pending TLS bytes without waiting; true when none are left.
-    pub fn send_pending_now(&mut self) -> io::Result<bool> {
-        match self {
-            Transport::Plain(_) => Ok(true),
-            Transport::Tls(t) => t.send_pending_now(),
-        }
-    }
-
-    /// Ends this side's sending: `close_notify` for TLS, then the socket's write half.
-    pub fn shutdown_write(&mut self) {
-        self.send_close();
-        let _ = self.socket().shutdown(std::net::Shutdown::Write);
     }
 }
 
@@ -284,23 +230,56 @@ where
         Transport::socket(self)
     }
 
+    /// Reads what can be read without waiting (the socket must be non-blocking).
     fn read_now(&mut self, buf: &mut [u8]) -> io::Result<ReadNow> {
-        Transport::read_now(self, buf)
+        let result = match self {
+            Transport::Plain(socket) => socket.read(buf),
+            Transport::Tls(t) => t.read_plaintext(buf),
+        };
+        match result {
+            Ok(0) => Ok(ReadNow::Eof),
+            Ok(n) => Ok(ReadNow::Data(n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock || is_progress_only(&e) => Ok(ReadNow::Nothing),
+            Err(e) => Err(e),
+        }
     }
 
+    /// Writes what the socket takes without waiting (it must be non-blocking): `Ok(0)` when it
+    /// takes nothing now. TLS takes the plaintext into its own buffer (bounded by rustls) and
+    /// sends as much as the socket accepts.
     fn write_now(&mut self, buf: &[u8]) -> io::Result<usize> {
-        Transport::write_now(self, buf)
+        match self {
+            Transport::Plain(socket) => match socket.write(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+                other => other,
+            },
+            Transport::Tls(t) => {
+                let n = t.tls.writer().write(buf)?;
+                t.send_pending_now()?;
+                Ok(n)
+            }
+        }
     }
 
+    /// Whether TLS holds bytes for the socket that it did not take yet.
     fn has_pending_output(&self) -> bool {
-        Transport::has_pending_output(self)
+        match self {
+            Transport::Plain(_) => false,
+            Transport::Tls(t) => t.tls.wants_write(),
+        }
     }
 
+    /// Sends pending TLS bytes without waiting; true when none are left.
     fn send_pending_now(&mut self) -> io::Result<bool> {
-        Transport::send_pending_now(self)
+        match self {
+            Transport::Plain(_) => Ok(true),
+            Transport::Tls(t) => t.send_pending_now(),
+        }
     }
 
+    /// Ends this side's sending: `close_notify` for TLS, then the socket's write half.
     fn shutdown_write(&mut self) {
-        Transport::shutdown_write(self)
+        self.send_close();
+        let _ = self.socket().shutdown(std::net::Shutdown::Write);
     }
 }

@@ -8,13 +8,14 @@ use signal_hook::iterator::Signals;
 use sluice::config::{Config, ListenerConfig, Protocol, RouteConfig};
 use sluice::tls::TlsSet;
 use sluice::{demo, simulate, Server, StartError};
-use std::io::{BufRead, IsTerminal};
+use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::SystemTime;
 
 const USAGE: &str = "\
 Usage: sluice [--config PATH] [--check [--explain] | --demo]
+       sluice --schema > config.schema.json
        sluice simulate [--config PATH] [--requests N] [--clients K] [--remove URL]
        sluice hash-password < password.txt
 
@@ -27,6 +28,8 @@ Options:
                       default filled in, and an estimate of what the host can hold
       --demo          start demo backends on the addresses the configuration names, then
                       the balancer, and print commands to try
+      --schema        print the JSON Schema of the configuration file, for editors
+                      (see docs/deployment.md, \"Editors\")
   -h, --help          print this help
   -V, --version       print the version
 
@@ -49,6 +52,7 @@ enum Command {
     Check { config: PathBuf, explain: bool },
     Simulate { config: PathBuf, options: simulate::Options },
     HashPassword,
+    Schema,
     Help,
     Version,
 }
@@ -74,6 +78,7 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Command, String> {
         match arg.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
             "-V" | "--version" => return Ok(Command::Version),
+            "--schema" => return Ok(Command::Schema),
             "--check" => check = true,
             "--demo" => demo = true,
             "--explain" => explain = true,
@@ -144,6 +149,11 @@ fn main() -> ExitCode {
     match command {
         Command::Help => {
             println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        Command::Schema => {
+            // A closed pipe (`sluice --schema | head`) is not worth a panic.
+            let _ = writeln!(std::io::stdout(), "{:#}", sluice::config::schema::schema());
             ExitCode::SUCCESS
         }
         Command::Version => {

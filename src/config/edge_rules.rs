@@ -8,6 +8,7 @@
 //! block, a password that is not a bcrypt or argon2id hash, a header rule on a hop-by-hop or
 //! framing field.
 
+use super::keys::{Key, Kind, Shape};
 use super::{ConfigError, Section};
 use crate::edge::header_rules::{check_name, check_value};
 use crate::edge::rate_limit::{DEFAULT_MAX_CLIENTS, MIN_REQUESTS_PER_SECOND};
@@ -16,8 +17,69 @@ use serde_json::Value;
 use std::sync::Arc;
 
 /// The keys this file reads; the readers of routes and of the short form allow them.
-pub(super) const EDGE_KEYS: [&str; 6] =
-    ["allow", "deny", "basicAuth", "rateLimit", "requestHeaders", "responseHeaders"];
+pub(super) const EDGE_KEYS: &[Key] = &[
+    Key::new("allow", Kind::List(&Kind::Text, 1), "Address blocks (CIDR, IPv4 or IPv6) a client must be in; else 403.")
+        .example(r#"["10.0.0.0/8", "2001:db8::/32"]"#),
+    Key::new(
+        "deny",
+        Kind::List(&Kind::Text, 1),
+        "Address blocks (CIDR, IPv4 or IPv6) a client must not be in; else 403.",
+    )
+    .example(r#"["192.0.2.7"]"#),
+    Key::new(
+        "basicAuth",
+        Kind::Object(&BASIC_AUTH),
+        "Ask for a user name and password (HTTP basic authentication); else 401.",
+    ),
+    Key::new("rateLimit", Kind::Object(&RATE_LIMIT), "A token bucket per client address; over it, 429."),
+    Key::new("requestHeaders", Kind::Object(&HEADER_RULES), "Fields to set or remove in the request the backend gets."),
+    Key::new(
+        "responseHeaders",
+        Kind::Object(&HEADER_RULES),
+        "Fields to set or remove in the response the client gets.",
+    ),
+];
+
+/// A bcrypt hash of "alice", for examples.
+const ALICE: &str = r#"{"alice": "$2y$05$m6pRZYYoFbUk3JX5pG/nVuqOi.YH0RO8Zcohep7cnNgN50HVfXxqS"}"#;
+
+const BASIC_AUTH: Shape = Shape::new(&[&[
+    Key::new("realm", Kind::Text, "The name browsers show when they ask.").required().example("staff"),
+    Key::new(
+        "users",
+        Kind::Map(&Kind::Text, 1),
+        "User names and their bcrypt or argon2id password hashes (sluice hash-password prints one).",
+    )
+    .required()
+    .example(ALICE),
+]]);
+
+const RATE_LIMIT: Shape = Shape::new(&[&[
+    Key::new(
+        "requestsPerSecond",
+        Kind::Number(MIN_REQUESTS_PER_SECOND, 1_000_000.0),
+        "How many requests a second one address may make.",
+    )
+    .required()
+    .example("10"),
+    Key::new("burst", Kind::Uint(1, 1_000_000), "How many requests may come at once; the rate rounded up when absent."),
+    Key::new(
+        "maxClients",
+        Kind::Uint(1, 10_000_000),
+        "Addresses remembered; the least recently seen are forgotten first.",
+    )
+    .default("100000"),
+]]);
+
+const HEADER_RULES: Shape = Shape::new(&[&[
+    Key::new(
+        "set",
+        Kind::Map(&Kind::Text, 0),
+        "Fields to set, replacing any of the same name (names match in any case).",
+    )
+    .example(r#"{"X-Frame-Options": "DENY"}"#),
+    Key::new("remove", Kind::List(&Kind::Text, 0), "Field names to remove.").example(r#"["Server"]"#),
+]]);
 
 /// Reads the edge keys of a route's section into the route's working rules, named `name`
 /// in logs and metrics; `None` when the route has no rule.
@@ -64,7 +126,7 @@ fn read_blocks(s: &mut Section, key: &'static str) -> Result<Vec<Cidr>, ConfigEr
 
 /// `basicAuth`: `{"realm": "staff", "users": {"alice": "<bcrypt or argon2id hash>"}}`.
 fn read_basic_auth(mut s: Section) -> Result<BasicAuthConfig, ConfigError> {
-    s.allow(&["realm", "users"])?;
+    s.allow(&BASIC_AUTH)?;
     let realm =
         s.str("realm")?.ok_or_else(|| s.error("realm", "missing: the name browsers show, such as \"staff\""))?;
     if realm.is_empty() || !realm.bytes().all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\') {
@@ -96,7 +158,7 @@ fn read_basic_auth(mut s: Section) -> Result<BasicAuthConfig, ConfigError> {
 
 /// `rateLimit`: `{"requestsPerSecond": 10, "burst": 20, "maxClients": 100000}`.
 fn read_rate_limit(mut s: Section) -> Result<RateLimitConfig, ConfigError> {
-    s.allow(&["requestsPerSecond", "burst", "maxClients"])?;
+    s.allow(&RATE_LIMIT)?;
     let range = "must be a number from 0.001 to 1000000, such as 10 or 0.5";
     let requests_per_second = match s.get("requestsPerSecond").map(Value::as_f64) {
         None => return Err(s.error("requestsPerSecond", "missing: how many requests a second one address may make")),
@@ -115,7 +177,7 @@ fn read_rate_limit(mut s: Section) -> Result<RateLimitConfig, ConfigError> {
 /// `requestHeaders` or `responseHeaders`: `{"set": {"Name": "value"}, "remove": ["Name"]}`.
 fn read_header_rules(parent: &mut Section, key: &'static str) -> Result<HeaderRules, ConfigError> {
     let Some(mut s) = parent.section(key)? else { return Ok(HeaderRules::default()) };
-    s.allow(&["set", "remove"])?;
+    s.allow(&HEADER_RULES)?;
     let mut rules = HeaderRules::default();
     match s.get("set") {
         None => {}
@@ -162,7 +224,7 @@ mod tests {
     fn read(text: &str) -> Result<EdgeConfig, String> {
         let value: Value = serde_json::from_str(text).unwrap();
         let mut s = Section::new("config.json", "routes[0]".to_string(), &value).map_err(|e| e.to_string())?;
-        s.allow(&EDGE_KEYS).map_err(|e| e.to_string())?;
+        s.allow(&Shape::new(&[EDGE_KEYS])).map_err(|e| e.to_string())?;
         let edge = read_edge_rules(&mut s).map_err(|e| e.to_string())?;
         s.finish().map_err(|e| e.to_string())?;
         Ok(edge)

@@ -6,13 +6,14 @@
 //! key path, such as `listeners[1].routes[0].pool`.
 
 use super::edge_rules::{read_route_edge, EDGE_KEYS};
+use super::keys::{Key, Kind, Shape, LISTEN};
 use super::pool::{read_pool, POOL_KEYS};
-use super::tls::{check_redirect, read_listener_tls, read_redirect_to_https};
-use super::top_level::read_listen;
+use super::tls::{check_redirect, read_listener_tls, read_redirect_to_https, LISTENER_TLS};
+use super::top_level::{read_listen, REDIRECT_TO_HTTPS};
 use super::Section;
 use super::{
     parse_path_prefix, route_name, ConfigError, HostMatch, ListenerConfig, ListenerMode, PoolConfig, Protocol,
-    RouteConfig,
+    RouteConfig, COMMON_KEYS,
 };
 use serde_json::Value;
 
@@ -34,20 +35,81 @@ const SHORT_FORM_KEYS: &[(&str, &str)] = &[
     ("responseHeaders", "a route"),
 ];
 
-/// Reads the full form; `common` are the top-level keys either form takes.
-/// The keys of one listener and of one route.
-const LISTENER_KEYS: [&str; 6] = ["listen", "mode", "routes", "pool", "tls", "redirectToHttps"];
-const ROUTE_KEYS: [&str; 3] = ["host", "pathPrefix", "pool"];
+/// The full form's own top-level keys.
+const FULL_FORM_KEYS: &[Key] = &[
+    Key::new(
+        "listeners",
+        Kind::List(&Kind::Object(&LISTENER), 1),
+        "Where sluice listens, and where each listener sends what it receives.",
+    )
+    .required(),
+    Key::new(
+        "pools",
+        Kind::Map(&Kind::Object(&POOL), 1),
+        "The pools by name (1 to 64 letters, digits, - or _); routes name them.",
+    )
+    .required(),
+];
 
-pub(super) fn read(top: &mut Section, common: &[&str]) -> Result<(Vec<ListenerConfig>, Vec<PoolConfig>), ConfigError> {
+/// The whole file in the full form.
+pub(super) const FULL_FORM: Shape = Shape::new(&[FULL_FORM_KEYS, COMMON_KEYS]);
+
+/// The keys of one listener.
+const LISTENER_KEYS: &[Key] = &[
+    Key::new(
+        "listen",
+        LISTEN,
+        "Where to listen: \":8080\" (every interface), \"127.0.0.1:8080\", \"[::1]:8080\" or a port number.",
+    )
+    .required()
+    .example(":8080"),
+    Key::new(
+        "mode",
+        Kind::OneOf(&["http", "tcp", "redirect"]),
+        "http proxies requests, tcp relays bytes, redirect answers 307 to a backend.",
+    )
+    .default("http"),
+    Key::new(
+        "routes",
+        Kind::List(&Kind::Object(&ROUTE), 1),
+        "An http listener's routes, tried in order; the first match wins.",
+    ),
+    Key::new("pool", Kind::Text, "The one pool this listener sends to, instead of routes.").example("web"),
+    Key::new("tls", Kind::Object(&LISTENER_TLS), "Serve TLS with this certificate, or these chosen by SNI."),
+    Key::new(
+        "redirectToHttps",
+        REDIRECT_TO_HTTPS,
+        "Answer every request 308 to https:// (true for port 443, or the port); plain http listeners only.",
+    ),
+];
+const LISTENER: Shape = Shape::new(&[LISTENER_KEYS]).either(&[&["routes"], &["pool"]]);
+
+/// The keys of one route.
+const ROUTE_KEYS: &[Key] = &[
+    Key::new("host", Kind::Text, "The Host to match, without port, in any case; *.example.com matches one more label.")
+        .example("api.example.com"),
+    Key::new(
+        "pathPrefix",
+        Kind::Pattern("^/"),
+        "The path to match, by whole segments: /api matches /api and /api/x, not /apix.",
+    )
+    .example("/api"),
+    Key::new("pool", Kind::Text, "The pool that serves what the route matches.").required().example("web"),
+];
+const ROUTE: Shape = Shape::new(&[ROUTE_KEYS, EDGE_KEYS]);
+
+/// A pool under `pools.NAME`.
+const POOL: Shape = Shape::new(&[POOL_KEYS]);
+
+/// Reads the full form.
+pub(super) fn read(top: &mut Section) -> Result<(Vec<ListenerConfig>, Vec<PoolConfig>), ConfigError> {
     for (key, home) in SHORT_FORM_KEYS {
         if top.has(key) {
             let problem = format!("belongs to the short form; with \"listeners\" and \"pools\" it goes in {home}");
             return Err(top.error(key, &problem));
         }
     }
-    let allowed: Vec<&str> = ["listeners", "pools"].iter().chain(common).copied().collect();
-    top.allow(&allowed)?;
+    top.allow(&FULL_FORM)?;
     let pools = read_pools(top)?;
     let listeners = read_listeners(top, &pools)?;
     Ok((listeners, pools))
@@ -69,7 +131,7 @@ fn read_pools(top: &mut Section) -> Result<Vec<PoolConfig>, ConfigError> {
         if !is_pool_name(name) {
             return Err(section.error_here("a pool name is 1 to 64 letters, digits, `-` or `_`"));
         }
-        section.allow(&POOL_KEYS)?;
+        section.allow(&POOL)?;
         pools.push(read_pool(&mut section, name, &[])?);
         section.finish()?;
     }
@@ -103,7 +165,7 @@ fn read_listeners(top: &mut Section, pools: &[PoolConfig]) -> Result<Vec<Listene
 }
 
 fn read_listener(s: &mut Section, pools: &[PoolConfig], index: usize) -> Result<ListenerConfig, ConfigError> {
-    s.allow(&LISTENER_KEYS)?;
+    s.allow(&LISTENER)?;
     let addr = read_listen(s, "listen")?;
     let mode = match s.str("mode")? {
         None | Some("http") => ListenerMode::Http,
@@ -143,8 +205,7 @@ fn read_routes(listener: &mut Section, pools: &[PoolConfig], index: usize) -> Re
     let mut routes: Vec<RouteConfig> = Vec::with_capacity(list.len());
     for (j, value) in list.iter().enumerate() {
         let mut s = Section::new(listener.file, listener.child_path(&format!("routes[{j}]")), value)?;
-        let allowed: Vec<&str> = ROUTE_KEYS.iter().chain(&EDGE_KEYS).copied().collect();
-        s.allow(&allowed)?;
+        s.allow(&ROUTE)?;
         if let Some(k) = routes.iter().position(|r| r.host.is_none() && r.path_prefix.is_none()) {
             return Err(s.error_here(&format!("never reached: routes[{k}] before it matches every request")));
         }

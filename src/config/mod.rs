@@ -14,16 +14,20 @@
 //! of the alerts webhook is a separate step ([`resolve`]); [`Config::load`] and
 //! [`Config::from_json`] do both.
 //!
-//! The files: [`model`] the validated types, `section` the JSON walker, [`values`] strings
-//! such as durations, addresses and URLs, [`host_match`] route host patterns, [`resolve`]
-//! name lookups.
+//! The files: [`model`] the validated types, `section` the JSON walker, [`keys`] the
+//! declarations of every key each reader allows (name, type, meaning, default), [`schema`]
+//! the JSON Schema built from them (`sluice --schema`), [`values`] strings such as
+//! durations, addresses and URLs, [`host_match`] route host patterns, [`resolve`] name
+//! lookups.
 
 mod edge_rules;
 mod full_form;
 pub mod host_match;
+pub mod keys;
 pub mod model;
 mod pool;
 pub mod resolve;
+pub mod schema;
 mod section;
 mod tls;
 mod top_level;
@@ -34,6 +38,7 @@ pub use model::*;
 pub use pool::parse_server_object;
 pub use values::{parse_duration, parse_listen, parse_path_prefix, server_from_url, webhook_from_url};
 
+use keys::{Key, Kind};
 use section::Section;
 use serde_json::Value;
 use std::fmt;
@@ -127,15 +132,35 @@ impl Config {
 }
 
 /// Top-level keys of either form.
-const COMMON_KEYS: [&str; 9] =
-    ["workers", "timeouts", "limits", "exposeBackend", "admin", "accessLog", "waitingRoom", "alerts", "explain"];
+const COMMON_KEYS: &[Key] = &[
+    Key::new(
+        "$schema",
+        Kind::Text,
+        "The JSON Schema editors check this file with (sluice --schema prints it); sluice ignores it.",
+    )
+    .example("config.schema.json"),
+    Key::new("workers", Kind::Uint(1, 100_000), "Worker threads: exchanges in flight at once.").default("256"),
+    Key::new("timeouts", Kind::Object(&TIMEOUTS), "How long sluice waits for each thing."),
+    Key::new("limits", Kind::Object(&LIMITS), "Sizes and counts beyond which sluice refuses."),
+    Key::new("exposeBackend", Kind::Bool, "Add X-Forwarded-Server: <backend url> to responses (debugging).")
+        .default("false"),
+    Key::new("admin", Kind::Object(&ADMIN), "Open the admin API: status page, /stats, /metrics, runtime changes."),
+    Key::new("accessLog", Kind::Object(&ACCESS_LOG), "One line per exchange; to standard error when absent."),
+    Key::new(
+        "waitingRoom",
+        Kind::Bool,
+        "Park idle keep-alive clients and slow heads in epoll while workers are scarce.",
+    )
+    .default("true"),
+    Key::new("alerts", Kind::Object(&ALERTS), "Events POSTed to a webhook, and host thresholds."),
+    Key::new("explain", Kind::Bool, "Add X-Sluice-Decision to every proxied response: why its backend was picked.")
+        .default("false"),
+];
 
 fn read_config(top: &mut Section) -> Result<Config, ConfigError> {
-    let (listeners, pools) = if top.has("listeners") || top.has("pools") {
-        full_form::read(top, &COMMON_KEYS)?
-    } else {
-        read_short_form(top, &COMMON_KEYS)?
-    };
+    let (listeners, pools) =
+        if top.has("listeners") || top.has("pools") { full_form::read(top)? } else { read_short_form(top)? };
+    top.str("$schema")?;
     let workers = top.uint("workers", 1, 100_000)?.map_or(DEFAULT_WORKERS, |n| n as usize);
     let timeouts = read_timeouts(top)?;
     let limits = read_limits(top)?;

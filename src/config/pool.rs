@@ -2,26 +2,79 @@
 //! shared by the short form (at the top level) and the full form (under `pools`), and for one
 //! backend, which the admin API also uses.
 
+use super::keys::{Key, Kind, Shape};
 use super::section::Section;
-use super::tls::{read_pool_tls, POOL_TLS_KEYS};
+use super::tls::{read_pool_tls, POOL_TLS};
 use super::*;
 use serde_json::Value;
 
 /// The keys of a pool, at the top level of the short form or under `pools.NAME`.
-pub(super) const POOL_KEYS: [&str; 7] =
-    ["servers", "algorithm", "sticky", "healthCheckInterval", "healthCheck", "retries", "tls"];
+pub(super) const POOL_KEYS: &[Key] = &[
+    Key::new("servers", Kind::List(&SERVER, 1), "The backends: http://, https:// or tcp:// URLs, or objects with url.")
+        .required()
+        .example(r#"["http://127.0.0.1:5001"]"#),
+    Key::new("algorithm", Kind::OneOf(&ALGORITHMS), "How a backend is picked.").default("round-robin"),
+    Key::new("sticky", Kind::Object(&STICKY), "Pin each client to the backend that served it first, by a cookie."),
+    Key::new("healthCheckInterval", Kind::Duration, "Time between health probes of each backend.").default("2s"),
+    Key::new("healthCheck", Kind::Object(&HEALTH_CHECK), "The health probe."),
+    Key::new(
+        "retries",
+        Kind::Uint(0, 100),
+        "Other backends to try when connecting fails or a fresh one does not answer.",
+    )
+    .default("2"),
+    Key::new("tls", Kind::Object(&POOL_TLS), "TLS to https:// backends."),
+];
+
+/// The names `algorithm` takes; a test checks them against [`Algorithm::ALL`].
+const ALGORITHMS: [&str; 5] = ["round-robin", "weighted-round-robin", "least-connections", "ip-hash", "random"];
+
+/// A backend: a URL string or an object.
+const SERVER: Kind = Kind::AnyOf(&[Kind::Text, Kind::Object(&SERVER_OBJECT)]);
 
 /// The keys of a backend written as an object.
-const SERVER_KEYS: [&str; 4] = ["url", "weight", "maxConnections", "backup"];
+const SERVER_KEYS: &[Key] = &[
+    Key::new("url", Kind::Text, "The backend's URL: http://, https:// or tcp://, host and port.")
+        .required()
+        .example("http://127.0.0.1:5001"),
+    Key::new("weight", Kind::Uint(0, 1000), "Its share of requests under weighted algorithms (0: none).").default("1"),
+    Key::new(
+        "maxConnections",
+        Kind::Uint(1, 1_000_000),
+        "Exchanges in flight at once; further requests queue for timeouts.queue.",
+    ),
+    Key::new("backup", Kind::Bool, "Takes traffic only when no primary backend is available.").default("false"),
+];
+const SERVER_OBJECT: Shape = Shape::new(&[SERVER_KEYS]);
+
+const STICKY: Shape = Shape::new(&[&[Key::new("cookie", Kind::Text, "The cookie's name, such as \"SERVERID\".")
+    .required()
+    .example("SERVERID")]]);
+
+const HEALTH_CHECK: Shape = Shape::new(&[&[
+    Key::new("path", Kind::Text, "The path probed; 2xx and 3xx pass unless expectStatus says otherwise.").default("/"),
+    Key::new("method", Kind::Pattern("^[A-Z]+$"), "The probe's method.").default("HEAD"),
+    Key::new("timeout", Kind::Duration, "How long one probe may take.").default("1s"),
+    Key::new("rise", Kind::Uint(1, 1000), "Passing probes in a row that bring a backend back.").default("2"),
+    Key::new("fall", Kind::Uint(1, 1000), "Failing probes in a row that take a backend out.").default("2"),
+    Key::new(
+        "passiveFails",
+        Kind::Uint(0, 1000),
+        "Failures in a row on real traffic that take a backend out at once (0: off); the value of fall when absent.",
+    ),
+    Key::new("host", Kind::Text, "The probe's Host header; the backend's host:port when absent.")
+        .example("app.example.com"),
+    Key::new(
+        "expectStatus",
+        Kind::AnyOf(&[Kind::Uint(100, 599), Kind::List(&Kind::Uint(100, 599), 1)]),
+        "The statuses that pass: one code or a list; 2xx and 3xx when absent.",
+    ),
+]]);
 
 /// Reads the pool keys (`tls_shared_with`: the keys that the pool's `tls` object may also
 /// hold for the listener, in the short form) (`servers`, `algorithm`, `sticky`, health checking, `retries`) from
 /// `section`.
-pub(super) fn read_pool(
-    section: &mut Section,
-    name: &str,
-    tls_shared_with: &[&'static str],
-) -> Result<PoolConfig, ConfigError> {
+pub(super) fn read_pool(section: &mut Section, name: &str, tls_shared_with: &[Key]) -> Result<PoolConfig, ConfigError> {
     let servers = read_servers(section)?;
     let algorithm = match section.str("algorithm")? {
         None => Algorithm::RoundRobin,
@@ -51,13 +104,13 @@ pub(super) fn read_pool(
 
 /// The pool's `tls` object (`ca`, `verify`); it may also hold the `shared` keys, which the
 /// listener's reader takes.
-fn read_backend_tls(section: &mut Section, shared: &[&'static str]) -> Result<BackendTls, ConfigError> {
+fn read_backend_tls(section: &mut Section, shared: &[Key]) -> Result<BackendTls, ConfigError> {
     let Some(mut s) = section.section("tls")? else { return Ok(BackendTls::default()) };
-    let allowed: Vec<&str> = POOL_TLS_KEYS.iter().chain(shared).copied().collect();
-    s.allow(&allowed)?;
+    let allowed: Vec<&str> = POOL_TLS.names().into_iter().chain(shared.iter().map(|k| k.name)).collect();
+    s.allow_names(&allowed)?;
     let tls = read_pool_tls(&mut s)?;
     for key in shared {
-        s.get(key);
+        s.get(key.name);
     }
     s.finish()?;
     Ok(tls)
@@ -65,7 +118,7 @@ fn read_backend_tls(section: &mut Section, shared: &[&'static str]) -> Result<Ba
 
 pub(super) fn read_sticky(section: &mut Section) -> Result<Option<StickyConfig>, ConfigError> {
     let Some(mut s) = section.section("sticky")? else { return Ok(None) };
-    s.allow(&["cookie"])?;
+    s.allow(&STICKY)?;
     let cookie =
         s.str("cookie")?.ok_or_else(|| s.error("cookie", "missing: the cookie's name, such as \"SERVERID\""))?;
     if !is_cookie_name(cookie) {
@@ -89,6 +142,7 @@ pub(super) fn read_health_check(section: &mut Section) -> Result<HealthCheckConf
     let Some(mut hc) = section.section("healthCheck")? else {
         return Ok(health_check);
     };
+    hc.allow(&HEALTH_CHECK)?;
     if let Some(path) = hc.str("path")? {
         if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
             return Err(hc.error("path", "must start with `/` and contain no spaces or control characters"));
@@ -172,7 +226,7 @@ pub(super) fn read_server(parent: &Section, key: &str, item: &Value) -> Result<S
         Value::String(url) => server_from_url(url).map_err(|p| parent.error(key, &p)),
         Value::Object(_) => {
             let mut s = Section::new(parent.file, parent.child_path(key), item)?;
-            s.allow(&SERVER_KEYS)?;
+            s.allow(&SERVER_OBJECT)?;
             let server = read_server_keys(&mut s)?;
             s.finish()?;
             Ok(server)
@@ -195,8 +249,8 @@ pub(super) fn read_server_keys(s: &mut Section) -> Result<ServerConfig, ConfigEr
 /// `source` names the input in errors.
 pub fn parse_server_object(value: &Value, source: &str, also: &[&'static str]) -> Result<ServerConfig, ConfigError> {
     let mut s = Section::new(source, String::new(), value)?;
-    let allowed: Vec<&str> = SERVER_KEYS.iter().chain(also).copied().collect();
-    s.allow(&allowed)?;
+    let allowed: Vec<&str> = SERVER_OBJECT.names().into_iter().chain(also.iter().copied()).collect();
+    s.allow_names(&allowed)?;
     for key in also {
         s.get(key);
     }

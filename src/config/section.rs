@@ -2,6 +2,7 @@
 //! for so that any other key is reported as unknown with its full path and, for a near miss
 //! such as `Servers`, the key that was meant.
 
+use super::keys::Shape;
 use super::{parse_duration, ConfigError};
 use serde_json::{Map, Value};
 use std::time::Duration;
@@ -106,10 +107,15 @@ impl<'a> Section<'a> {
         }
     }
 
-    /// Declares every key this object may have and fails on the first other one. Readers
-    /// call it before reading, so that a misspelt key is reported before the key it leaves
-    /// missing: `Servers` is an unknown key (did you mean `servers`?), not a missing `servers`.
-    pub(super) fn allow(&self, keys: &[&str]) -> Result<(), ConfigError> {
+    /// Fails on the first key `shape` does not declare. Readers call it before reading, so
+    /// that a misspelt key is reported before the key it leaves missing: `Servers` is an
+    /// unknown key (did you mean `servers`?), not a missing `servers`.
+    pub(super) fn allow(&self, shape: &Shape) -> Result<(), ConfigError> {
+        self.allow_names(&shape.names())
+    }
+
+    /// [`Section::allow`] for a list of names put together by the caller.
+    pub(super) fn allow_names(&self, keys: &[&str]) -> Result<(), ConfigError> {
         match self.map.keys().find(|key| !keys.contains(&key.as_str())) {
             Some(key) => Err(self.unknown(key, keys)),
             None => Ok(()),
@@ -124,17 +130,20 @@ impl<'a> Section<'a> {
         }
     }
 
+    /// An unknown key, with the nearest known one when it is a near miss: `a` and `b` differ
+    /// by case or by at most two single-letter edits (`Pool` means `pool`, not `host`).
     fn unknown(&self, key: &str, known: &[&str]) -> ConfigError {
-        let hint = match known.iter().find(|k| is_near_miss(k, key)) {
-            Some(k) => format!("unknown key (did you mean `{k}`?)"),
+        let nearest = known.iter().map(|k| (distance(k, key), k)).filter(|(d, _)| *d <= 2).min_by_key(|(d, _)| *d);
+        let hint = match nearest {
+            Some((_, k)) => format!("unknown key (did you mean `{k}`?)"),
             None => format!("unknown key (known here: {})", known.join(", ")),
         };
         self.error(key, &hint)
     }
 }
 
-/// True when `a` and `b` differ by case or by at most two single-letter edits.
-fn is_near_miss(a: &str, b: &str) -> bool {
+/// The number of single-letter edits between `a` and `b`, ignoring case.
+fn distance(a: &str, b: &str) -> usize {
     let (a, b): (Vec<char>, Vec<char>) = (a.to_lowercase().chars().collect(), b.to_lowercase().chars().collect());
     let mut previous: Vec<usize> = (0..=b.len()).collect();
     for (i, ca) in a.iter().enumerate() {
@@ -145,5 +154,5 @@ fn is_near_miss(a: &str, b: &str) -> bool {
         }
         previous = current;
     }
-    previous[b.len()] <= 2
+    previous[b.len()]
 }

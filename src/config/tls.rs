@@ -3,31 +3,52 @@
 //! `https://` backends. Certificate paths are taken relative to the configuration file's
 //! folder; the files themselves are read later, by `crate::tls`.
 
+use super::keys::{Key, Kind, Shape};
 use super::section::Section;
 use super::*;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 /// The keys of a listener's `tls` object.
-pub(super) const LISTENER_TLS_KEYS: [&str; 4] = ["cert", "key", "certificates", "minVersion"];
+pub(super) const LISTENER_TLS_KEYS: &[Key] = &[
+    Key::new("cert", Kind::Text, "The certificate chain's PEM file, relative to this file's folder.")
+        .example("site.pem"),
+    Key::new("key", Kind::Text, "The private key's PEM file, relative to this file's folder.").example("site.key"),
+    Key::new(
+        "certificates",
+        Kind::List(&Kind::Object(&CERTIFICATE), 1),
+        "Several certificates, chosen by the name the client asks for (SNI).",
+    ),
+    Key::new("minVersion", Kind::OneOf(&["1.2", "1.3"]), "The oldest TLS version accepted.").default("1.2"),
+];
+/// A listener's `tls`: one certificate or a list of them.
+pub(super) const LISTENER_TLS: Shape = Shape::new(&[LISTENER_TLS_KEYS]).either(&[&["cert", "key"], &["certificates"]]);
+
+const CERTIFICATE: Shape = Shape::new(&[&[
+    Key::new("cert", Kind::Text, "The certificate chain's PEM file.").required().example("site.pem"),
+    Key::new("key", Kind::Text, "The private key's PEM file.").required().example("site.key"),
+]]);
+
 /// The keys of a pool's `tls` object.
-pub(super) const POOL_TLS_KEYS: [&str; 2] = ["ca", "verify"];
+pub(super) const POOL_TLS_KEYS: &[Key] = &[
+    Key::new("ca", Kind::Text, "More root certificates (PEM) to trust for https:// backends, beside the system's.")
+        .example("roots.pem"),
+    Key::new("verify", Kind::Bool, "false accepts any backend certificate.").default("true"),
+];
+pub(super) const POOL_TLS: Shape = Shape::new(&[POOL_TLS_KEYS]);
 
 /// A listener's `tls`: `{"cert", "key"}` or `{"certificates": [{"cert", "key"}, ...]}`, and
 /// `minVersion`. `extra` are further keys the object may hold (the short form's pool keys).
-pub(super) fn read_listener_tls(
-    parent: &mut Section,
-    extra: &[&'static str],
-) -> Result<Option<ListenerTls>, ConfigError> {
+pub(super) fn read_listener_tls(parent: &mut Section, extra: &[Key]) -> Result<Option<ListenerTls>, ConfigError> {
     let Some(mut s) = parent.section("tls")? else { return Ok(None) };
-    let allowed: Vec<&str> = LISTENER_TLS_KEYS.iter().chain(extra).copied().collect();
-    s.allow(&allowed)?;
+    let allowed: Vec<&str> = LISTENER_TLS.names().into_iter().chain(extra.iter().map(|k| k.name)).collect();
+    s.allow_names(&allowed)?;
     let has_single = s.has("cert") || s.has("key");
     let certificates = match (has_single, s.has("certificates")) {
         (true, true) => return Err(s.error("certificates", "give either \"cert\" and \"key\" or \"certificates\"")),
         (true, false) => vec![read_certificate_files(&mut s)?],
         (false, true) => read_certificate_list(&mut s)?,
-        (false, false) if extra.iter().any(|k| s.has(k)) => return Ok(None),
+        (false, false) if extra.iter().any(|k| s.has(k.name)) => return Ok(None),
         (false, false) => {
             return Err(s.error("cert", "missing: the certificate chain, such as \"site.pem\", with its \"key\""))
         }
@@ -38,7 +59,7 @@ pub(super) fn read_listener_tls(
         Some(other) => return Err(s.error("minVersion", &format!("{other:?} is not \"1.2\" or \"1.3\""))),
     };
     for key in extra {
-        s.get(key);
+        s.get(key.name);
     }
     s.finish()?;
     Ok(Some(ListenerTls { certificates, min_version }))
@@ -52,7 +73,7 @@ fn read_certificate_list(s: &mut Section) -> Result<Vec<CertificateFiles>, Confi
     let mut certificates = Vec::with_capacity(list.len());
     for (i, item) in list.iter().enumerate() {
         let mut entry = Section::new(s.file, s.child_path(&format!("certificates[{i}]")), item)?;
-        entry.allow(&["cert", "key"])?;
+        entry.allow(&CERTIFICATE)?;
         certificates.push(read_certificate_files(&mut entry)?);
         entry.finish()?;
     }

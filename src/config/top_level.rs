@@ -2,6 +2,7 @@
 //! form's one listener, and `timeouts`, `limits`, `admin`, `accessLog` and `alerts`.
 
 use super::edge_rules::{read_route_edge, EDGE_KEYS};
+use super::keys::{Key, Kind, Shape, LISTEN};
 use super::pool::{read_pool, POOL_KEYS};
 use super::section::Section;
 use super::tls::{check_redirect, read_listener_tls, read_redirect_to_https, LISTENER_TLS_KEYS, POOL_TLS_KEYS};
@@ -11,20 +12,43 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// The short form's own keys: its one listener's.
+const SHORT_FORM_KEYS: &[Key] = &[
+    Key::new(
+        "port",
+        LISTEN,
+        "Where to listen: \":8080\" (every interface), \"127.0.0.1:8080\", \"[::1]:8080\" or a port number.",
+    )
+    .example(":8080"),
+    Key::new("listen", LISTEN, "The same as port: where to listen.").example("127.0.0.1:8080"),
+    Key::new(
+        "tls",
+        Kind::Object(&SHORT_FORM_TLS),
+        "Serve HTTPS (cert and key, or certificates), and trust roots for https:// backends (ca, verify).",
+    )
+    .example(r#"{"cert": "site.pem", "key": "site.key"}"#),
+    Key::new(
+        "redirectToHttps",
+        REDIRECT_TO_HTTPS,
+        "Answer every request 308 to https:// (true for port 443, or the port); plain listeners only.",
+    ),
+];
+
+/// `redirectToHttps`: `true`, `false` or the https port.
+pub(super) const REDIRECT_TO_HTTPS: Kind = Kind::AnyOf(&[Kind::Bool, Kind::Uint(1, 65535)]);
+
+/// The short form's `tls` holds the listener's keys and the pool's.
+const SHORT_FORM_TLS: Shape =
+    Shape::new(&[LISTENER_TLS_KEYS, POOL_TLS_KEYS]).either_or_none(&[&["cert", "key"], &["certificates"]]);
+
+/// The whole file in the short form. Its `tls` is declared first, so it wins over the pool's.
+pub(super) const SHORT_FORM: Shape =
+    Shape::new(&[SHORT_FORM_KEYS, POOL_KEYS, EDGE_KEYS, COMMON_KEYS]).either(&[&["port"], &["listen"]]);
+
 /// The short form: `port` (or `listen`) and the pool keys at the top level, making one HTTP
-/// listener in front of one pool named `default`. `common` are the keys either form takes.
-pub(super) fn read_short_form(
-    top: &mut Section,
-    common: &[&str],
-) -> Result<(Vec<ListenerConfig>, Vec<PoolConfig>), ConfigError> {
-    let allowed: Vec<&str> = ["port", "listen", "redirectToHttps"]
-        .iter()
-        .chain(&POOL_KEYS)
-        .chain(&EDGE_KEYS)
-        .chain(common)
-        .copied()
-        .collect();
-    top.allow(&allowed)?;
+/// listener in front of one pool named `default`.
+pub(super) fn read_short_form(top: &mut Section) -> Result<(Vec<ListenerConfig>, Vec<PoolConfig>), ConfigError> {
+    top.allow(&SHORT_FORM)?;
     let key = match (top.has("port"), top.has("listen")) {
         (true, true) => return Err(top.error("listen", "give either `port` or `listen`, not both")),
         (true, false) => "port",
@@ -32,8 +56,8 @@ pub(super) fn read_short_form(
         (false, false) => return Err(top.error("port", "missing: say where to listen, such as \":8080\"")),
     };
     let addr = read_listen(top, key)?;
-    let pool = read_pool(top, "default", &LISTENER_TLS_KEYS)?;
-    let tls = read_listener_tls(top, &POOL_TLS_KEYS)?;
+    let pool = read_pool(top, "default", LISTENER_TLS_KEYS)?;
+    let tls = read_listener_tls(top, POOL_TLS_KEYS)?;
     let redirect_to_https = read_redirect_to_https(top)?;
     check_redirect(top, tls.as_ref(), redirect_to_https, ListenerMode::Http)?;
     let edge = read_route_edge(top, route_name(0, 0))?;
@@ -62,9 +86,46 @@ pub(super) fn read_listen(section: &mut Section, key: &'static str) -> Result<So
     }
 }
 
+pub(super) const TIMEOUTS: Shape = Shape::new(&[&[
+    Key::new("connect", Kind::Duration, "Connecting to a backend.").default("5s"),
+    Key::new(
+        "clientHeader",
+        Kind::Duration,
+        "A request head must be complete this long after its first byte; else 408.",
+    )
+    .default("10s"),
+    Key::new("keepAlive", Kind::Duration, "An idle client connection is closed after this.").default("15s"),
+    Key::new("backend", Kind::Duration, "Longest wait for the next bytes of a backend's response; else 504.")
+        .default("60s"),
+    Key::new(
+        "client",
+        Kind::Duration,
+        "Longest wait for a client to send the next bytes of a body or take the next bytes of a response.",
+    )
+    .default("30s"),
+    Key::new("backendIdle", Kind::Duration, "An idle backend connection older than this is closed, not reused.")
+        .default("4s"),
+    Key::new("drain", Kind::Duration, "On stop, how long in-flight exchanges may take.").default("30s"),
+    Key::new("queue", Kind::Duration, "How long a request waits for a backend below its maxConnections; else 503.")
+        .default("5s"),
+    Key::new(
+        "tunnel",
+        Kind::Duration,
+        "A tunnel (tcp mode, WebSocket) with no bytes either way for this long is closed.",
+    )
+    .default("1h"),
+    Key::new(
+        "minRateGrace",
+        Kind::Duration,
+        "How long a body or response may move slower than limits.minClientBytesPerSecond at its start.",
+    )
+    .default("10s"),
+]]);
+
 pub(super) fn read_timeouts(top: &mut Section) -> Result<Timeouts, ConfigError> {
     let mut t = Timeouts::default();
     if let Some(mut s) = top.section("timeouts")? {
+        s.allow(&TIMEOUTS)?;
         let fields: [(&'static str, &mut Duration); 10] = [
             ("connect", &mut t.connect),
             ("clientHeader", &mut t.client_header),
@@ -87,9 +148,45 @@ pub(super) fn read_timeouts(top: &mut Section) -> Result<Timeouts, ConfigError> 
     Ok(t)
 }
 
+pub(super) const LIMITS: Shape = Shape::new(&[&[
+    Key::new("maxHeaderBytes", Kind::Uint(1024, 1 << 20), "Largest request head; else 431.").default("16384"),
+    Key::new("maxBodyBytes", Kind::Uint(0, u64::MAX), "Largest request body; else 413. No limit when absent."),
+    Key::new("maxConnections", Kind::Uint(1, 1_000_000), "Open client connections; above it new ones get a fast 503.")
+        .default("10000"),
+    Key::new(
+        "maxConnectionsPerClient",
+        Kind::Uint(0, 1_000_000),
+        "Open connections from one client address (0: no limit).",
+    )
+    .default("1024"),
+    Key::new("maxIdlePerBackend", Kind::Uint(0, 10_000), "Idle keep-alive connections kept per backend.").default("64"),
+    Key::new(
+        "bufferBodyBytes",
+        Kind::Uint(0, 1 << 20),
+        "A request body up to this size is read whole before a backend is picked (0: off).",
+    )
+    .default("16384"),
+    Key::new(
+        "minClientBytesPerSecond",
+        Kind::Uint(0, 1 << 30),
+        "After timeouts.minRateGrace, bodies and responses must move at least this fast (0: off).",
+    )
+    .default("500"),
+    Key::new(
+        "maxWorkersPerClient",
+        WORKER_SHARE,
+        "Workers one client address may hold at once: a count (64) or a share (\"25%\").",
+    )
+    .default("25%"),
+]]);
+
+/// A count of workers or a percentage of them.
+const WORKER_SHARE: Kind = Kind::AnyOf(&[Kind::Uint(1, 1_000_000), Kind::Pattern("^([1-9][0-9]?|100)%$")]);
+
 pub(super) fn read_limits(top: &mut Section) -> Result<Limits, ConfigError> {
     let mut l = Limits::default();
     if let Some(mut s) = top.section("limits")? {
+        s.allow(&LIMITS)?;
         if let Some(n) = s.uint("maxHeaderBytes", 1024, 1 << 20)? {
             l.max_header_bytes = n as usize;
         }
@@ -136,8 +233,19 @@ fn read_worker_share(s: &mut Section, key: &'static str) -> Result<Option<Worker
     }
 }
 
+pub(super) const ADMIN: Shape = Shape::new(&[&[
+    Key::new("listen", Kind::Text, "The admin API's address; beyond loopback, write it out.").default("127.0.0.1:9000"),
+    Key::new(
+        "token",
+        Kind::Pattern("^[!-~]+$"),
+        "The bearer token runtime changes need; without one, changes are refused.",
+    )
+    .example("a-long-random-string"),
+]]);
+
 pub(super) fn read_admin(top: &mut Section) -> Result<Option<AdminConfig>, ConfigError> {
     let Some(mut s) = top.section("admin")? else { return Ok(None) };
+    s.allow(&ADMIN)?;
     let listen = match s.str("listen")? {
         Some(text) => parse_listen(text).map_err(|p| s.error("listen", &p))?,
         None => DEFAULT_ADMIN_LISTEN,
@@ -153,8 +261,15 @@ pub(super) fn read_admin(top: &mut Section) -> Result<Option<AdminConfig>, Confi
     Ok(Some(admin))
 }
 
+pub(super) const ACCESS_LOG: Shape = Shape::new(&[&[
+    Key::new("format", Kind::OneOf(&["text", "json", "combined"]), "The line format.").default("text"),
+    Key::new("path", Kind::Pattern("."), "A file to append to; standard error when absent.")
+        .example("/var/log/sluice/access.log"),
+]]);
+
 pub(super) fn read_access_log(top: &mut Section) -> Result<AccessLogConfig, ConfigError> {
     let Some(mut s) = top.section("accessLog")? else { return Ok(AccessLogConfig::default()) };
+    s.allow(&ACCESS_LOG)?;
     let format = match s.str("format")? {
         None | Some("text") => AccessLogFormat::Text,
         Some("json") => AccessLogFormat::Json,
@@ -174,9 +289,24 @@ pub(super) fn read_access_log(top: &mut Section) -> Result<AccessLogConfig, Conf
 
 /// Reads the `alerts` object: `{"webhook": "http://host:port/path", "timeout": "2s"}` and
 /// the host thresholds, such as `"memoryPercent": 90`.
+pub(super) const ALERTS: Shape = Shape::new(&[&[
+    Key::new(
+        "webhook",
+        Kind::Text,
+        "POST a JSON event to this http:// URL when a backend goes down or up, or a pool has none left.",
+    )
+    .example("http://127.0.0.1:9090/alerts"),
+    Key::new("timeout", Kind::Duration, "The longest one delivery may take.").default("2s"),
+    Key::new("cpuPercent", Kind::Percent, "Host CPU use above which host_high is raised."),
+    Key::new("memoryPercent", Kind::Percent, "Host memory use above which host_high is raised."),
+    Key::new("diskPercent", Kind::Percent, "Disk use above which host_high is raised."),
+    Key::new("openFilesPercent", Kind::Percent, "Open files, of the limit, above which host_high is raised."),
+]]);
+
 pub(super) fn read_alerts(top: &mut Section) -> Result<AlertsConfig, ConfigError> {
     let mut alerts = AlertsConfig::default();
     if let Some(mut s) = top.section("alerts")? {
+        s.allow(&ALERTS)?;
         if let Some(url) = s.str("webhook")? {
             alerts.webhook = Some(webhook_from_url(url).map_err(|p| s.error("webhook", &p))?);
         }

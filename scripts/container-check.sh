@@ -31,9 +31,7 @@ say "# container-check $stamp on $(uname -m), $(rustc --version)"
 start=$(date +%s)
 RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked --target x86_64-unknown-linux-gnu \
   2>"$work/build.log" || { cat "$work/build.log"; exit 1; }
-say "build: $(($(date +%s) - start)) s (cargo build --release --locked --target $target, +crt-static)"
-say "link warnings: $(grep -c 'statically linked applications requires at runtime' "$work/build.log" || true)" \
-  "(glibc's: getaddrinfo in a static binary wants glibc's NSS libraries at run time)"
+say "build: $(($(date +%s) - start)) s (cargo build --release --locked --target $target, +crt-static; 0 when already built)"
 
 bin="target/$target/release/sluice"
 cp "$bin" "$work/sluice" && strip "$work/sluice"
@@ -72,8 +70,9 @@ else
   say "check as uid $uid: FAILED: $(cat "$work/check.txt")"
 fi
 
-# One real request through it, as uid 65532.
-in_image --config /etc/sluice/config.json >"$work/serve.log" 2>&1 &
+# One real request through it, as uid 65532 (chroot sets the user, then becomes sluice: the
+# pid is sluice's).
+chroot --userspec=$uid:$uid "$root" /usr/local/bin/sluice --config /etc/sluice/config.json >"$work/serve.log" 2>&1 &
 sluice_pid=$!
 pids+=($sluice_pid)
 status=none
@@ -95,15 +94,15 @@ bind80=$(unshare --net sh -c "ip link set lo up && sysctl -qw net.ipv4.ip_unpriv
   timeout 3 chroot --userspec=$uid:$uid '$root' /usr/local/bin/sluice --config /etc/sluice/config.json 2>&1 | grep -m1 -o 'listening on [^ ]*' || true")
 say "port 80 as uid $uid, in a network namespace with ip_unprivileged_port_start=0: ${bind80:-did not bind}"
 
-# Names: glibc's getaddrinfo in a static binary needs glibc's NSS libraries, which scratch
-# lacks. What happens with a host name, with and without the /etc/hosts an engine mounts:
-write_config "127.0.0.1:$listen_port" localhost
-names=$(in_image --check --config /etc/sluice/config.json 2>&1 | head -1 || true)
-say "a backend named localhost, no /etc/hosts: ${names}"
-printf '127.0.0.1 localhost\n' >"$root/etc/hosts"
-printf 'hosts: files dns\n' >"$root/etc/nsswitch.conf"
-names=$(in_image --check --config /etc/sluice/config.json 2>&1 | head -1 || true)
-say "a backend named localhost, with /etc/hosts and nsswitch.conf: ${names}"
+# Names: glibc's lookup in a static binary, in a root without glibc's NSS libraries. A
+# container engine mounts /etc/hosts and /etc/resolv.conf into every container, scratch too.
+lookup() { # a host name: what sluice --check says of a backend so named
+  write_config "127.0.0.1:$listen_port" "$1"
+  in_image --check --config /etc/sluice/config.json 2>&1 | head -1 || true
+}
+say "backend named localhost, root without /etc/hosts or resolv.conf: $(lookup localhost)"
+printf '127.0.0.1 localhost\n127.0.0.1 backend.internal\n' >"$root/etc/hosts"
+say "backend named backend.internal, with the engine's /etc/hosts (no nsswitch.conf): $(lookup backend.internal)"
 
 # The image itself, when an engine answers.
 engine=""
@@ -117,6 +116,8 @@ if [ -n "$engine" ]; then
     say "image: $engine build failed: $(tail -3 "$work/image.log")"
   fi
 else
-  say "image: not built: no container engine answers here ($(docker info 2>&1 | grep -m1 -i 'cannot connect' || echo 'docker and podman missing'))"
+  why="docker and podman are not installed"
+  command -v docker >/dev/null && why="docker is installed, but no docker daemon runs"
+  say "image: not built: no container engine answers here ($why)"
 fi
 echo "written: $out"

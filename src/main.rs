@@ -303,6 +303,7 @@ fn describe(config: &Config, tls: &TlsSet) -> String {
         out += &describe_listener(config, l);
         out += &tls.describe_listener(i, SystemTime::now());
     }
+    out += &sluice::acme::describe(config);
     for p in &config.pools {
         let hc = &p.health_check;
         let check = match p.protocol {

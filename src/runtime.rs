@@ -7,6 +7,8 @@
 //! acceptor counts connections in; each connection counts itself out when it closes. Whoever
 //! changes the snapshot goes through [`Runtime::change_state`], one change at a time.
 
+use crate::acme::challenges::Challenges;
+use crate::acme::status::CertificateStatuses;
 use crate::backend::Backend;
 use crate::config::{AccessLogConfig, Config, Limits, ListenerConfig, RouteConfig};
 use crate::fair_share::FairShare;
@@ -70,6 +72,13 @@ impl State {
         let mut running: Vec<Arc<Backend>> = joining.into_iter().collect();
         running.extend(self.backends());
         State::derive(self.file.clone(), Arc::clone(&self.tls), changes, Some(&running))
+    }
+
+    /// The same file and changes with other TLS material: the next snapshot after ACME
+    /// stored a new certificate. Backends are kept as they are.
+    pub fn with_tls(&self, tls: TlsSet) -> State {
+        let running = self.backends();
+        State::derive(self.file.clone(), Arc::new(tls), self.changes.clone(), Some(&running))
     }
 
     /// Lays `changes` over `file` and builds the pools, reusing the backends of `running`
@@ -177,6 +186,12 @@ pub struct Runtime {
     pub metrics: Metrics,
     /// Written by workers as exchanges end; reopened on reload.
     pub access_log: AccessLog,
+    /// The HTTP-01 tokens being validated: written by the ACME renewal thread, read by
+    /// workers on http listeners.
+    pub challenges: Challenges,
+    /// What each automatic certificate is doing: written by the renewal thread, read by
+    /// the admin API.
+    pub certificates: CertificateStatuses,
 }
 
 #[derive(Default)]
@@ -236,6 +251,8 @@ impl Runtime {
             started: Instant::now(),
             metrics: Metrics::default(),
             access_log: AccessLog::stderr(),
+            challenges: Challenges::default(),
+            certificates: CertificateStatuses::default(),
         })
     }
 

@@ -1,5 +1,5 @@
 //! The running balancer: listeners, one acceptor thread each, the fixed worker pool, the
-//! health thread, the alerts thread, the admin threads, the ticker (see [`ticker`]), reload
+//! health thread, the alerts thread, the ACME renewal thread, the admin threads, the ticker (see [`ticker`]), reload
 //! (see [`reload`]), and graceful stop.
 //!
 //! An acceptor blocks in `accept()`, counts the connection against `limits.maxConnections`
@@ -7,6 +7,7 @@
 //! Stopping sets the runtime's flag, closes idle client connections, and wakes each acceptor
 //! with a connection to itself; the listeners close as their acceptors return.
 
+use crate::acme::renewal;
 use crate::config::{Config, ConfigError};
 use crate::connection;
 use crate::edge::Edge;
@@ -111,6 +112,9 @@ impl Server {
             threads.push(acceptor);
         }
         threads.push(health::spawn(Arc::clone(&runtime)).map_err(StartError::Thread)?);
+        // Not joined on stop: an order may wait on the authority for a while; the thread
+        // notices the stop at its next pause and ends by itself.
+        renewal::spawn(Arc::clone(&runtime)).map_err(StartError::Thread)?;
         threads.push(waiting_room::spawn(Arc::clone(&runtime.waiting_room)).map_err(StartError::Thread)?);
         let mut chores = operations_chores(&runtime);
         let admin = match admin_listener {

@@ -18,6 +18,7 @@
 //! such as durations, addresses and URLs, [`host_match`] route host patterns, [`resolve`]
 //! name lookups.
 
+mod acme;
 mod edge_rules;
 mod full_form;
 pub mod host_match;
@@ -34,6 +35,7 @@ pub use model::*;
 pub use pool::parse_server_object;
 pub use values::{parse_duration, parse_listen, parse_path_prefix, server_from_url, webhook_from_url};
 
+use acme::{check_acme_listeners, read_acme};
 use section::Section;
 use serde_json::Value;
 use std::fmt;
@@ -61,6 +63,8 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     pub access_log: AccessLogConfig,
     pub alerts: AlertsConfig,
+    /// `acme`: where listeners with `"tls": {"acme": [...]}` get their certificates.
+    pub acme: Option<AcmeConfig>,
 }
 
 /// A configuration problem: which file, which key, what is wrong.
@@ -127,8 +131,18 @@ impl Config {
 }
 
 /// Top-level keys of either form.
-const COMMON_KEYS: [&str; 9] =
-    ["workers", "timeouts", "limits", "exposeBackend", "admin", "accessLog", "waitingRoom", "alerts", "explain"];
+const COMMON_KEYS: [&str; 10] = [
+    "workers",
+    "timeouts",
+    "limits",
+    "exposeBackend",
+    "admin",
+    "accessLog",
+    "waitingRoom",
+    "alerts",
+    "explain",
+    "acme",
+];
 
 fn read_config(top: &mut Section) -> Result<Config, ConfigError> {
     let (listeners, pools) = if top.has("listeners") || top.has("pools") {
@@ -145,6 +159,8 @@ fn read_config(top: &mut Section) -> Result<Config, ConfigError> {
     let waiting_room = top.bool("waitingRoom")?.unwrap_or(true);
     let alerts = read_alerts(top)?;
     let explain = top.bool("explain")?.unwrap_or(false);
+    let acme = read_acme(top)?;
+    check_acme_listeners(top, &listeners, acme.as_ref())?;
     Ok(Config {
         source: top.file.to_string(),
         listeners,
@@ -158,6 +174,7 @@ fn read_config(top: &mut Section) -> Result<Config, ConfigError> {
         waiting_room,
         explain,
         alerts,
+        acme,
     })
 }
 

@@ -26,7 +26,7 @@ pub(super) fn read_acme(top: &mut Section) -> Result<Option<AcmeConfig>, ConfigE
     }
     let storage = match s.str("storage")? {
         Some("") => return Err(s.error("storage", "must not be empty; leave it out for \"./acme\"")),
-        storage => beside_config(s.file, storage.unwrap_or(DEFAULT_ACME_STORAGE)),
+        storage => beside_config(s.file, storage.unwrap_or(DEFAULT_ACME_STORAGE)).components().collect(),
     };
     let directory_ca = match s.str("directoryCa")? {
         Some("") => return Err(s.error("directoryCa", "must not be empty; leave it out to trust the system roots")),

@@ -445,7 +445,7 @@ fn acme_defaults_to_lets_encrypt_and_storage_beside_the_file() {
     .unwrap();
     let acme = c.acme.unwrap();
     assert_eq!(acme.directory, LETS_ENCRYPT_DIRECTORY);
-    assert_eq!(acme.storage, PathBuf::from("/etc/sluice/./acme"));
+    assert_eq!(acme.storage, PathBuf::from("/etc/sluice/acme"));
     assert_eq!(acme.email.as_deref(), Some("ops@example.com"));
     assert_eq!(acme.directory_ca, None);
     let tls = c.listeners[0].tls.as_ref().unwrap();

@@ -20,6 +20,7 @@
 //! stopping closes it at once instead of waiting for it; a connection that finds sluice
 //! stopping closes unless a request is already waiting to be read.
 
+use crate::acme::challenges::ACME_TLS_ALPN;
 use crate::acme::http01;
 use crate::config::{Config, ListenerMode};
 use crate::exchange::{self, Context, ExchangeIo, CLIENT_WRITE_CHECK};
@@ -378,6 +379,8 @@ fn next_head(
         note_handshake(runtime, client.stream.get_ref(), &read);
     }
     match read {
+        // A TLS-ALPN-01 validation ends with its handshake: no request is served over it.
+        Ok(()) if is_acme_validation(client.stream.get_ref()) => NextHead::Close,
         Ok(()) => {
             between.head_deadline = None;
             NextHead::Read(now)
@@ -450,6 +453,12 @@ fn has_input(stream: &mut BufferedStream<ClientTransport>) -> bool {
         return true;
     }
     matches!(sys::peek_now(stream.get_ref().socket()), Ok(n) if n > 0)
+}
+
+/// Whether the connection is an ACME authority's TLS-ALPN-01 validation (it negotiated ALPN
+/// `acme-tls/1`).
+fn is_acme_validation(transport: &ClientTransport) -> bool {
+    matches!(transport, Transport::Tls(tls) if tls.tls.alpn_protocol() == Some(ACME_TLS_ALPN))
 }
 
 /// Counts a TLS handshake when the connection's first head read ends: done when TLS is

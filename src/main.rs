@@ -151,7 +151,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Check { config, explain } => {
-            match Config::load(&config).and_then(|c| TlsSet::load(&c).map(|tls| (c, tls))) {
+            match Config::load(&config).and_then(|c| TlsSet::load(&c, &Default::default()).map(|tls| (c, tls))) {
                 Ok((config, tls)) => {
                     print!("{}", describe(&config, &tls));
                     if explain {

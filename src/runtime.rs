@@ -186,9 +186,9 @@ pub struct Runtime {
     pub metrics: Metrics,
     /// Written by workers as exchanges end; reopened on reload.
     pub access_log: AccessLog,
-    /// The HTTP-01 tokens being validated: written by the ACME renewal thread, read by
-    /// workers on http listeners.
-    pub challenges: Challenges,
+    /// The ACME challenges being validated: written by the renewal thread, read by workers
+    /// on http listeners (HTTP-01) and by the TLS listeners' resolvers (TLS-ALPN-01).
+    pub challenges: Arc<Challenges>,
     /// What each automatic certificate is doing: written by the renewal thread, read by
     /// the admin API.
     pub certificates: CertificateStatuses,
@@ -232,6 +232,7 @@ impl Runtime {
             .thread_stack_size(WORKER_STACK_BYTES)
             .build();
         Ok(Runtime {
+            challenges: Arc::clone(&state.tls.challenges),
             parking_enabled: state.config.waiting_room,
             state: Mutex::new(Arc::new(state)),
             changing: Mutex::new(()),
@@ -251,7 +252,6 @@ impl Runtime {
             started: Instant::now(),
             metrics: Metrics::default(),
             access_log: AccessLog::stderr(),
-            challenges: Challenges::default(),
             certificates: CertificateStatuses::default(),
         })
     }

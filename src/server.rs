@@ -82,7 +82,7 @@ impl std::error::Error for StartError {
 impl Server {
     /// Binds every listener and starts the threads.
     pub fn start(config: Config) -> Result<Server, StartError> {
-        let tls = TlsSet::load(&config).map_err(StartError::Config)?;
+        let tls = TlsSet::load(&config, &Arc::default()).map_err(StartError::Config)?;
         let mut listeners = Vec::new();
         for l in &config.listeners {
             let listener = TcpListener::bind(l.addr).map_err(|source| StartError::Bind { addr: l.addr, source })?;

@@ -143,6 +143,8 @@ struct Authority {
     ca: PathBuf,
     /// Where Pebble validates HTTP-01: sluice's http listener must be here.
     http_port: u16,
+    /// Where Pebble validates TLS-ALPN-01.
+    tls_port: u16,
     _processes: Vec<Running>,
 }
 
@@ -165,12 +167,12 @@ impl Authority {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let (listen, management, http_port) = (free_port(), free_port(), free_port());
+        let (listen, management, http_port, tls_port) = (free_port(), free_port(), free_port(), free_port());
         let mut config = serde_json::json!({"pebble": {
             "listenAddress": format!("127.0.0.1:{listen}"),
             "managementListenAddress": format!("127.0.0.1:{management}"),
             "certificate": dir.join("pebble.pem"), "privateKey": dir.join("pebble.key"),
-            "httpPort": http_port, "tlsPort": free_port(), "ocspResponderURL": "",
+            "httpPort": http_port, "tlsPort": tls_port, "ocspResponderURL": "",
             "externalAccountBindingRequired": false}});
         if let Some(validity) = validity_secs {
             config["pebble"]["certificateValidityPeriod"] = validity.into();
@@ -192,6 +194,7 @@ impl Authority {
             dns_management,
             ca,
             http_port,
+            tls_port,
             dir,
             _processes: vec![Running(challtestsrv), Running(pebble)],
         };
@@ -272,6 +275,8 @@ struct Setup<'a> {
     /// Where the configuration and storage go.
     dir: PathBuf,
     https_port: u16,
+    /// Whether a plain http listener (on Pebble's HTTP-01 port) is configured.
+    plain_http: bool,
     admin: SocketAddr,
 }
 
@@ -280,21 +285,33 @@ impl<'a> Setup<'a> {
         let dir = authority.dir.join("sluice");
         std::fs::create_dir_all(&dir).unwrap();
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        Setup { authority, names, web, hook, dir, https_port: free_port(), admin }
+        Setup { authority, names, web, hook, dir, https_port: free_port(), plain_http: true, admin }
+    }
+
+    /// Only the TLS listener, on Pebble's TLS-ALPN-01 port.
+    fn tls_only(mut self) -> Setup<'a> {
+        (self.https_port, self.plain_http) = (self.authority.tls_port, false);
+        self
     }
 
     fn config_file(&self) -> PathBuf {
         let a = self.authority;
+        let tls_listener = serde_json::json!({"listen": format!("127.0.0.1:{}", self.https_port),
+            "tls": {"acme": self.names}, "routes": [{"pool": "web"}]});
+        let mut listeners = vec![tls_listener];
+        if self.plain_http {
+            listeners.insert(
+                0,
+                serde_json::json!({"listen": format!("127.0.0.1:{}", a.http_port),
+                "redirectToHttps": self.https_port, "routes": [{"pool": "web"}]}),
+            );
+        }
         let config = serde_json::json!({
             "acme": {"email": "ops@example.com", "directory": a.directory, "directoryCa": a.ca, "storage": "store"},
             "admin": {"listen": self.admin.to_string()},
             "alerts": {"webhook": format!("{}/hook", self.hook.url())},
             "timeouts": {"keepAlive": "5m", "client": "5m"},
-            "listeners": [
-                {"listen": format!("127.0.0.1:{}", a.http_port), "redirectToHttps": self.https_port,
-                 "routes": [{"pool": "web"}]},
-                {"listen": format!("127.0.0.1:{}", self.https_port), "tls": {"acme": self.names},
-                 "routes": [{"pool": "web"}]}],
+            "listeners": listeners,
             "pools": {"web": {"servers": [self.web.url()]}},
         });
         let path = self.dir.join("config.json");
@@ -477,4 +494,26 @@ fn a_failed_challenge_leaves_the_listener_pending_with_the_problem_logged_and_al
     assert!(sluice
         .log()
         .contains("TLS handshake refused: the ACME certificate for unreachable.example is still pending"));
+}
+
+#[test]
+fn answers_tls_alpn_challenges_in_the_handshake_when_no_plain_listener_is_there() {
+    let Some(authority) = Authority::start("alpn", None) else { return };
+    let (web, hook) = (TestBackend::named("web"), TestBackend::named("hook"));
+    let names = ["alpn.example"];
+    let setup = Setup::new(&authority, &names, &web, &hook).tls_only();
+    let check = Command::new(env!("CARGO_BIN_EXE_sluice")).arg("--check").arg("-c").arg(setup.config_file()).output();
+    let check = String::from_utf8_lossy(&check.unwrap().stdout).to_string();
+    assert!(check.contains("challenges: TLS-ALPN-01 on the acme listeners"), "{check}");
+
+    let sluice = setup.start("first");
+    sluice.wait_for("a certificate", |acme| acme["state"] == "valid");
+    // Nothing listens on Pebble's HTTP-01 port: the validation was in a TLS handshake.
+    assert!(!authority.log().contains("validate w/ HTTP"), "{}", authority.log());
+    let mut config = (*trusting(&authority.root())).clone();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let mut tls = handshake(setup.https(), "alpn.example", &Arc::new(config)).unwrap();
+    assert_eq!(tls.conn.alpn_protocol(), Some(&b"http/1.1"[..]), "ordinary clients still get http/1.1");
+    assert_eq!(leaf(&tls).1, names);
+    assert_eq!(get(&mut tls, "alpn.example"), (200, "web".to_string()));
 }

@@ -39,10 +39,19 @@ pub fn describe(config: &Config) -> String {
         acme.directory,
         storage::authority_folder(acme).display()
     );
-    let answers_http01 = config.listeners.iter().any(|l| l.tls.is_none() && l.mode != ListenerMode::Tcp);
     let wants_certificates = config.listeners.iter().any(|l| l.tls.as_ref().is_some_and(|t| !t.acme.is_empty()));
-    if wants_certificates && !answers_http01 {
-        out += "  WARNING: no plain http listener answers HTTP-01 challenges; the authority connects to port 80\n";
+    if wants_certificates {
+        out += if answers_http01(config) {
+            "  challenges: HTTP-01 on the plain http listeners (the authority connects to port 80)\n"
+        } else {
+            "  challenges: TLS-ALPN-01 on the acme listeners, as no plain http listener is there \
+             (the authority connects to port 443)\n"
+        };
     }
     out
+}
+
+/// Whether a plain http listener is there to answer HTTP-01 challenges.
+pub fn answers_http01(config: &Config) -> bool {
+    config.listeners.iter().any(|l| l.tls.is_none() && l.mode != ListenerMode::Tcp)
 }

@@ -1,5 +1,6 @@
 //! One certificate order (RFC 8555 section 7.4): new order for the names, each
-//! authorization's HTTP-01 challenge published and answered, polled until valid, a fresh
+//! authorization's challenge (HTTP-01, or TLS-ALPN-01 of RFC 8737 where no plain http
+//! listener is there) published and answered, polled until valid, a fresh
 //! P-256 key and its request (CSR, made with rcgen) sent to finalize, the order polled until
 //! the certificate is ready, and the chain downloaded. Runs on the renewal thread; every wait
 //! is bounded and ends early when sluice stops.
@@ -8,8 +9,13 @@ use super::challenges::Challenges;
 use super::client::{AcmeClient, Answer};
 use super::jws::base64url;
 use super::problem::{AcmeError, Problem};
-use rcgen::{CertificateParams, KeyPair, PKCS_ECDSA_P256_SHA256};
+use aws_lc_rs::digest::{digest, SHA256};
+use rcgen::{CertificateParams, CustomExtension, KeyPair, PKCS_ECDSA_P256_SHA256};
+use rustls::crypto::aws_lc_rs::sign::any_supported_type;
+use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::sign::CertifiedKey;
 use serde_json::{json, Value};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How often an authorization or order is looked at again while the authority works, unless
@@ -28,11 +34,35 @@ pub struct Issued {
 /// Sleeps for the given time; true when sluice is stopping (then the order is given up).
 pub type Wait<'a> = &'a dyn Fn(Duration) -> bool;
 
+/// Which challenge sluice answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// On the plain http listeners (port 80).
+    Http01,
+    /// In the TLS listeners' handshakes (port 443), when no plain http listener is there.
+    TlsAlpn01,
+}
+
+impl Method {
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Http01 => "http-01",
+            Method::TlsAlpn01 => "tls-alpn-01",
+        }
+    }
+}
+
+/// Where and how challenges are answered.
+pub struct Responder<'a> {
+    pub challenges: &'a Challenges,
+    pub method: Method,
+}
+
 /// Orders a certificate for `names` and waits for it.
 pub fn obtain(
     client: &mut AcmeClient,
     names: &[String],
-    challenges: &Challenges,
+    responder: &Responder,
     wait: Wait,
 ) -> Result<Issued, AcmeError> {
     let identifiers: Vec<Value> = names.iter().map(|n| json!({"type": "dns", "value": n})).collect();
@@ -42,7 +72,7 @@ pub fn obtain(
         created.location.clone().ok_or_else(|| protocol("placing the order", "no Location for the order"))?;
     let order = created.json("placing the order")?;
     for authorization in strings(&order, "authorizations") {
-        authorize(client, &authorization, challenges, wait)?;
+        authorize(client, &authorization, responder, wait)?;
     }
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| AcmeError::Crypto(e.to_string()))?;
     let csr = CertificateParams::new(names.to_vec())
@@ -58,27 +88,47 @@ pub fn obtain(
     Ok(Issued { chain_pem, key_pem: key.serialize_pem() })
 }
 
-/// Answers one authorization's HTTP-01 challenge and waits until the authority saw it.
-fn authorize(client: &mut AcmeClient, url: &str, challenges: &Challenges, wait: Wait) -> Result<(), AcmeError> {
+/// Answers one authorization's challenge the way `responder` says and waits until the
+/// authority saw it.
+fn authorize(client: &mut AcmeClient, url: &str, responder: &Responder, wait: Wait) -> Result<(), AcmeError> {
     let authorization = client.post("reading an authorization", url, None)?.json("reading an authorization")?;
     let name = authorization.pointer("/identifier/value").and_then(Value::as_str).unwrap_or("?").to_string();
     if authorization["status"] == "valid" {
         return Ok(());
     }
     let during = format!("validating {name}");
+    let kind = responder.method.name();
     let challenge = authorization["challenges"]
         .as_array()
-        .and_then(|list| list.iter().find(|c| c["type"] == "http-01"))
-        .ok_or_else(|| protocol(&during, "the authority offers no http-01 challenge"))?;
+        .and_then(|list| list.iter().find(|c| c["type"] == kind))
+        .ok_or_else(|| protocol(&during, &format!("the authority offers no {kind} challenge")))?;
     let token = text(challenge, "token", &during)?;
     let challenge_url = text(challenge, "url", &during)?;
-    let _published = challenges.publish(&token, client.key_authorization(&token));
+    let key_authorization = client.key_authorization(&token);
+    let _published = match responder.method {
+        Method::Http01 => responder.challenges.publish(&token, key_authorization),
+        Method::TlsAlpn01 => responder.challenges.publish_alpn(&name, alpn_certificate(&name, &key_authorization)?),
+    };
     client.post(&during, &challenge_url, Some(&json!({})))?;
     let done = poll(client, url, &during, wait, &["pending"])?;
     match done["status"].as_str() {
         Some("valid") => Ok(()),
         _ => Err(failed_challenge(&done, &during)),
     }
+}
+
+/// The self-signed certificate a TLS-ALPN-01 handshake for `name` is answered with: the name
+/// and, in the critical acmeIdentifier extension, SHA-256 of the key authorization (RFC 8737).
+fn alpn_certificate(name: &str, key_authorization: &str) -> Result<Arc<CertifiedKey>, AcmeError> {
+    let crypto = |e: String| AcmeError::Crypto(format!("cannot make the tls-alpn-01 certificate for {name}: {e}"));
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| crypto(e.to_string()))?;
+    let mut params = CertificateParams::new(vec![name.to_string()]).map_err(|e| crypto(e.to_string()))?;
+    let digest = digest(&SHA256, key_authorization.as_bytes());
+    params.custom_extensions = vec![CustomExtension::new_acme_identifier(digest.as_ref())];
+    let cert = params.self_signed(&key).map_err(|e| crypto(e.to_string()))?;
+    let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+    let signing_key = any_supported_type(&der).map_err(|e| crypto(e.to_string()))?;
+    Ok(Arc::new(CertifiedKey::new(vec![cert.der().clone()], signing_key)))
 }
 
 /// Looks at `url` until its status leaves `waiting_in`; an `invalid` status is the error.

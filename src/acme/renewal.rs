@@ -9,11 +9,11 @@
 //! `certificate_renewal_failed`. Started by `server`; stops when sluice stops.
 
 use super::client::AcmeClient;
-use super::order::{self, Wait};
+use super::order::{self, Method, Responder, Wait};
 use super::problem::AcmeError;
 use super::schedule::{at, renewal_time, retry_delay, Validity};
 use super::storage;
-use crate::config::{AcmeConfig, CertificateFiles};
+use crate::config::{AcmeConfig, CertificateFiles, Config};
 use crate::ops::alerts::{AlertEvent, AlertKind};
 use crate::runtime::{Runtime, State};
 use crate::tls::certificate::Certificate;
@@ -132,13 +132,24 @@ fn renew(runtime: &Runtime, acme: &AcmeConfig, names: &[String], plan: &mut Plan
 fn issue(runtime: &Runtime, acme: &AcmeConfig, names: &[String], wait: Wait) -> Result<Certificate, AcmeError> {
     let key = storage::account_key(acme)?;
     let mut client = AcmeClient::open(acme, key)?;
-    let issued = order::obtain(&mut client, names, &runtime.challenges, wait)?;
+    let responder = Responder { challenges: &runtime.challenges, method: challenge_method(&runtime.state().config) };
+    let issued = order::obtain(&mut client, names, &responder, wait)?;
     let files = storage::store(acme, names, &issued)?;
     let certificate = check_stored(&files, names)?;
     runtime
-        .change_state(|current| TlsSet::load(&current.file).map(|tls| (current.with_tls(tls), ())))
+        .change_state(|current| TlsSet::load(&current.file, &runtime.challenges).map(|tls| (current.with_tls(tls), ())))
         .map_err(|e| AcmeError::Crypto(format!("stored, but the TLS settings cannot be read again: {e}")))?;
     Ok(certificate)
+}
+
+/// HTTP-01 where a plain http listener can answer it, else TLS-ALPN-01 in the TLS listeners'
+/// handshakes.
+fn challenge_method(config: &Config) -> Method {
+    if super::answers_http01(config) {
+        Method::Http01
+    } else {
+        Method::TlsAlpn01
+    }
 }
 
 /// Reads a stored certificate back: it must load and name every name ordered.

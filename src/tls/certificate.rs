@@ -1,7 +1,9 @@
 //! A listener's certificates: read from their PEM files, their names and expiry read from the
 //! leaf, and the resolver that picks one per handshake by SNI (exact name, then a `*.`
-//! wildcard for exactly one more label, else the first certificate).
+//! wildcard for exactly one more label, else the first certificate), or, for a TLS-ALPN-01
+//! validation handshake on an ACME listener, the pending challenge certificate.
 
+use crate::acme::challenges::{Challenges, ACME_TLS_ALPN};
 use crate::config::{CertificateFiles, ConfigError};
 use log::warn;
 use rustls::crypto::aws_lc_rs::sign::any_supported_type;
@@ -110,11 +112,29 @@ pub struct SniResolver {
     /// When a refused handshake was last logged (seconds since the Unix epoch), so that the
     /// log says it at most once a minute.
     refused_logged: AtomicI64,
+    /// For an ACME listener that answers TLS-ALPN-01: the challenges being validated.
+    challenges: Option<Arc<Challenges>>,
 }
 
 impl SniResolver {
-    pub fn new(certificates: Vec<Certificate>, acme_names: Vec<String>) -> SniResolver {
-        SniResolver { certificates, acme_names, refused_logged: AtomicI64::new(i64::MIN) }
+    pub fn new(
+        certificates: Vec<Certificate>,
+        acme_names: Vec<String>,
+        challenges: Option<Arc<Challenges>>,
+    ) -> SniResolver {
+        SniResolver { certificates, acme_names, refused_logged: AtomicI64::new(i64::MIN), challenges }
+    }
+
+    /// For a TLS-ALPN-01 validation handshake (one that offers only `acme-tls/1`): the
+    /// challenge certificate for its name, if one is pending. `None` for other handshakes.
+    fn challenge_answer(&self, client_hello: &ClientHello<'_>) -> Option<Option<Arc<CertifiedKey>>> {
+        let challenges = self.challenges.as_ref()?;
+        let mut offered = client_hello.alpn()?;
+        if !offered.all(|protocol| protocol == ACME_TLS_ALPN) {
+            return None;
+        }
+        let name = client_hello.server_name()?.trim_end_matches('.').to_ascii_lowercase();
+        Some(challenges.alpn_certificate(&name))
     }
 
     /// The certificate for a client that asked for `server_name` (any case), or the default;
@@ -144,6 +164,9 @@ impl SniResolver {
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        if let Some(answer) = self.challenge_answer(&client_hello) {
+            return answer;
+        }
         let picked = self.pick(client_hello.server_name()).map(|c| Arc::clone(&c.key));
         if picked.is_none() {
             self.log_refused();

@@ -13,6 +13,7 @@
 pub mod backend;
 pub mod certificate;
 
+use crate::acme::challenges::{Challenges, ACME_TLS_ALPN};
 use crate::acme::schedule::{renewal_time, Validity};
 use crate::acme::storage;
 use crate::config::{AcmeConfig, Config, ConfigError, ListenerMode, ListenerTls, Protocol, TlsVersion};
@@ -33,13 +34,17 @@ pub struct TlsSet {
     pub certificates: Vec<Option<Arc<SniResolver>>>,
     /// For each pool: the client configuration its `https://` backends use (HTTP pools only).
     pub pools: Vec<Option<Arc<ClientConfig>>>,
+    /// The ACME challenges the resolvers answer TLS-ALPN-01 handshakes from; the same for
+    /// every TLS set of a process.
+    pub challenges: Arc<Challenges>,
 }
 
 impl TlsSet {
     /// Reads every certificate, key and CA file `config` names and builds the rustls
-    /// configurations. Errors name the key of the file at fault.
-    pub fn load(config: &Config) -> Result<TlsSet, ConfigError> {
-        let mut set = TlsSet::default();
+    /// configurations; ACME listeners answer TLS-ALPN-01 from `challenges`. Errors name the
+    /// key of the file at fault.
+    pub fn load(config: &Config, challenges: &Arc<Challenges>) -> Result<TlsSet, ConfigError> {
+        let mut set = TlsSet { challenges: Arc::clone(challenges), ..TlsSet::default() };
         for (i, listener) in config.listeners.iter().enumerate() {
             let Some(tls) = &listener.tls else {
                 set.listeners.push(None);
@@ -54,8 +59,10 @@ impl TlsSet {
                     .map(|files| Certificate::load(files, &config.source))
                     .collect::<Result<_, _>>()?,
             };
-            let resolver = Arc::new(SniResolver::new(certificates, tls.acme.clone()));
             let alpn = listener.mode != ListenerMode::Tcp;
+            let answers_alpn_challenges = alpn && !tls.acme.is_empty();
+            let challenges = answers_alpn_challenges.then(|| Arc::clone(challenges));
+            let resolver = Arc::new(SniResolver::new(certificates, tls.acme.clone(), challenges));
             let server = server_config(tls, Arc::clone(&resolver), alpn).map_err(|problem| ConfigError {
                 file: config.source.clone(),
                 key: format!("listeners[{i}].tls"),
@@ -117,6 +124,9 @@ fn server_config(tls: &ListenerTls, certificates: Arc<SniResolver>, alpn: bool) 
         .with_cert_resolver(certificates);
     if alpn {
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        if !tls.acme.is_empty() {
+            config.alpn_protocols.push(ACME_TLS_ALPN.to_vec());
+        }
     }
     config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| e.to_string())?;
     Ok(Arc::new(config))

@@ -487,6 +487,10 @@ fn a_failed_challenge_leaves_the_listener_pending_with_the_problem_logged_and_al
     assert_eq!(event["names"], serde_json::json!(names));
     assert!(event["detail"].as_str().unwrap().contains("urn:ietf:params:acme:error:connection"), "{event}");
 
+    let metrics = common::admin_call(setup.admin, "GET", "/metrics", None, "").text();
+    assert!(metrics.contains("sluice_acme_certificate_valid{names=\"unreachable.example\"} 0"), "{metrics}");
+    assert!(metrics.contains("sluice_acme_order_failures_total{names=\"unreachable.example\"} 1"), "{metrics}");
+
     let refused = handshake(setup.https(), "unreachable.example", &trusting(&authority.root()));
     assert!(refused.is_err(), "a pending listener completes no handshake");
     let plain = exchange_raw(setup.http(), b"GET /x HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n");
@@ -516,4 +520,41 @@ fn answers_tls_alpn_challenges_in_the_handshake_when_no_plain_listener_is_there(
     assert_eq!(tls.conn.alpn_protocol(), Some(&b"http/1.1"[..]), "ordinary clients still get http/1.1");
     assert_eq!(leaf(&tls).1, names);
     assert_eq!(get(&mut tls, "alpn.example"), (200, "web".to_string()));
+}
+
+#[test]
+fn acme_configuration_errors_exit_2_naming_the_file_and_key() {
+    let cases = [
+        (
+            r#"{"port": 8443, "servers": ["http://127.0.0.1:1"], "tls": {"acme": ["a.example"]}}"#,
+            "tls.acme: needs the top-level \"acme\" object",
+        ),
+        (
+            r#"{"port": 8443, "servers": ["http://127.0.0.1:1"], "tls": {"acme": []}, "acme": {}}"#,
+            "tls.acme: must be a non-empty list",
+        ),
+        (
+            r#"{"port": 8443, "servers": ["http://127.0.0.1:1"], "tls": {"acme": ["a.example"]}, "acme": {"directroy": "x"}}"#,
+            "acme.directroy: unknown key",
+        ),
+    ];
+    for (i, (json, expected)) in cases.into_iter().enumerate() {
+        let path = common::config_file(&format!("acme-error-{i}"), json);
+        let out = Command::new(env!("CARGO_BIN_EXE_sluice")).arg("--check").arg("-c").arg(&path).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(&format!("{}: {expected}", path.display())), "{stderr}\n  expected: {expected}");
+    }
+}
+
+#[test]
+fn challenge_paths_reach_the_backends_when_acme_is_not_configured() {
+    let web = TestBackend::named("web");
+    let sluice = common::Sluice::start(&[&web.url()], "");
+    let answer = exchange_raw(
+        sluice.addr,
+        b"GET /.well-known/acme-challenge/token HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("web"), "{answer}");
+    assert_eq!(web.requests()[0].target, "/.well-known/acme-challenge/token");
 }

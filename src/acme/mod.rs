@@ -1,5 +1,6 @@
-//! Automatic certificates by ACME (RFC 8555), HTTP-01 only, on sluice's own small blocking
-//! client (why not a library: docs/https.md, "Automatic certificates").
+//! Automatic certificates by ACME (RFC 8555) with HTTP-01 or TLS-ALPN-01 challenges, on
+//! sluice's own small blocking client (why not a library: docs/https.md, "Automatic
+//! certificates").
 //!
 //! - `renewal`: the `sluice-acme` thread. It orders a certificate for each listener with
 //!   `"tls": {"acme": [names]}` that has none, renews at two thirds of the lifetime, retries
@@ -11,10 +12,11 @@
 //! - `schedule`: when a certificate is renewed and when a failed order is tried again.
 //! - `storage`: the account key and certificates on disk (0700 folders, 0600 files), read by
 //!   `tls` at start and reload so a restart reuses them.
-//! - `challenges` and `http01`: the tokens being validated and their answer on every http
-//!   listener. `status`: what `/stats` says about each certificate.
+//! - `challenges` and `http01`: the challenges being validated, and the HTTP-01 answer on
+//!   every http listener (the TLS-ALPN-01 answer is in `tls::certificate`'s resolver).
+//! - `status`: what `/stats` and `/metrics` say about each certificate.
 //!
-//! Nothing here runs on a worker: workers only read the challenge tokens.
+//! Nothing here runs on a worker: workers and handshakes only read the challenges.
 
 pub mod challenges;
 pub mod client;

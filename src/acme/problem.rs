@@ -2,6 +2,7 @@
 //! section 6.7, RFC 7807: `type`, `detail`, `status` and the `subproblems` per name), and
 //! [`AcmeError`], which says during which step it happened. Logged whole, shown by `/stats`.
 
+use crate::config::ConfigError;
 use serde_json::Value;
 use std::fmt;
 use std::io;
@@ -91,8 +92,11 @@ pub enum AcmeError {
     TimedOut { during: String },
     /// The account key or certificate could not be read or written.
     Storage { path: PathBuf, error: io::Error },
-    /// A key or certificate request could not be made.
+    /// A key, signature, certificate request or certificate could not be made or read.
     Crypto(String),
+    /// The certificate was stored but the TLS settings could not be read again to use it
+    /// (another listener's certificate file is broken, say); it is used after the next reload.
+    Swap(ConfigError),
     /// sluice is stopping.
     Stopping,
 }
@@ -106,6 +110,7 @@ impl fmt::Display for AcmeError {
             AcmeError::TimedOut { during } => write!(f, "{during}: the authority did not finish in time"),
             AcmeError::Storage { path, error } => write!(f, "cannot use {}: {error}", path.display()),
             AcmeError::Crypto(what) => write!(f, "{what}"),
+            AcmeError::Swap(e) => write!(f, "stored, but the TLS settings cannot be read again to use it: {e}"),
             AcmeError::Stopping => write!(f, "stopped"),
         }
     }
@@ -115,6 +120,7 @@ impl std::error::Error for AcmeError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             AcmeError::Storage { error, .. } => Some(error),
+            AcmeError::Swap(e) => Some(e),
             _ => None,
         }
     }

@@ -138,7 +138,7 @@ fn issue(runtime: &Runtime, acme: &AcmeConfig, names: &[String], wait: Wait) -> 
     let certificate = check_stored(&files, names)?;
     runtime
         .change_state(|current| TlsSet::load(&current.file, &runtime.challenges).map(|tls| (current.with_tls(tls), ())))
-        .map_err(|e| AcmeError::Crypto(format!("stored, but the TLS settings cannot be read again: {e}")))?;
+        .map_err(AcmeError::Swap)?;
     Ok(certificate)
 }
 

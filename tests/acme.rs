@@ -3,10 +3,12 @@
 //! sluice as a real process whose http listener is the port Pebble validates HTTP-01 on.
 //! Pebble's own HTTPS certificate is made here by a test CA, given to sluice as
 //! `acme.directoryCa`. Checked: a certificate for two names that chains to Pebble's root is
-//! obtained and served by SNI, kept across a restart without a new order (sluice's own order
-//! count in `/stats`, and its log), renewed while a kept-alive TLS connection stays open, and
-//! a failed challenge leaves the listener pending with the problem in `/stats`, the log and
-//! the webhook. Skipped (failed under `SLUICE_REQUIRE_EXTERNAL=1`) without pebble.
+//! obtained and served by SNI, kept across a reload and a restart without a new order
+//! (sluice's own order count in `/stats`, and its log), renewed while a kept-alive TLS
+//! connection stays open, a failed renewal reported while the certificate in use stays, a
+//! failed first challenge leaves the listener pending with the problem in `/stats`,
+//! `/metrics`, the log and the webhook, and TLS-ALPN-01 answered where no plain http
+//! listener is. Skipped (failed under `SLUICE_REQUIRE_EXTERNAL=1`) without pebble.
 
 mod common;
 
@@ -184,6 +186,8 @@ impl Authority {
             .args(["-dnsserver", &format!("127.0.0.1:{dns}")])
             .env("PEBBLE_VA_NOSLEEP", "1")
             .env("PEBBLE_WFE_NONCEREJECT", "0")
+            // Every order validates again, so that a renewal can fail its challenge.
+            .env("PEBBLE_AUTHZREUSE", "0")
             .stdout(log_file(&dir, "pebble.log"))
             .stderr(Stdio::null())
             .spawn()
@@ -366,6 +370,12 @@ impl Sluice {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Reloads the configuration (SIGHUP) and waits until the log says it was done.
+    fn reload(&self) {
+        common::signal(&self._process.0, "HUP");
+        assert!(wait_until(ORDER_WITHIN, || self.log().contains("reloaded ")), "{}", self.log());
+    }
+
     fn wait_for(&self, what: &str, mut condition: impl FnMut(&Value) -> bool) -> Value {
         let mut last = Value::Null;
         let held = wait_until(ORDER_WITHIN, || {
@@ -423,6 +433,10 @@ fn obtains_a_certificate_for_two_names_serves_it_by_sni_and_keeps_it_across_a_re
     assert!(wait_until(ORDER_WITHIN, || hook_events(&hook, "certificate_renewed").len() == 1));
     assert_eq!(hook_events(&hook, "certificate_renewed")[0]["names"], serde_json::json!(names));
 
+    sluice.reload();
+    let tls = handshake(setup.https(), "a.example", &pebble_root).expect("the certificate after a reload");
+    assert_eq!(leaf(&tls).0, serials[0], "a reload keeps the stored certificate");
+
     drop(sluice);
     let again = setup.start("restarted");
     let mut tls = handshake(setup.https(), "b.example", &pebble_root).expect("the stored certificate, served at start");
@@ -434,7 +448,7 @@ fn obtains_a_certificate_for_two_names_serves_it_by_sni_and_keeps_it_across_a_re
 }
 
 #[test]
-fn renews_short_lived_certificates_while_a_kept_alive_connection_stays_open() {
+fn renews_short_lived_certificates_while_a_kept_alive_connection_stays_open_and_reports_a_failed_renewal() {
     let Some(authority) = Authority::start("renew", Some(24)) else { return };
     let (web, hook) = (TestBackend::named("web"), TestBackend::named("hook"));
     let names = ["renew.example"];
@@ -460,6 +474,14 @@ fn renews_short_lived_certificates_while_a_kept_alive_connection_stays_open() {
     let status = sluice.acme();
     assert!(status["orders"].as_u64().unwrap() >= 2, "{status}");
     assert_eq!(status["failures"], 0, "{status}");
+
+    // The next renewal's challenge goes where nothing listens: it fails, the certificate in
+    // use stays, and the failure is reported.
+    authority.resolve("renew.example", "127.0.0.2");
+    let status = sluice.wait_for("a failed renewal", |acme| acme["failures"] == 1);
+    assert_eq!(status["state"], "valid", "the served certificate stays: {status}");
+    assert!(status["problem"].as_str().unwrap().contains("urn:ietf:params:acme:error:connection"), "{status}");
+    assert!(wait_until(ORDER_WITHIN, || !hook_events(&hook, "certificate_renewal_failed").is_empty()));
 }
 
 #[test]

@@ -16,6 +16,9 @@
 //! over the share the connection waits there with its request, holding no worker, until a
 //! connection from the same address lets go of one. Idle and waiting connections hold no share.
 //!
+//! On a listener with `acceptProxy`, the PROXY header comes first ([`proxy_header`]): the
+//! connection's client is then the header's source, for everything that follows.
+//!
 //! While it waits for a head the connection is marked idle in the runtime's registry, so that
 //! stopping closes it at once instead of waiting for it; a connection that finds sluice
 //! stopping closes unless a request is already waiting to be read.
@@ -45,6 +48,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod proxy_header;
+
 /// A client connection while no worker holds it: what must survive between its requests.
 pub struct ClientConn {
     pub stream: ClientTransport,
@@ -72,6 +77,8 @@ struct Between {
     ticket: ClientTicket,
     /// Bytes read from the client before the current exchange's, on this worker.
     counted: u64,
+    /// The PROXY header the connection must still open with (`acceptProxy`).
+    proxy: Option<proxy_header::HeaderWait>,
 }
 
 /// A request read as far as its head, waiting off the workers.
@@ -122,7 +129,10 @@ impl Waiter for ClientConn {
     /// A head that began (or a first one that never came) or a body that did not arrive at
     /// the minimum rate gets `408`; an idle keep-alive connection just closes.
     fn expire(mut self: Box<Self>) {
-        let answer = if self.pending.is_some() {
+        let answer = if self.between.proxy.is_some() {
+            debug!("{}: PROXY header not received in time; closed", self.peer);
+            return;
+        } else if self.pending.is_some() {
             debug!("{}: request body slower than the minimum rate", self.peer);
             self.between.ticket.runtime().metrics.slow_clients.record_body_too_slow();
             HttpError::BodyTimeout
@@ -150,6 +160,11 @@ pub fn accept(runtime: &Arc<Runtime>, stream: TcpStream, peer: SocketAddr, liste
         }
     };
     let ticket = runtime.register_client(handle, peer.ip());
+    let state = runtime.state();
+    let timeouts = &state.config.timeouts;
+    let accept_proxy = state.config.listeners.get(listener).is_some_and(|l| l.accept_proxy);
+    let proxy = accept_proxy.then(|| proxy_header::HeaderWait::new(timeouts.client_header));
+    drop(state);
     let stream = match runtime.state().tls.listeners.get(listener).cloned().flatten() {
         None => Transport::Plain(stream),
         Some(tls) => match ServerConnection::new(tls) {
@@ -160,7 +175,7 @@ pub fn accept(runtime: &Arc<Runtime>, stream: TcpStream, peer: SocketAddr, liste
             }
         },
     };
-    let between = Between { peer, listener, head_deadline: None, requests: 0, ticket, counted: 0 };
+    let between = Between { peer, listener, head_deadline: None, requests: 0, ticket, counted: 0, proxy };
     let conn = ClientConn { stream, peer, partial: Vec::new(), pending: None, holds_share: false, between };
     dispatch(runtime, conn, false);
 }
@@ -219,6 +234,13 @@ fn take_share<'a, T>(
 /// Serves `conn` on this worker until it closes, parks or waits for its address's share.
 fn serve(runtime: &Arc<Runtime>, conn: ClientConn, mut readable: bool) {
     let _serving = runtime.start_serving();
+    let conn = match conn.between.proxy {
+        None => conn,
+        Some(_) => match proxy_header::receive(runtime, conn, std::mem::take(&mut readable)) {
+            Some(conn) => conn,
+            None => return,
+        },
+    };
     let ClientConn { stream, peer, partial, mut pending, mut holds_share, mut between } = conn;
     between.counted = 0;
     let state = runtime.state();

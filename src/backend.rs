@@ -355,6 +355,11 @@ impl Backend {
         Ok(stream)
     }
 
+    /// How many idle connections wait for reuse.
+    pub fn idle_count(&self) -> usize {
+        lock(&self.idle).len()
+    }
+
     /// Keeps `stream`, opened as `opening` says, for reuse unless the idle set is full.
     pub fn put_idle(&self, stream: BackendTransport, max_idle: usize, opening: &Opening) {
         let mut idle = lock(&self.idle);

@@ -5,13 +5,14 @@
 //!
 //! A header that trickles in parks the connection in the waiting room between its bytes, as a
 //! slow request head does, so it holds no worker. Only the header's own bytes are taken from
-//! the socket: each read first peeks, and [`proxy_protocol::parse`] says where the header ends,
+//! the socket: each read first peeks (without waiting when bytes are there), and [`proxy_protocol::parse`] says where the header ends,
 //! so whatever follows (a request, a TLS hello, a tcp client's bytes) stays for its reader.
 
 use super::{ClientConn, ASK_AGAIN_EVERY};
 use crate::ops::log_summary;
 use crate::proxy_protocol::{self, HeaderError, MAX_HEADER_BYTES};
 use crate::runtime::Runtime;
+use crate::sys;
 use log::debug;
 use std::io::{self, Read};
 use std::net::TcpStream;
@@ -99,24 +100,15 @@ fn read_header(
 ) -> Result<Option<proxy_protocol::Header>, Refusal> {
     let mut buf = [0u8; MAX_HEADER_BYTES];
     loop {
-        let now = Instant::now();
-        if now >= wait.deadline {
+        if Instant::now() >= wait.deadline {
             return Err(Refusal::TimedOut);
         }
-        let _ = socket.set_read_timeout(Some((wait.deadline - now).min(ASK_AGAIN_EVERY)));
         let have = wait.got.len();
         buf[..have].copy_from_slice(&wait.got);
-        let n = match socket.peek(&mut buf[have..]) {
-            Ok(0) => return Err(Refusal::Closed),
-            Ok(n) => n,
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-                if !may_block() {
-                    return Ok(None);
-                }
-                continue;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Refusal::Io(e)),
+        let n = match peek(socket, &mut buf[have..], wait.deadline, may_block)? {
+            Some(0) => return Err(Refusal::Closed),
+            Some(n) => n,
+            None => return Ok(None),
         };
         match proxy_protocol::parse(&buf[..have + n]) {
             Ok(Some(header)) => {
@@ -128,6 +120,40 @@ fn read_header(
                 wait.got.extend_from_slice(&buf[have..have + n]);
             }
             Err(e) => return Err(Refusal::Header(e)),
+        }
+    }
+}
+
+/// Copies the bytes waiting on `socket` into `into` without taking them: at once when some
+/// are there (one system call, the usual case), else waiting for them until `deadline`, in
+/// steps after which `may_block` may say to park instead (`None`).
+fn peek(
+    socket: &TcpStream,
+    into: &mut [u8],
+    deadline: Instant,
+    may_block: &mut dyn FnMut() -> bool,
+) -> Result<Option<usize>, Refusal> {
+    loop {
+        let peeked = match sys::peek_into_now(socket, into) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let now = Instant::now();
+                if now >= deadline {
+                    return Err(Refusal::TimedOut);
+                }
+                let _ = socket.set_read_timeout(Some((deadline - now).min(ASK_AGAIN_EVERY)));
+                socket.peek(into)
+            }
+            other => other,
+        };
+        match peeked {
+            Ok(n) => return Ok(Some(n)),
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                if !may_block() {
+                    return Ok(None);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Refusal::Io(e)),
         }
     }
 }

@@ -16,8 +16,7 @@
 //! over the share the connection waits there with its request, holding no worker, until a
 //! connection from the same address lets go of one. Idle and waiting connections hold no share.
 //!
-//! On a listener with `acceptProxy`, the PROXY header comes first ([`proxy_header`]): the
-//! connection's client is then the header's source, for everything that follows.
+//! With `acceptProxy`, a PROXY header comes first ([`proxy_header`]); its source is the client.
 //!
 //! While it waits for a head the connection is marked idle in the runtime's registry, so that
 //! stopping closes it at once instead of waiting for it; a connection that finds sluice
@@ -47,7 +46,6 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
 mod proxy_header;
 
 /// A client connection while no worker holds it: what must survive between its requests.
@@ -127,10 +125,9 @@ impl Waiter for ClientConn {
     }
 
     /// A head that began (or a first one that never came) or a body that did not arrive at
-    /// the minimum rate gets `408`; an idle keep-alive connection just closes.
+    /// the minimum rate gets `408`; an idle keep-alive connection or a PROXY header just close.
     fn expire(mut self: Box<Self>) {
-        let answer = if self.between.proxy.is_some() {
-            debug!("{}: PROXY header not received in time; closed", self.peer);
+        let answer = if proxy_header::expired_waiting_for_header(&self) {
             return;
         } else if self.pending.is_some() {
             debug!("{}: request body slower than the minimum rate", self.peer);
@@ -160,11 +157,7 @@ pub fn accept(runtime: &Arc<Runtime>, stream: TcpStream, peer: SocketAddr, liste
         }
     };
     let ticket = runtime.register_client(handle, peer.ip());
-    let state = runtime.state();
-    let timeouts = &state.config.timeouts;
-    let accept_proxy = state.config.listeners.get(listener).is_some_and(|l| l.accept_proxy);
-    let proxy = accept_proxy.then(|| proxy_header::HeaderWait::new(timeouts.client_header));
-    drop(state);
+    let proxy = proxy_header::due(&runtime.state().config, listener);
     let stream = match runtime.state().tls.listeners.get(listener).cloned().flatten() {
         None => Transport::Plain(stream),
         Some(tls) => match ServerConnection::new(tls) {
@@ -234,13 +227,7 @@ fn take_share<'a, T>(
 /// Serves `conn` on this worker until it closes, parks or waits for its address's share.
 fn serve(runtime: &Arc<Runtime>, conn: ClientConn, mut readable: bool) {
     let _serving = runtime.start_serving();
-    let conn = match conn.between.proxy {
-        None => conn,
-        Some(_) => match proxy_header::receive(runtime, conn, std::mem::take(&mut readable)) {
-            Some(conn) => conn,
-            None => return,
-        },
-    };
+    let Some(conn) = proxy_header::receive(runtime, conn, &mut readable) else { return };
     let ClientConn { stream, peer, partial, mut pending, mut holds_share, mut between } = conn;
     between.counted = 0;
     let state = runtime.state();

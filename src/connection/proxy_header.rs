@@ -9,6 +9,7 @@
 //! so whatever follows (a request, a TLS hello, a tcp client's bytes) stays for its reader.
 
 use super::{ClientConn, ASK_AGAIN_EVERY};
+use crate::config::Config;
 use crate::ops::log_summary;
 use crate::proxy_protocol::{self, HeaderError, MAX_HEADER_BYTES};
 use crate::runtime::Runtime;
@@ -17,7 +18,7 @@ use log::debug;
 use std::io::{self, Read};
 use std::net::TcpStream;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// A connection's header while it is being read.
 pub(super) struct HeaderWait {
@@ -27,10 +28,11 @@ pub(super) struct HeaderWait {
     got: Vec<u8>,
 }
 
-impl HeaderWait {
-    pub fn new(within: Duration) -> HeaderWait {
-        HeaderWait { deadline: Instant::now() + within, got: Vec::new() }
-    }
+/// The header a connection just accepted by listener `listener` must open with, if any.
+pub(super) fn due(config: &Config, listener: usize) -> Option<HeaderWait> {
+    let accept_proxy = config.listeners.get(listener).is_some_and(|l| l.accept_proxy);
+    let deadline = Instant::now() + config.timeouts.client_header;
+    accept_proxy.then(|| HeaderWait { deadline, got: Vec::new() })
 }
 
 /// Why a connection is closed before its header was read.
@@ -41,11 +43,12 @@ enum Refusal {
     Io(io::Error),
 }
 
-/// Reads the header `conn` must open with (if it is still due): returns the connection with
-/// the header's source as its client, or `None` when it was parked to wait for more bytes or
-/// closed. `readable` says bytes are known to be waiting.
-pub(super) fn receive(runtime: &Arc<Runtime>, mut conn: ClientConn, mut readable: bool) -> Option<ClientConn> {
+/// Reads the header `conn` must open with, if it is still due: returns the connection (with
+/// the header's source as its client), or `None` when it was parked to wait for more bytes or
+/// closed. `readable` says bytes are known to be waiting; reading the header uses that up.
+pub(super) fn receive(runtime: &Arc<Runtime>, mut conn: ClientConn, readable: &mut bool) -> Option<ClientConn> {
     let Some(mut wait) = conn.between.proxy.take() else { return Some(conn) };
+    let mut readable = std::mem::take(readable);
     if !conn.between.ticket.enter_idle() {
         return None; // stopping: nothing was asked of this connection yet
     }
@@ -89,6 +92,15 @@ pub(super) fn receive(runtime: &Arc<Runtime>, mut conn: ClientConn, mut readable
     conn.peer = client;
     conn.between.peer = client;
     Some(conn)
+}
+
+/// Whether `conn`, expired in the waiting room, was still waiting for its header (it then
+/// closes without an answer).
+pub(super) fn expired_waiting_for_header(conn: &ClientConn) -> bool {
+    if conn.between.proxy.is_some() {
+        debug!("{}: PROXY header not received in time; closed", conn.peer);
+    }
+    conn.between.proxy.is_some()
 }
 
 /// Takes the header's bytes from `socket` as they arrive: `Ok(None)` when it should wait off

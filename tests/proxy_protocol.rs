@@ -485,7 +485,7 @@ fn tcp_listeners_accept_and_send_the_header() {
     let backend = HeaderBackend::start(true);
     let json = format!(
         r#"{{"listeners": [{{"listen": "127.0.0.1:0", "mode": "tcp", "pool": "db", "acceptProxy": true}}],
-            "pools": {{"db": {{"servers": ["tcp://{}"], "sendProxy": "v1", "healthCheckInterval": "1h"}}}}}}"#,
+            "pools": {{"db": {{"servers": ["tcp://{}"], "sendProxy": "v1", "healthCheckInterval": "100ms"}}}}}}"#,
         backend.addr
     );
     let sluice = Sluice::from_json(&json);
@@ -501,6 +501,9 @@ fn tcp_listeners_accept_and_send_the_header() {
     // The listener is IPv4, the client IPv6: both go as IPv6.
     assert_eq!(header, format!("PROXY TCP6 2001:db8::70 ::ffff:127.0.0.1 7070 {}\r\n", sluice.addr.port()));
     assert_eq!(exchange_raw(sluice.addr, b"ping"), "", "a tcp connection without a header is closed");
+    // Connect probes open with a header naming no client, and carry nothing after it.
+    let probed = || backend.seen().iter().any(|c| c.requests.is_empty() && c.header == b"PROXY UNKNOWN\r\n");
+    assert!(wait_until(WAIT, probed), "{:?}", backend.seen());
 }
 
 #[test]
@@ -605,10 +608,16 @@ fn haproxy_in_front_sending_v2_passes_the_client_address_through() {
     let port = free_port();
     let config = format!(
         "{HAPROXY_DEFAULTS}frontend f\n  mode tcp\n  bind 127.0.0.1:{port}\n  default_backend b\n\
-         backend b\n  mode tcp\n  server s 127.0.0.1:{} send-proxy-v2\n",
+         backend b\n  mode tcp\n  option httpchk GET /haproxy-check\n\
+         server s 127.0.0.1:{} send-proxy-v2 check inter 200ms\n",
         sluice.addr.port()
     );
     let Some(_haproxy) = Haproxy::start("front", &config, port) else { return };
+    // HAProxy's own checks open with a v2 LOCAL header: sluice takes them, as its own client.
+    let checked = || backend.requests().iter().any(|r| r.target == "/haproxy-check");
+    assert!(wait_until(WAIT, checked), "no HAProxy check came through sluice");
+    let check = backend.requests().into_iter().find(|r| r.target == "/haproxy-check").unwrap();
+    assert_eq!(check.header("x-forwarded-for"), Some("127.0.0.1"), "a LOCAL header leaves the peer as the client");
     let front: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut client = Client::connect_from(Ipv4Addr::new(127, 0, 0, 5), front);
     client.send(&get("/"));

@@ -3,7 +3,8 @@
 //! trickling while workers are scarce), the header's source as the client in
 //! `X-Forwarded-For`, the access log, ip-hash, allow/deny and rate limits; pools with
 //! `sendProxy` seen by a raw backend (headers for exchanges and probes, reuse only for the
-//! same client, tcp mode); and real HAProxy in front of sluice and behind it.
+//! same client, tcp mode); `--check` and bad values; a reload turning `acceptProxy` on; and
+//! real HAProxy in front of sluice and behind it.
 
 mod common;
 
@@ -258,6 +259,22 @@ fn the_per_address_connection_limit_counts_the_header_source() {
     assert_eq!(r.status, 200);
     // A second connection from the first source while it is open is closed.
     assert_eq!(exchange_raw(sluice.addr, &[v1("198.51.100.30:2", "198.51.100.1:80"), get("/")].concat()), "");
+}
+
+#[test]
+fn a_reload_can_turn_accept_proxy_on_for_new_connections() {
+    let backend = forwarded_for_backend();
+    let json = |accept: bool| {
+        format!(r#"{{"listen": "127.0.0.1:0", "acceptProxy": {accept}, "servers": ["{}"]}}"#, backend.url())
+    };
+    let path = config_file("proxy-reload", &json(false));
+    let sluice = Sluice::from_file(&path);
+    assert_eq!(sluice.get("/").text(), "127.0.0.1");
+    std::fs::write(&path, json(true)).unwrap();
+    sluice.server().reload_from_file().unwrap();
+    let r = through(sluice.addr, &v1("203.0.113.90:1", "198.51.100.1:80"), &get("/"));
+    assert_eq!(r.text(), "203.0.113.90");
+    assert_eq!(exchange_raw(sluice.addr, &get("/")), "", "a client without a header is now refused");
 }
 
 // ---- TLS after the header ----

@@ -212,7 +212,11 @@ fn accept_loop(runtime: &Arc<Runtime>, listener_index: usize, listener: &TcpList
         listener,
         || runtime.is_stopping(),
         |stream, peer| {
-            if let Err(limit) = runtime.try_count_connection(peer.ip(), &runtime.state().config.limits) {
+            let state = runtime.state();
+            let per_client = !state.config.listeners[listener_index].accept_proxy;
+            let counted = runtime.try_count_connection(peer.ip(), &state.config.limits, per_client);
+            drop(state);
+            if let Err(limit) = counted {
                 log_summary::CONNECTION_REFUSED
                     .warn(format_args!("{peer}: {limit} reached; refusing new connections with 503"));
                 reject(stream);

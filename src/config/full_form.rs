@@ -21,12 +21,14 @@ use serde_json::Value;
 const SHORT_FORM_KEYS: &[(&str, &str)] = &[
     ("port", "a listener's \"listen\""),
     ("listen", "a listener"),
+    ("acceptProxy", "a listener"),
     ("servers", "a pool"),
     ("algorithm", "a pool"),
     ("sticky", "a pool"),
     ("healthCheckInterval", "a pool"),
     ("healthCheck", "a pool"),
     ("retries", "a pool"),
+    ("sendProxy", "a pool"),
     ("allow", "a route"),
     ("deny", "a route"),
     ("basicAuth", "a route"),
@@ -76,6 +78,8 @@ const LISTENER_KEYS: &[Key] = &[
     ),
     Key::new("pool", Kind::Text, "The one pool this listener sends to, instead of routes.").example("web"),
     Key::new("tls", Kind::Object(&LISTENER_TLS), "Serve TLS with this certificate, or these chosen by SNI."),
+    Key::new("acceptProxy", Kind::Bool, "Every connection opens with a PROXY v1 or v2 header naming the client.")
+        .default("false"),
     Key::new(
         "redirectToHttps",
         REDIRECT_TO_HTTPS,
@@ -194,7 +198,8 @@ fn read_listener(s: &mut Section, pools: &[PoolConfig], index: usize) -> Result<
     let tls = read_listener_tls(s, &[])?;
     let redirect_to_https = read_redirect_to_https(s)?;
     check_redirect(s, tls.as_ref(), redirect_to_https, mode)?;
-    Ok(ListenerConfig { addr, mode, routes, tls, redirect_to_https })
+    let accept_proxy = s.bool("acceptProxy")?.unwrap_or(false);
+    Ok(ListenerConfig { addr, mode, routes, tls, redirect_to_https, accept_proxy })
 }
 
 fn read_routes(listener: &mut Section, pools: &[PoolConfig], index: usize) -> Result<Vec<RouteConfig>, ConfigError> {

@@ -20,6 +20,7 @@
 //! durations, addresses and URLs, [`host_match`] route host patterns, [`resolve`] name
 //! lookups.
 
+mod acme;
 mod edge_rules;
 mod full_form;
 pub mod host_match;
@@ -38,6 +39,7 @@ pub use model::*;
 pub use pool::parse_server_object;
 pub use values::{parse_duration, parse_listen, parse_path_prefix, server_from_url, webhook_from_url};
 
+use acme::{check_acme_listeners, read_acme};
 use keys::{Key, Kind};
 use section::Section;
 use serde_json::Value;
@@ -66,6 +68,8 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     pub access_log: AccessLogConfig,
     pub alerts: AlertsConfig,
+    /// `acme`: where listeners with `"tls": {"acme": [...]}` get their certificates.
+    pub acme: Option<AcmeConfig>,
 }
 
 /// A configuration problem: which file, which key, what is wrong.
@@ -155,6 +159,7 @@ const COMMON_KEYS: &[Key] = &[
     Key::new("alerts", Kind::Object(&ALERTS), "Events POSTed to a webhook, and host thresholds."),
     Key::new("explain", Kind::Bool, "Add X-Sluice-Decision to every proxied response: why its backend was picked.")
         .default("false"),
+    Key::new("acme", Kind::Object(&acme::ACME), "Where listeners with \"tls\": {\"acme\": [names]} get certificates."),
 ];
 
 fn read_config(top: &mut Section) -> Result<Config, ConfigError> {
@@ -170,6 +175,8 @@ fn read_config(top: &mut Section) -> Result<Config, ConfigError> {
     let waiting_room = top.bool("waitingRoom")?.unwrap_or(true);
     let alerts = read_alerts(top)?;
     let explain = top.bool("explain")?.unwrap_or(false);
+    let acme = read_acme(top)?;
+    check_acme_listeners(top, &listeners, acme.as_ref())?;
     Ok(Config {
         source: top.file.to_string(),
         listeners,
@@ -183,6 +190,7 @@ fn read_config(top: &mut Section) -> Result<Config, ConfigError> {
         waiting_room,
         explain,
         alerts,
+        acme,
     })
 }
 

@@ -24,6 +24,11 @@ pub(super) const POOL_KEYS: &[Key] = &[
     )
     .default("2"),
     Key::new("tls", Kind::Object(&POOL_TLS), "TLS to https:// backends."),
+    Key::new(
+        "sendProxy",
+        Kind::OneOf(&["v1", "v2"]),
+        "Open each backend connection with a PROXY header for its client.",
+    ),
 ];
 
 /// The names `algorithm` takes; a test checks them against [`Algorithm::ALL`].
@@ -87,6 +92,7 @@ pub(super) fn read_pool(section: &mut Section, name: &str, tls_shared_with: &[Ke
     let health_check = read_health_check(section)?;
     let retries = section.uint("retries", 0, 100)?.map_or(2, |n| n as u32);
     let tls = read_backend_tls(section, tls_shared_with)?;
+    let send_proxy = read_send_proxy(section)?;
     let protocol = servers[0].protocol;
     let key_path = section.path.clone();
     Ok(PoolConfig {
@@ -99,7 +105,17 @@ pub(super) fn read_pool(section: &mut Section, name: &str, tls_shared_with: &[Ke
         health_check,
         retries,
         tls,
+        send_proxy,
     })
+}
+
+/// `sendProxy`: `"v1"` or `"v2"`, the PROXY protocol version every backend connection opens
+/// with.
+fn read_send_proxy(section: &mut Section) -> Result<Option<ProxyVersion>, ConfigError> {
+    let Some(name) = section.str("sendProxy")? else { return Ok(None) };
+    let version = ProxyVersion::from_name(name);
+    let problem = format!("unknown PROXY protocol version {name:?} (known: \"v1\", \"v2\")");
+    version.map(Some).ok_or_else(|| section.error("sendProxy", &problem))
 }
 
 /// The pool's `tls` object (`ca`, `verify`); it may also hold the `shared` keys, which the

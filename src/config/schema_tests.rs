@@ -113,7 +113,10 @@ fn walk_kind(kind: &Kind, path: &str, sample: Option<Value>, place: Place, each:
 /// Calls `each` with every declared key of both forms.
 fn every_key(each: &mut dyn FnMut(&Visit)) {
     for form in [&SHORT_FORM, &FULL_FORM] {
-        walk(form, "", &minimal(form), &|v| v, each);
+        // A listener's "tls": {"acme": [...]} needs the top-level "acme" object.
+        let mut base = minimal(form);
+        base.insert("acme".to_string(), json!({}));
+        walk(form, "", &base, &|v| v, each);
     }
 }
 

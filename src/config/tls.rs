@@ -1,8 +1,9 @@
-//! Readers for the TLS keys: a listener's `tls` (one certificate, or several chosen by SNI,
-//! and `minVersion`), its `redirectToHttps`, and a pool's `tls` (`ca`, `verify`) for
+//! Readers for the TLS keys: a listener's `tls` (one certificate, several chosen by SNI, or
+//! names for ACME, and `minVersion`), its `redirectToHttps`, and a pool's `tls` (`ca`, `verify`) for
 //! `https://` backends. Certificate paths are taken relative to the configuration file's
 //! folder; the files themselves are read later, by `crate::tls`.
 
+use super::acme::read_acme_names;
 use super::keys::{Key, Kind, Shape};
 use super::section::Section;
 use super::*;
@@ -19,10 +20,17 @@ pub(super) const LISTENER_TLS_KEYS: &[Key] = &[
         Kind::List(&Kind::Object(&CERTIFICATE), 1),
         "Several certificates, chosen by the name the client asks for (SNI).",
     ),
+    Key::new(
+        "acme",
+        Kind::List(&Kind::Text, 1),
+        "DNS names to get a certificate for by ACME (top-level \"acme\" says where).",
+    )
+    .example(r#"["example.com", "www.example.com"]"#),
     Key::new("minVersion", Kind::OneOf(&["1.2", "1.3"]), "The oldest TLS version accepted.").default("1.2"),
 ];
 /// A listener's `tls`: one certificate or a list of them.
-pub(super) const LISTENER_TLS: Shape = Shape::new(&[LISTENER_TLS_KEYS]).either(&[&["cert", "key"], &["certificates"]]);
+pub(super) const LISTENER_TLS: Shape =
+    Shape::new(&[LISTENER_TLS_KEYS]).either(&[&["cert", "key"], &["certificates"], &["acme"]]);
 
 const CERTIFICATE: Shape = Shape::new(&[&[
     Key::new("cert", Kind::Text, "The certificate chain's PEM file.").required().example("site.pem"),
@@ -37,20 +45,26 @@ pub(super) const POOL_TLS_KEYS: &[Key] = &[
 ];
 pub(super) const POOL_TLS: Shape = Shape::new(&[POOL_TLS_KEYS]);
 
-/// A listener's `tls`: `{"cert", "key"}` or `{"certificates": [{"cert", "key"}, ...]}`, and
-/// `minVersion`. `extra` are further keys the object may hold (the short form's pool keys).
+/// A listener's `tls`: `{"cert", "key"}`, `{"certificates": [{"cert", "key"}, ...]}` or
+/// `{"acme": ["example.com", ...]}`, and `minVersion`. `extra` are further keys the object may hold (the short form's pool keys).
 pub(super) fn read_listener_tls(parent: &mut Section, extra: &[Key]) -> Result<Option<ListenerTls>, ConfigError> {
     let Some(mut s) = parent.section("tls")? else { return Ok(None) };
     let allowed: Vec<&str> = LISTENER_TLS.names().into_iter().chain(extra.iter().map(|k| k.name)).collect();
     s.allow_names(&allowed)?;
     let has_single = s.has("cert") || s.has("key");
-    let certificates = match (has_single, s.has("certificates")) {
+    if s.has("acme") && (has_single || s.has("certificates")) {
+        return Err(s.error("acme", "give either certificate files or \"acme\", not both"));
+    }
+    let (certificates, acme) = match (has_single, s.has("certificates")) {
         (true, true) => return Err(s.error("certificates", "give either \"cert\" and \"key\" or \"certificates\"")),
-        (true, false) => vec![read_certificate_files(&mut s)?],
-        (false, true) => read_certificate_list(&mut s)?,
+        (true, false) => (vec![read_certificate_files(&mut s)?], Vec::new()),
+        (false, true) => (read_certificate_list(&mut s)?, Vec::new()),
+        (false, false) if s.has("acme") => (Vec::new(), read_acme_names(&mut s)?),
         (false, false) if extra.iter().any(|k| s.has(k.name)) => return Ok(None),
         (false, false) => {
-            return Err(s.error("cert", "missing: the certificate chain, such as \"site.pem\", with its \"key\""))
+            let problem =
+                "missing: the certificate chain, such as \"site.pem\", with its \"key\" (or \"acme\": [names])";
+            return Err(s.error("cert", problem));
         }
     };
     let min_version = match s.str("minVersion")? {
@@ -62,7 +76,7 @@ pub(super) fn read_listener_tls(parent: &mut Section, extra: &[Key]) -> Result<O
         s.get(key.name);
     }
     s.finish()?;
-    Ok(Some(ListenerTls { certificates, min_version }))
+    Ok(Some(ListenerTls { certificates, acme, min_version }))
 }
 
 fn read_certificate_list(s: &mut Section) -> Result<Vec<CertificateFiles>, ConfigError> {
@@ -114,7 +128,7 @@ pub(super) fn read_pool_tls(s: &mut Section) -> Result<BackendTls, ConfigError> 
 }
 
 /// `path` as written, or beside the configuration file when it is relative.
-fn beside_config(config_file: &str, path: &str) -> PathBuf {
+pub(super) fn beside_config(config_file: &str, path: &str) -> PathBuf {
     let path = Path::new(path);
     match Path::new(config_file).parent() {
         Some(folder) if path.is_relative() => folder.join(path),

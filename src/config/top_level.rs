@@ -14,6 +14,8 @@ use std::time::Duration;
 
 /// The short form's own keys: its one listener's.
 const SHORT_FORM_KEYS: &[Key] = &[
+    Key::new("acceptProxy", Kind::Bool, "Every connection opens with a PROXY v1 or v2 header naming the client.")
+        .default("false"),
     Key::new(
         "port",
         LISTEN,
@@ -39,7 +41,7 @@ pub(super) const REDIRECT_TO_HTTPS: Kind = Kind::AnyOf(&[Kind::Bool, Kind::Uint(
 
 /// The short form's `tls` holds the listener's keys and the pool's.
 const SHORT_FORM_TLS: Shape =
-    Shape::new(&[LISTENER_TLS_KEYS, POOL_TLS_KEYS]).either_or_none(&[&["cert", "key"], &["certificates"]]);
+    Shape::new(&[LISTENER_TLS_KEYS, POOL_TLS_KEYS]).either_or_none(&[&["cert", "key"], &["certificates"], &["acme"]]);
 
 /// The whole file in the short form. Its `tls` is declared first, so it wins over the pool's.
 pub(super) const SHORT_FORM: Shape =
@@ -60,6 +62,7 @@ pub(super) fn read_short_form(top: &mut Section) -> Result<(Vec<ListenerConfig>,
     let tls = read_listener_tls(top, POOL_TLS_KEYS)?;
     let redirect_to_https = read_redirect_to_https(top)?;
     check_redirect(top, tls.as_ref(), redirect_to_https, ListenerMode::Http)?;
+    let accept_proxy = top.bool("acceptProxy")?.unwrap_or(false);
     let edge = read_route_edge(top, route_name(0, 0))?;
     if pool.protocol != Protocol::Http {
         return Err(top.error(
@@ -69,7 +72,8 @@ pub(super) fn read_short_form(top: &mut Section) -> Result<(Vec<ListenerConfig>,
         ));
     }
     let route = RouteConfig { host: None, path_prefix: None, pool: 0, edge };
-    let listener = ListenerConfig { addr, mode: ListenerMode::Http, routes: vec![route], tls, redirect_to_https };
+    let mode = ListenerMode::Http;
+    let listener = ListenerConfig { addr, mode, routes: vec![route], tls, redirect_to_https, accept_proxy };
     Ok((vec![listener], vec![pool]))
 }
 

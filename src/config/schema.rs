@@ -14,7 +14,9 @@ use serde_json::{json, Map, Value};
 /// The dialect the schema is written in.
 pub const DIALECT: &str = "https://json-schema.org/draft/2020-12/schema";
 
-/// The whole schema: a file is the short form or the full form.
+/// The whole schema. As the loader does, it reads a file with `listeners` or `pools` as the
+/// full form and any other as the short form, so an editor reports a problem against the
+/// form the file is in rather than against both.
 pub fn schema() -> Value {
     let mut short = object(&SHORT_FORM);
     short["title"] = json!("short form: one listener in front of one pool");
@@ -24,7 +26,10 @@ pub fn schema() -> Value {
         "$schema": DIALECT,
         "title": "sluice configuration",
         "description": "config.json for sluice, as printed by `sluice --schema`",
-        "oneOf": [short, full],
+        "type": "object",
+        "if": {"anyOf": [{"required": ["listeners"]}, {"required": ["pools"]}]},
+        "then": full,
+        "else": short,
     })
 }
 

@@ -9,7 +9,7 @@ use super::edge_rules::{read_route_edge, EDGE_KEYS};
 use super::keys::{Key, Kind, Shape, LISTEN};
 use super::pool::{read_pool, POOL_KEYS};
 use super::tls::{check_redirect, read_listener_tls, read_redirect_to_https, LISTENER_TLS};
-use super::top_level::{read_listen, REDIRECT_TO_HTTPS};
+use super::top_level::{read_listen, REDIRECT_TO_HTTPS, SHORT_LISTENER_KEYS};
 use super::Section;
 use super::{
     parse_path_prefix, route_name, ConfigError, HostMatch, ListenerConfig, ListenerMode, PoolConfig, Protocol,
@@ -17,25 +17,9 @@ use super::{
 };
 use serde_json::Value;
 
-/// Top-level keys of the short form, and where each belongs in the full form.
-const SHORT_FORM_KEYS: &[(&str, &str)] = &[
-    ("port", "a listener's \"listen\""),
-    ("listen", "a listener"),
-    ("acceptProxy", "a listener"),
-    ("servers", "a pool"),
-    ("algorithm", "a pool"),
-    ("sticky", "a pool"),
-    ("healthCheckInterval", "a pool"),
-    ("healthCheck", "a pool"),
-    ("retries", "a pool"),
-    ("sendProxy", "a pool"),
-    ("allow", "a route"),
-    ("deny", "a route"),
-    ("basicAuth", "a route"),
-    ("rateLimit", "a route"),
-    ("requestHeaders", "a route"),
-    ("responseHeaders", "a route"),
-];
+/// The keys only the short form has at the top level, and where each goes in the full form.
+const SHORT_FORM_HOMES: [(&[Key], &str); 3] =
+    [(SHORT_LISTENER_KEYS, "a listener"), (POOL_KEYS, "a pool"), (EDGE_KEYS, "a route")];
 
 /// The full form's own top-level keys.
 const FULL_FORM_KEYS: &[Key] = &[
@@ -107,8 +91,9 @@ const POOL: Shape = Shape::new(&[POOL_KEYS]);
 
 /// Reads the full form.
 pub(super) fn read(top: &mut Section) -> Result<(Vec<ListenerConfig>, Vec<PoolConfig>), ConfigError> {
-    for (key, home) in SHORT_FORM_KEYS {
-        if top.has(key) {
+    for (keys, home) in SHORT_FORM_HOMES {
+        if let Some(key) = keys.iter().map(|k| k.name).find(|name| top.has(name)) {
+            let home = if key == "port" { "a listener's \"listen\"" } else { home };
             let problem = format!("belongs to the short form; with \"listeners\" and \"pools\" it goes in {home}");
             return Err(top.error(key, &problem));
         }

@@ -218,3 +218,21 @@ fn the_schema_is_a_valid_draft_2020_12_schema() {
     assert_eq!(schema["$schema"], "https://json-schema.org/draft/2020-12/schema");
     jsonschema::meta::validate(&schema).expect("the schema is valid against its meta-schema");
 }
+
+#[test]
+fn every_short_form_key_in_the_full_form_says_where_it_goes() {
+    let full_names = FULL_FORM.names();
+    let mut count = 0;
+    for key in SHORT_FORM.keys().into_iter().filter(|k| !full_names.contains(&k.name)) {
+        count += 1;
+        let mut file = minimal(&FULL_FORM);
+        file.insert(key.name.to_string(), sample(key));
+        let err = parse(&Value::Object(file)).unwrap_err();
+        let expected = format!(
+            "config.json: {}: belongs to the short form; with \"listeners\" and \"pools\" it goes in ",
+            key.name
+        );
+        assert!(err.starts_with(&expected), "{err}");
+    }
+    assert!(count > 10, "only {count} short-form keys");
+}

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// The short form's own keys: its one listener's.
-const SHORT_FORM_KEYS: &[Key] = &[
+pub(super) const SHORT_LISTENER_KEYS: &[Key] = &[
     Key::new("acceptProxy", Kind::Bool, "Every connection opens with a PROXY v1 or v2 header naming the client.")
         .default("false"),
     Key::new(
@@ -45,7 +45,7 @@ const SHORT_FORM_TLS: Shape =
 
 /// The whole file in the short form. Its `tls` is declared first, so it wins over the pool's.
 pub(super) const SHORT_FORM: Shape =
-    Shape::new(&[SHORT_FORM_KEYS, POOL_KEYS, EDGE_KEYS, COMMON_KEYS]).either(&[&["port"], &["listen"]]);
+    Shape::new(&[SHORT_LISTENER_KEYS, POOL_KEYS, EDGE_KEYS, COMMON_KEYS]).either(&[&["port"], &["listen"]]);
 
 /// The short form: `port` (or `listen`) and the pool keys at the top level, making one HTTP
 /// listener in front of one pool named `default`.

@@ -65,6 +65,9 @@ fn add_optional(top: &mut Value, config: &Config) {
     if let Some(path) = &config.access_log.path {
         top["accessLog"]["path"] = json!(path.display().to_string());
     }
+    if let Some(path) = &config.pid_file {
+        top["pidFile"] = json!(path.display().to_string());
+    }
     if let Some(admin) = &config.admin {
         top["admin"] = json!({"listen": admin.listen.to_string()});
         if admin.token.is_some() {

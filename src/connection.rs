@@ -16,9 +16,11 @@
 //! over the share the connection waits there with its request, holding no worker, until a
 //! connection from the same address lets go of one. Idle and waiting connections hold no share.
 //!
-//! While it waits for a head the connection is marked idle in the runtime's registry, so that
-//! stopping closes it at once instead of waiting for it; a connection that finds sluice
-//! stopping closes unless a request is already waiting to be read.
+//! Draining (sluice stopping or handing over to a new process, or a reload removing the
+//! connection's listener) never cuts a connection under a client that may be sending: a
+//! request that arrives is answered with `Connection: close`, and only a connection that
+//! stays quiet for [`DRAIN_QUIET`] is closed, without a word. A worker waiting for a head
+//! notices a drain that begins meanwhile within [`ASK_AGAIN_EVERY`].
 
 use crate::config::{Config, ListenerMode};
 use crate::exchange::{self, Context, ExchangeIo, CLIENT_WRITE_CHECK};
@@ -31,13 +33,13 @@ use crate::ops::log_summary;
 use crate::proxy;
 use crate::runtime::{ClientTicket, Runtime};
 use crate::small_body::{read_buffer_bytes, wait_for_small_body, BodyWait, Waiting};
-use crate::sys;
 use crate::transport::{ClientTransport, Transport};
-use crate::waiting_room::Waiter;
+use crate::waiting_room::{Waiter, DRAIN_QUIET};
 use crate::worker_buffers::{return_buffers, take_buffers, WorkerBuffers};
 use crate::{redirect, tcp};
 use log::{debug, error};
 use rustls::ServerConnection;
+use std::cell::Cell;
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
@@ -62,8 +64,8 @@ pub struct ClientConn {
 /// What a connection carries from one request to the next.
 struct Between {
     peer: SocketAddr,
-    /// Which configured listener accepted it.
-    listener: usize,
+    /// The bound address of the listener that accepted it.
+    listener: SocketAddr,
     /// When the head being read must be complete; set at its first byte.
     head_deadline: Option<Instant>,
     /// Requests answered on this connection so far.
@@ -136,21 +138,22 @@ impl Waiter for ClientConn {
         let _ = self.stream.write_all(&answer.response());
         self.stream.send_close();
     }
+
+    fn is_draining(&self) -> bool {
+        self.between.ticket.runtime().is_draining(self.between.listener)
+    }
 }
 
-/// Takes an accepted connection, already counted in, and queues it for the workers.
-pub fn accept(runtime: &Arc<Runtime>, stream: TcpStream, peer: SocketAddr, listener: usize) {
-    let registered = stream.set_nodelay(true).and_then(|()| stream.try_clone());
-    let handle = match registered {
-        Ok(handle) => handle,
-        Err(e) => {
-            debug!("{peer}: cannot set up the connection: {e}");
-            runtime.uncount_connection(peer.ip());
-            return;
-        }
-    };
-    let ticket = runtime.register_client(handle, peer.ip());
-    let stream = match runtime.state().tls.listeners.get(listener).cloned().flatten() {
+/// Takes a connection accepted by the listener bound to `listener`, already counted in, and
+/// queues it for the workers.
+pub fn accept(runtime: &Arc<Runtime>, stream: TcpStream, peer: SocketAddr, listener: SocketAddr) {
+    let ticket = runtime.register_client(peer.ip());
+    if let Err(e) = stream.set_nodelay(true) {
+        debug!("{peer}: cannot set up the connection: {e}");
+        return;
+    }
+    let Some((state, index)) = runtime.listener_state(listener) else { return };
+    let stream = match state.tls.listeners.get(index).cloned().flatten() {
         None => Transport::Plain(stream),
         Some(tls) => match ServerConnection::new(tls) {
             Ok(session) => Transport::tls(session, stream),
@@ -221,8 +224,8 @@ fn serve(runtime: &Arc<Runtime>, conn: ClientConn, mut readable: bool) {
     let _serving = runtime.start_serving();
     let ClientConn { stream, peer, partial, mut pending, mut holds_share, mut between } = conn;
     between.counted = 0;
-    let state = runtime.state();
-    if state.config.listeners[between.listener].mode == ListenerMode::Tcp {
+    let Some((state, index)) = runtime.listener_state(between.listener) else { return };
+    if state.config.listeners[index].mode == ListenerMode::Tcp {
         drop(state);
         serve_tcp(runtime, stream, holds_share, between);
         return;
@@ -243,7 +246,7 @@ fn serve(runtime: &Arc<Runtime>, conn: ClientConn, mut readable: bool) {
     let _ = client.stream.get_ref().socket().set_write_timeout(Some(write_timeout));
     client.stall_limit = stall_limit;
     loop {
-        let state = runtime.state();
+        let Some((state, index)) = runtime.listener_state(between.listener) else { break };
         let config = &state.config;
         let mut may_block = || std::mem::take(&mut readable) || !runtime.should_park();
         let started = match pending.take() {
@@ -283,7 +286,7 @@ fn serve(runtime: &Arc<Runtime>, conn: ClientConn, mut readable: bool) {
         let share = handed.or_else(|| take_share(runtime, peer.ip(), config, &mut waiting, park));
         let Some(Parking { client: c, head: h, between: b, .. }) = waiting else { return };
         (client, head, between) = (c, h, b);
-        let ctx = Context { runtime, state: &state, listener: &config.listeners[between.listener] };
+        let ctx = Context { runtime, state: &state, listener: &config.listeners[index], bound: between.listener };
         client.answering_head = head.method == "HEAD";
         let outcome = match (ctx.listener.mode, ctx.listener.redirect_to_https) {
             (ListenerMode::Redirect, _) => redirect::answer(&ctx, &mut client, &mut head),
@@ -310,6 +313,7 @@ fn serve(runtime: &Arc<Runtime>, conn: ClientConn, mut readable: bool) {
 /// Serves a tcp listener's connection whole, within its address's share of the workers.
 fn serve_tcp(runtime: &Arc<Runtime>, stream: ClientTransport, holds_share: bool, between: Between) {
     let peer = between.peer;
+    let listener = between.listener;
     let handed = holds_share.then(|| Share { runtime, client: peer.ip() });
     let mut waiting = Some((stream, between));
     let park = |(stream, between): (ClientTransport, Between)| ClientConn {
@@ -320,12 +324,12 @@ fn serve_tcp(runtime: &Arc<Runtime>, stream: ClientTransport, holds_share: bool,
         holds_share: true,
         between,
     };
-    let state = runtime.state();
+    let Some((state, index)) = runtime.listener_state(listener) else { return };
     let Some(_share) = handed.or_else(|| take_share(runtime, peer.ip(), &state.config, &mut waiting, park)) else {
         return;
     };
-    let Some((stream, between)) = waiting else { return };
-    tcp::serve(runtime, &state, &state.config.listeners[between.listener], stream, peer);
+    let Some((stream, _)) = waiting else { return };
+    tcp::serve(runtime, &state, &state.config.listeners[index], stream, peer);
 }
 
 /// How long a worker waits on a quiet client before it checks again whether workers have
@@ -342,7 +346,9 @@ enum NextHead {
     Close,
 }
 
-/// Reads the next request head under the client timeouts, answering a bad one.
+/// Reads the next request head under the client timeouts, answering a bad one. While the
+/// connection's listener drains, the wait for a first byte is at most [`DRAIN_QUIET`]; a
+/// connection still quiet then closes without a word.
 fn next_head(
     runtime: &Arc<Runtime>,
     client: &mut ExchangeIo,
@@ -352,43 +358,56 @@ fn next_head(
 ) -> NextHead {
     let state = runtime.state();
     let config = &state.config;
-    if !between.ticket.enter_idle() {
-        // Stopping: serve only a request that is already here.
-        if !has_input(&mut client.stream) {
-            return NextHead::Close;
-        }
-        between.ticket.leave_idle();
-    }
     let first = between.requests == 0;
-    let mut wait = HeadWait {
-        first_byte: if first { config.timeouts.client_header } else { config.timeouts.keep_alive },
-        whole: Some(config.timeouts.client_header),
-        deadline: between.head_deadline,
-        may_block,
-        ask_again_every: Some(ASK_AGAIN_EVERY),
-    };
-    let asked = Instant::now();
-    let read = read_request_head_into(&mut client.stream, config.limits.max_header_bytes, &mut wait, head);
-    between.head_deadline = wait.deadline;
-    between.ticket.leave_idle();
-    let now = Instant::now();
-    if first {
-        note_handshake(runtime, client.stream.get_ref(), &read);
-    }
-    match read {
-        Ok(()) => {
-            between.head_deadline = None;
-            NextHead::Read(now)
-        }
-        Err(HeadError::WouldBlock) => NextHead::Park(between.head_deadline.unwrap_or(asked + wait.first_byte)),
-        Err(e) => {
-            if let Some(error) = refusal_for(e, first, between.peer) {
-                let outcome = exchange::refuse(client, error);
-                let received = client.stream.received() - between.counted;
-                ended::record(runtime, &state, &outcome.ended(between.peer, None, now, received));
+    let mut draining = runtime.is_draining(between.listener);
+    loop {
+        let usual = if first { config.timeouts.client_header } else { config.timeouts.keep_alive };
+        let first_byte = if draining { usual.min(DRAIN_QUIET) } else { usual };
+        let drain_began = Cell::new(false);
+        let mut ask = || {
+            if !draining && runtime.is_draining(between.listener) {
+                drain_began.set(true);
+                return false;
             }
-            NextHead::Close
+            may_block()
+        };
+        let mut wait = HeadWait {
+            first_byte,
+            whole: Some(config.timeouts.client_header),
+            deadline: between.head_deadline,
+            may_block: &mut ask,
+            ask_again_every: Some(ASK_AGAIN_EVERY),
+        };
+        let asked = Instant::now();
+        let read = read_request_head_into(&mut client.stream, config.limits.max_header_bytes, &mut wait, head);
+        between.head_deadline = wait.deadline;
+        if drain_began.get() {
+            // Wait again, now only as long as a draining connection may stay quiet.
+            draining = true;
+            if matches!(read, Err(HeadError::WouldBlock)) {
+                continue;
+            }
         }
+        let now = Instant::now();
+        if first {
+            note_handshake(runtime, client.stream.get_ref(), &read);
+        }
+        return match read {
+            Ok(()) => {
+                between.head_deadline = None;
+                NextHead::Read(now)
+            }
+            Err(HeadError::WouldBlock) => NextHead::Park(between.head_deadline.unwrap_or(asked + first_byte)),
+            Err(HeadError::TimedOut { partial: false }) if draining => NextHead::Close,
+            Err(e) => {
+                if let Some(error) = refusal_for(e, first, between.peer) {
+                    let outcome = exchange::refuse(client, error);
+                    let received = client.stream.received() - between.counted;
+                    ended::record(runtime, &state, &outcome.ended(between.peer, None, now, received));
+                }
+                NextHead::Close
+            }
+        };
     }
 }
 
@@ -440,14 +459,6 @@ fn wait_for_share(runtime: &Arc<Runtime>, parking: Parking) -> ClientConn {
     let mut conn = set_aside(runtime, parking, false);
     conn.holds_share = true;
     conn
-}
-
-/// True when request bytes are already buffered, held by TLS, or waiting in the socket.
-fn has_input(stream: &mut BufferedStream<ClientTransport>) -> bool {
-    if !stream.buffered().is_empty() || stream.get_mut().has_buffered_plaintext() {
-        return true;
-    }
-    matches!(sys::peek_now(stream.get_ref().socket()), Ok(n) if n > 0)
 }
 
 /// Counts a TLS handshake when the connection's first head read ends: done when TLS is

@@ -66,6 +66,8 @@ pub mod explain;
 pub mod fair_share;
 pub mod health;
 pub mod http;
+pub mod inherited;
+pub mod listeners;
 pub mod net;
 pub mod ops;
 pub mod pace;

@@ -7,6 +7,10 @@
 //! so with few clients every exchange stays on the plain blocking path. Exchanges themselves
 //! always run on workers with blocking I/O; nothing here reads or writes a request.
 //!
+//! While sluice drains (stopping, handing over to a new process, or a listener removed by a
+//! reload), a guest whose listener drains gets at most [`DRAIN_QUIET`] more to send its next
+//! request; one that arrives is served (with `Connection: close`), one that does not is closed.
+//!
 //! The room knows its guests only as [`Waiter`]s: `connection` says what waking and expiring
 //! mean for a client connection, so this file depends on nothing above it.
 
@@ -30,7 +34,14 @@ pub trait Waiter: Send {
     fn wake(self: Box<Self>);
     /// Its time is up: answer what it is owed and close it.
     fn expire(self: Box<Self>);
+    /// Whether its listener is draining: then it waits at most [`DRAIN_QUIET`] more.
+    fn is_draining(&self) -> bool;
 }
+
+/// How long a connection may stay quiet once its listener drains before it is closed. A
+/// client that keeps its connection busy (a load generator, a browser loading a page) sends
+/// its next request well within it and gets its answer with `Connection: close`.
+pub const DRAIN_QUIET: Duration = Duration::from_secs(1);
 
 /// How often parked connections are checked for expiry, and the longest epoll wait.
 const SWEEP_EVERY: Duration = Duration::from_millis(100);
@@ -95,6 +106,11 @@ impl WaitingRoom {
 
     fn take_expired(&self, now: Instant) -> Vec<Box<dyn Waiter>> {
         let mut parked = lock(&self.parked);
+        for p in parked.values_mut() {
+            if p.expires > now + DRAIN_QUIET && p.conn.is_draining() {
+                p.expires = now + DRAIN_QUIET;
+            }
+        }
         let expired: Vec<u64> = parked.iter().filter(|(_, p)| p.expires <= now).map(|(&t, _)| t).collect();
         expired.into_iter().filter_map(|t| parked.remove(&t)).map(|p| p.conn).collect()
     }

@@ -37,7 +37,7 @@ pub use values::{parse_duration, parse_listen, parse_path_prefix, server_from_ur
 use section::Section;
 use serde_json::Value;
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use top_level::*;
 
 /// A validated configuration.
@@ -61,6 +61,9 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     pub access_log: AccessLogConfig,
     pub alerts: AlertsConfig,
+    /// `pidFile`: where the running process writes its pid (at start, and by the new process
+    /// after an upgrade); `None` when not configured.
+    pub pid_file: Option<PathBuf>,
 }
 
 /// A configuration problem: which file, which key, what is wrong.
@@ -127,8 +130,18 @@ impl Config {
 }
 
 /// Top-level keys of either form.
-const COMMON_KEYS: [&str; 9] =
-    ["workers", "timeouts", "limits", "exposeBackend", "admin", "accessLog", "waitingRoom", "alerts", "explain"];
+const COMMON_KEYS: [&str; 10] = [
+    "workers",
+    "timeouts",
+    "limits",
+    "exposeBackend",
+    "admin",
+    "accessLog",
+    "waitingRoom",
+    "alerts",
+    "explain",
+    "pidFile",
+];
 
 fn read_config(top: &mut Section) -> Result<Config, ConfigError> {
     let (listeners, pools) = if top.has("listeners") || top.has("pools") {
@@ -145,6 +158,7 @@ fn read_config(top: &mut Section) -> Result<Config, ConfigError> {
     let waiting_room = top.bool("waitingRoom")?.unwrap_or(true);
     let alerts = read_alerts(top)?;
     let explain = top.bool("explain")?.unwrap_or(false);
+    let pid_file = read_pid_file(top)?;
     Ok(Config {
         source: top.file.to_string(),
         listeners,
@@ -158,6 +172,7 @@ fn read_config(top: &mut Section) -> Result<Config, ConfigError> {
         waiting_room,
         explain,
         alerts,
+        pid_file,
     })
 }
 

@@ -354,6 +354,9 @@ fn describe(config: &Config, tls: &TlsSet) -> String {
     let log = &config.access_log;
     let target = log.path.as_ref().map_or("stderr".to_string(), |p| p.display().to_string());
     out += &format!("access log: {} to {target}\n", log.format.name());
+    if let Some(path) = &config.pid_file {
+        out += &format!("pid file: {}\n", path.display());
+    }
     out += &match &config.alerts.webhook {
         Some(hook) => format!("alerts: POST to {} (timeout {:?})\n", hook.url, config.alerts.timeout),
         None => "alerts: logged only (no webhook)\n".to_string(),

@@ -402,3 +402,29 @@ fn a_socket_from_systemd_that_matches_no_listener_is_refused_by_name() {
         "{log}"
     );
 }
+
+#[test]
+fn post_reload_adds_and_removes_listeners_and_names_them() {
+    let backend = TestBackend::named("a");
+    let admin = free_addr();
+    let with = |listeners: &str| {
+        format!(
+            r#"{{"listeners": [{listeners}], "pools": {{"web": {{"servers": ["{}"]}}}},
+                "admin": {{"listen": "{admin}", "token": "t0ken"}}}}"#,
+            backend.url()
+        )
+    };
+    let path = config_file("post-reload", &with(r#"{"listen": "127.0.0.1:0", "pool": "web"}"#));
+    let sluice = Sluice::from_file(&path);
+    let before = sluice.server().local_addrs();
+    let added = free_addr();
+    std::fs::write(&path, with(&format!(r#"{{"listen": "{added}", "pool": "web"}}"#))).unwrap();
+    let r = admin_call(admin, "POST", "/reload", Some("t0ken"), "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let body = json(&r);
+    assert_eq!(body["listeners"]["added"], serde_json::json!([added.to_string()]), "{body}");
+    assert_eq!(body["listeners"]["removed"], serde_json::json!([before[0].to_string()]), "{body}");
+    assert_eq!(sluice.server().local_addrs(), [added]);
+    assert_eq!(get(added, "/").text(), "a");
+    assert!(TcpStream::connect_timeout(&before[0], IO_TIMEOUT).is_err(), "the removed listener still accepts");
+}

@@ -217,10 +217,15 @@ fn reload(runtime: &Runtime, _request: &Request) -> Response {
             &serde_json::json!({
                 "reloaded": source,
                 "backends": {"kept": summary.kept, "changed": summary.changed, "added": summary.added, "removed": summary.removed},
+                "listeners": {"added": addrs(&summary.listeners_added), "removed": addrs(&summary.listeners_removed)},
             }),
         ),
         Err(e) => Response::error(500, &format!("reload refused, keeping the running configuration: {e}")),
     }
+}
+
+fn addrs(list: &[SocketAddr]) -> Vec<String> {
+    list.iter().map(ToString::to_string).collect()
 }
 
 fn not_allowed(allow: &str) -> Response {

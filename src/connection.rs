@@ -346,9 +346,8 @@ enum NextHead {
     Close,
 }
 
-/// Reads the next request head under the client timeouts, answering a bad one. While the
-/// connection's listener drains, the wait for a first byte is at most [`DRAIN_QUIET`]; a
-/// connection still quiet then closes without a word.
+/// Reads the next request head under the client timeouts, answering a bad one; while the
+/// listener drains, waits at most [`DRAIN_QUIET`] for a first byte (see the module comment).
 fn next_head(
     runtime: &Arc<Runtime>,
     client: &mut ExchangeIo,

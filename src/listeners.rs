@@ -37,9 +37,16 @@ struct Listening {
 pub struct Listeners {
     /// The running listeners, in configuration order; changed by `commit` and `stop_all`,
     /// under the runtime's change lock.
-    live: Mutex<Vec<Listening>>,
+    live: Mutex<Live>,
     /// Set once, when the runtime that serves the connections exists.
     accept: OnceLock<Accept>,
+}
+
+#[derive(Default)]
+struct Live {
+    listening: Vec<Listening>,
+    /// Set by `stop_all`: a reload finishing afterwards starts no acceptor.
+    stopped: bool,
 }
 
 /// The sockets for a new list of listeners, one per listener in its order.
@@ -88,7 +95,7 @@ impl Listeners {
         configured: &[SocketAddr],
         mut bind: impl FnMut(SocketAddr) -> io::Result<TcpListener>,
     ) -> Result<ListenerPlan, BindError> {
-        let live = lock(&self.live);
+        let live = &lock(&self.live).listening;
         let mut taken = vec![false; live.len()];
         let mut slots = Vec::with_capacity(configured.len());
         for &addr in configured {
@@ -114,12 +121,13 @@ impl Listeners {
     /// bound addresses of those removed.
     pub fn commit(&self, plan: ListenerPlan) -> Vec<SocketAddr> {
         let mut live = lock(&self.live);
-        let mut old: Vec<Option<Listening>> = live.drain(..).map(Some).collect();
+        let mut old: Vec<Option<Listening>> = live.listening.drain(..).map(Some).collect();
         for slot in plan.slots {
             match slot {
-                Slot::Kept { index, .. } => live.extend(old[index].take()),
+                Slot::Kept { index, .. } => live.listening.extend(old[index].take()),
+                Slot::New { .. } if live.stopped => {}
                 Slot::New { configured, local, socket } => match self.start(configured, local, socket) {
-                    Ok(listening) => live.push(listening),
+                    Ok(listening) => live.listening.push(listening),
                     Err(e) => error!("cannot start accepting on {local}: {e}"),
                 },
             }
@@ -146,20 +154,24 @@ impl Listeners {
     /// Stops every acceptor and closes the sockets (in this process: a process they were
     /// handed to keeps its own descriptors).
     pub fn stop_all(&self) {
-        let all: Vec<Listening> = lock(&self.live).drain(..).collect();
+        let mut live = lock(&self.live);
+        live.stopped = true;
+        let all: Vec<Listening> = live.listening.drain(..).collect();
+        drop(live);
         stop(all);
     }
 
     /// The bound addresses, in configuration order.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        lock(&self.live).iter().map(|l| l.local).collect()
+        lock(&self.live).listening.iter().map(|l| l.local).collect()
     }
 
     /// Runs `with` on the descriptor and configured address of every running listener, while
     /// none can be closed (an upgrade starts the next process in there).
     pub fn with_descriptors<T>(&self, with: impl FnOnce(&[(RawFd, SocketAddr)]) -> T) -> T {
         let live = lock(&self.live);
-        let descriptors: Vec<(RawFd, SocketAddr)> = live.iter().map(|l| (l.socket.as_raw_fd(), l.configured)).collect();
+        let descriptors: Vec<(RawFd, SocketAddr)> =
+            live.listening.iter().map(|l| (l.socket.as_raw_fd(), l.configured)).collect();
         with(&descriptors)
     }
 }

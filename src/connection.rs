@@ -18,9 +18,8 @@
 //!
 //! Draining (sluice stopping or handing over to a new process, or a reload removing the
 //! connection's listener) never cuts a connection under a client that may be sending: a
-//! request that arrives is answered with `Connection: close`, and only a connection that
-//! stays quiet for [`DRAIN_QUIET`] is closed, without a word. A worker waiting for a head
-//! notices a drain that begins meanwhile within [`ASK_AGAIN_EVERY`].
+//! request that arrives is answered with `Connection: close`, and only a connection quiet for
+//! [`DRAIN_QUIET`] is closed, without a word (a waiting worker notices within a slice).
 
 use crate::config::{Config, ListenerMode};
 use crate::exchange::{self, Context, ExchangeIo, CLIENT_WRITE_CHECK};
@@ -246,8 +245,6 @@ fn serve(runtime: &Arc<Runtime>, conn: ClientConn, mut readable: bool) {
     let _ = client.stream.get_ref().socket().set_write_timeout(Some(write_timeout));
     client.stall_limit = stall_limit;
     loop {
-        let Some((state, index)) = runtime.listener_state(between.listener) else { break };
-        let config = &state.config;
         let mut may_block = || std::mem::take(&mut readable) || !runtime.should_park();
         let started = match pending.take() {
             Some(parked) => {
@@ -263,6 +260,9 @@ fn serve(runtime: &Arc<Runtime>, conn: ClientConn, mut readable: bool) {
                 NextHead::Close => break,
             },
         };
+        // Taken once the head is here: a reload while the connection waited applies to it.
+        let Some((state, index)) = runtime.listener_state(between.listener) else { break };
+        let config = &state.config;
         let waiting = Waiting { since: started, may_park: runtime.may_park(), may_block: &mut may_block };
         match wait_for_small_body(config, &mut client.stream, &head, waiting) {
             BodyWait::Complete => {}

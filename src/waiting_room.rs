@@ -145,3 +145,50 @@ fn run(room: &WaitingRoom) {
     }
     room.close_all();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+
+    /// A guest that records how it left the room.
+    struct Guest {
+        socket: UnixStream,
+        draining: Arc<AtomicBool>,
+        expired: Arc<AtomicBool>,
+    }
+
+    impl Waiter for Guest {
+        fn fd(&self) -> RawFd {
+            self.socket.as_raw_fd()
+        }
+        fn wake(self: Box<Self>) {}
+        fn expire(self: Box<Self>) {
+            self.expired.store(true, Ordering::SeqCst);
+        }
+        fn is_draining(&self) -> bool {
+            self.draining.load(Ordering::SeqCst)
+        }
+    }
+
+    #[test]
+    fn a_quiet_guest_leaves_soon_after_its_listener_begins_to_drain() {
+        let room = Arc::new(WaitingRoom::new().unwrap());
+        let running = spawn(Arc::clone(&room)).unwrap();
+        let (socket, _peer) = UnixStream::pair().unwrap();
+        let (draining, expired) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+        let guest = Guest { socket, draining: Arc::clone(&draining), expired: Arc::clone(&expired) };
+        room.park(Box::new(guest), Instant::now() + Duration::from_secs(600));
+        thread::sleep(SWEEP_EVERY * 3);
+        assert!(!expired.load(Ordering::SeqCst), "a guest whose listener does not drain stays");
+        draining.store(true, Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !expired.load(Ordering::SeqCst) && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(10));
+        }
+        assert!(expired.load(Ordering::SeqCst), "the draining guest was never let go");
+        room.stop();
+        running.join().unwrap();
+    }
+}

@@ -428,3 +428,30 @@ fn post_reload_adds_and_removes_listeners_and_names_them() {
     assert_eq!(get(added, "/").text(), "a");
     assert!(TcpStream::connect_timeout(&before[0], IO_TIMEOUT).is_err(), "the removed listener still accepts");
 }
+
+#[test]
+fn a_listener_that_stays_keeps_its_socket_and_serves_its_new_routes() {
+    let (a, b) = (TestBackend::named("a"), TestBackend::named("b"));
+    let with = |pool: &str| {
+        format!(
+            r#"{{"listeners": [{{"listen": "127.0.0.1:0", "pool": "{pool}"}}],
+                "pools": {{"a": {{"servers": ["{}"]}}, "b": {{"servers": ["{}"]}}}}}}"#,
+            a.url(),
+            b.url()
+        )
+    };
+    let path = config_file("switch-routes", &with("a"));
+    let sluice = Sluice::from_file(&path);
+    let mut kept = sluice.connect();
+    kept.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(kept.response().unwrap().text(), "a");
+    std::fs::write(&path, with("b")).unwrap();
+    let summary = sluice.server().reload_from_file().unwrap();
+    assert!(summary.listeners_added.is_empty() && summary.listeners_removed.is_empty(), "{summary:?}");
+    assert_eq!(sluice.server().local_addrs(), [sluice.addr], "the same socket");
+    // The established connection goes on with the new routes from its next request.
+    kept.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    let r = kept.response().unwrap();
+    assert_eq!((r.text(), r.header("connection")), ("b".to_string(), None), "{}", r.raw_head);
+    assert_eq!(sluice.get("/").text(), "b");
+}

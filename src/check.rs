@@ -93,7 +93,7 @@ fn add_optional(top: &mut Value, config: &Config) {
 }
 
 fn listener(config: &Config, l: &ListenerConfig) -> Value {
-    let mut out = json!({"listen": l.addr.to_string(), "mode": l.mode.as_str()});
+    let mut out = json!({"listen": l.addr.to_string(), "mode": l.mode.as_str(), "acceptProxy": l.accept_proxy});
     if let Some(tls) = &l.tls {
         let certificates: Vec<Value> = tls
             .certificates
@@ -186,6 +186,9 @@ fn pool(p: &PoolConfig) -> Value {
     }
     if let Some(sticky) = &p.sticky {
         out["sticky"] = json!({"cookie": sticky.cookie});
+    }
+    if let Some(version) = p.send_proxy {
+        out["sendProxy"] = json!(version.name());
     }
     out
 }

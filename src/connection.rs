@@ -16,16 +16,18 @@
 //! over the share the connection waits there with its request, holding no worker, until a
 //! connection from the same address lets go of one. Idle and waiting connections hold no share.
 //!
+//! With `acceptProxy`, a PROXY header comes first (`connection/proxy_header.rs`); its source is the client.
+//!
 //! Draining (sluice stopping or handing over to a new process, or a reload removing the
 //! connection's listener) never cuts a connection under a client that may be sending: a
 //! request that arrives is answered with `Connection: close`, and only a connection quiet for
-//! [`DRAIN_QUIET`] is closed, without a word (a waiting worker notices within a slice).
+//! [`crate::waiting_room::DRAIN_QUIET`] is closed, without a word (`connection/next_head.rs`).
 
 use crate::config::{Config, ListenerMode};
 use crate::exchange::{self, Context, ExchangeIo, CLIENT_WRITE_CHECK};
 use crate::fair_share::Turn;
 use crate::http::error::HttpError;
-use crate::http::head::{read_request_head_into, HeadError, HeadWait, RequestHead};
+use crate::http::head::RequestHead;
 use crate::http::stream::BufferedStream;
 use crate::ops::ended;
 use crate::ops::log_summary;
@@ -33,18 +35,21 @@ use crate::proxy;
 use crate::runtime::{ClientTicket, Runtime};
 use crate::small_body::{read_buffer_bytes, wait_for_small_body, BodyWait, Waiting};
 use crate::transport::{ClientTransport, Transport};
-use crate::waiting_room::{Waiter, DRAIN_QUIET};
+use crate::waiting_room::Waiter;
 use crate::worker_buffers::{return_buffers, take_buffers, WorkerBuffers};
 use crate::{redirect, tcp};
 use log::{debug, error};
 use rustls::ServerConnection;
-use std::cell::Cell;
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+mod next_head;
+mod proxy_header;
+
+use next_head::{next_head, NextHead, ASK_AGAIN_EVERY};
 
 /// A client connection while no worker holds it: what must survive between its requests.
 pub struct ClientConn {
@@ -73,6 +78,8 @@ struct Between {
     ticket: ClientTicket,
     /// Bytes read from the client before the current exchange's, on this worker.
     counted: u64,
+    /// The PROXY header the connection must still open with (`acceptProxy`).
+    proxy: Option<proxy_header::HeaderWait>,
 }
 
 /// A request read as far as its head, waiting off the workers.
@@ -121,9 +128,11 @@ impl Waiter for ClientConn {
     }
 
     /// A head that began (or a first one that never came) or a body that did not arrive at
-    /// the minimum rate gets `408`; an idle keep-alive connection just closes.
+    /// the minimum rate gets `408`; an idle keep-alive connection or a PROXY header just close.
     fn expire(mut self: Box<Self>) {
-        let answer = if self.pending.is_some() {
+        let answer = if proxy_header::expired_waiting_for_header(&self) {
+            return;
+        } else if self.pending.is_some() {
             debug!("{}: request body slower than the minimum rate", self.peer);
             self.between.ticket.runtime().metrics.slow_clients.record_body_too_slow();
             HttpError::BodyTimeout
@@ -152,6 +161,7 @@ pub fn accept(runtime: &Arc<Runtime>, stream: TcpStream, peer: SocketAddr, liste
         return;
     }
     let Some((state, index)) = runtime.listener_state(listener) else { return };
+    let proxy = proxy_header::due(&state.config, index);
     let stream = match state.tls.listeners.get(index).cloned().flatten() {
         None => Transport::Plain(stream),
         Some(tls) => match ServerConnection::new(tls) {
@@ -162,7 +172,7 @@ pub fn accept(runtime: &Arc<Runtime>, stream: TcpStream, peer: SocketAddr, liste
             }
         },
     };
-    let between = Between { peer, listener, head_deadline: None, requests: 0, ticket, counted: 0 };
+    let between = Between { peer, listener, head_deadline: None, requests: 0, ticket, counted: 0, proxy };
     let conn = ClientConn { stream, peer, partial: Vec::new(), pending: None, holds_share: false, between };
     dispatch(runtime, conn, false);
 }
@@ -221,6 +231,7 @@ fn take_share<'a, T>(
 /// Serves `conn` on this worker until it closes, parks or waits for its address's share.
 fn serve(runtime: &Arc<Runtime>, conn: ClientConn, mut readable: bool) {
     let _serving = runtime.start_serving();
+    let Some(conn) = proxy_header::receive(runtime, conn, &mut readable) else { return };
     let ClientConn { stream, peer, partial, mut pending, mut holds_share, mut between } = conn;
     between.counted = 0;
     let Some((state, index)) = runtime.listener_state(between.listener) else { return };
@@ -332,84 +343,6 @@ fn serve_tcp(runtime: &Arc<Runtime>, stream: ClientTransport, holds_share: bool,
     tcp::serve(runtime, &state, &state.config.listeners[index], stream, peer);
 }
 
-/// How long a worker waits on a quiet client before it checks again whether workers have
-/// become scarce (and the connection should park): bounds how long a sudden crowd waits for
-/// workers held by connections that have nothing to say.
-const ASK_AGAIN_EVERY: Duration = Duration::from_millis(200);
-
-enum NextHead {
-    /// A head was read into the worker's head; it was complete at this moment.
-    Read(Instant),
-    /// Nothing to read while workers are scarce: park until this deadline.
-    Park(Instant),
-    /// The connection is done (closed, refused, timed out, or sluice is stopping).
-    Close,
-}
-
-/// Reads the next request head under the client timeouts, answering a bad one; while the
-/// listener drains, waits at most [`DRAIN_QUIET`] for a first byte (see the module comment).
-fn next_head(
-    runtime: &Arc<Runtime>,
-    client: &mut ExchangeIo,
-    head: &mut RequestHead,
-    between: &mut Between,
-    may_block: &mut dyn FnMut() -> bool,
-) -> NextHead {
-    let state = runtime.state();
-    let config = &state.config;
-    let first = between.requests == 0;
-    let mut draining = runtime.is_draining(between.listener);
-    loop {
-        let usual = if first { config.timeouts.client_header } else { config.timeouts.keep_alive };
-        let first_byte = if draining { usual.min(DRAIN_QUIET) } else { usual };
-        let drain_began = Cell::new(false);
-        let mut ask = || {
-            if !draining && runtime.is_draining(between.listener) {
-                drain_began.set(true);
-                return false;
-            }
-            may_block()
-        };
-        let mut wait = HeadWait {
-            first_byte,
-            whole: Some(config.timeouts.client_header),
-            deadline: between.head_deadline,
-            may_block: &mut ask,
-            ask_again_every: Some(ASK_AGAIN_EVERY),
-        };
-        let asked = Instant::now();
-        let read = read_request_head_into(&mut client.stream, config.limits.max_header_bytes, &mut wait, head);
-        between.head_deadline = wait.deadline;
-        if drain_began.get() {
-            // Wait again, now only as long as a draining connection may stay quiet.
-            draining = true;
-            if matches!(read, Err(HeadError::WouldBlock)) {
-                continue;
-            }
-        }
-        let now = Instant::now();
-        if first {
-            note_handshake(runtime, client.stream.get_ref(), &read);
-        }
-        return match read {
-            Ok(()) => {
-                between.head_deadline = None;
-                NextHead::Read(now)
-            }
-            Err(HeadError::WouldBlock) => NextHead::Park(between.head_deadline.unwrap_or(asked + first_byte)),
-            Err(HeadError::TimedOut { partial: false }) if draining => NextHead::Close,
-            Err(e) => {
-                if let Some(error) = refusal_for(e, first, between.peer) {
-                    let outcome = exchange::refuse(client, error);
-                    let received = client.stream.received() - between.counted;
-                    ended::record(runtime, &state, &outcome.ended(between.peer, None, now, received));
-                }
-                NextHead::Close
-            }
-        };
-    }
-}
-
 /// A connection leaving its worker part way through: to the waiting room, or to wait for its
 /// address's share.
 struct Parking {
@@ -458,42 +391,4 @@ fn wait_for_share(runtime: &Arc<Runtime>, parking: Parking) -> ClientConn {
     let mut conn = set_aside(runtime, parking, false);
     conn.holds_share = true;
     conn
-}
-
-/// Counts a TLS handshake when the connection's first head read ends: done when TLS is
-/// through its handshake, failed when the client broke the protocol or did not finish in
-/// time or left half way (a client that connected and left without a byte is neither).
-fn note_handshake(runtime: &Runtime, transport: &ClientTransport, read: &Result<(), HeadError>) {
-    let Transport::Tls(tls) = transport else { return };
-    if !tls.tls.is_handshaking() {
-        runtime.metrics.tls.handshake_done();
-        return;
-    }
-    match read {
-        Err(HeadError::Io(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
-            debug!("TLS handshake failed: {e}");
-            runtime.metrics.tls.handshake_failed();
-        }
-        Err(HeadError::TimedOut { .. } | HeadError::Truncated | HeadError::Closed) if tls.received > 0 => {
-            runtime.metrics.tls.handshake_failed()
-        }
-        _ => {}
-    }
-}
-
-/// The answer to a head that could not be read, if it deserves one.
-fn refusal_for(error: HeadError, first: bool, peer: SocketAddr) -> Option<HttpError> {
-    match error {
-        HeadError::Closed | HeadError::WouldBlock => None,
-        HeadError::TimedOut { partial } if partial || first => Some(HttpError::HeaderTimeout),
-        HeadError::TimedOut { .. } => None,
-        HeadError::TooLarge => Some(HttpError::HeadTooLarge),
-        HeadError::LineTooLong => Some(HttpError::UriTooLong),
-        HeadError::Malformed(why) => Some(HttpError::BadRequest(why)),
-        HeadError::UnsupportedVersion => Some(HttpError::VersionNotSupported),
-        HeadError::Truncated | HeadError::Io(_) => {
-            debug!("{peer}: connection closed inside a request head: {error:?}");
-            None
-        }
-    }
 }

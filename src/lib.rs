@@ -74,6 +74,7 @@ pub mod ops;
 pub mod pace;
 pub mod pool;
 pub mod proxy;
+pub mod proxy_protocol;
 pub mod queue;
 pub mod redirect;
 pub mod routing;

@@ -307,8 +307,9 @@ fn describe(config: &Config, tls: &TlsSet) -> String {
             Protocol::Tcp => "tcp connect".to_string(),
         };
         let sticky = p.sticky.as_ref().map_or(String::new(), |s| format!(", sticky cookie {:?}", s.cookie));
+        let proxy = p.send_proxy.map_or(String::new(), |v| format!(", sendProxy {} (probes too)", v.name()));
         out += &format!(
-            "pool {:?}: {}{sticky}, retries {}, health check {check} every {:?} (timeout {:?}, rise {}, fall {}, passiveFails {}",
+            "pool {:?}: {}{sticky}{proxy}, retries {}, health check {check} every {:?} (timeout {:?}, rise {}, fall {}, passiveFails {}",
             p.name,
             p.algorithm.name(),
             p.retries,
@@ -371,7 +372,8 @@ fn describe_listener(config: &Config, l: &ListenerConfig) -> String {
         (None, Some(port)) => format!(", redirects to https port {port}"),
         (None, None) => String::new(),
     };
-    let head = format!("listener {} ({}{tls})", l.addr, l.mode.as_str());
+    let proxy = if l.accept_proxy { ", acceptProxy: PROXY header required" } else { "" };
+    let head = format!("listener {} ({}{tls}{proxy})", l.addr, l.mode.as_str());
     let pool_name = |r: &RouteConfig| format!("{:?}", config.pools[r.pool].name);
     let rules =
         |r: &RouteConfig| r.edge.as_ref().map_or(String::new(), |e| format!("\n    edge: {}", e.config().describe()));

@@ -396,8 +396,10 @@ impl Runtime {
     }
 
     /// Counts an accepted connection from `client` in, unless that would pass one of the
-    /// connection limits; then says which.
-    pub fn try_count_connection(&self, client: IpAddr, limits: &Limits) -> Result<(), &'static str> {
+    /// connection limits; then says which. With `per_client` false only the total is checked
+    /// (a listener with `acceptProxy` checks the client's own limit once its header says who
+    /// it is: see [`ClientTicket::change_client`]).
+    pub fn try_count_connection(&self, client: IpAddr, limits: &Limits, per_client: bool) -> Result<(), &'static str> {
         let max = limits.max_connections;
         let counted = self
             .open_connections
@@ -406,16 +408,38 @@ impl Runtime {
             self.rejected_connections.fetch_add(1, Ordering::Relaxed);
             return Err("limits.maxConnections");
         }
-        let mut per_client = lock(&self.connections_per_client);
-        let from_client = per_client.entry(client).or_insert(0);
-        if limits.max_connections_per_client.is_some_and(|max| *from_client >= max) {
-            drop(per_client);
+        let limit = if per_client { limits.max_connections_per_client } else { None };
+        if !self.try_count_client(client, limit) {
             self.open_connections.fetch_sub(1, Ordering::SeqCst);
-            self.rejected_connections.fetch_add(1, Ordering::Relaxed);
             return Err("limits.maxConnectionsPerClient");
         }
-        *from_client += 1;
         Ok(())
+    }
+
+    /// Counts one more connection from `client` unless it already has `limit`.
+    fn try_count_client(&self, client: IpAddr, limit: Option<usize>) -> bool {
+        let mut per_client = lock(&self.connections_per_client);
+        let from_client = per_client.entry(client).or_insert(0);
+        if limit.is_some_and(|max| *from_client >= max) {
+            if *from_client == 0 {
+                per_client.remove(&client);
+            }
+            drop(per_client);
+            self.rejected_connections.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        *from_client += 1;
+        true
+    }
+
+    fn uncount_client(&self, client: IpAddr) {
+        let mut per_client = lock(&self.connections_per_client);
+        if let Some(n) = per_client.get_mut(&client) {
+            *n -= 1;
+            if *n == 0 {
+                per_client.remove(&client);
+            }
+        }
     }
 
     pub fn waiting_connections(&self) -> usize {
@@ -435,13 +459,7 @@ impl Runtime {
     /// Counts out a connection from `client` that was counted in.
     pub fn uncount_connection(&self, client: IpAddr) {
         self.open_connections.fetch_sub(1, Ordering::SeqCst);
-        let mut per_client = lock(&self.connections_per_client);
-        if let Some(n) = per_client.get_mut(&client) {
-            *n -= 1;
-            if *n == 0 {
-                per_client.remove(&client);
-            }
-        }
+        self.uncount_client(client);
     }
 
     /// Gives an accepted connection from `client`, already counted in, the ticket that
@@ -455,6 +473,17 @@ impl ClientTicket {
     /// The runtime the connection is registered with.
     pub fn runtime(&self) -> &Arc<Runtime> {
         &self.runtime
+    }
+
+    /// Counts the connection under `client` instead (the source its PROXY header names),
+    /// unless that address already has `limit` connections; then it stays counted as it was.
+    pub fn change_client(&mut self, client: IpAddr, limit: Option<usize>) -> Result<(), &'static str> {
+        if !self.runtime.try_count_client(client, limit) {
+            return Err("limits.maxConnectionsPerClient");
+        }
+        self.runtime.uncount_client(self.client);
+        self.client = client;
+        Ok(())
     }
 }
 

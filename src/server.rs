@@ -250,7 +250,12 @@ fn acceptor(runtime: &Arc<Runtime>) -> Accept {
     let runtime: Weak<Runtime> = Arc::downgrade(runtime);
     Arc::new(move |stream, peer, local| {
         let Some(runtime) = runtime.upgrade() else { return };
-        if let Err(limit) = runtime.try_count_connection(peer.ip(), &runtime.state().config.limits) {
+        let state = runtime.state();
+        // Behind acceptProxy the per-client limit applies to the header's source instead.
+        let per_client = state.listener_at(local).is_none_or(|i| !state.config.listeners[i].accept_proxy);
+        let counted = runtime.try_count_connection(peer.ip(), &state.config.limits, per_client);
+        drop(state);
+        if let Err(limit) = counted {
             log_summary::CONNECTION_REFUSED
                 .warn(format_args!("{peer}: {limit} reached; refusing new connections with 503"));
             reject(stream);

@@ -4,6 +4,7 @@
 
 use super::HostMatch;
 use crate::edge::Edge;
+pub use crate::proxy_protocol::ProxyVersion;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -62,6 +63,9 @@ pub struct ListenerConfig {
     pub tls: Option<ListenerTls>,
     /// `redirectToHttps`: answer every request `308` to `https://` on this port.
     pub redirect_to_https: Option<u16>,
+    /// `acceptProxy`: every connection opens with a PROXY protocol header, whose source is
+    /// the client; connections without one are closed.
+    pub accept_proxy: bool,
 }
 
 /// A listener's certificates: the first is the default, the others are chosen by SNI.
@@ -190,6 +194,9 @@ pub struct PoolConfig {
     pub retries: u32,
     /// How `https://` backends are verified.
     pub tls: BackendTls,
+    /// `sendProxy`: open every backend connection (health probes included) with a PROXY
+    /// protocol header of this version; `None` sends none.
+    pub send_proxy: Option<ProxyVersion>,
 }
 
 /// One backend as configured.

@@ -218,8 +218,9 @@ fn config(listeners: &[SocketAddr], backend: &TestBackend) -> String {
 #[test]
 fn sigusr2_hands_the_listening_socket_to_a_new_process_without_failing_a_request() {
     let backend = TestBackend::named("a");
-    let addr = free_addr();
-    let mut sluice = Process::start("usr2", &config(&[addr], &backend));
+    let (addr, admin) = (free_addr(), free_addr());
+    let with_admin = config(&[addr], &backend).replacen('{', &format!(r#"{{"admin": {{"listen": "{admin}"}}, "#), 1);
+    let mut sluice = Process::start("usr2", &with_admin);
     let old = sluice.child.id();
     assert_eq!(sluice.pid_file(), Some(old));
     let load = Load::start(addr, CLIENTS, 100 * PER_PHASE);
@@ -238,6 +239,9 @@ fn sigusr2_hands_the_listening_socket_to_a_new_process_without_failing_a_request
     assert!(failures.is_empty(), "{} failures in {done} requests: {failures:?}\n{}", failures.len(), sluice.log());
     assert!(is_running(new), "the new process is gone\n{}", sluice.log());
     assert_eq!(sluice.pid_file(), Some(new));
+    // The admin API's socket was handed over too, not bound again.
+    assert!(sluice.log().contains(&format!("using the inherited socket on {admin}")), "{}", sluice.log());
+    assert_eq!(admin_call(admin, "GET", "/stats", None, "").status, 200);
 
     kill(new, "TERM");
     assert!(wait_until(WAIT, || sluice.pid_file().is_none()), "the new process left its pid file\n{}", sluice.log());

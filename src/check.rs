@@ -241,7 +241,7 @@ mod tests {
     fn the_effective_configuration_is_itself_a_configuration_that_means_the_same() {
         round_trip(r#"{"port": ":8080", "servers": ["http://127.0.0.1:5001"]}"#);
         round_trip(
-            r#"{"explain": true, "workers": 8, "timeouts": {"queue": "250ms", "minRateGrace": "3s"},
+            r#"{"explain": true, "workers": 8, "pidFile": "/run/sluice.pid", "timeouts": {"queue": "250ms", "minRateGrace": "3s"},
                 "limits": {"maxBodyBytes": 10, "maxWorkersPerClient": 3, "bufferBodyBytes": 0, "minClientBytesPerSecond": 9},
                 "admin": {"token": "t"}, "accessLog": {"format": "json", "path": "/tmp/a.log"},
                 "alerts": {"webhook": "http://127.0.0.1:9/x", "memoryPercent": 90},
@@ -288,6 +288,14 @@ mod tests {
         let config = Config::parse(json, "c.json").unwrap();
         assert_eq!(effective(&config)["admin"]["token"], HIDDEN_TOKEN);
         assert!(!explain(&config).contains("s3cret"));
+    }
+
+    #[test]
+    fn the_pid_file_is_written_out_only_when_configured() {
+        let json = r#"{"port": 1, "pidFile": "run/s.pid", "servers": ["http://127.0.0.1:5001"]}"#;
+        assert_eq!(effective(&Config::parse(json, "c.json").unwrap())["pidFile"], "run/s.pid");
+        let json = r#"{"port": 1, "servers": ["http://127.0.0.1:5001"]}"#;
+        assert!(effective(&Config::parse(json, "c.json").unwrap()).get("pidFile").is_none());
     }
 
     #[test]

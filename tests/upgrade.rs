@@ -459,3 +459,13 @@ fn a_listener_that_stays_keeps_its_socket_and_serves_its_new_routes() {
     assert_eq!((r.text(), r.header("connection")), ("b".to_string(), None), "{}", r.raw_head);
     assert_eq!(sluice.get("/").text(), "b");
 }
+
+#[test]
+fn check_names_the_pid_file() {
+    let backend = TestBackend::named("a");
+    let path = config_file("check-pid-file", &config(&[free_addr()], &backend));
+    let out = Command::new(SLUICE).args(["--check", "-c", path.to_str().unwrap()]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("\npid file: sluice.pid\n"), "{stdout}");
+}

@@ -23,6 +23,7 @@
 //! request that arrives is answered with `Connection: close`, and only a connection quiet for
 //! [`crate::waiting_room::DRAIN_QUIET`] is closed, without a word (`connection/next_head.rs`).
 
+use crate::acme::http01;
 use crate::config::{Config, ListenerMode};
 use crate::exchange::{self, Context, ExchangeIo, CLIENT_WRITE_CHECK};
 use crate::fair_share::Turn;
@@ -300,6 +301,7 @@ fn serve(runtime: &Arc<Runtime>, conn: ClientConn, mut readable: bool) {
         let ctx = Context { runtime, state: &state, listener: &config.listeners[index], bound: between.listener };
         client.answering_head = head.method == "HEAD";
         let outcome = match (ctx.listener.mode, ctx.listener.redirect_to_https) {
+            _ if http01::is_challenge(&state, &head) => http01::answer(&ctx, &mut client, &mut head),
             (ListenerMode::Redirect, _) => redirect::answer(&ctx, &mut client, &mut head),
             (_, Some(port)) if redirect::redirects_to_https(&head) => {
                 redirect::to_https(&ctx, &mut client, &mut head, port)

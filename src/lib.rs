@@ -53,6 +53,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod acme;
 pub mod backend;
 pub mod backend_error;
 pub mod balance;

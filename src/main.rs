@@ -155,7 +155,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Check { config, explain } => {
-            match Config::load(&config).and_then(|c| TlsSet::load(&c).map(|tls| (c, tls))) {
+            match Config::load(&config).and_then(|c| TlsSet::load(&c, &Default::default()).map(|tls| (c, tls))) {
                 Ok((config, tls)) => {
                     print!("{}", describe(&config, &tls));
                     if explain {
@@ -300,6 +300,7 @@ fn describe(config: &Config, tls: &TlsSet) -> String {
         out += &describe_listener(config, l);
         out += &tls.describe_listener(i, SystemTime::now());
     }
+    out += &sluice::acme::describe(config);
     for p in &config.pools {
         let hc = &p.health_check;
         let check = match p.protocol {

@@ -11,6 +11,8 @@
 //! acceptor counts connections in; each connection counts itself out when it closes. Whoever
 //! changes the snapshot goes through [`Runtime::change_state`], one change at a time.
 
+use crate::acme::challenges::Challenges;
+use crate::acme::status::CertificateStatuses;
 use crate::backend::Backend;
 use crate::config::{AccessLogConfig, Config, Limits, ListenerConfig, RouteConfig};
 use crate::fair_share::FairShare;
@@ -69,9 +71,7 @@ impl State {
         }
         let changes = previous.map_or_else(RuntimeChanges::default, |p| p.changes.settled(&file));
         let running = previous.map(State::backends);
-        let mut state = State::derive(file, Arc::new(tls), changes, running.as_deref());
-        state.bound = bound;
-        state
+        State::derive(file, Arc::new(tls), changes, running.as_deref(), bound)
     }
 
     /// The same file with other runtime changes: the next snapshot after an admin change.
@@ -79,14 +79,26 @@ impl State {
     pub fn with_changes(&self, changes: RuntimeChanges, joining: Option<Arc<Backend>>) -> State {
         let mut running: Vec<Arc<Backend>> = joining.into_iter().collect();
         running.extend(self.backends());
-        let mut state = State::derive(self.file.clone(), Arc::clone(&self.tls), changes, Some(&running));
-        state.bound = self.bound.clone();
-        state
+        State::derive(self.file.clone(), Arc::clone(&self.tls), changes, Some(&running), self.bound.clone())
+    }
+
+    /// The same file and changes with other TLS material: the next snapshot after ACME
+    /// stored a new certificate. Backends are kept as they are.
+    pub fn with_tls(&self, tls: TlsSet) -> State {
+        let running = self.backends();
+        State::derive(self.file.clone(), Arc::new(tls), self.changes.clone(), Some(&running), self.bound.clone())
     }
 
     /// Lays `changes` over `file` and builds the pools, reusing the backends of `running`
-    /// (`None` on the first start) as [`Pool::new`] says.
-    fn derive(file: Config, tls: Arc<TlsSet>, changes: RuntimeChanges, running: Option<&[Arc<Backend>]>) -> State {
+    /// (`None` on the first start) as [`Pool::new`] says; `bound` holds the listeners' bound
+    /// addresses.
+    fn derive(
+        file: Config,
+        tls: Arc<TlsSet>,
+        changes: RuntimeChanges,
+        running: Option<&[Arc<Backend>]>,
+        bound: Vec<SocketAddr>,
+    ) -> State {
         let config = changes.apply(file.clone());
         let pools: Vec<Arc<Pool>> = config
             .pools
@@ -101,7 +113,7 @@ impl State {
                 }
             }
         }
-        State { file, changes, config, pools, tls, bound: Vec::new() }
+        State { file, changes, config, pools, tls, bound }
     }
 
     /// The index in `config.listeners` of the listener bound to `local`.
@@ -199,6 +211,12 @@ pub struct Runtime {
     pub metrics: Metrics,
     /// Written by workers as exchanges end; reopened on reload.
     pub access_log: AccessLog,
+    /// The ACME challenges being validated: written by the renewal thread, read by workers
+    /// on http listeners (HTTP-01) and by the TLS listeners' resolvers (TLS-ALPN-01).
+    pub challenges: Arc<Challenges>,
+    /// What each automatic certificate is doing: written by the renewal thread, read by
+    /// the admin API.
+    pub certificates: CertificateStatuses,
 }
 
 #[derive(Default)]
@@ -231,6 +249,7 @@ impl Runtime {
             .thread_stack_size(WORKER_STACK_BYTES)
             .build();
         Ok(Runtime {
+            challenges: Arc::clone(&state.tls.challenges),
             parking_enabled: state.config.waiting_room,
             state: Mutex::new(Arc::new(state)),
             changing: Mutex::new(()),
@@ -251,6 +270,7 @@ impl Runtime {
             started: Instant::now(),
             metrics: Metrics::default(),
             access_log: AccessLog::stderr(),
+            certificates: CertificateStatuses::default(),
         })
     }
 

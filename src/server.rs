@@ -1,6 +1,6 @@
 //! The running balancer: listeners ([`Listeners`], one acceptor thread each), the fixed
-//! worker pool, the health thread, the alerts thread, the admin threads, the ticker (see
-//! [`ticker`]), reload (see [`reload`]), and graceful stop.
+//! worker pool, the health thread, the alerts thread, the ACME renewal thread, the admin
+//! threads, the ticker (see [`ticker`]), reload (see [`reload`]), and graceful stop.
 //!
 //! Listening sockets are bound at start, or taken from the process that started this one
 //! ([`Inherited`]: systemd's socket activation, or the sluice this one replaces). An acceptor
@@ -10,6 +10,7 @@
 //! then waits up to `timeouts.drain` while connections finish: each one's next response says
 //! `Connection: close`, and one that stays quiet is closed.
 
+use crate::acme::renewal;
 use crate::config::{Config, ConfigError};
 use crate::connection;
 use crate::edge::Edge;
@@ -101,7 +102,7 @@ impl Server {
     /// Starts with the sockets in `inherited` for the listeners (and admin API) they match
     /// by address, binding the others.
     pub fn start_with(config: Config, mut inherited: Inherited) -> Result<Server, StartError> {
-        let tls = TlsSet::load(&config).map_err(StartError::Config)?;
+        let tls = TlsSet::load(&config, &Arc::default()).map_err(StartError::Config)?;
         let listeners = Listeners::default();
         let addrs: Vec<SocketAddr> = config.listeners.iter().map(|l| l.addr).collect();
         let plan = listeners
@@ -126,6 +127,9 @@ impl Server {
         runtime.listeners.set_accept(acceptor(&runtime));
         runtime.listeners.commit(plan);
         let mut threads = vec![health::spawn(Arc::clone(&runtime)).map_err(StartError::Thread)?];
+        // Not joined on stop: an order may wait on the authority for a while; the thread
+        // notices the stop at its next pause and ends by itself.
+        renewal::spawn(Arc::clone(&runtime)).map_err(StartError::Thread)?;
         let waiting_room = waiting_room::spawn(Arc::clone(&runtime.waiting_room)).map_err(StartError::Thread)?;
         let mut chores = operations_chores(&runtime);
         let admin = match admin_listener {

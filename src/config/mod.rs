@@ -18,6 +18,7 @@
 //! such as durations, addresses and URLs, [`host_match`] route host patterns, [`resolve`]
 //! name lookups.
 
+mod acme;
 mod edge_rules;
 mod full_form;
 pub mod host_match;
@@ -34,6 +35,7 @@ pub use model::*;
 pub use pool::parse_server_object;
 pub use values::{parse_duration, parse_listen, parse_path_prefix, server_from_url, webhook_from_url};
 
+use acme::{check_acme_listeners, read_acme};
 use section::Section;
 use serde_json::Value;
 use std::fmt;
@@ -64,6 +66,8 @@ pub struct Config {
     /// `pidFile`: where the running process writes its pid (at start, and by the new process
     /// after an upgrade); `None` when not configured.
     pub pid_file: Option<PathBuf>,
+    /// `acme`: where listeners with `"tls": {"acme": [...]}` get their certificates.
+    pub acme: Option<AcmeConfig>,
 }
 
 /// A configuration problem: which file, which key, what is wrong.
@@ -130,7 +134,7 @@ impl Config {
 }
 
 /// Top-level keys of either form.
-const COMMON_KEYS: [&str; 10] = [
+const COMMON_KEYS: [&str; 11] = [
     "workers",
     "timeouts",
     "limits",
@@ -141,6 +145,7 @@ const COMMON_KEYS: [&str; 10] = [
     "alerts",
     "explain",
     "pidFile",
+    "acme",
 ];
 
 fn read_config(top: &mut Section) -> Result<Config, ConfigError> {
@@ -159,6 +164,8 @@ fn read_config(top: &mut Section) -> Result<Config, ConfigError> {
     let alerts = read_alerts(top)?;
     let explain = top.bool("explain")?.unwrap_or(false);
     let pid_file = read_pid_file(top)?;
+    let acme = read_acme(top)?;
+    check_acme_listeners(top, &listeners, acme.as_ref())?;
     Ok(Config {
         source: top.file.to_string(),
         listeners,
@@ -173,6 +180,7 @@ fn read_config(top: &mut Section) -> Result<Config, ConfigError> {
         explain,
         alerts,
         pid_file,
+        acme,
     })
 }
 

@@ -68,12 +68,35 @@ pub struct ListenerConfig {
     pub accept_proxy: bool,
 }
 
-/// A listener's certificates: the first is the default, the others are chosen by SNI.
+/// A listener's certificates: the first is the default, the others are chosen by SNI. With
+/// `acme`, sluice obtains the one certificate itself and `certificates` is empty.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenerTls {
     pub certificates: Vec<CertificateFiles>,
+    /// `acme`: the names (lower-case DNS names) of the certificate obtained by ACME; empty when
+    /// the certificates are files.
+    pub acme: Vec<String>,
     pub min_version: TlsVersion,
 }
+
+/// The top-level `acme` object: where automatic certificates come from and where they are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcmeConfig {
+    /// `email`: the account's contact, if given.
+    pub email: Option<String>,
+    /// `directory`: the authority's directory URL.
+    pub directory: String,
+    /// `storage`: the folder for the account key and certificates (beside the configuration
+    /// file when relative).
+    pub storage: PathBuf,
+    /// `directoryCa`: an extra root certificate (PEM) for the authority's own HTTPS.
+    pub directory_ca: Option<PathBuf>,
+}
+
+/// Let's Encrypt's production directory, the default `acme.directory`.
+pub const LETS_ENCRYPT_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory";
+/// The default `acme.storage`.
+pub const DEFAULT_ACME_STORAGE: &str = "./acme";
 
 /// One certificate chain and its private key, as PEM files.
 #[derive(Debug, Clone, PartialEq, Eq)]

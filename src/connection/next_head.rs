@@ -6,6 +6,7 @@
 //! connection loop in `connection`.
 
 use super::Between;
+use crate::acme::challenges::ACME_TLS_ALPN;
 use crate::exchange::{self, ExchangeIo};
 use crate::http::error::HttpError;
 use crate::http::head::{read_request_head_into, HeadError, HeadWait, RequestHead};
@@ -79,6 +80,8 @@ pub(super) fn next_head(
             note_handshake(runtime, client.stream.get_ref(), &read);
         }
         return match read {
+            // A TLS-ALPN-01 validation ends with its handshake: no request is served over it.
+            Ok(()) if is_acme_validation(client.stream.get_ref()) => NextHead::Close,
             Ok(()) => {
                 between.head_deadline = None;
                 NextHead::Read(now)
@@ -95,6 +98,12 @@ pub(super) fn next_head(
             }
         };
     }
+}
+
+/// Whether the connection is an ACME authority's TLS-ALPN-01 validation (it negotiated ALPN
+/// `acme-tls/1`).
+fn is_acme_validation(transport: &ClientTransport) -> bool {
+    matches!(transport, Transport::Tls(tls) if tls.tls.alpn_protocol() == Some(ACME_TLS_ALPN))
 }
 
 /// Counts a TLS handshake when the connection's first head read ends: done when TLS is

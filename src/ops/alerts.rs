@@ -2,7 +2,9 @@
 //! backend left, and when a host threshold is crossed or recovers, POSTed as a small JSON
 //! object to `alerts.webhook`:
 //! `{"event": "backend_down", "pool": "default", "server": "http://...", "at": "2024-05-01T12:00:00Z"}`,
-//! `{"event": "host_high", "metric": "memoryPercent", "value": 93.1, "threshold": 90, "at": "..."}`.
+//! `{"event": "host_high", "metric": "memoryPercent", "value": 93.1, "threshold": 90, "at": "..."}`,
+//! and when ACME obtains a certificate or fails to:
+//! `{"event": "certificate_renewal_failed", "names": ["example.com"], "detail": "...", "at": "..."}`.
 //!
 //! [`Alerts::raise`] never waits: it puts the event on a bounded queue of
 //! [`ALERT_QUEUE_EVENTS`] (when the queue is full the event is dropped and counted) for one
@@ -44,6 +46,10 @@ pub enum AlertKind {
     HostHigh,
     /// A host metric that was high is below its threshold again.
     HostOk,
+    /// ACME obtained a certificate (the first one or a renewal) and it is in use.
+    CertificateRenewed,
+    /// An ACME order failed; it is tried again later.
+    CertificateRenewalFailed,
 }
 
 impl AlertKind {
@@ -54,6 +60,8 @@ impl AlertKind {
             AlertKind::PoolDown => "pool_down",
             AlertKind::HostHigh => "host_high",
             AlertKind::HostOk => "host_ok",
+            AlertKind::CertificateRenewed => "certificate_renewed",
+            AlertKind::CertificateRenewalFailed => "certificate_renewal_failed",
         }
     }
 }
@@ -79,12 +87,24 @@ pub enum AlertSubject {
         value: f64,
         threshold: f64,
     },
+    Certificate {
+        /// The certificate's names.
+        names: Vec<String>,
+        /// Its expiry, or what went wrong.
+        detail: String,
+    },
 }
 
 impl AlertEvent {
     /// An event about a backend happening now.
     pub fn now(kind: AlertKind, pool: &str, server: &str) -> AlertEvent {
         let subject = AlertSubject::Backend { pool: pool.to_string(), server: server.to_string() };
+        AlertEvent { kind, subject, at: SystemTime::now() }
+    }
+
+    /// An event about an ACME certificate happening now.
+    pub fn certificate(kind: AlertKind, names: &[String], detail: &str) -> AlertEvent {
+        let subject = AlertSubject::Certificate { names: names.to_vec(), detail: detail.to_string() };
         AlertEvent { kind, subject, at: SystemTime::now() }
     }
 
@@ -97,6 +117,9 @@ impl AlertEvent {
             }
             AlertSubject::Host { metric, value, threshold } => {
                 serde_json::json!({"event": event, "metric": metric, "value": rounded(*value), "threshold": threshold, "at": at})
+            }
+            AlertSubject::Certificate { names, detail } => {
+                serde_json::json!({"event": event, "names": names, "detail": detail, "at": at})
             }
         }
         .to_string()
@@ -116,6 +139,9 @@ impl fmt::Display for AlertEvent {
             }
             AlertSubject::Host { metric, value, threshold } => {
                 write!(f, "{} ({metric} {:.1}, threshold {threshold})", self.kind.as_str(), rounded(*value))
+            }
+            AlertSubject::Certificate { names, detail } => {
+                write!(f, "{} ({}: {detail})", self.kind.as_str(), names.join(", "))
             }
         }
     }

@@ -123,7 +123,7 @@ fn log_result(source: &str, result: &Result<ReloadSummary, ReloadError>) {
 }
 
 fn apply(runtime: &Runtime, config: Config) -> Result<ReloadSummary, ReloadError> {
-    let tls = TlsSet::load(&config).map_err(ReloadError::Config)?;
+    let tls = TlsSet::load(&config, &runtime.challenges).map_err(ReloadError::Config)?;
     let summary = runtime.change_state_then(
         |current| {
             warn_about_restart_only_keys(&current.config, &config);

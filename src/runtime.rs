@@ -64,10 +64,17 @@ impl State {
         State::derive(file, Arc::new(tls), changes, running.as_deref())
     }
 
-    /// The same file with other runtime changes: the next snapshot after an admin change.
-    /// `joining` is a backend built for the change (already probed), reused by URL.
-    pub fn with_changes(&self, changes: RuntimeChanges, joining: Option<Arc<Backend>>) -> State {
-        let mut running: Vec<Arc<Backend>> = joining.into_iter().collect();
+    /// The first snapshot when backends were found by DNS before serving: `changes` adds
+    /// them, and like the file's backends they all start up.
+    pub fn first(file: Config, tls: TlsSet, changes: RuntimeChanges) -> State {
+        State::derive(file, Arc::new(tls), changes, None)
+    }
+
+    /// The same file with other runtime changes: the next snapshot after an admin change or
+    /// a change found by DNS. `joining` are backends built for the change (already probed),
+    /// reused by URL.
+    pub fn with_changes(&self, changes: RuntimeChanges, joining: &[Arc<Backend>]) -> State {
+        let mut running: Vec<Arc<Backend>> = joining.to_vec();
         running.extend(self.backends());
         State::derive(self.file.clone(), Arc::clone(&self.tls), changes, Some(&running))
     }

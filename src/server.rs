@@ -1,5 +1,5 @@
 //! The running balancer: listeners, one acceptor thread each, the fixed worker pool, the
-//! health thread, the alerts thread, the admin threads, the ticker (see [`ticker`]), reload
+//! health thread, the DNS discovery thread, the alerts thread, the admin threads, the ticker (see [`ticker`]), reload
 //! (see [`reload`]), and graceful stop.
 //!
 //! An acceptor blocks in `accept()`, counts the connection against `limits.maxConnections`
@@ -15,8 +15,10 @@ use crate::http::error::canned_response;
 use crate::net;
 use crate::ops::admin::{self, AdminThreads};
 use crate::ops::alerts::Alerts;
+use crate::ops::discovery::Discovery;
 use crate::ops::host_alerts::{self, HostWatch};
 use crate::ops::log_summary;
+use crate::ops::membership;
 use crate::ops::reload::{self, ReloadError, ReloadSummary};
 use crate::ops::ticker::{self, Chore};
 use crate::runtime::{Runtime, State};
@@ -93,7 +95,8 @@ impl Server {
         };
         let access_log = config.access_log.clone();
         let alerts = Alerts::start(&config.alerts).map_err(StartError::Thread)?;
-        let runtime = Arc::new(Runtime::new(State::new(config, tls, None), alerts).map_err(StartError::Thread)?);
+        let (discovery, found) = Discovery::first_round(&config, &alerts);
+        let runtime = Arc::new(Runtime::new(State::first(config, tls, found), alerts).map_err(StartError::Thread)?);
         runtime
             .reopen_access_log(&access_log)
             .map_err(|source| StartError::AccessLog { path: access_log.path.clone().unwrap_or_default(), source })?;
@@ -112,6 +115,7 @@ impl Server {
         }
         threads.push(health::spawn(Arc::clone(&runtime)).map_err(StartError::Thread)?);
         threads.push(waiting_room::spawn(Arc::clone(&runtime.waiting_room)).map_err(StartError::Thread)?);
+        threads.push(discovery.spawn(Arc::clone(&runtime)).map_err(StartError::Thread)?);
         let mut chores = operations_chores(&runtime);
         let admin = match admin_listener {
             Some(listener) => {
@@ -190,16 +194,19 @@ impl Server {
 }
 
 /// What the ticker does every second whatever is configured: empty the access log's buffer
-/// into its file, check the host thresholds ([`host_alerts`]) and write the counts of
-/// summarised warnings ([`log_summary`]).
+/// into its file, check the host thresholds ([`host_alerts`]), write the counts of
+/// summarised warnings ([`log_summary`]) and take out removed backends whose last exchange
+/// ended ([`membership`]).
 fn operations_chores(runtime: &Arc<Runtime>) -> Vec<Chore> {
     let flushing = Arc::clone(runtime);
     let watching = Arc::clone(runtime);
+    let removing = Arc::clone(runtime);
     let mut watch = HostWatch::default();
     vec![
         Box::new(move || flushing.access_log.flush()),
         Box::new(move || host_alerts::check(&watching, &mut watch)),
         Box::new(log_summary::flush_all),
+        Box::new(move || membership::finish_removals(&removing)),
     ]
 }
 

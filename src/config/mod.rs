@@ -16,8 +16,9 @@
 //!
 //! The files: [`model`] the validated types, `section` the JSON walker, [`values`] strings
 //! such as durations, addresses and URLs, [`host_match`] route host patterns, [`resolve`]
-//! name lookups.
+//! name lookups, `dns` the entries whose backends DNS finds while running.
 
+mod dns;
 mod edge_rules;
 mod full_form;
 pub mod host_match;
@@ -29,6 +30,7 @@ mod tls;
 mod top_level;
 pub mod values;
 
+pub use dns::parse_resolver;
 pub use host_match::HostMatch;
 pub use model::*;
 pub use pool::parse_server_object;
@@ -61,6 +63,8 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     pub access_log: AccessLogConfig,
     pub alerts: AlertsConfig,
+    /// How backends found by DNS are looked up (`resolvers`, `resolveInterval`).
+    pub discovery: DiscoveryConfig,
 }
 
 /// A configuration problem: which file, which key, what is wrong.
@@ -127,8 +131,19 @@ impl Config {
 }
 
 /// Top-level keys of either form.
-const COMMON_KEYS: [&str; 9] =
-    ["workers", "timeouts", "limits", "exposeBackend", "admin", "accessLog", "waitingRoom", "alerts", "explain"];
+const COMMON_KEYS: [&str; 11] = [
+    "workers",
+    "timeouts",
+    "limits",
+    "exposeBackend",
+    "admin",
+    "accessLog",
+    "waitingRoom",
+    "alerts",
+    "explain",
+    "resolvers",
+    "resolveInterval",
+];
 
 fn read_config(top: &mut Section) -> Result<Config, ConfigError> {
     let (listeners, pools) = if top.has("listeners") || top.has("pools") {
@@ -145,6 +160,7 @@ fn read_config(top: &mut Section) -> Result<Config, ConfigError> {
     let waiting_room = top.bool("waitingRoom")?.unwrap_or(true);
     let alerts = read_alerts(top)?;
     let explain = top.bool("explain")?.unwrap_or(false);
+    let discovery = dns::read_discovery(top)?;
     Ok(Config {
         source: top.file.to_string(),
         listeners,
@@ -158,6 +174,7 @@ fn read_config(top: &mut Section) -> Result<Config, ConfigError> {
         waiting_room,
         explain,
         alerts,
+        discovery,
     })
 }
 

@@ -2,7 +2,8 @@
 //! backend left, and when a host threshold is crossed or recovers, POSTed as a small JSON
 //! object to `alerts.webhook`:
 //! `{"event": "backend_down", "pool": "default", "server": "http://...", "at": "2024-05-01T12:00:00Z"}`,
-//! `{"event": "host_high", "metric": "memoryPercent", "value": 93.1, "threshold": 90, "at": "..."}`.
+//! `{"event": "host_high", "metric": "memoryPercent", "value": 93.1, "threshold": 90, "at": "..."}`,
+//! `{"event": "dns_failed", "pool": "web", "name": "web.internal:8080", "problem": "...", "at": "..."}`.
 //!
 //! [`Alerts::raise`] never waits: it puts the event on a bounded queue of
 //! [`ALERT_QUEUE_EVENTS`] (when the queue is full the event is dropped and counted) for one
@@ -10,7 +11,7 @@
 //! `alerts.timeout`. A slow or dead webhook therefore delays other alerts, never a request.
 //!
 //! `health` raises events when it reports a change, `host_alerts` when a threshold is
-//! crossed (both log them themselves); reload replaces the webhook. The counters are for stats and metrics.
+//! crossed, `discovery` when a DNS entry stops resolving (each logs them itself); reload replaces the webhook. The counters are for stats and metrics.
 
 use crate::config::{AlertsConfig, Webhook};
 use crate::http::head::read_response_head;
@@ -44,6 +45,9 @@ pub enum AlertKind {
     HostHigh,
     /// A host metric that was high is below its threshold again.
     HostOk,
+    /// Looking up a DNS entry of `servers` failed or found nothing; its last known
+    /// backends stay.
+    DnsFailed,
 }
 
 impl AlertKind {
@@ -54,6 +58,7 @@ impl AlertKind {
             AlertKind::PoolDown => "pool_down",
             AlertKind::HostHigh => "host_high",
             AlertKind::HostOk => "host_ok",
+            AlertKind::DnsFailed => "dns_failed",
         }
     }
 }
@@ -79,6 +84,12 @@ pub enum AlertSubject {
         value: f64,
         threshold: f64,
     },
+    Discovery {
+        pool: String,
+        /// The entry as written, such as `web.internal:8080`.
+        name: String,
+        problem: String,
+    },
 }
 
 impl AlertEvent {
@@ -98,6 +109,9 @@ impl AlertEvent {
             AlertSubject::Host { metric, value, threshold } => {
                 serde_json::json!({"event": event, "metric": metric, "value": rounded(*value), "threshold": threshold, "at": at})
             }
+            AlertSubject::Discovery { pool, name, problem } => {
+                serde_json::json!({"event": event, "pool": pool, "name": name, "problem": problem, "at": at})
+            }
         }
         .to_string()
     }
@@ -116,6 +130,9 @@ impl fmt::Display for AlertEvent {
             }
             AlertSubject::Host { metric, value, threshold } => {
                 write!(f, "{} ({metric} {:.1}, threshold {threshold})", self.kind.as_str(), rounded(*value))
+            }
+            AlertSubject::Discovery { pool, name, problem } => {
+                write!(f, "{} (pool {pool:?}, {name}: {problem})", self.kind.as_str())
             }
         }
     }

@@ -143,9 +143,8 @@ fn refuse_busy(stream: &TcpStream) {
     }
 }
 
-/// Once a second: takes out removed backends whose last exchange ended, samples rates.
+/// Once a second: samples rates.
 fn tick(admin: &Admin) {
-    servers::finish_removals(&admin.runtime);
     admin.windows.sample(&admin.runtime.state(), Instant::now());
 }
 

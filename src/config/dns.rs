@@ -77,7 +77,10 @@ pub(super) fn read_discovery(top: &mut Section) -> Result<DiscoveryConfig, Confi
         Some(Value::Array(list)) if !list.is_empty() => {
             for (i, item) in list.iter().enumerate() {
                 let addr = item.as_str().and_then(parse_resolver).ok_or_else(|| {
-                    top.error(&format!("resolvers[{i}]"), "must be an address such as \"127.0.0.1:8600\" or \"10.0.0.2\"")
+                    top.error(
+                        &format!("resolvers[{i}]"),
+                        "must be an address such as \"127.0.0.1:8600\" or \"10.0.0.2\"",
+                    )
                 })?;
                 discovery.resolvers.push(addr);
             }
@@ -118,7 +121,10 @@ mod tests {
         let pool = &c.pools[0];
         assert_eq!(pool.servers.len(), 1);
         assert_eq!(pool.dns[0].lookup, DnsLookup::Address { host: "web.internal".into(), port: 8080 });
-        assert_eq!((pool.dns[0].weight, pool.dns[0].backup, pool.dns[0].key_path.as_str()), (Some(3), true, "servers[1]"));
+        assert_eq!(
+            (pool.dns[0].weight, pool.dns[0].backup, pool.dns[0].key_path.as_str()),
+            (Some(3), true, "servers[1]")
+        );
         assert_eq!(pool.dns[1].lookup, DnsLookup::Srv { name: "_http._tcp.web.service.consul".into() });
         assert_eq!((pool.dns[1].max_connections, pool.dns[1].https), (Some(5), true));
         assert_eq!(c.discovery.resolvers, ["127.0.0.1:8600".parse().unwrap(), "[::1]:53".parse().unwrap()]);
@@ -149,7 +155,10 @@ mod tests {
             (r#"{"port": 1, "servers": [{"dns": "a:1", "backup": true}]}"#, "servers: every server is a backup"),
             (r#"{"port": 1, "servers": [{"dns": "a:1"}], "resolvers": []}"#, "resolvers: must be a list"),
             (r#"{"port": 1, "servers": [{"dns": "a:1"}], "resolvers": ["x"]}"#, "resolvers[0]: must be an address"),
-            (r#"{"port": 1, "servers": [{"dns": "a:1"}], "resolveInterval": "500ms"}"#, "resolveInterval: must be at least"),
+            (
+                r#"{"port": 1, "servers": [{"dns": "a:1"}], "resolveInterval": "500ms"}"#,
+                "resolveInterval: must be at least",
+            ),
             (
                 r#"{"listeners": [{"listen": ":1", "mode": "tcp", "pool": "p"}], "pools": {"p": {"servers": [{"dns": "a:1", "https": true}]}}}"#,
                 "pools.p.servers[0].https: TLS to backends is for http pools",

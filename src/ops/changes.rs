@@ -61,10 +61,7 @@ impl RuntimeChanges {
 
     /// The backends of `pool` added for the DNS entry `name`.
     pub fn discovered<'a>(&'a self, pool: &'a str, name: &'a str) -> impl Iterator<Item = &'a ServerConfig> + 'a {
-        self.added
-            .iter()
-            .filter(move |(p, s)| p == pool && s.discovered_from.as_deref() == Some(name))
-            .map(|(_, s)| s)
+        self.added.iter().filter(move |(p, s)| p == pool && s.discovered_from.as_deref() == Some(name)).map(|(_, s)| s)
     }
 
     pub fn drain(&mut self, place: &Place) {

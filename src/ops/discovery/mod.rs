@@ -102,9 +102,8 @@ impl Discovery {
     /// Watches the DNS entries `config` has: new ones are due at once, changed ones too,
     /// and those the file no longer has are dropped (their backends leave with the reload).
     fn follow(&mut self, config: &Config) {
-        let listed = |w: &Watch| {
-            config.pools.iter().any(|p| p.name == w.pool && p.dns.iter().any(|d| d.name == w.entry.name))
-        };
+        let listed =
+            |w: &Watch| config.pools.iter().any(|p| p.name == w.pool && p.dns.iter().any(|d| d.name == w.entry.name));
         self.watches.retain(listed);
         for pool in &config.pools {
             for entry in &pool.dns {

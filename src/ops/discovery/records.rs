@@ -58,7 +58,12 @@ fn addresses(resolvers: &[SocketAddr], host: &str) -> Result<Answer, LookupError
 
 /// The SRV records of `name`, each target's addresses taken from the additional section
 /// when there, else looked up.
-fn services(entry: &DnsServers, protocol: Protocol, resolvers: &[SocketAddr], name: &str) -> Result<Found, LookupError> {
+fn services(
+    entry: &DnsServers,
+    protocol: Protocol,
+    resolvers: &[SocketAddr],
+    name: &str,
+) -> Result<Found, LookupError> {
     let answer = query(resolvers, name, TYPE::SRV)?;
     // A target of "." says the service is not offered there.
     let services: Vec<&Service> = answer.services.iter().filter(|s| !s.target.is_empty()).collect();
@@ -113,7 +118,14 @@ pub fn scale_srv_weights(weights: &[u16]) -> Vec<u32> {
 
 /// The backend at `addr`, named `host` (sent as `Host` by health checks and as the TLS server
 /// name), with the settings of `entry`.
-fn server(entry: &DnsServers, protocol: Protocol, host: &str, addr: SocketAddr, weight: u32, backup: bool) -> ServerConfig {
+fn server(
+    entry: &DnsServers,
+    protocol: Protocol,
+    host: &str,
+    addr: SocketAddr,
+    weight: u32,
+    backup: bool,
+) -> ServerConfig {
     let (scheme, tls) = match protocol {
         Protocol::Tcp => ("tcp", false),
         Protocol::Http if entry.https => ("https", true),

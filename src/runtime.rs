@@ -89,11 +89,15 @@ impl State {
             .enumerate()
             .map(|(i, p)| Arc::new(Pool::new(p.clone(), running, tls.pools.get(i).cloned().flatten())))
             .collect();
-        for pool in &pools {
-            for backend in &pool.backends {
-                if changes.is_drained(&Place::new(pool.name(), backend.url())) {
-                    backend.set_draining(true);
-                }
+        // The drain flags follow `changes` both ways (an undrain, an address back in DNS). A
+        // backend listed by two pools is one `Backend`: drained if either pool drains it.
+        let placed = || pools.iter().flat_map(|p| p.backends.iter().map(move |b| (p.name(), b)));
+        let drained: Vec<&Arc<Backend>> =
+            placed().filter(|(pool, b)| changes.is_drained(&Place::new(pool, b.url()))).map(|(_, b)| b).collect();
+        for (_, backend) in placed() {
+            let drain = drained.iter().any(|d| Arc::ptr_eq(d, backend));
+            if backend.is_draining() != drain {
+                backend.set_draining(drain);
             }
         }
         State { file, changes, config, pools, tls }

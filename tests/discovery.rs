@@ -10,6 +10,8 @@ use sluice::ops::discovery::lookup;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -98,6 +100,14 @@ fn dnsmasq_program() -> Option<PathBuf> {
 
 /// Backends named after their address on 127.0.0.`hosts[i]`, all on one port.
 fn backends_on_one_port(hosts: &[u8]) -> (u16, Vec<TestBackend>) {
+    backends_on_one_port_with(hosts, |name, _| Reply::ok(name))
+}
+
+/// Backends on 127.0.0.`hosts[i]`, all on one port, answering with `handler(their address, request)`.
+fn backends_on_one_port_with(
+    hosts: &[u8],
+    handler: impl Fn(&str, &Seen) -> Reply + Clone + Send + Sync + 'static,
+) -> (u16, Vec<TestBackend>) {
     for _ in 0..50 {
         let first = TcpListener::bind((Ipv4Addr::new(127, 0, 0, hosts[0]), 0)).unwrap();
         let port = first.local_addr().unwrap().port();
@@ -113,7 +123,8 @@ fn backends_on_one_port(hosts: &[u8]) -> (u16, Vec<TestBackend>) {
                 .into_iter()
                 .map(|l| {
                     let name = l.local_addr().unwrap().ip().to_string();
-                    TestBackend::serve(l, move |_| Reply::ok(&name))
+                    let handler = handler.clone();
+                    TestBackend::serve(l, move |seen| handler(&name, seen))
                 })
                 .collect();
             return (port, backends);
@@ -191,6 +202,60 @@ fn backends_join_and_leave_as_the_a_records_change() {
     let to_three = backends[1].request_count();
     assert!(!answers(&sluice, 10).contains(&"127.0.0.3".to_string()));
     assert_eq!(backends[1].request_count(), to_three);
+}
+
+#[test]
+fn an_address_that_vanishes_mid_request_drains_and_may_come_back() {
+    let released = Arc::new(AtomicBool::new(false));
+    let (port, backends) = {
+        let released = Arc::clone(&released);
+        backends_on_one_port_with(&[2, 3], move |name, seen| {
+            // Requests for /slow wait until the test lets them go (probes never wait).
+            if seen.target == "/slow" && !is_probe(seen) {
+                wait_until(WAIT, || released.load(Ordering::SeqCst));
+            }
+            Reply::ok(name)
+        })
+    };
+    let Some(dns) = Dnsmasq::start("returning", &hosts_file(&[2, 3], "web.test"), &[]) else { return };
+    let name = format!("web.test:{port}");
+    let sluice = sluice(&dns, &format!(r#"[{{"dns": "{name}"}}]"#), "");
+    let state_of = |host: u8| {
+        let found = discovered(&sluice, &name);
+        found.iter().find(|s| s["url"] == url(host, port)).map(|s| s["state"].as_str().unwrap().to_string())
+    };
+    let slow: Vec<_> = (0..2)
+        .map(|_| {
+            let addr = sluice.addr;
+            std::thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                c.send(b"GET /slow HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+                c.response().map(|r| (r.status, r.text()))
+            })
+        })
+        .collect();
+    let busy = || discovered(&sluice, &name).iter().all(|s| s["activeConnections"] == 1);
+    assert!(wait_until(WAIT, busy), "{:?}", discovered(&sluice, &name));
+
+    // Gone from DNS with a request in flight: it drains and waits for that request.
+    dns.set_hosts(&hosts_file(&[2], "web.test"));
+    assert!(wait_until(WAIT, || state_of(3).as_deref() == Some("removing")), "{:?}", state_of(3));
+    // Back before it was taken out: it stays, in rotation again.
+    dns.set_hosts(&hosts_file(&[2, 3], "web.test"));
+    assert!(wait_until(WAIT, || state_of(3).as_deref() == Some("up")), "{:?}", state_of(3));
+    released.store(true, Ordering::SeqCst);
+    let mut done: Vec<_> = slow.into_iter().map(|t| t.join().unwrap().expect("the slow request finished")).collect();
+    done.sort();
+    assert_eq!(done, [(200, "127.0.0.2".to_string()), (200, "127.0.0.3".to_string())]);
+
+    // Gone with nothing in flight: taken out; back again: it joins anew and takes traffic.
+    dns.set_hosts(&hosts_file(&[2], "web.test"));
+    assert!(wait_until(WAIT, || state_of(3).is_none()), "{:?}", state_of(3));
+    dns.set_hosts(&hosts_file(&[2, 3], "web.test"));
+    assert!(wait_until(WAIT, || state_of(3).as_deref() == Some("up")), "{:?}", state_of(3));
+    let before = backends[1].request_count();
+    assert!(wait_until(WAIT, || answers(&sluice, 2).contains(&"127.0.0.3".to_string())));
+    assert!(backends[1].request_count() > before);
 }
 
 #[test]

@@ -132,10 +132,7 @@ pub fn drain(runtime: &Runtime, request: &Request) -> Response {
 
 /// `POST /servers/undrain?url=`: takes new exchanges again (and is no longer to be removed).
 pub fn undrain(runtime: &Runtime, request: &Request) -> Response {
-    let undrain = |changes: &mut RuntimeChanges, place: &Place, backend: &Backend| {
-        changes.undrain(place);
-        backend.set_draining(false);
-    };
+    let undrain = |changes: &mut RuntimeChanges, place: &Place, _: &Backend| changes.undrain(place);
     match change_places(runtime, request, undrain) {
         Ok(places) => {
             for (place, _) in &places {

@@ -293,10 +293,22 @@ fn nxdomain_counts_as_failed_until_the_name_appears() {
     let failed = || webhook.requests().iter().any(|r| String::from_utf8_lossy(&r.body).contains("NXDOMAIN"));
     assert!(wait_until(WAIT, failed), "no dns_failed event naming NXDOMAIN");
     assert_eq!(sluice.get("/").status, 503);
+    let admin = sluice.server().admin_addr().unwrap();
+    for page in ["/", "/metrics", "/stats"] {
+        assert_eq!(admin_call(admin, "GET", page, None, "").status, 200, "{page} with a pool of no backends");
+    }
 
     dns.set_hosts(&hosts_file(&[2], "late.test"));
     assert!(wait_until(WAIT, || sluice.get("/").status == 200), "{:?}", discovered(&sluice, &name));
     assert!(backends[0].request_count() >= 1);
+}
+
+#[test]
+fn an_answer_too_large_for_udp_comes_again_over_tcp() {
+    let many: String = (1..=120).map(|i| format!("127.0.1.{i} many.test\n")).collect();
+    let Some(dns) = Dnsmasq::start("truncated", &many, &[]) else { return };
+    let answer = lookup::query(&[dns.addr()], "many.test", simple_dns::TYPE::A).expect("an answer");
+    assert_eq!(answer.addresses.len(), 120, "{answer:?}");
 }
 
 #[test]

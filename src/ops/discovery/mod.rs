@@ -16,6 +16,7 @@
 pub mod lookup;
 pub mod records;
 
+use crate::backend::Backend;
 use crate::config::{Config, DiscoveryConfig, DnsServers, Protocol, ServerConfig, MIN_RESOLVE_INTERVAL};
 use crate::ops::alerts::{AlertEvent, AlertKind, AlertSubject, Alerts};
 use crate::ops::changes::{Place, RuntimeChanges};
@@ -190,7 +191,7 @@ impl Watch {
         }
     }
 
-    fn log(&self, plan: &Plan, probed: &[(Arc<crate::backend::Backend>, Result<(), String>)]) {
+    fn log(&self, plan: &Plan, probed: &[(Arc<Backend>, Result<(), String>)]) {
         let (pool, name) = (&self.pool, &self.entry.name);
         for server in &plan.joining {
             let probe = probed.iter().find(|(b, _)| b.url() == server.url).map(|(_, p)| p);

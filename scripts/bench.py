@@ -9,9 +9,10 @@ it can also be run by hand:
                              [--scenarios ka_small,close_small,big_1mib,c1000,tls_ka,tls_handshake]
                              [--sluice-bin PATH] [--json FILE]
                              [--backend-ports 25001,25002,25003] [--lb-port 28080]
-                             [--workdir DIR] [--keep-tmp]
+                             [--workdir DIR] [--keep-tmp] [--front haproxy|haproxy-v2]
     python3 scripts/bench.py table FILE             # the comparison table of docs/performance.md
     python3 scripts/bench.py workers-table FILE...  # the workers table of docs/performance.md, a run per size
+    python3 scripts/bench.py front-table FILE...    # the PROXY header table: --front runs, round by round
 
 Every run is written as JSON (all runs, the summary, the machine, the tools' versions and
 the command) to scripts/results/bench-<UTC date and time>.json, or to --json FILE; the
@@ -48,6 +49,12 @@ the generated certificate, so a row also proves the balancer served that very ce
                  returning browser's would be; each probe is a full handshake.
 pen (a TCP relay without TLS) and `direct` (a plain backend) take no part in the TLS rows:
 those combinations are not run and have no row, and the printed output says so.
+
+--front puts HAProxy (tcp mode, one process) in front of sluice, on LB_PORT, with sluice on
+LB_PORT+1: `haproxy` relays plainly, `haproxy-v2` opens each connection to sluice with a PROXY
+v2 header (`send-proxy-v2`) and sluice gets `"acceptProxy": true`. Both arms pay for the same
+front, so the pair measures what reading the header costs sluice. The measured process
+(CPU, context switches, memory) is still sluice alone.
 
 Only the Python 3 standard library. Every address is 127.0.0.1. Every process started here
 is stopped by PID (SIGTERM, then SIGKILL to any leftover member of its process group); each
@@ -680,6 +687,37 @@ backend be
 {srv}"""
 
 
+def front_haproxy_conf(lb_port: int, sluice_port: int, proxy_v2: bool) -> str:
+    """HAProxy as a plain TCP relay to sluice, sending a PROXY v2 header when `proxy_v2`."""
+    send = " send-proxy-v2" if proxy_v2 else ""
+    return f"""global
+    nbthread 1
+    maxconn 4096
+
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+    maxconn 4096
+
+frontend fe
+    bind {HOST}:{lb_port}
+    backlog 4096
+    default_backend be
+
+backend be
+    server sluice {HOST}:{sluice_port}{send}
+"""
+
+
+def start_front(args, d: str) -> Proc:
+    """Starts HAProxy on LB_PORT in front of sluice on LB_PORT+1 (see --front)."""
+    cfg = f"{d}/front-haproxy.cfg"
+    write(cfg, front_haproxy_conf(args.lb_port, args.lb_port + 1, args.front == "haproxy-v2"))
+    return Proc("front-haproxy", ["haproxy", "-db", "-f", cfg], f"{d}/front-haproxy.log")
+
+
 def start_balancer(args, system: str, d: str, tls: TlsFiles | None = None) -> Proc:
     """Starts `system` on LB_PORT in front of the backends; with `tls`, its front speaks TLS."""
     ports, lb = args.ports, args.lb_port
@@ -698,8 +736,11 @@ def start_balancer(args, system: str, d: str, tls: TlsFiles | None = None) -> Pr
         return Proc("pen", ["pen", "-f", "-r", "-x", "4096", "-c", "4096", "-O", "tcp_nodelay",
                             f"{HOST}:{lb}"] + [f"{HOST}:{p}" for p in ports], log_path)
     if system == "sluice":
-        cfg = {"listen": f"{HOST}:{lb}", "healthCheckInterval": "2s",
+        listen = lb + 1 if args.front else lb  # behind the --front HAProxy
+        cfg = {"listen": f"{HOST}:{listen}", "healthCheckInterval": "2s",
                "servers": [f"http://{HOST}:{p}" for p in ports], "algorithm": "round-robin"}
+        if args.front == "haproxy-v2":
+            cfg["acceptProxy"] = True
         if tls is not None:  # the short form's listener takes `tls` at the top level
             cfg["tls"] = {"cert": tls.cert, "key": tls.key}
         cfg.update(json.loads(args.sluice_extra_json))
@@ -731,6 +772,7 @@ def measure(args, system: str, scenario: str, rep: int, work: str) -> dict:
     d = tempfile.mkdtemp(prefix=f"{system}-{scenario}-r{rep}-", dir=work)
     os.chmod(d, 0o755)
     lb: Proc | None = None
+    front: Proc | None = None
     sampler: RssSampler | None = None
     try:
         if system == "direct":
@@ -740,7 +782,12 @@ def measure(args, system: str, scenario: str, rep: int, work: str) -> dict:
             if port_open(port):
                 raise RuntimeError(f"{HOST}:{port} is already in use by something else")
             lb = start_balancer(args, system, d, tls)
-            wait_port(port, lb)
+            if args.front:
+                wait_port(port + 1, lb)
+                front = start_front(args, d)
+                wait_port(port, front)
+            else:
+                wait_port(port, lb)
             sampler = RssSampler(lb.pid)
             sampler.start()
         run["check"] = check_system(port, want, ctx=ctx)
@@ -797,6 +844,8 @@ def measure(args, system: str, scenario: str, rep: int, work: str) -> dict:
     finally:
         if sampler is not None:
             run["peak_rss_mib"] = sampler.stop() / 1024
+        if front is not None:
+            front.stop()
         if lb is not None:
             lb.stop()
             try:
@@ -984,7 +1033,7 @@ def write_results(args, skipped: dict, rows: list[dict], runs: list[dict]) -> st
                    "loadavg_start": args.loadavg, "reps": args.reps, "duration_s": args.duration,
                    "warmup_s": args.warmup, "systems": args.systems, "scenarios": args.scenarios,
                    "sluice_extra_json": args.sluice_extra_json, "backend_ports": args.ports,
-                   "lb_port": args.lb_port, "environment": environment(args), "skipped": skipped,
+                   "lb_port": args.lb_port, "front": args.front, "environment": environment(args), "skipped": skipped,
                    "not_run": not_run(args.systems, args.scenarios),
                    "tls_certificate": TLS_CERT_DESCRIPTION if args.tls else None,
                    "summary": rows, "runs": runs}, f, indent=2)
@@ -1065,6 +1114,33 @@ def print_comparison(path: str) -> None:
     print(f"Errors over every row: {errors}; starved probes: {starved}.")
 
 
+def print_front_pairs(paths: list[str]) -> None:
+    """One row per --front arm, one column pair per scenario: req/s and sluice's CPU time per
+    request, round by round (files given in round order, both arms in any order)."""
+    arms: dict[str, list[dict]] = {}
+    for path in paths:
+        data, by = load_results(path)
+        arms.setdefault(data.get("front") or "none", []).append(by)
+    scenarios = [sc for sc, _ in TABLE_ROWS if any((sc, "sluice") in by for runs in arms.values() for by in runs)]
+    label = {"haproxy": "plain relay", "haproxy-v2": "`send-proxy-v2`, `acceptProxy`", "none": "no front"}
+    heads = [f"{sc} req/s" for sc in scenarios] + [f"{sc} sluice CPU µs/req" for sc in scenarios]
+    print("| HAProxy in front | " + " | ".join(heads) + " |")
+    print("|---|" + "---:|" * len(heads))
+    for arm, runs in arms.items():
+        def cell(sc: str, cpu: bool) -> str:
+            vals = []
+            for by in runs:
+                row = by.get((sc, "sluice")) or {}
+                if cpu:
+                    ok = row.get("rps") and row.get("lb_cores") is not None
+                    vals.append(f"{row['lb_cores'] / row['rps'] * 1e6:.0f}" if ok else "-")
+                else:
+                    vals.append(f"{row['rps']:,.0f}" if row.get("rps") else "-")
+            return " / ".join(vals)
+        cells = [cell(sc, False) for sc in scenarios] + [cell(sc, True) for sc in scenarios]
+        print(f"| {label.get(arm, arm)} | " + " | ".join(cells) + " |")
+
+
 def print_workers(paths: list[str]) -> None:
     """One row per file: sluice alone with {"workers": N} in SLUICE_EXTRA_JSON."""
     rows = []
@@ -1111,6 +1187,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--probe-timeout", type=float, default=2.0)
     ap.add_argument("--workdir", help="directory for configs/logs (default: a new temp dir)")
     ap.add_argument("--keep-tmp", action="store_true", help="do not delete the temp dir at exit")
+    ap.add_argument("--front", choices=["haproxy", "haproxy-v2"],
+                    help="HAProxy in tcp mode in front of sluice (haproxy-v2: with a PROXY v2 header "
+                         "and acceptProxy); only with --systems sluice")
     a = ap.parse_args()
     if a.quick:
         a.reps, a.duration = 1, 2.0
@@ -1122,6 +1201,8 @@ def parse_args() -> argparse.Namespace:
     a.ports = [int(p) for p in a.backend_ports.split(",")]
     if len(a.ports) != 3 or a.lb_port in a.ports:
         ap.error("--backend-ports needs three ports, none equal to --lb-port")
+    if a.front and a.systems != ["sluice"]:
+        ap.error("--front goes with --systems sluice")
     if a.reps < 1 or a.duration <= 0:
         ap.error("--reps must be >= 1 and --duration > 0")
     return a
@@ -1133,6 +1214,9 @@ def main() -> int:
         return 0
     if len(sys.argv) >= 3 and sys.argv[1] == "workers-table":
         print_workers(sys.argv[2:])
+        return 0
+    if len(sys.argv) >= 3 and sys.argv[1] == "front-table":
+        print_front_pairs(sys.argv[2:])
         return 0
     args = parse_args()
     signal.signal(signal.SIGTERM, lambda n, _f: sys.exit(128 + n))
@@ -1171,7 +1255,7 @@ def main() -> int:
     os.chmod(work, 0o755)  # nginx workers run as nobody
     Proc.pidfile = os.path.join(work, "pids")
     try:
-        for port in args.ports + [args.lb_port]:
+        for port in args.ports + [args.lb_port] + ([args.lb_port + 1] if args.front else []):
             if port_open(port):
                 sys.exit(f"bench: {HOST}:{port} is already in use; pick other ports "
                          f"(--backend-ports / --lb-port)")

@@ -1,6 +1,11 @@
 //! A backend's live state: its address, health and drain flags, in-flight and lifetime
 //! counters, and the idle keep-alive connections kept for reuse.
 //!
+//! A new connection opens as its pool says ([`Opening`]): with a PROXY protocol header
+//! (`sendProxy`) and then TLS (`https://`). A connection that opened with a client's header
+//! is reused only for that client address (and listener address), since the backend took
+//! the header as the truth about every request on it.
+//!
 //! Shared by every worker through `Arc<Backend>`. Workers write the counters (through
 //! [`InFlight`]), the idle connections and the run of traffic failures; health changes (from
 //! the health thread's probes, or from workers when traffic fails) go through
@@ -15,12 +20,13 @@ use crate::health::state::{Health, HealthChange, HealthState};
 use crate::lock;
 use crate::net;
 use crate::ops::metrics::BackendMetrics;
+use crate::proxy_protocol::{self, Addresses, ProxyVersion};
 use crate::queue::Queue;
 use crate::sys;
 use crate::transport::{BackendTransport, Transport};
 use rustls::ClientConfig;
-use std::io;
-use std::net::TcpStream;
+use std::io::{self, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -61,6 +67,26 @@ pub struct Backend {
 struct IdleConnection {
     stream: BackendTransport,
     since: Instant,
+    /// Whom its PROXY header named, when it opened with one.
+    client: Option<ClientKey>,
+}
+
+/// The client address and listener address a PROXY header named.
+type ClientKey = (IpAddr, SocketAddr);
+
+/// How a new connection to a backend starts.
+#[derive(Clone, Copy, Default)]
+pub struct Opening<'a> {
+    /// The pool's TLS client configuration, for an `https://` backend.
+    pub tls: Option<&'a Arc<ClientConfig>>,
+    /// The PROXY header to open with (`sendProxy`), naming the exchange's client.
+    pub proxy: Option<(ProxyVersion, Addresses)>,
+}
+
+impl Opening<'_> {
+    fn client(&self) -> Option<ClientKey> {
+        self.proxy.map(|(_, a)| (a.source.ip(), a.destination))
+    }
 }
 
 /// A connection to a backend for one exchange.
@@ -291,31 +317,31 @@ impl Backend {
         }
     }
 
-    /// A connection for one exchange: the newest idle one still young enough (and, when
-    /// `must_be_alive`, checked to be open), or a new one (see [`Backend::open`]).
-    pub fn connection(
-        &self,
-        timeouts: &Timeouts,
-        must_be_alive: bool,
-        tls: Option<&Arc<ClientConfig>>,
-    ) -> io::Result<Upstream> {
-        while let Some(idle) = self.take_idle(timeouts.backend_idle) {
+    /// A connection for one exchange: the newest idle one still young enough that opened
+    /// the same way (and, when `must_be_alive`, checked to be open), or a new one (see
+    /// [`Backend::open`]).
+    pub fn connection(&self, timeouts: &Timeouts, must_be_alive: bool, opening: &Opening) -> io::Result<Upstream> {
+        while let Some(idle) = self.take_idle(timeouts.backend_idle, opening.client()) {
             if !must_be_alive || is_open(idle.socket()) {
                 return Ok(Upstream { stream: idle, reused: true });
             }
         }
-        self.open(timeouts, tls).map(|stream| Upstream { stream, reused: false })
+        self.open(timeouts, opening).map(|stream| Upstream { stream, reused: false })
     }
 
     /// Opens a new connection for exchanges: plain, or for an `https://` backend with its
-    /// TLS handshake done (with `tls`, the pool's client configuration), so that a backend
-    /// whose certificate is not trusted fails here, before anything is sent.
-    pub fn open(&self, timeouts: &Timeouts, tls: Option<&Arc<ClientConfig>>) -> io::Result<BackendTransport> {
+    /// TLS handshake done (with the pool's client configuration), so that a backend whose
+    /// certificate is not trusted fails here, before anything is sent. The PROXY header,
+    /// when the pool sends one, goes first.
+    pub fn open(&self, timeouts: &Timeouts, opening: &Opening) -> io::Result<BackendTransport> {
         let socket = self.connect(timeouts)?;
+        if let Some((version, addresses)) = opening.proxy {
+            send_proxy_header(&socket, version, Some(addresses))?;
+        }
         if !self.config.tls {
             return Ok(Transport::Plain(socket));
         }
-        let config = tls.ok_or_else(|| io::Error::other("https:// backends need an http pool"))?;
+        let config = opening.tls.ok_or_else(|| io::Error::other("https:// backends need an http pool"))?;
         let mut transport = Transport::tls(crate::tls::backend::connection(config, &self.config)?, socket);
         transport.complete_handshake()?;
         Ok(transport)
@@ -333,22 +359,28 @@ impl Backend {
         Ok(stream)
     }
 
-    /// Keeps `stream` for reuse unless the idle set is full.
-    pub fn put_idle(&self, stream: BackendTransport, max_idle: usize) {
+    /// How many idle connections wait for reuse.
+    pub fn idle_count(&self) -> usize {
+        lock(&self.idle).len()
+    }
+
+    /// Keeps `stream`, opened as `opening` says, for reuse unless the idle set is full.
+    pub fn put_idle(&self, stream: BackendTransport, max_idle: usize, opening: &Opening) {
         let mut idle = lock(&self.idle);
         if idle.len() < max_idle && self.is_healthy() {
-            idle.push(IdleConnection { stream, since: Instant::now() });
+            idle.push(IdleConnection { stream, since: Instant::now(), client: opening.client() });
         }
     }
 
-    fn take_idle(&self, max_age: Duration) -> Option<BackendTransport> {
+    /// The newest idle connection that opened for `client`, unless it is older than `max_age`.
+    fn take_idle(&self, max_age: Duration, client: Option<ClientKey>) -> Option<BackendTransport> {
         let mut idle = lock(&self.idle);
-        let newest = idle.pop()?;
-        if newest.since.elapsed() < max_age {
-            return Some(newest.stream);
+        let newest = idle.iter().rposition(|c| c.client == client)?;
+        if idle[newest].since.elapsed() < max_age {
+            return Some(idle.remove(newest).stream);
         }
-        // The newest is too old, so all are: close them (outside the lock).
-        let stale = std::mem::take(&mut *idle);
+        // The newest that fits is too old, so all before it are: close them (outside the lock).
+        let stale: Vec<IdleConnection> = idle.drain(..=newest).collect();
         drop(idle);
         drop(stale);
         None
@@ -362,6 +394,18 @@ impl Backend {
         drop(idle);
         drop(stale);
     }
+}
+
+/// Writes a PROXY protocol header in `version` for `addresses` (`None`: one that names no
+/// client, as health probes send) on a new connection, before any other byte.
+pub fn send_proxy_header(
+    mut socket: &TcpStream,
+    version: ProxyVersion,
+    addresses: Option<Addresses>,
+) -> io::Result<()> {
+    let mut header = Vec::with_capacity(64);
+    proxy_protocol::encode(version, addresses, &mut header);
+    socket.write_all(&header)
 }
 
 /// A one-byte non-blocking peek: an idle connection the backend closed reads as EOF, and one

@@ -80,6 +80,15 @@ fn add_optional(top: &mut Value, config: &Config) {
             top["admin"]["token"] = json!(HIDDEN_TOKEN);
         }
     }
+    if let Some(acme) = &config.acme {
+        top["acme"] = json!({"directory": acme.directory, "storage": acme.storage.display().to_string()});
+        if let Some(email) = &acme.email {
+            top["acme"]["email"] = json!(email);
+        }
+        if let Some(ca) = &acme.directory_ca {
+            top["acme"]["directoryCa"] = json!(ca.display().to_string());
+        }
+    }
     let alerts = &config.alerts;
     if let Some(hook) = &alerts.webhook {
         top["alerts"]["webhook"] = json!(hook.url);
@@ -99,14 +108,18 @@ fn add_optional(top: &mut Value, config: &Config) {
 }
 
 fn listener(config: &Config, l: &ListenerConfig) -> Value {
-    let mut out = json!({"listen": l.addr.to_string(), "mode": l.mode.as_str()});
+    let mut out = json!({"listen": l.addr.to_string(), "mode": l.mode.as_str(), "acceptProxy": l.accept_proxy});
     if let Some(tls) = &l.tls {
         let certificates: Vec<Value> = tls
             .certificates
             .iter()
             .map(|c| json!({"cert": c.cert.display().to_string(), "key": c.key.display().to_string()}))
             .collect();
-        out["tls"] = json!({"certificates": certificates, "minVersion": tls.min_version.name()});
+        out["tls"] = if tls.acme.is_empty() {
+            json!({"certificates": certificates, "minVersion": tls.min_version.name()})
+        } else {
+            json!({"acme": tls.acme, "minVersion": tls.min_version.name()})
+        };
     }
     if let Some(port) = l.redirect_to_https {
         out["redirectToHttps"] = json!(port);
@@ -194,6 +207,9 @@ fn pool(p: &PoolConfig) -> Value {
     if let Some(sticky) = &p.sticky {
         out["sticky"] = json!({"cookie": sticky.cookie});
     }
+    if let Some(version) = p.send_proxy {
+        out["sendProxy"] = json!(version.name());
+    }
     out
 }
 
@@ -266,7 +282,9 @@ mod tests {
                 "limits": {"maxBodyBytes": 10, "maxWorkersPerClient": 3, "bufferBodyBytes": 0, "minClientBytesPerSecond": 9},
                 "admin": {"token": "t"}, "accessLog": {"format": "json", "path": "/tmp/a.log"},
                 "alerts": {"webhook": "http://127.0.0.1:9/x", "memoryPercent": 90},
+                "acme": {"email": "ops@example.com", "directory": "https://127.0.0.1:14000/dir", "directoryCa": "/etc/pebble.pem"},
                 "listeners": [
+                    {"listen": "127.0.0.1:9443", "tls": {"acme": ["a.example", "b.example"]}, "routes": [{"pool": "web"}]},
                     {"listen": "127.0.0.1:8080", "routes": [{"host": "*.example.com", "pathPrefix": "/v1", "pool": "api"}, {"pool": "web"}]},
                     {"listen": "127.0.0.1:8443", "tls": {"certificates": [{"cert": "/etc/a.pem", "key": "/etc/a.key"}], "minVersion": "1.3"},
                      "routes": [{"pool": "web"}]},

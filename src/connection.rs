@@ -16,10 +16,14 @@
 //! over the share the connection waits there with its request, holding no worker, until a
 //! connection from the same address lets go of one. Idle and waiting connections hold no share.
 //!
+//! With `acceptProxy`, a PROXY header comes first ([`proxy_header`]); its source is the client.
+//!
 //! While it waits for a head the connection is marked idle in the runtime's registry, so that
 //! stopping closes it at once instead of waiting for it; a connection that finds sluice
 //! stopping closes unless a request is already waiting to be read.
 
+use crate::acme::challenges::ACME_TLS_ALPN;
+use crate::acme::http01;
 use crate::config::{Config, ListenerMode};
 use crate::exchange::{self, Context, ExchangeIo, CLIENT_WRITE_CHECK};
 use crate::fair_share::Turn;
@@ -44,6 +48,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+mod proxy_header;
 
 /// A client connection while no worker holds it: what must survive between its requests.
 pub struct ClientConn {
@@ -72,6 +77,8 @@ struct Between {
     ticket: ClientTicket,
     /// Bytes read from the client before the current exchange's, on this worker.
     counted: u64,
+    /// The PROXY header the connection must still open with (`acceptProxy`).
+    proxy: Option<proxy_header::HeaderWait>,
 }
 
 /// A request read as far as its head, waiting off the workers.
@@ -120,9 +127,11 @@ impl Waiter for ClientConn {
     }
 
     /// A head that began (or a first one that never came) or a body that did not arrive at
-    /// the minimum rate gets `408`; an idle keep-alive connection just closes.
+    /// the minimum rate gets `408`; an idle keep-alive connection or a PROXY header just close.
     fn expire(mut self: Box<Self>) {
-        let answer = if self.pending.is_some() {
+        let answer = if proxy_header::expired_waiting_for_header(&self) {
+            return;
+        } else if self.pending.is_some() {
             debug!("{}: request body slower than the minimum rate", self.peer);
             self.between.ticket.runtime().metrics.slow_clients.record_body_too_slow();
             HttpError::BodyTimeout
@@ -150,6 +159,7 @@ pub fn accept(runtime: &Arc<Runtime>, stream: TcpStream, peer: SocketAddr, liste
         }
     };
     let ticket = runtime.register_client(handle, peer.ip());
+    let proxy = proxy_header::due(&runtime.state().config, listener);
     let stream = match runtime.state().tls.listeners.get(listener).cloned().flatten() {
         None => Transport::Plain(stream),
         Some(tls) => match ServerConnection::new(tls) {
@@ -160,7 +170,7 @@ pub fn accept(runtime: &Arc<Runtime>, stream: TcpStream, peer: SocketAddr, liste
             }
         },
     };
-    let between = Between { peer, listener, head_deadline: None, requests: 0, ticket, counted: 0 };
+    let between = Between { peer, listener, head_deadline: None, requests: 0, ticket, counted: 0, proxy };
     let conn = ClientConn { stream, peer, partial: Vec::new(), pending: None, holds_share: false, between };
     dispatch(runtime, conn, false);
 }
@@ -219,6 +229,7 @@ fn take_share<'a, T>(
 /// Serves `conn` on this worker until it closes, parks or waits for its address's share.
 fn serve(runtime: &Arc<Runtime>, conn: ClientConn, mut readable: bool) {
     let _serving = runtime.start_serving();
+    let Some(conn) = proxy_header::receive(runtime, conn, &mut readable) else { return };
     let ClientConn { stream, peer, partial, mut pending, mut holds_share, mut between } = conn;
     between.counted = 0;
     let state = runtime.state();
@@ -286,6 +297,7 @@ fn serve(runtime: &Arc<Runtime>, conn: ClientConn, mut readable: bool) {
         let ctx = Context { runtime, state: &state, listener: &config.listeners[between.listener] };
         client.answering_head = head.method == "HEAD";
         let outcome = match (ctx.listener.mode, ctx.listener.redirect_to_https) {
+            _ if http01::is_challenge(&state, &head) => http01::answer(&ctx, &mut client, &mut head),
             (ListenerMode::Redirect, _) => redirect::answer(&ctx, &mut client, &mut head),
             (_, Some(port)) if redirect::redirects_to_https(&head) => {
                 redirect::to_https(&ctx, &mut client, &mut head, port)
@@ -376,6 +388,8 @@ fn next_head(
         note_handshake(runtime, client.stream.get_ref(), &read);
     }
     match read {
+        // A TLS-ALPN-01 validation ends with its handshake: no request is served over it.
+        Ok(()) if is_acme_validation(client.stream.get_ref()) => NextHead::Close,
         Ok(()) => {
             between.head_deadline = None;
             NextHead::Read(now)
@@ -448,6 +462,12 @@ fn has_input(stream: &mut BufferedStream<ClientTransport>) -> bool {
         return true;
     }
     matches!(sys::peek_now(stream.get_ref().socket()), Ok(n) if n > 0)
+}
+
+/// Whether the connection is an ACME authority's TLS-ALPN-01 validation (it negotiated ALPN
+/// `acme-tls/1`).
+fn is_acme_validation(transport: &ClientTransport) -> bool {
+    matches!(transport, Transport::Tls(tls) if tls.tls.alpn_protocol() == Some(ACME_TLS_ALPN))
 }
 
 /// Counts a TLS handshake when the connection's first head read ends: done when TLS is

@@ -13,12 +13,13 @@ use crate::http::headers::is_persistent;
 use crate::http::stream::{is_timeout, BufferedStream};
 use crate::ops::ended::Ended;
 use crate::pace::{too_slow, Pace};
+use crate::proxy_protocol::Addresses;
 use crate::runtime::{Runtime, State};
 use crate::sys;
 use crate::transport::ClientTransport;
 use log::debug;
 use std::io::{self, IoSlice, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -46,6 +47,12 @@ pub struct ExchangeIo {
     pub answering_head: bool,
 }
 
+/// `client` and the local address of `socket`, the listener's address the client reached.
+pub fn client_addresses(client: SocketAddr, socket: &TcpStream) -> Addresses {
+    let unknown = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
+    Addresses { source: client, destination: socket.local_addr().unwrap_or(unknown) }
+}
+
 /// The buffers an exchange needs besides the client's read buffer; a worker keeps one set
 /// and lends it to each connection it serves.
 #[derive(Default)]
@@ -69,6 +76,12 @@ impl ExchangeIo {
             stall_limit: Duration::ZERO,
             answering_head: false,
         }
+    }
+
+    /// The client (the PROXY header's source on a listener with `acceptProxy`) and the
+    /// address it reached sluice at, for a PROXY header to a backend.
+    pub fn addresses(&self) -> Addresses {
+        client_addresses(self.peer, self.stream.get_ref().socket())
     }
 
     /// Gives back the stream and the lent buffers.

@@ -52,6 +52,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod acme;
 pub mod backend;
 pub mod backend_error;
 pub mod balance;
@@ -71,6 +72,7 @@ pub mod ops;
 pub mod pace;
 pub mod pool;
 pub mod proxy;
+pub mod proxy_protocol;
 pub mod queue;
 pub mod redirect;
 pub mod routing;

@@ -151,7 +151,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Check { config, explain } => {
-            match Config::load(&config).and_then(|c| TlsSet::load(&c).map(|tls| (c, tls))) {
+            match Config::load(&config).and_then(|c| TlsSet::load(&c, &Default::default()).map(|tls| (c, tls))) {
                 Ok((config, tls)) => {
                     print!("{}", describe(&config, &tls));
                     if explain {
@@ -303,6 +303,7 @@ fn describe(config: &Config, tls: &TlsSet) -> String {
         out += &describe_listener(config, l);
         out += &tls.describe_listener(i, SystemTime::now());
     }
+    out += &sluice::acme::describe(config);
     for p in &config.pools {
         let hc = &p.health_check;
         let check = match p.protocol {
@@ -310,8 +311,9 @@ fn describe(config: &Config, tls: &TlsSet) -> String {
             Protocol::Tcp => "tcp connect".to_string(),
         };
         let sticky = p.sticky.as_ref().map_or(String::new(), |s| format!(", sticky cookie {:?}", s.cookie));
+        let proxy = p.send_proxy.map_or(String::new(), |v| format!(", sendProxy {} (probes too)", v.name()));
         out += &format!(
-            "pool {:?}: {}{sticky}, retries {}, health check {check} every {:?} (timeout {:?}, rise {}, fall {}, passiveFails {}",
+            "pool {:?}: {}{sticky}{proxy}, retries {}, health check {check} every {:?} (timeout {:?}, rise {}, fall {}, passiveFails {}",
             p.name,
             p.algorithm.name(),
             p.retries,
@@ -408,7 +410,8 @@ fn describe_listener(config: &Config, l: &ListenerConfig) -> String {
         (None, Some(port)) => format!(", redirects to https port {port}"),
         (None, None) => String::new(),
     };
-    let head = format!("listener {} ({}{tls})", l.addr, l.mode.as_str());
+    let proxy = if l.accept_proxy { ", acceptProxy: PROXY header required" } else { "" };
+    let head = format!("listener {} ({}{tls}{proxy})", l.addr, l.mode.as_str());
     let pool_name = |r: &RouteConfig| format!("{:?}", config.pools[r.pool].name);
     let rules =
         |r: &RouteConfig| r.edge.as_ref().map_or(String::new(), |e| format!("\n    edge: {}", e.config().describe()));

@@ -339,6 +339,7 @@ mod tests {
             health_check: HealthCheckConfig::default(),
             retries: 2,
             tls: Default::default(),
+            send_proxy: None,
         };
         Pool::new(config, None, None)
     }

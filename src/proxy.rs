@@ -17,7 +17,7 @@
 //! Retries follow the rule in [`crate::backend_error`]; connect failures and fresh
 //! connections dying before a response also count towards passive health.
 
-use crate::backend::{Backend, Upstream};
+use crate::backend::{Backend, Opening, Upstream};
 use crate::backend_error::{after_failure, is_untrusted_certificate, BackendError, NextStep, Stage};
 use crate::edge::Edge;
 use crate::exchange::{
@@ -42,7 +42,6 @@ use crate::pool::{PickRequest, Pool};
 use crate::transport::BackendTransport;
 use crate::tunnel::{self, End};
 use log::debug;
-use rustls::ClientConfig;
 use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -94,7 +93,8 @@ pub fn exchange(ctx: &Context, client: &mut ExchangeIo, head: &mut RequestHead) 
         };
         let backend = slot.backend;
         let set_cookie = pool.sticky_cookie(slot.index, sticky).map(|(name, id)| set_cookie(name, id));
-        let backend_tls = pool.tls.as_ref();
+        let opening =
+            Opening { tls: pool.tls.as_ref(), proxy: pool.config.send_proxy.map(|v| (v, client.addresses())) };
         let decision_text = decision.as_mut().map(|d| d.render());
         let request = Request {
             head,
@@ -104,7 +104,7 @@ pub fn exchange(ctx: &Context, client: &mut ExchangeIo, head: &mut RequestHead) 
             set_cookie,
             upgrade,
             edge,
-            backend_tls,
+            opening,
             decision: decision_text,
         };
         let error = match forward(ctx, client, &request, backend) {
@@ -183,8 +183,8 @@ struct Request<'a> {
     set_cookie: Option<String>,
     /// The request asks to switch protocols, so a `101` is a valid answer.
     upgrade: bool,
-    /// How the pool speaks TLS to `https://` backends.
-    backend_tls: Option<&'a Arc<ClientConfig>>,
+    /// How a new connection to the backend starts (TLS, a PROXY header).
+    opening: Opening<'a>,
     /// The route's edge controls, whose header rules apply to both heads.
     edge: Option<&'a Edge>,
     /// Why this backend was picked, when `explain` is on.
@@ -201,8 +201,7 @@ fn forward(
 ) -> Result<Outcome, BackendError> {
     let timeouts = &ctx.state.config.timeouts;
     let connect_failed = |error| BackendError::Failed { stage: Stage::Connect, error };
-    let mut upstream =
-        backend.connection(timeouts, !request.replayable, request.backend_tls).map_err(connect_failed)?;
+    let mut upstream = backend.connection(timeouts, !request.replayable, &request.opening).map_err(connect_failed)?;
     loop {
         let buf = client.backend_buf.take().unwrap_or_else(|| vec![0; BACKEND_BUFFER_BYTES].into_boxed_slice());
         let reused = upstream.reused;
@@ -213,7 +212,7 @@ fn forward(
         let error = match attempt {
             Attempt::Done { outcome, reusable } => {
                 if reusable {
-                    backend.put_idle(stream, ctx.state.config.limits.max_idle_per_backend);
+                    backend.put_idle(stream, ctx.state.config.limits.max_idle_per_backend, &request.opening);
                 }
                 return Ok(outcome);
             }
@@ -226,7 +225,7 @@ fn forward(
         }
         debug!("{}: idle connection was closed ({error}); retrying on a new one", backend.url());
         ctx.runtime.metrics.record_retry();
-        let stream = backend.open(timeouts, request.backend_tls).map_err(connect_failed)?;
+        let stream = backend.open(timeouts, &request.opening).map_err(connect_failed)?;
         upstream = Upstream { stream, reused: false };
     }
 }

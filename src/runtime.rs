@@ -7,6 +7,8 @@
 //! acceptor counts connections in; each connection counts itself out when it closes. Whoever
 //! changes the snapshot goes through [`Runtime::change_state`], one change at a time.
 
+use crate::acme::challenges::Challenges;
+use crate::acme::status::CertificateStatuses;
 use crate::backend::Backend;
 use crate::config::{AccessLogConfig, Config, Limits, ListenerConfig, RouteConfig};
 use crate::fair_share::FairShare;
@@ -77,6 +79,13 @@ impl State {
         let mut running: Vec<Arc<Backend>> = joining.to_vec();
         running.extend(self.backends());
         State::derive(self.file.clone(), Arc::clone(&self.tls), changes, Some(&running))
+    }
+
+    /// The same file and changes with other TLS material: the next snapshot after ACME
+    /// stored a new certificate. Backends are kept as they are.
+    pub fn with_tls(&self, tls: TlsSet) -> State {
+        let running = self.backends();
+        State::derive(self.file.clone(), Arc::new(tls), self.changes.clone(), Some(&running))
     }
 
     /// Lays `changes` over `file` and builds the pools, reusing the backends of `running`
@@ -188,6 +197,12 @@ pub struct Runtime {
     pub metrics: Metrics,
     /// Written by workers as exchanges end; reopened on reload.
     pub access_log: AccessLog,
+    /// The ACME challenges being validated: written by the renewal thread, read by workers
+    /// on http listeners (HTTP-01) and by the TLS listeners' resolvers (TLS-ALPN-01).
+    pub challenges: Arc<Challenges>,
+    /// What each automatic certificate is doing: written by the renewal thread, read by
+    /// the admin API.
+    pub certificates: CertificateStatuses,
 }
 
 #[derive(Default)]
@@ -228,6 +243,7 @@ impl Runtime {
             .thread_stack_size(WORKER_STACK_BYTES)
             .build();
         Ok(Runtime {
+            challenges: Arc::clone(&state.tls.challenges),
             parking_enabled: state.config.waiting_room,
             state: Mutex::new(Arc::new(state)),
             changing: Mutex::new(()),
@@ -247,6 +263,7 @@ impl Runtime {
             started: Instant::now(),
             metrics: Metrics::default(),
             access_log: AccessLog::stderr(),
+            certificates: CertificateStatuses::default(),
         })
     }
 
@@ -358,8 +375,10 @@ impl Runtime {
     }
 
     /// Counts an accepted connection from `client` in, unless that would pass one of the
-    /// connection limits; then says which.
-    pub fn try_count_connection(&self, client: IpAddr, limits: &Limits) -> Result<(), &'static str> {
+    /// connection limits; then says which. With `per_client` false only the total is checked
+    /// (a listener with `acceptProxy` checks the client's own limit once its header says who
+    /// it is: see [`ClientTicket::change_client`]).
+    pub fn try_count_connection(&self, client: IpAddr, limits: &Limits, per_client: bool) -> Result<(), &'static str> {
         let max = limits.max_connections;
         let counted = self
             .open_connections
@@ -368,16 +387,38 @@ impl Runtime {
             self.rejected_connections.fetch_add(1, Ordering::Relaxed);
             return Err("limits.maxConnections");
         }
-        let mut per_client = lock(&self.connections_per_client);
-        let from_client = per_client.entry(client).or_insert(0);
-        if limits.max_connections_per_client.is_some_and(|max| *from_client >= max) {
-            drop(per_client);
+        let limit = if per_client { limits.max_connections_per_client } else { None };
+        if !self.try_count_client(client, limit) {
             self.open_connections.fetch_sub(1, Ordering::SeqCst);
-            self.rejected_connections.fetch_add(1, Ordering::Relaxed);
             return Err("limits.maxConnectionsPerClient");
         }
-        *from_client += 1;
         Ok(())
+    }
+
+    /// Counts one more connection from `client` unless it already has `limit`.
+    fn try_count_client(&self, client: IpAddr, limit: Option<usize>) -> bool {
+        let mut per_client = lock(&self.connections_per_client);
+        let from_client = per_client.entry(client).or_insert(0);
+        if limit.is_some_and(|max| *from_client >= max) {
+            if *from_client == 0 {
+                per_client.remove(&client);
+            }
+            drop(per_client);
+            self.rejected_connections.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        *from_client += 1;
+        true
+    }
+
+    fn uncount_client(&self, client: IpAddr) {
+        let mut per_client = lock(&self.connections_per_client);
+        if let Some(n) = per_client.get_mut(&client) {
+            *n -= 1;
+            if *n == 0 {
+                per_client.remove(&client);
+            }
+        }
     }
 
     pub fn waiting_connections(&self) -> usize {
@@ -397,13 +438,7 @@ impl Runtime {
     /// Counts out a connection from `client` that was counted in.
     pub fn uncount_connection(&self, client: IpAddr) {
         self.open_connections.fetch_sub(1, Ordering::SeqCst);
-        let mut per_client = lock(&self.connections_per_client);
-        if let Some(n) = per_client.get_mut(&client) {
-            *n -= 1;
-            if *n == 0 {
-                per_client.remove(&client);
-            }
-        }
+        self.uncount_client(client);
     }
 
     /// Registers an accepted connection from `client`. `stream` is a second handle to it.
@@ -430,6 +465,17 @@ impl ClientTicket {
 
     pub fn leave_idle(&self) {
         self.idle.store(false, Ordering::SeqCst);
+    }
+
+    /// Counts the connection under `client` instead (the source its PROXY header names),
+    /// unless that address already has `limit` connections; then it stays counted as it was.
+    pub fn change_client(&mut self, client: IpAddr, limit: Option<usize>) -> Result<(), &'static str> {
+        if !self.runtime.try_count_client(client, limit) {
+            return Err("limits.maxConnectionsPerClient");
+        }
+        self.runtime.uncount_client(self.client);
+        self.client = client;
+        Ok(())
     }
 }
 

@@ -1,5 +1,6 @@
 //! The running balancer: listeners, one acceptor thread each, the fixed worker pool, the
-//! health thread, the DNS discovery thread, the alerts thread, the admin threads, the ticker (see [`ticker`]), reload
+//! health thread, the DNS discovery thread, the alerts thread, the ACME renewal thread, the admin
+//! threads, the ticker (see [`ticker`]), reload
 //! (see [`reload`]), and graceful stop.
 //!
 //! An acceptor blocks in `accept()`, counts the connection against `limits.maxConnections`
@@ -7,6 +8,7 @@
 //! Stopping sets the runtime's flag, closes idle client connections, and wakes each acceptor
 //! with a connection to itself; the listeners close as their acceptors return.
 
+use crate::acme::renewal;
 use crate::config::{Config, ConfigError};
 use crate::connection;
 use crate::edge::Edge;
@@ -83,7 +85,7 @@ impl std::error::Error for StartError {
 impl Server {
     /// Binds every listener and starts the threads.
     pub fn start(config: Config) -> Result<Server, StartError> {
-        let tls = TlsSet::load(&config).map_err(StartError::Config)?;
+        let tls = TlsSet::load(&config, &Arc::default()).map_err(StartError::Config)?;
         let mut listeners = Vec::new();
         for l in &config.listeners {
             let listener = TcpListener::bind(l.addr).map_err(|source| StartError::Bind { addr: l.addr, source })?;
@@ -114,6 +116,9 @@ impl Server {
             threads.push(acceptor);
         }
         threads.push(health::spawn(Arc::clone(&runtime)).map_err(StartError::Thread)?);
+        // Not joined on stop: an order may wait on the authority for a while; the thread
+        // notices the stop at its next pause and ends by itself.
+        renewal::spawn(Arc::clone(&runtime)).map_err(StartError::Thread)?;
         threads.push(waiting_room::spawn(Arc::clone(&runtime.waiting_room)).map_err(StartError::Thread)?);
         threads.push(discovery.spawn(Arc::clone(&runtime)).map_err(StartError::Thread)?);
         let mut chores = operations_chores(&runtime);
@@ -215,7 +220,11 @@ fn accept_loop(runtime: &Arc<Runtime>, listener_index: usize, listener: &TcpList
         listener,
         || runtime.is_stopping(),
         |stream, peer| {
-            if let Err(limit) = runtime.try_count_connection(peer.ip(), &runtime.state().config.limits) {
+            let state = runtime.state();
+            let per_client = !state.config.listeners[listener_index].accept_proxy;
+            let counted = runtime.try_count_connection(peer.ip(), &state.config.limits, per_client);
+            drop(state);
+            if let Err(limit) = counted {
                 log_summary::CONNECTION_REFUSED
                     .warn(format_args!("{peer}: {limit} reached; refusing new connections with 503"));
                 reject(stream);

@@ -98,11 +98,16 @@ pub fn poll(sockets: &[(&TcpStream, Interest)], timeout: Duration) -> io::Result
 /// nothing is. One system call (`recv` with `MSG_PEEK | MSG_DONTWAIT`), where std needs three
 /// (non-blocking on, peek, non-blocking off).
 pub fn peek_now(stream: &TcpStream) -> io::Result<usize> {
-    let mut byte = 0u8;
+    peek_into_now(stream, &mut [0u8])
+}
+
+/// Copies the bytes waiting on `stream` into `buf` (as many as fit) without taking them and
+/// without waiting, as [`peek_now`] does for one byte.
+pub fn peek_into_now(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
     let flags = libc::MSG_PEEK | libc::MSG_DONTWAIT;
-    // SAFETY: the pointer and length describe `byte`, which outlives the call; the descriptor
+    // SAFETY: the pointer and length describe `buf`, which outlives the call; the descriptor
     // belongs to `stream`, which is borrowed for the call.
-    let n = unsafe { libc::recv(stream.as_raw_fd(), (&mut byte as *mut u8).cast(), 1, flags) };
+    let n = unsafe { libc::recv(stream.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), flags) };
     if n < 0 {
         return Err(io::Error::last_os_error());
     }

@@ -8,14 +8,19 @@
 //! requests do). Connect failures count towards the backend's passive health, as in HTTP
 //! mode.
 //!
+//! With the pool's `sendProxy`, the backend connection opens with a PROXY header naming the
+//! client (the peer, or the source of the client's own PROXY header).
+//!
 //! Each connection counts as one exchange, as HTTP exchanges do: against its backend's
 //! metrics (or sluice's own answers when none took it), with bytes each way and its duration,
 //! and as one line in the configured access-log format, whose request line reads `TCP`. Its
 //! status is 200 once relayed, 503 when no backend was available, 502 when none could be
 //! reached.
 
+use crate::backend::send_proxy_header;
 use crate::backend_error::BackendError;
 use crate::config::ListenerConfig;
+use crate::exchange::client_addresses;
 use crate::health::record_traffic_failure;
 use crate::ops::ended::{self, Ended};
 use crate::ops::log_summary;
@@ -59,7 +64,12 @@ pub fn serve(
             }
         };
         let backend = slot.backend;
-        match backend.connect(timeouts) {
+        let opened = backend.connect(timeouts).and_then(|socket| {
+            let Some(version) = pool.config.send_proxy else { return Ok(socket) };
+            send_proxy_header(&socket, version, Some(client_addresses(peer, client.socket())))?;
+            Ok(socket)
+        });
+        match opened {
             Ok(upstream) => {
                 backend.count_success();
                 let mut upstream: BackendTransport = Transport::Plain(upstream);

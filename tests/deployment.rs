@@ -1,5 +1,5 @@
-//! The deployment examples in `deploy/`: the Kubernetes ConfigMap's config.json passes
-//! `sluice --check`, and keepalived's health-check script tells a healthy sluice from one
+//! The deployment examples in `deploy/`: the L4 balancer example and the Kubernetes
+//! ConfigMap's config.json pass `sluice --check`, and keepalived's health-check script tells a healthy sluice from one
 //! without a backend up and from one that does not answer, asking a real sluice's admin API.
 
 mod common;
@@ -37,6 +37,18 @@ fn the_kubernetes_configmap_holds_a_configuration_that_checks() {
     assert!(stdout.contains("dns web-backends.default.svc.cluster.local:8080"), "{stdout}");
     let service = std::fs::read_to_string(repo_file("deploy/kubernetes/web-backends-service.yaml")).unwrap();
     assert!(service.contains("name: web-backends") && service.contains("clusterIP: None"), "{service}");
+}
+
+#[test]
+fn the_l4_balancer_example_accepts_proxy_headers_and_checks() {
+    let path = repo_file("deploy/l4-balancer/sluice.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice")).args(["--check", "-c"]).arg(&path).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("dns web.internal:8080"), "{stdout}");
+    let example = std::fs::read_to_string(&path).unwrap();
+    let docs = std::fs::read_to_string(repo_file("docs/deployment.md")).unwrap();
+    assert!(docs.contains(example.trim()), "docs/deployment.md does not show deploy/l4-balancer/sluice.json as it is");
 }
 
 /// Runs keepalived's check script against the admin API at `admin`; returns its exit code.

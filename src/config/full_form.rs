@@ -20,12 +20,14 @@ use serde_json::Value;
 const SHORT_FORM_KEYS: &[(&str, &str)] = &[
     ("port", "a listener's \"listen\""),
     ("listen", "a listener"),
+    ("acceptProxy", "a listener"),
     ("servers", "a pool"),
     ("algorithm", "a pool"),
     ("sticky", "a pool"),
     ("healthCheckInterval", "a pool"),
     ("healthCheck", "a pool"),
     ("retries", "a pool"),
+    ("sendProxy", "a pool"),
     ("allow", "a route"),
     ("deny", "a route"),
     ("basicAuth", "a route"),
@@ -36,7 +38,7 @@ const SHORT_FORM_KEYS: &[(&str, &str)] = &[
 
 /// Reads the full form; `common` are the top-level keys either form takes.
 /// The keys of one listener and of one route.
-const LISTENER_KEYS: [&str; 6] = ["listen", "mode", "routes", "pool", "tls", "redirectToHttps"];
+const LISTENER_KEYS: [&str; 7] = ["listen", "mode", "routes", "pool", "tls", "redirectToHttps", "acceptProxy"];
 const ROUTE_KEYS: [&str; 3] = ["host", "pathPrefix", "pool"];
 
 pub(super) fn read(top: &mut Section, common: &[&str]) -> Result<(Vec<ListenerConfig>, Vec<PoolConfig>), ConfigError> {
@@ -133,7 +135,8 @@ fn read_listener(s: &mut Section, pools: &mut PoolTable, index: usize) -> Result
     let tls = read_listener_tls(s, &[])?;
     let redirect_to_https = read_redirect_to_https(s)?;
     check_redirect(s, tls.as_ref(), redirect_to_https, mode)?;
-    Ok(ListenerConfig { addr, mode, routes, tls, redirect_to_https })
+    let accept_proxy = s.bool("acceptProxy")?.unwrap_or(false);
+    Ok(ListenerConfig { addr, mode, routes, tls, redirect_to_https, accept_proxy })
 }
 
 fn read_routes(listener: &mut Section, pools: &mut PoolTable, index: usize) -> Result<Vec<RouteConfig>, ConfigError> {

@@ -18,6 +18,7 @@
 //! such as durations, addresses and URLs, [`host_match`] route host patterns, [`resolve`]
 //! name lookups, `dns` the entries whose backends DNS finds while running.
 
+mod acme;
 mod dns;
 mod edge_rules;
 mod full_form;
@@ -36,6 +37,7 @@ pub use model::*;
 pub use pool::parse_server_object;
 pub use values::{parse_duration, parse_listen, parse_path_prefix, server_from_url, webhook_from_url};
 
+use acme::{check_acme_listeners, read_acme};
 use section::Section;
 use serde_json::Value;
 use std::fmt;
@@ -63,6 +65,8 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     pub access_log: AccessLogConfig,
     pub alerts: AlertsConfig,
+    /// `acme`: where listeners with `"tls": {"acme": [...]}` get their certificates.
+    pub acme: Option<AcmeConfig>,
     /// How backends found by DNS are looked up (`resolvers`, `resolveInterval`).
     pub discovery: DiscoveryConfig,
 }
@@ -131,7 +135,7 @@ impl Config {
 }
 
 /// Top-level keys of either form.
-const COMMON_KEYS: [&str; 11] = [
+const COMMON_KEYS: [&str; 12] = [
     "workers",
     "timeouts",
     "limits",
@@ -141,6 +145,7 @@ const COMMON_KEYS: [&str; 11] = [
     "waitingRoom",
     "alerts",
     "explain",
+    "acme",
     "resolvers",
     "resolveInterval",
 ];
@@ -160,6 +165,8 @@ fn read_config(top: &mut Section) -> Result<Config, ConfigError> {
     let waiting_room = top.bool("waitingRoom")?.unwrap_or(true);
     let alerts = read_alerts(top)?;
     let explain = top.bool("explain")?.unwrap_or(false);
+    let acme = read_acme(top)?;
+    check_acme_listeners(top, &listeners, acme.as_ref())?;
     let discovery = dns::read_discovery(top)?;
     Ok(Config {
         source: top.file.to_string(),
@@ -174,6 +181,7 @@ fn read_config(top: &mut Section) -> Result<Config, ConfigError> {
         waiting_room,
         explain,
         alerts,
+        acme,
         discovery,
     })
 }

@@ -4,6 +4,7 @@
 
 use super::HostMatch;
 use crate::edge::Edge;
+pub use crate::proxy_protocol::ProxyVersion;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -62,14 +63,40 @@ pub struct ListenerConfig {
     pub tls: Option<ListenerTls>,
     /// `redirectToHttps`: answer every request `308` to `https://` on this port.
     pub redirect_to_https: Option<u16>,
+    /// `acceptProxy`: every connection opens with a PROXY protocol header, whose source is
+    /// the client; connections without one are closed.
+    pub accept_proxy: bool,
 }
 
-/// A listener's certificates: the first is the default, the others are chosen by SNI.
+/// A listener's certificates: the first is the default, the others are chosen by SNI. With
+/// `acme`, sluice obtains the one certificate itself and `certificates` is empty.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenerTls {
     pub certificates: Vec<CertificateFiles>,
+    /// `acme`: the names (lower-case DNS names) of the certificate obtained by ACME; empty when
+    /// the certificates are files.
+    pub acme: Vec<String>,
     pub min_version: TlsVersion,
 }
+
+/// The top-level `acme` object: where automatic certificates come from and where they are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcmeConfig {
+    /// `email`: the account's contact, if given.
+    pub email: Option<String>,
+    /// `directory`: the authority's directory URL.
+    pub directory: String,
+    /// `storage`: the folder for the account key and certificates (beside the configuration
+    /// file when relative).
+    pub storage: PathBuf,
+    /// `directoryCa`: an extra root certificate (PEM) for the authority's own HTTPS.
+    pub directory_ca: Option<PathBuf>,
+}
+
+/// Let's Encrypt's production directory, the default `acme.directory`.
+pub const LETS_ENCRYPT_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory";
+/// The default `acme.storage`.
+pub const DEFAULT_ACME_STORAGE: &str = "./acme";
 
 /// One certificate chain and its private key, as PEM files.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -192,6 +219,9 @@ pub struct PoolConfig {
     pub retries: u32,
     /// How `https://` backends are verified.
     pub tls: BackendTls,
+    /// `sendProxy`: open every backend connection (health probes included) with a PROXY
+    /// protocol header of this version; `None` sends none.
+    pub send_proxy: Option<ProxyVersion>,
 }
 
 /// One backend as configured.

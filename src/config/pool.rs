@@ -9,8 +9,8 @@ use super::*;
 use serde_json::Value;
 
 /// The keys of a pool, at the top level of the short form or under `pools.NAME`.
-pub(super) const POOL_KEYS: [&str; 7] =
-    ["servers", "algorithm", "sticky", "healthCheckInterval", "healthCheck", "retries", "tls"];
+pub(super) const POOL_KEYS: [&str; 8] =
+    ["servers", "algorithm", "sticky", "healthCheckInterval", "healthCheck", "retries", "tls", "sendProxy"];
 
 /// The keys of a backend written as an object.
 const SERVER_KEYS: [&str; 4] = ["url", "weight", "maxConnections", "backup"];
@@ -35,6 +35,7 @@ pub(super) fn read_pool(
     let health_check = read_health_check(section)?;
     let retries = section.uint("retries", 0, 100)?.map_or(2, |n| n as u32);
     let tls = read_backend_tls(section, tls_shared_with)?;
+    let send_proxy = read_send_proxy(section)?;
     // A pool of DNS entries alone speaks HTTP unless a tcp listener sends to it (`full_form`).
     let protocol = servers.first().map_or(Protocol::Http, |s| s.protocol);
     let key_path = section.path.clone();
@@ -49,9 +50,19 @@ pub(super) fn read_pool(
         health_check,
         retries,
         tls,
+        send_proxy,
     };
     check_dns_scheme(&pool, section.file)?;
     Ok(pool)
+}
+
+/// `sendProxy`: `"v1"` or `"v2"`, the PROXY protocol version every backend connection opens
+/// with.
+fn read_send_proxy(section: &mut Section) -> Result<Option<ProxyVersion>, ConfigError> {
+    let Some(name) = section.str("sendProxy")? else { return Ok(None) };
+    let version = ProxyVersion::from_name(name);
+    let problem = format!("unknown PROXY protocol version {name:?} (known: \"v1\", \"v2\")");
+    version.map(Some).ok_or_else(|| section.error("sendProxy", &problem))
 }
 
 /// The pool's `tls` object (`ca`, `verify`); it may also hold the `shared` keys, which the

@@ -434,3 +434,65 @@ fn a_share_of_the_workers_is_at_least_one_and_at_most_all() {
     assert_eq!(WorkerShare::Count(64).of(16), 16);
     assert_eq!(WorkerShare::Count(3).of(16), 3);
 }
+
+#[test]
+fn acme_defaults_to_lets_encrypt_and_storage_beside_the_file() {
+    let c = Config::parse(
+        r#"{"port": 443, "servers": ["http://127.0.0.1:1"], "tls": {"acme": ["Example.com.", "www.example.com"]},
+            "acme": {"email": "ops@example.com"}}"#,
+        "/etc/sluice/config.json",
+    )
+    .unwrap();
+    let acme = c.acme.unwrap();
+    assert_eq!(acme.directory, LETS_ENCRYPT_DIRECTORY);
+    assert_eq!(acme.storage, PathBuf::from("/etc/sluice/acme"));
+    assert_eq!(acme.email.as_deref(), Some("ops@example.com"));
+    assert_eq!(acme.directory_ca, None);
+    let tls = c.listeners[0].tls.as_ref().unwrap();
+    assert_eq!(tls.acme, ["example.com", "www.example.com"]);
+    assert!(tls.certificates.is_empty());
+}
+
+#[test]
+fn acme_errors_name_the_key_and_the_problem() {
+    let full = |tls: &str, acme: &str| {
+        format!(
+            r#"{{{acme} "listeners": [{{"listen": ":8443", "tls": {tls}, "routes": [{{"pool": "p"}}]}}],
+                "pools": {{"p": {{"servers": ["http://127.0.0.1:1"]}}}}}}"#
+        )
+    };
+    let cases = [
+        (
+            full(r#"{"acme": ["a.example"]}"#, ""),
+            "config.json: listeners[0].tls.acme: needs the top-level \"acme\" object",
+        ),
+        (full(r#"{"acme": []}"#, r#""acme": {},"#), "config.json: listeners[0].tls.acme: must be a non-empty list"),
+        (
+            full(r#"{"acme": ["*.a.example"]}"#, r#""acme": {},"#),
+            "listeners[0].tls.acme[0]: \"*.a.example\": wildcards",
+        ),
+        (
+            full(r#"{"acme": ["a.example", "A.example"]}"#, r#""acme": {},"#),
+            "listeners[0].tls.acme[1]: \"a.example\" is listed twice",
+        ),
+        (
+            full(r#"{"acme": ["a.example"], "cert": "c.pem", "key": "k.pem"}"#, r#""acme": {},"#),
+            "listeners[0].tls.acme: give either certificate files or \"acme\", not both",
+        ),
+        (full(r#"{"acme": ["a.example"]}"#, r#""acme": {"emial": "x"},"#), "config.json: acme.emial: unknown key"),
+        (
+            full(r#"{"acme": ["a.example"]}"#, r#""acme": {"email": "nobody"},"#),
+            "acme.email: \"nobody\" is not an address",
+        ),
+        (
+            full(r#"{"acme": ["a.example"]}"#, r#""acme": {"directory": "http://ca/dir"},"#),
+            "acme.directory: \"http://ca/dir\" is not an https:// URL",
+        ),
+    ];
+    for (text, expected) in cases {
+        let error = parse(&text).unwrap_err();
+        assert!(error.contains(expected), "{error}\n  expected: {expected}");
+    }
+    let short = r#"{"port": 443, "servers": ["http://127.0.0.1:1"], "tls": {"acme": ["a.example"]}}"#;
+    assert!(parse(short).unwrap_err().starts_with("config.json: tls.acme: needs the top-level \"acme\""));
+}

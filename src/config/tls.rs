@@ -1,20 +1,21 @@
-//! Readers for the TLS keys: a listener's `tls` (one certificate, or several chosen by SNI,
-//! and `minVersion`), its `redirectToHttps`, and a pool's `tls` (`ca`, `verify`) for
+//! Readers for the TLS keys: a listener's `tls` (one certificate, several chosen by SNI, or
+//! names for ACME, and `minVersion`), its `redirectToHttps`, and a pool's `tls` (`ca`, `verify`) for
 //! `https://` backends. Certificate paths are taken relative to the configuration file's
 //! folder; the files themselves are read later, by `crate::tls`.
 
+use super::acme::read_acme_names;
 use super::section::Section;
 use super::*;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 /// The keys of a listener's `tls` object.
-pub(super) const LISTENER_TLS_KEYS: [&str; 4] = ["cert", "key", "certificates", "minVersion"];
+pub(super) const LISTENER_TLS_KEYS: [&str; 5] = ["cert", "key", "certificates", "acme", "minVersion"];
 /// The keys of a pool's `tls` object.
 pub(super) const POOL_TLS_KEYS: [&str; 2] = ["ca", "verify"];
 
-/// A listener's `tls`: `{"cert", "key"}` or `{"certificates": [{"cert", "key"}, ...]}`, and
-/// `minVersion`. `extra` are further keys the object may hold (the short form's pool keys).
+/// A listener's `tls`: `{"cert", "key"}`, `{"certificates": [{"cert", "key"}, ...]}` or
+/// `{"acme": ["example.com", ...]}`, and `minVersion`. `extra` are further keys the object may hold (the short form's pool keys).
 pub(super) fn read_listener_tls(
     parent: &mut Section,
     extra: &[&'static str],
@@ -23,13 +24,19 @@ pub(super) fn read_listener_tls(
     let allowed: Vec<&str> = LISTENER_TLS_KEYS.iter().chain(extra).copied().collect();
     s.allow(&allowed)?;
     let has_single = s.has("cert") || s.has("key");
-    let certificates = match (has_single, s.has("certificates")) {
+    if s.has("acme") && (has_single || s.has("certificates")) {
+        return Err(s.error("acme", "give either certificate files or \"acme\", not both"));
+    }
+    let (certificates, acme) = match (has_single, s.has("certificates")) {
         (true, true) => return Err(s.error("certificates", "give either \"cert\" and \"key\" or \"certificates\"")),
-        (true, false) => vec![read_certificate_files(&mut s)?],
-        (false, true) => read_certificate_list(&mut s)?,
+        (true, false) => (vec![read_certificate_files(&mut s)?], Vec::new()),
+        (false, true) => (read_certificate_list(&mut s)?, Vec::new()),
+        (false, false) if s.has("acme") => (Vec::new(), read_acme_names(&mut s)?),
         (false, false) if extra.iter().any(|k| s.has(k)) => return Ok(None),
         (false, false) => {
-            return Err(s.error("cert", "missing: the certificate chain, such as \"site.pem\", with its \"key\""))
+            let problem =
+                "missing: the certificate chain, such as \"site.pem\", with its \"key\" (or \"acme\": [names])";
+            return Err(s.error("cert", problem));
         }
     };
     let min_version = match s.str("minVersion")? {
@@ -41,7 +48,7 @@ pub(super) fn read_listener_tls(
         s.get(key);
     }
     s.finish()?;
-    Ok(Some(ListenerTls { certificates, min_version }))
+    Ok(Some(ListenerTls { certificates, acme, min_version }))
 }
 
 fn read_certificate_list(s: &mut Section) -> Result<Vec<CertificateFiles>, ConfigError> {
@@ -93,7 +100,7 @@ pub(super) fn read_pool_tls(s: &mut Section) -> Result<BackendTls, ConfigError> 
 }
 
 /// `path` as written, or beside the configuration file when it is relative.
-fn beside_config(config_file: &str, path: &str) -> PathBuf {
+pub(super) fn beside_config(config_file: &str, path: &str) -> PathBuf {
     let path = Path::new(path);
     match Path::new(config_file).parent() {
         Some(folder) if path.is_relative() => folder.join(path),

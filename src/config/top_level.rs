@@ -17,7 +17,7 @@ pub(super) fn read_short_form(
     top: &mut Section,
     common: &[&str],
 ) -> Result<(Vec<ListenerConfig>, Vec<PoolConfig>), ConfigError> {
-    let allowed: Vec<&str> = ["port", "listen", "redirectToHttps"]
+    let allowed: Vec<&str> = ["port", "listen", "redirectToHttps", "acceptProxy"]
         .iter()
         .chain(&POOL_KEYS)
         .chain(&EDGE_KEYS)
@@ -36,6 +36,7 @@ pub(super) fn read_short_form(
     let tls = read_listener_tls(top, &POOL_TLS_KEYS)?;
     let redirect_to_https = read_redirect_to_https(top)?;
     check_redirect(top, tls.as_ref(), redirect_to_https, ListenerMode::Http)?;
+    let accept_proxy = top.bool("acceptProxy")?.unwrap_or(false);
     let edge = read_route_edge(top, route_name(0, 0))?;
     if pool.protocol != Protocol::Http {
         return Err(top.error(
@@ -45,7 +46,8 @@ pub(super) fn read_short_form(
         ));
     }
     let route = RouteConfig { host: None, path_prefix: None, pool: 0, edge };
-    let listener = ListenerConfig { addr, mode: ListenerMode::Http, routes: vec![route], tls, redirect_to_https };
+    let mode = ListenerMode::Http;
+    let listener = ListenerConfig { addr, mode, routes: vec![route], tls, redirect_to_https, accept_proxy };
     Ok((vec![listener], vec![pool]))
 }
 

@@ -17,7 +17,7 @@
 //! Writes each backend's health through `Backend::change_health`; the health thread also
 //! closes idle connections grown stale.
 
-use crate::backend::Backend;
+use crate::backend::{send_proxy_header, Backend};
 use crate::balance::random::Random;
 use crate::config::Protocol;
 use crate::http::head::read_response_head;
@@ -197,15 +197,20 @@ fn start_probe(runtime: &Arc<Runtime>, pool: &Arc<Pool>, backend: &Arc<Backend>,
 /// One probe over a new connection: for HTTP, `check.method check.path` with `check.host` or
 /// the backend's `host:port` as `Host` (over TLS for an `https://` backend, verified as
 /// exchanges are), answered with an expected status; for TCP, the connection opening is the
-/// pass.
+/// pass. A pool with `sendProxy` opens its probes with a PROXY header that names no client
+/// (v1 `UNKNOWN`, v2 `LOCAL`), as HAProxy does for checks, so that backends requiring the
+/// header accept them and know them for the balancer's own connections.
 pub fn probe(backend: &Backend, pool: &Pool) -> Result<(), String> {
     let check = &pool.config.health_check;
     let deadline = Instant::now() + check.timeout;
     let socket = connect(backend, check.timeout).map_err(|e| format!("connect: {e}"))?;
+    socket.set_write_timeout(Some(check.timeout)).map_err(|e| e.to_string())?;
+    if let Some(version) = pool.config.send_proxy {
+        send_proxy_header(&socket, version, None).map_err(|e| format!("send the PROXY header: {e}"))?;
+    }
     if pool.config.protocol == Protocol::Tcp {
         return Ok(());
     }
-    socket.set_write_timeout(Some(check.timeout)).map_err(|e| e.to_string())?;
     socket.set_read_timeout(Some(check.timeout)).map_err(|e| e.to_string())?;
     let mut stream: BackendTransport = match (&pool.tls, backend.config.tls) {
         (Some(tls), true) => {

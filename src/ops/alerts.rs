@@ -3,7 +3,9 @@
 //! object to `alerts.webhook`:
 //! `{"event": "backend_down", "pool": "default", "server": "http://...", "at": "2024-05-01T12:00:00Z"}`,
 //! `{"event": "host_high", "metric": "memoryPercent", "value": 93.1, "threshold": 90, "at": "..."}`,
-//! `{"event": "dns_failed", "pool": "web", "name": "web.internal:8080", "problem": "...", "at": "..."}`.
+//! `{"event": "dns_failed", "pool": "web", "name": "web.internal:8080", "problem": "...", "at": "..."}`,
+//! and when ACME obtains a certificate or fails to:
+//! `{"event": "certificate_renewal_failed", "names": ["example.com"], "detail": "...", "at": "..."}`.
 //!
 //! [`Alerts::raise`] never waits: it puts the event on a bounded queue of
 //! [`ALERT_QUEUE_EVENTS`] (when the queue is full the event is dropped and counted) for one
@@ -48,6 +50,10 @@ pub enum AlertKind {
     /// Looking up a DNS entry of `servers` failed or found nothing; its last known
     /// backends stay.
     DnsFailed,
+    /// ACME obtained a certificate (the first one or a renewal) and it is in use.
+    CertificateRenewed,
+    /// An ACME order failed; it is tried again later.
+    CertificateRenewalFailed,
 }
 
 impl AlertKind {
@@ -59,6 +65,8 @@ impl AlertKind {
             AlertKind::HostHigh => "host_high",
             AlertKind::HostOk => "host_ok",
             AlertKind::DnsFailed => "dns_failed",
+            AlertKind::CertificateRenewed => "certificate_renewed",
+            AlertKind::CertificateRenewalFailed => "certificate_renewal_failed",
         }
     }
 }
@@ -90,12 +98,24 @@ pub enum AlertSubject {
         name: String,
         problem: String,
     },
+    Certificate {
+        /// The certificate's names.
+        names: Vec<String>,
+        /// Its expiry, or what went wrong.
+        detail: String,
+    },
 }
 
 impl AlertEvent {
     /// An event about a backend happening now.
     pub fn now(kind: AlertKind, pool: &str, server: &str) -> AlertEvent {
         let subject = AlertSubject::Backend { pool: pool.to_string(), server: server.to_string() };
+        AlertEvent { kind, subject, at: SystemTime::now() }
+    }
+
+    /// An event about an ACME certificate happening now.
+    pub fn certificate(kind: AlertKind, names: &[String], detail: &str) -> AlertEvent {
+        let subject = AlertSubject::Certificate { names: names.to_vec(), detail: detail.to_string() };
         AlertEvent { kind, subject, at: SystemTime::now() }
     }
 
@@ -111,6 +131,9 @@ impl AlertEvent {
             }
             AlertSubject::Discovery { pool, name, problem } => {
                 serde_json::json!({"event": event, "pool": pool, "name": name, "problem": problem, "at": at})
+            }
+            AlertSubject::Certificate { names, detail } => {
+                serde_json::json!({"event": event, "names": names, "detail": detail, "at": at})
             }
         }
         .to_string()
@@ -133,6 +156,9 @@ impl fmt::Display for AlertEvent {
             }
             AlertSubject::Discovery { pool, name, problem } => {
                 write!(f, "{} (pool {pool:?}, {name}: {problem})", self.kind.as_str())
+            }
+            AlertSubject::Certificate { names, detail } => {
+                write!(f, "{} ({}: {detail})", self.kind.as_str(), names.join(", "))
             }
         }
     }

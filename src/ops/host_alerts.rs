@@ -129,6 +129,7 @@ mod tests {
             .map(|e| match e.subject {
                 AlertSubject::Host { metric, .. } => (e.kind.as_str(), metric),
                 AlertSubject::Backend { .. } => (e.kind.as_str(), "backend"),
+                AlertSubject::Certificate { .. } => (e.kind.as_str(), "certificate"),
                 AlertSubject::Discovery { .. } => (e.kind.as_str(), "discovery"),
             })
             .collect()

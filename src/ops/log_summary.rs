@@ -94,9 +94,10 @@ pub static PARK_FAILED: Summarised = Summarised::new("connections that could not
 pub static CONNECTION_REFUSED: Summarised = Summarised::new("connections refused at a limit");
 pub static TLS_NOT_STARTED: Summarised = Summarised::new("connections that could not start TLS");
 pub static QUEUE_TIMED_OUT: Summarised = Summarised::new("requests that waited out a pool's queue");
+pub static PROXY_HEADER_REFUSED: Summarised = Summarised::new("connections without a valid PROXY header");
 
 /// Every kind, for [`flush_all`].
-static ALL: [&Summarised; 7] = [
+static ALL: [&Summarised; 8] = [
     &BACKEND_FAILED,
     &RESPONSE_BROKEN,
     &TUNNEL_FAILED,
@@ -104,6 +105,7 @@ static ALL: [&Summarised; 7] = [
     &CONNECTION_REFUSED,
     &TLS_NOT_STARTED,
     &QUEUE_TIMED_OUT,
+    &PROXY_HEADER_REFUSED,
 ];
 
 /// Writes the count of every kind whose second has passed; the ticker calls it each second.

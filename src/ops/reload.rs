@@ -102,7 +102,7 @@ fn log_result(source: &str, result: &Result<ReloadSummary, ReloadError>) {
 }
 
 fn apply(runtime: &Runtime, config: Config) -> Result<ReloadSummary, ReloadError> {
-    let tls = TlsSet::load(&config).map_err(ReloadError::Config)?;
+    let tls = TlsSet::load(&config, &runtime.challenges).map_err(ReloadError::Config)?;
     runtime.change_state(|current| {
         let listeners = |c: &Config| -> Vec<String> {
             c.listeners.iter().map(|l| format!("{} {:?}", l.addr, l.mode).to_lowercase()).collect()

@@ -97,6 +97,28 @@ fn render_tls(out: &mut Text, tls: &TlsSnapshot) {
     for c in &tls.certificates {
         out.sample(name, &[("listener", &c.listener), ("cert", &c.cert)], c.not_after);
     }
+    render_acme(out, tls);
+}
+
+/// Each automatic certificate, labelled by its names (comma-separated).
+fn render_acme(out: &mut Text, tls: &TlsSnapshot) {
+    let metrics = [
+        ("sluice_acme_certificate_valid", "gauge", "1 while an ACME certificate is served, 0 while it is pending."),
+        ("sluice_acme_orders_total", "counter", "ACME orders placed since start."),
+        ("sluice_acme_order_failures_total", "counter", "ACME orders that failed since start."),
+    ];
+    for (name, kind, help) in metrics {
+        out.header(name, kind, help);
+        for (status, _) in &tls.acme {
+            let names = status.names.join(",");
+            let value = match name {
+                "sluice_acme_certificate_valid" => u64::from(status.valid),
+                "sluice_acme_orders_total" => status.orders,
+                _ => status.failures,
+            };
+            out.sample(name, &[("names", &names)], value);
+        }
+    }
 }
 
 fn render_process(out: &mut Text, s: &Snapshot) {

@@ -6,6 +6,7 @@
 //! writes nothing.
 
 use super::rates::{Recent, Windows};
+use crate::acme::status::CertificateStatus;
 use crate::backend::Backend;
 use crate::balance::Kept;
 use crate::config::Config;
@@ -43,6 +44,8 @@ pub struct TlsSnapshot {
     pub handshakes: u64,
     pub handshake_failures: u64,
     pub certificates: Vec<CertificateSnapshot>,
+    /// Each automatic (ACME) certificate with the listeners that serve it.
+    pub acme: Vec<(CertificateStatus, Vec<String>)>,
 }
 
 pub struct CertificateSnapshot {
@@ -69,7 +72,18 @@ fn tls_snapshot(runtime: &Runtime, state: &State) -> TlsSnapshot {
             })
         })
         .collect();
-    TlsSnapshot { handshakes, handshake_failures, certificates }
+    let acme = runtime
+        .certificates
+        .snapshot()
+        .into_iter()
+        .map(|status| {
+            let serving =
+                state.config.listeners.iter().filter(|l| l.tls.as_ref().is_some_and(|t| t.acme == status.names));
+            let listeners = serving.map(|l| l.addr.to_string()).collect();
+            (status, listeners)
+        })
+        .collect();
+    TlsSnapshot { handshakes, handshake_failures, certificates, acme }
 }
 
 /// One route's edge controls: refusals by reason, and the rate limiter's table size.

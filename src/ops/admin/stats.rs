@@ -4,14 +4,18 @@
 //! answers, host numbers, a summary per pool, and `servers`: one object per backend with its
 //! pool, `url`, `healthy`, `draining`, `discoveredFrom` (backends found by DNS), `weight`, `activeConnections`, `requests`, `failures`,
 //! responses by class, bytes, lifetime latency and `recent` rates; and `edge`: per route with
-//! edge controls, its `route`, `refused` by reason and `rateLimitClients`. Pure.
+//! edge controls, its `route`, `refused` by reason and `rateLimitClients`; and `tls`: handshake
+//! counts, the certificates served, and `acme`: each automatic certificate's state. Pure.
 
 use super::rates::Recent;
 use super::snapshot::{EdgeSnapshot, ServerSnapshot, SlowClients, Snapshot, TlsSnapshot};
+use crate::acme::status::CertificateStatus;
 use crate::ops::host;
 use crate::ops::metrics::{ExchangeSnapshot, STATUS_CLASSES};
+use crate::ops::time::rfc3339_seconds;
 use serde_json::{json, Map, Value};
 use std::time::Duration;
+use std::time::SystemTime;
 
 pub fn render(s: &Snapshot) -> Value {
     let pools: Vec<Value> = s
@@ -61,7 +65,25 @@ fn tls_json(tls: &TlsSnapshot) -> Value {
         .iter()
         .map(|c| json!({"listener": c.listener, "cert": c.cert, "names": c.names, "notAfter": c.not_after}))
         .collect();
-    json!({"handshakes": tls.handshakes, "handshakeFailures": tls.handshake_failures, "certificates": certificates})
+    let acme: Vec<Value> = tls.acme.iter().map(|(status, listeners)| acme_json(status, listeners)).collect();
+    json!({"handshakes": tls.handshakes, "handshakeFailures": tls.handshake_failures, "certificates": certificates,
+        "acme": acme})
+}
+
+/// One automatic certificate: `state` is `"pending"` (no certificate yet; `problem` says
+/// why) or `"valid"` (`problem` then holds the last failed renewal, if any).
+fn acme_json(s: &CertificateStatus, listeners: &[String]) -> Value {
+    let time = |t: Option<SystemTime>| t.map(rfc3339_seconds);
+    json!({
+        "names": s.names,
+        "listeners": listeners,
+        "state": s.state(),
+        "problem": s.problem,
+        "notAfter": time(s.not_after),
+        "nextOrder": time(s.next_order),
+        "orders": s.orders,
+        "failures": s.failures,
+    })
 }
 
 fn edge_json(e: &EdgeSnapshot) -> Value {

@@ -5,7 +5,10 @@
 //! Pure apart from reading the open-file limit: called once by `main`.
 
 use crate::capacity::Capacity;
-use crate::config::{Config, HealthCheckConfig, ListenerConfig, ListenerMode, PoolConfig, RouteConfig, WorkerShare};
+use crate::config::{
+    Config, DnsLookup, DnsServers, HealthCheckConfig, ListenerConfig, ListenerMode, PoolConfig, RouteConfig,
+    WorkerShare,
+};
 use crate::edge::{Cidr, EdgeConfig, PasswordHash};
 use serde_json::{json, Map, Value};
 use std::time::Duration;
@@ -18,7 +21,8 @@ pub fn explain(config: &Config) -> String {
     let json = serde_json::to_string_pretty(&effective(config)).unwrap_or_default();
     format!(
         "\nEffective configuration (every default filled in; keys left out are off or unlimited; \
-         the admin token is shown as {HIDDEN_TOKEN}):\n{json}\n\n{}",
+         the admin token is shown as {HIDDEN_TOKEN}; without \"resolvers\" the nameservers of \
+         /etc/resolv.conf are asked):\n{json}\n\n{}",
         Capacity::of(config)
     )
 }
@@ -52,6 +56,7 @@ pub fn effective(config: &Config) -> Value {
         "explain": config.explain,
         "accessLog": {"format": config.access_log.format.name()},
         "alerts": {"timeout": duration(config.alerts.timeout)},
+        "resolveInterval": duration(config.discovery.resolve_interval),
     });
     add_optional(&mut top, config);
     top
@@ -61,6 +66,10 @@ pub fn effective(config: &Config) -> Value {
 fn add_optional(top: &mut Value, config: &Config) {
     if let Some(max) = config.limits.max_body_bytes {
         top["limits"]["maxBodyBytes"] = json!(max);
+    }
+    if !config.discovery.resolvers.is_empty() {
+        let resolvers: Vec<String> = config.discovery.resolvers.iter().map(ToString::to_string).collect();
+        top["resolvers"] = json!(resolvers);
     }
     if let Some(path) = &config.access_log.path {
         top["accessLog"]["path"] = json!(path.display().to_string());
@@ -185,6 +194,7 @@ fn pool(p: &PoolConfig) -> Value {
             }
             server
         })
+        .chain(p.dns.iter().map(dns_entry))
         .collect();
     let mut out = json!({
         "servers": servers,
@@ -204,6 +214,23 @@ fn pool(p: &PoolConfig) -> Value {
         out["sendProxy"] = json!(version.name());
     }
     out
+}
+
+/// A `dns` or `dnsSrv` entry; `weight` is left out for `dnsSrv` when the records give it.
+fn dns_entry(d: &DnsServers) -> Value {
+    let mut entry = match d.lookup {
+        DnsLookup::Address { .. } => json!({"dns": d.name, "weight": d.weight.unwrap_or(1)}),
+        DnsLookup::Srv { .. } => json!({"dnsSrv": d.name}),
+    };
+    entry["backup"] = json!(d.backup);
+    entry["https"] = json!(d.https);
+    if let (DnsLookup::Srv { .. }, Some(weight)) = (&d.lookup, d.weight) {
+        entry["weight"] = json!(weight);
+    }
+    if let Some(max) = d.max_connections {
+        entry["maxConnections"] = json!(max);
+    }
+    entry
 }
 
 fn health_check(hc: &HealthCheckConfig) -> Value {

@@ -4,7 +4,7 @@
 //! bad arguments, 1 for a failure at run time such as an address already in use.
 
 use signal_hook::iterator::Signals;
-use sluice::config::{Config, ListenerConfig, Protocol, RouteConfig};
+use sluice::config::{Config, DnsLookup, DnsServers, ListenerConfig, Protocol, RouteConfig};
 use sluice::inherited::Inherited;
 use sluice::ops::lifecycle;
 use sluice::ops::upgrade::Executable;
@@ -333,7 +333,11 @@ fn describe(config: &Config, tls: &TlsSet) -> String {
             let backup = if s.backup { ", backup" } else { "" };
             out += &format!("  {} ({}) weight {}{limit}{backup}\n", s.url, addrs.join(", "), s.weight);
         }
+        for d in &p.dns {
+            out += &describe_dns_entry(d);
+        }
     }
+    out += &describe_discovery(config);
     let t = &config.timeouts;
     out += &format!(
         "workers {}; timeouts: connect {:?}, clientHeader {:?}, keepAlive {:?}, backend {:?}, client {:?}, backendIdle {:?}, drain {:?}, queue {:?}, tunnel {:?}\n",
@@ -364,6 +368,39 @@ fn describe(config: &Config, tls: &TlsSet) -> String {
         None => "alerts: logged only (no webhook)\n".to_string(),
     };
     out
+}
+
+/// A `dns` or `dnsSrv` entry of a pool, as `--check` shows it (nothing is looked up).
+fn describe_dns_entry(d: &DnsServers) -> String {
+    let (kind, what, weight) = match &d.lookup {
+        DnsLookup::Address { .. } => ("dns", "a backend per A/AAAA address", d.weight.unwrap_or(1).to_string()),
+        DnsLookup::Srv { .. } => (
+            "dnsSrv",
+            "a backend per SRV target address",
+            d.weight.map_or("from the records".to_string(), |w| w.to_string()),
+        ),
+    };
+    let limit = d.max_connections.map_or(String::new(), |m| format!(", maxConnections {m}"));
+    let backup = if d.backup { ", backup" } else { "" };
+    let https = if d.https { ", https" } else { "" };
+    format!("  {kind} {} ({what}) weight {weight}{limit}{backup}{https}\n", d.name)
+}
+
+/// Where DNS entries are looked up, when the configuration has any.
+fn describe_discovery(config: &Config) -> String {
+    if config.pools.iter().all(|p| p.dns.is_empty()) {
+        return String::new();
+    }
+    let d = &config.discovery;
+    let resolvers = if d.resolvers.is_empty() {
+        "the nameservers of /etc/resolv.conf".to_string()
+    } else {
+        d.resolvers.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    };
+    format!(
+        "DNS entries: looked up before serving, then every {:?} (sooner when a TTL is shorter, at most once a second), asking {resolvers}; --check looks nothing up\n",
+        d.resolve_interval
+    )
 }
 
 /// One listener: its address and mode, then its pool, or its routes one a line.

@@ -74,10 +74,18 @@ impl State {
         State::derive(file, Arc::new(tls), changes, running.as_deref(), bound)
     }
 
-    /// The same file with other runtime changes: the next snapshot after an admin change.
-    /// `joining` is a backend built for the change (already probed), reused by URL.
-    pub fn with_changes(&self, changes: RuntimeChanges, joining: Option<Arc<Backend>>) -> State {
-        let mut running: Vec<Arc<Backend>> = joining.into_iter().collect();
+    /// The first snapshot when backends were found by DNS before serving: `changes` adds
+    /// them, and like the file's backends they all start up. `bound` holds the address each
+    /// listener of `file` is bound to.
+    pub fn first(file: Config, tls: TlsSet, changes: RuntimeChanges, bound: Vec<SocketAddr>) -> State {
+        State::derive(file, Arc::new(tls), changes, None, bound)
+    }
+
+    /// The same file with other runtime changes: the next snapshot after an admin change or
+    /// a change found by DNS. `joining` are backends built for the change (already probed),
+    /// reused by URL.
+    pub fn with_changes(&self, changes: RuntimeChanges, joining: &[Arc<Backend>]) -> State {
+        let mut running: Vec<Arc<Backend>> = joining.to_vec();
         running.extend(self.backends());
         State::derive(self.file.clone(), Arc::clone(&self.tls), changes, Some(&running), self.bound.clone())
     }
@@ -106,11 +114,15 @@ impl State {
             .enumerate()
             .map(|(i, p)| Arc::new(Pool::new(p.clone(), running, tls.pools.get(i).cloned().flatten())))
             .collect();
-        for pool in &pools {
-            for backend in &pool.backends {
-                if changes.is_drained(&Place::new(pool.name(), backend.url())) {
-                    backend.set_draining(true);
-                }
+        // The drain flags follow `changes` both ways (an undrain, an address back in DNS). A
+        // backend listed by two pools is one `Backend`: drained if either pool drains it.
+        let placed = || pools.iter().flat_map(|p| p.backends.iter().map(move |b| (p.name(), b)));
+        let drained: Vec<&Arc<Backend>> =
+            placed().filter(|(pool, b)| changes.is_drained(&Place::new(pool, b.url()))).map(|(_, b)| b).collect();
+        for (_, backend) in placed() {
+            let drain = drained.iter().any(|d| Arc::ptr_eq(d, backend));
+            if backend.is_draining() != drain {
+                backend.set_draining(drain);
             }
         }
         State { file, changes, config, pools, tls, bound }

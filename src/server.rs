@@ -1,6 +1,7 @@
 //! The running balancer: listeners ([`Listeners`], one acceptor thread each), the fixed
-//! worker pool, the health thread, the alerts thread, the ACME renewal thread, the admin
-//! threads, the ticker (see [`ticker`]), reload (see [`reload`]), and graceful stop.
+//! worker pool, the health thread, the DNS discovery thread, the alerts thread, the ACME
+//! renewal thread, the admin threads, the ticker (see [`ticker`]), reload (see [`reload`]),
+//! and graceful stop.
 //!
 //! Listening sockets are bound at start, or taken from the process that started this one
 //! ([`Inherited`]: systemd's socket activation, or the sluice this one replaces). An acceptor
@@ -20,8 +21,10 @@ use crate::inherited::{InheritError, Inherited, Role};
 use crate::listeners::{Accept, Listeners};
 use crate::ops::admin::{self, AdminThreads};
 use crate::ops::alerts::Alerts;
+use crate::ops::discovery::Discovery;
 use crate::ops::host_alerts::{self, HostWatch};
 use crate::ops::log_summary;
+use crate::ops::membership;
 use crate::ops::reload::{self, ReloadError, ReloadSummary};
 use crate::ops::ticker::{self, Chore};
 use crate::ops::upgrade::{self, Executable, Successor, UpgradeError};
@@ -119,7 +122,8 @@ impl Server {
         let access_log = config.access_log.clone();
         let admin_listen = config.admin.as_ref().map(|a| a.listen);
         let alerts = Alerts::start(&config.alerts).map_err(StartError::Thread)?;
-        let state = State::new(config, tls, None, plan.local_addrs());
+        let (discovery, found) = Discovery::first_round(&config, &alerts);
+        let state = State::first(config, tls, found, plan.local_addrs());
         let runtime = Arc::new(Runtime::new(state, alerts, listeners).map_err(StartError::Thread)?);
         runtime
             .reopen_access_log(&access_log)
@@ -131,6 +135,7 @@ impl Server {
         // notices the stop at its next pause and ends by itself.
         renewal::spawn(Arc::clone(&runtime)).map_err(StartError::Thread)?;
         let waiting_room = waiting_room::spawn(Arc::clone(&runtime.waiting_room)).map_err(StartError::Thread)?;
+        threads.push(discovery.spawn(Arc::clone(&runtime)).map_err(StartError::Thread)?);
         let mut chores = operations_chores(&runtime);
         let admin = match admin_listener {
             Some(listener) => {
@@ -227,16 +232,19 @@ impl Server {
 }
 
 /// What the ticker does every second whatever is configured: empty the access log's buffer
-/// into its file, check the host thresholds ([`host_alerts`]) and write the counts of
-/// summarised warnings ([`log_summary`]).
+/// into its file, check the host thresholds ([`host_alerts`]), write the counts of
+/// summarised warnings ([`log_summary`]) and take out removed backends whose last exchange
+/// ended ([`membership`]).
 fn operations_chores(runtime: &Arc<Runtime>) -> Vec<Chore> {
     let flushing = Arc::clone(runtime);
     let watching = Arc::clone(runtime);
+    let removing = Arc::clone(runtime);
     let mut watch = HostWatch::default();
     vec![
         Box::new(move || flushing.access_log.flush()),
         Box::new(move || host_alerts::check(&watching, &mut watch)),
         Box::new(log_summary::flush_all),
+        Box::new(move || membership::finish_removals(&removing)),
     ]
 }
 

@@ -16,9 +16,10 @@
 //!
 //! The files: [`model`] the validated types, `section` the JSON walker, [`values`] strings
 //! such as durations, addresses and URLs, [`host_match`] route host patterns, [`resolve`]
-//! name lookups.
+//! name lookups, `dns` the entries whose backends DNS finds while running.
 
 mod acme;
+mod dns;
 mod edge_rules;
 mod full_form;
 pub mod host_match;
@@ -30,6 +31,7 @@ mod tls;
 mod top_level;
 pub mod values;
 
+pub use dns::parse_resolver;
 pub use host_match::HostMatch;
 pub use model::*;
 pub use pool::parse_server_object;
@@ -68,6 +70,8 @@ pub struct Config {
     pub pid_file: Option<PathBuf>,
     /// `acme`: where listeners with `"tls": {"acme": [...]}` get their certificates.
     pub acme: Option<AcmeConfig>,
+    /// How backends found by DNS are looked up (`resolvers`, `resolveInterval`).
+    pub discovery: DiscoveryConfig,
 }
 
 /// A configuration problem: which file, which key, what is wrong.
@@ -134,7 +138,7 @@ impl Config {
 }
 
 /// Top-level keys of either form.
-const COMMON_KEYS: [&str; 11] = [
+const COMMON_KEYS: [&str; 13] = [
     "workers",
     "timeouts",
     "limits",
@@ -146,6 +150,8 @@ const COMMON_KEYS: [&str; 11] = [
     "explain",
     "pidFile",
     "acme",
+    "resolvers",
+    "resolveInterval",
 ];
 
 fn read_config(top: &mut Section) -> Result<Config, ConfigError> {
@@ -166,6 +172,7 @@ fn read_config(top: &mut Section) -> Result<Config, ConfigError> {
     let pid_file = read_pid_file(top)?;
     let acme = read_acme(top)?;
     check_acme_listeners(top, &listeners, acme.as_ref())?;
+    let discovery = dns::read_discovery(top)?;
     Ok(Config {
         source: top.file.to_string(),
         listeners,
@@ -181,6 +188,7 @@ fn read_config(top: &mut Section) -> Result<Config, ConfigError> {
         alerts,
         pid_file,
         acme,
+        discovery,
     })
 }
 

@@ -2,6 +2,7 @@
 //! shared by the short form (at the top level) and the full form (under `pools`), and for one
 //! backend, which the admin API also uses.
 
+use super::dns::{is_dns_entry, read_dns_entry};
 use super::section::Section;
 use super::tls::{read_pool_tls, POOL_TLS_KEYS};
 use super::*;
@@ -22,7 +23,7 @@ pub(super) fn read_pool(
     name: &str,
     tls_shared_with: &[&'static str],
 ) -> Result<PoolConfig, ConfigError> {
-    let servers = read_servers(section)?;
+    let (servers, dns) = read_servers(section)?;
     let algorithm = match section.str("algorithm")? {
         None => Algorithm::RoundRobin,
         Some(text) => Algorithm::from_name(text).ok_or_else(|| {
@@ -35,20 +36,24 @@ pub(super) fn read_pool(
     let retries = section.uint("retries", 0, 100)?.map_or(2, |n| n as u32);
     let tls = read_backend_tls(section, tls_shared_with)?;
     let send_proxy = read_send_proxy(section)?;
-    let protocol = servers[0].protocol;
+    // A pool of DNS entries alone speaks HTTP unless a tcp listener sends to it (`full_form`).
+    let protocol = servers.first().map_or(Protocol::Http, |s| s.protocol);
     let key_path = section.path.clone();
-    Ok(PoolConfig {
+    let pool = PoolConfig {
         name: name.to_string(),
         key_path,
         protocol,
         servers,
+        dns,
         algorithm,
         sticky,
         health_check,
         retries,
         tls,
         send_proxy,
-    })
+    };
+    check_dns_scheme(&pool, section.file)?;
+    Ok(pool)
 }
 
 /// `sendProxy`: `"v1"` or `"v2"`, the PROXY protocol version every backend connection opens
@@ -145,7 +150,8 @@ pub(super) fn read_expect_status(hc: &mut Section) -> Result<Option<Vec<u16>>, C
     }
 }
 
-pub(super) fn read_servers(section: &mut Section) -> Result<Vec<ServerConfig>, ConfigError> {
+/// Reads `servers`: backend URLs (strings or objects with `url`) and entries found by DNS.
+pub(super) fn read_servers(section: &mut Section) -> Result<(Vec<ServerConfig>, Vec<DnsServers>), ConfigError> {
     let list = match section.get("servers") {
         None => return Err(section.error("servers", "missing: list the backends, such as [\"http://127.0.0.1:5001\"]")),
         Some(Value::Array(list)) => list,
@@ -155,15 +161,24 @@ pub(super) fn read_servers(section: &mut Section) -> Result<Vec<ServerConfig>, C
         return Err(section.error("servers", "is empty: give at least one backend"));
     }
     let mut servers: Vec<ServerConfig> = Vec::with_capacity(list.len());
+    let mut dns: Vec<DnsServers> = Vec::new();
     for (i, item) in list.iter().enumerate() {
         let key = format!("servers[{i}]");
+        if is_dns_entry(item) {
+            let entry = read_dns_entry(section, &key, item)?;
+            if dns.iter().any(|d| d.name == entry.name) {
+                return Err(section.error(&key, &format!("{:?} is listed twice", entry.name)));
+            }
+            dns.push(entry);
+            continue;
+        }
         let server = read_server(section, &key, item)?;
         if servers.iter().any(|s| s.url == server.url) {
             return Err(section.error(&key, &format!("{:?} is listed twice", server.url)));
         }
         if let Some(first) = servers.first().filter(|first| first.protocol != server.protocol) {
             let problem = format!(
-                "{:?} is {}:// but servers[0] is {}://; the servers of a pool all use one scheme",
+                "{:?} is {}:// but the first URL in servers is {}://; the servers of a pool all use one scheme",
                 server.url,
                 server.protocol.scheme(),
                 first.protocol.scheme()
@@ -172,10 +187,22 @@ pub(super) fn read_servers(section: &mut Section) -> Result<Vec<ServerConfig>, C
         }
         servers.push(server);
     }
-    if servers.iter().all(|s| s.backup) {
+    if servers.iter().all(|s| s.backup) && dns.iter().all(|d| d.backup) {
         return Err(section.error("servers", "every server is a backup: at least one must be a primary"));
     }
-    Ok(servers)
+    Ok((servers, dns))
+}
+
+/// DNS entries with `"https": true` need a pool that speaks HTTP.
+pub(super) fn check_dns_scheme(pool: &PoolConfig, file: &str) -> Result<(), ConfigError> {
+    match pool.dns.iter().find(|d| d.https) {
+        Some(entry) if pool.protocol == Protocol::Tcp => Err(ConfigError {
+            file: file.to_string(),
+            key: format!("{}.https", entry.key_path),
+            problem: "TLS to backends is for http pools; a tcp pool relays bytes as they are".to_string(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 pub(super) fn read_server(parent: &Section, key: &str, item: &Value) -> Result<ServerConfig, ConfigError> {

@@ -2,7 +2,8 @@
 //! hands each connection to a short-lived thread of its own (`sluice-admin-conn`, at most
 //! [`MAX_ADMIN_CONNECTIONS`] at once; beyond that a 503 and a close), so a slow admin client
 //! never holds up another; and a chore for sluice's ticker (`ops::ticker`) that samples
-//! recent rates and finishes removals once a second.
+//! recent rates once a second (removals finish on the ticker whatever is configured: see
+//! `ops::membership`).
 //!
 //! | request | answer |
 //! |---|---|
@@ -153,9 +154,8 @@ fn refuse_busy(stream: &TcpStream) {
     }
 }
 
-/// Once a second: takes out removed backends whose last exchange ended, samples rates.
+/// Once a second: samples rates.
 fn tick(admin: &Admin) {
-    servers::finish_removals(&admin.runtime);
     admin.windows.sample(&admin.runtime.state(), Instant::now());
 }
 

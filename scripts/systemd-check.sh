@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Checks deploy/systemd/ the way systemd would read it, without systemd running: `verify`
 # (the test in tests/deploy.rs does the same) and `security --offline=yes`, the exposure
-# score docs/deployment.md quotes, with each hardening setting it weighs.
+# score docs/install.md quotes, with each hardening setting it weighs.
 #
 # Writes scripts/results/systemd-security-<UTC time>.txt and prints its summary.
 # Needs systemd-analyze (Debian package systemd) and a built sluice (cargo build).

@@ -37,8 +37,10 @@ pub struct Backend {
     healthy: AtomicBool,
     /// Set when the backend should get no new exchanges; read by every pick.
     draining: AtomicBool,
-    /// Exchanges in flight; changed only through [`InFlight`].
-    active: AtomicUsize,
+    /// Exchanges in flight; changed only through [`InFlight`]. Shared with the backend this
+    /// one was carried over from (and to), so that limits and removals count the exchanges
+    /// still finishing on the older one.
+    active: Arc<AtomicUsize>,
     /// Exchanges started, lifetime.
     requests: AtomicU64,
     /// Failed connects and broken responses, lifetime.
@@ -136,7 +138,7 @@ impl Backend {
             config,
             healthy: AtomicBool::new(health.health == Health::Up),
             draining: AtomicBool::new(false),
-            active: AtomicUsize::new(0),
+            active: Arc::new(AtomicUsize::new(0)),
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             traffic_failures: AtomicU32::new(0),
@@ -151,10 +153,12 @@ impl Backend {
 
     /// The same server under new settings (a reload changed its weight, limit or
     /// addresses): it keeps the health, drain flag and counters of `previous`, and its idle
-    /// connections if the addresses stayed. Exchanges in flight on `previous` finish there
-    /// and are counted there; the metrics (latency histograms, probe counts) start afresh.
+    /// connections if the addresses stayed. Exchanges in flight on `previous` finish there,
+    /// and the two share their count of exchanges in flight, so `maxConnections` and a
+    /// pending removal see them; the metrics (latency histograms, probe counts) start afresh.
     pub fn carried_over(config: ServerConfig, previous: &Backend) -> Backend {
-        let backend = Backend::with_health(config, *lock(&previous.health));
+        let mut backend = Backend::with_health(config, *lock(&previous.health));
+        backend.active = Arc::clone(&previous.active);
         backend.draining.store(previous.is_draining(), Ordering::Relaxed);
         let counters = [
             (&backend.requests, &previous.requests),
@@ -408,4 +412,24 @@ pub fn send_proxy_header(
 /// with unexpected bytes waiting is no use either.
 fn is_open(stream: &TcpStream) -> bool {
     matches!(sys::peek_now(stream), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::server_from_url;
+
+    #[test]
+    fn a_carried_over_backend_counts_the_exchanges_still_finishing_on_the_old_one() {
+        let mut config = server_from_url("http://127.0.0.1:1").unwrap();
+        config.max_connections = Some(1);
+        let old = Backend::new(config.clone());
+        let in_flight = old.try_start_exchange().expect("a slot");
+        config.weight = 5;
+        let new = Backend::carried_over(config, &old);
+        assert_eq!(new.active(), 1);
+        assert!(new.try_start_exchange().is_none(), "maxConnections passed across a reload");
+        drop(in_flight);
+        assert_eq!(new.active(), 0);
+    }
 }

@@ -5,7 +5,10 @@
 //! Pure apart from reading the open-file limit: called once by `main`.
 
 use crate::capacity::Capacity;
-use crate::config::{Config, HealthCheckConfig, ListenerConfig, ListenerMode, PoolConfig, RouteConfig, WorkerShare};
+use crate::config::{
+    Config, DnsLookup, DnsServers, HealthCheckConfig, ListenerConfig, ListenerMode, PoolConfig, RouteConfig,
+    WorkerShare,
+};
 use crate::edge::{Cidr, EdgeConfig, PasswordHash};
 use serde_json::{json, Map, Value};
 use std::time::Duration;
@@ -18,7 +21,8 @@ pub fn explain(config: &Config) -> String {
     let json = serde_json::to_string_pretty(&effective(config)).unwrap_or_default();
     format!(
         "\nEffective configuration (every default filled in; keys left out are off or unlimited; \
-         the admin token is shown as {HIDDEN_TOKEN}):\n{json}\n\n{}",
+         the admin token is shown as {HIDDEN_TOKEN}; without \"resolvers\" the nameservers of \
+         /etc/resolv.conf are asked):\n{json}\n\n{}",
         Capacity::of(config)
     )
 }
@@ -52,6 +56,7 @@ pub fn effective(config: &Config) -> Value {
         "explain": config.explain,
         "accessLog": {"format": config.access_log.format.name()},
         "alerts": {"timeout": duration(config.alerts.timeout)},
+        "resolveInterval": duration(config.discovery.resolve_interval),
     });
     add_optional(&mut top, config);
     top
@@ -62,8 +67,15 @@ fn add_optional(top: &mut Value, config: &Config) {
     if let Some(max) = config.limits.max_body_bytes {
         top["limits"]["maxBodyBytes"] = json!(max);
     }
+    if !config.discovery.resolvers.is_empty() {
+        let resolvers: Vec<String> = config.discovery.resolvers.iter().map(ToString::to_string).collect();
+        top["resolvers"] = json!(resolvers);
+    }
     if let Some(path) = &config.access_log.path {
         top["accessLog"]["path"] = json!(path.display().to_string());
+    }
+    if let Some(path) = &config.pid_file {
+        top["pidFile"] = json!(path.display().to_string());
     }
     if let Some(admin) = &config.admin {
         top["admin"] = json!({"listen": admin.listen.to_string()});
@@ -182,6 +194,7 @@ fn pool(p: &PoolConfig) -> Value {
             }
             server
         })
+        .chain(p.dns.iter().map(dns_entry))
         .collect();
     let mut out = json!({
         "servers": servers,
@@ -201,6 +214,23 @@ fn pool(p: &PoolConfig) -> Value {
         out["sendProxy"] = json!(version.name());
     }
     out
+}
+
+/// A `dns` or `dnsSrv` entry; `weight` is left out for `dnsSrv` when the records give it.
+fn dns_entry(d: &DnsServers) -> Value {
+    let mut entry = match d.lookup {
+        DnsLookup::Address { .. } => json!({"dns": d.name, "weight": d.weight.unwrap_or(1)}),
+        DnsLookup::Srv { .. } => json!({"dnsSrv": d.name}),
+    };
+    entry["backup"] = json!(d.backup);
+    entry["https"] = json!(d.https);
+    if let (DnsLookup::Srv { .. }, Some(weight)) = (&d.lookup, d.weight) {
+        entry["weight"] = json!(weight);
+    }
+    if let Some(max) = d.max_connections {
+        entry["maxConnections"] = json!(max);
+    }
+    entry
 }
 
 fn health_check(hc: &HealthCheckConfig) -> Value {
@@ -251,7 +281,7 @@ mod tests {
     fn the_effective_configuration_is_itself_a_configuration_that_means_the_same() {
         round_trip(r#"{"port": ":8080", "servers": ["http://127.0.0.1:5001"]}"#);
         round_trip(
-            r#"{"explain": true, "workers": 8, "timeouts": {"queue": "250ms", "minRateGrace": "3s"},
+            r#"{"explain": true, "workers": 8, "pidFile": "/run/sluice.pid", "timeouts": {"queue": "250ms", "minRateGrace": "3s"},
                 "limits": {"maxBodyBytes": 10, "maxWorkersPerClient": 3, "bufferBodyBytes": 0, "minClientBytesPerSecond": 9},
                 "admin": {"token": "t"}, "accessLog": {"format": "json", "path": "/tmp/a.log"},
                 "alerts": {"webhook": "http://127.0.0.1:9/x", "memoryPercent": 90},
@@ -300,6 +330,14 @@ mod tests {
         let config = Config::parse(json, "c.json").unwrap();
         assert_eq!(effective(&config)["admin"]["token"], HIDDEN_TOKEN);
         assert!(!explain(&config).contains("s3cret"));
+    }
+
+    #[test]
+    fn the_pid_file_is_written_out_only_when_configured() {
+        let json = r#"{"port": 1, "pidFile": "run/s.pid", "servers": ["http://127.0.0.1:5001"]}"#;
+        assert_eq!(effective(&Config::parse(json, "c.json").unwrap())["pidFile"], "run/s.pid");
+        let json = r#"{"port": 1, "servers": ["http://127.0.0.1:5001"]}"#;
+        assert!(effective(&Config::parse(json, "c.json").unwrap()).get("pidFile").is_none());
     }
 
     #[test]

@@ -16,26 +16,25 @@
 //! over the share the connection waits there with its request, holding no worker, until a
 //! connection from the same address lets go of one. Idle and waiting connections hold no share.
 //!
-//! With `acceptProxy`, a PROXY header comes first ([`proxy_header`]); its source is the client.
+//! With `acceptProxy`, a PROXY header comes first (`connection/proxy_header.rs`); its source is the client.
 //!
-//! While it waits for a head the connection is marked idle in the runtime's registry, so that
-//! stopping closes it at once instead of waiting for it; a connection that finds sluice
-//! stopping closes unless a request is already waiting to be read.
+//! Draining (sluice stopping or handing over to a new process, or a reload removing the
+//! connection's listener) never cuts a connection under a client that may be sending: a
+//! request that arrives is answered with `Connection: close`, and only a connection quiet for
+//! [`crate::waiting_room::DRAIN_QUIET`] is closed, without a word (`connection/next_head.rs`).
 
-use crate::acme::challenges::ACME_TLS_ALPN;
 use crate::acme::http01;
 use crate::config::{Config, ListenerMode};
 use crate::exchange::{self, Context, ExchangeIo, CLIENT_WRITE_CHECK};
 use crate::fair_share::Turn;
 use crate::http::error::HttpError;
-use crate::http::head::{read_request_head_into, HeadError, HeadWait, RequestHead};
+use crate::http::head::RequestHead;
 use crate::http::stream::BufferedStream;
 use crate::ops::ended;
 use crate::ops::log_summary;
 use crate::proxy;
 use crate::runtime::{ClientTicket, Runtime};
 use crate::small_body::{read_buffer_bytes, wait_for_small_body, BodyWait, Waiting};
-use crate::sys;
 use crate::transport::{ClientTransport, Transport};
 use crate::waiting_room::Waiter;
 use crate::worker_buffers::{return_buffers, take_buffers, WorkerBuffers};
@@ -48,7 +47,10 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+mod next_head;
 mod proxy_header;
+
+use next_head::{next_head, NextHead, ASK_AGAIN_EVERY};
 
 /// A client connection while no worker holds it: what must survive between its requests.
 pub struct ClientConn {
@@ -67,8 +69,8 @@ pub struct ClientConn {
 /// What a connection carries from one request to the next.
 struct Between {
     peer: SocketAddr,
-    /// Which configured listener accepted it.
-    listener: usize,
+    /// The bound address of the listener that accepted it.
+    listener: SocketAddr,
     /// When the head being read must be complete; set at its first byte.
     head_deadline: Option<Instant>,
     /// Requests answered on this connection so far.
@@ -145,22 +147,23 @@ impl Waiter for ClientConn {
         let _ = self.stream.write_all(&answer.response());
         self.stream.send_close();
     }
+
+    fn is_draining(&self) -> bool {
+        self.between.ticket.runtime().is_draining(self.between.listener)
+    }
 }
 
-/// Takes an accepted connection, already counted in, and queues it for the workers.
-pub fn accept(runtime: &Arc<Runtime>, stream: TcpStream, peer: SocketAddr, listener: usize) {
-    let registered = stream.set_nodelay(true).and_then(|()| stream.try_clone());
-    let handle = match registered {
-        Ok(handle) => handle,
-        Err(e) => {
-            debug!("{peer}: cannot set up the connection: {e}");
-            runtime.uncount_connection(peer.ip());
-            return;
-        }
-    };
-    let ticket = runtime.register_client(handle, peer.ip());
-    let proxy = proxy_header::due(&runtime.state().config, listener);
-    let stream = match runtime.state().tls.listeners.get(listener).cloned().flatten() {
+/// Takes a connection accepted by the listener bound to `listener`, already counted in, and
+/// queues it for the workers.
+pub fn accept(runtime: &Arc<Runtime>, stream: TcpStream, peer: SocketAddr, listener: SocketAddr) {
+    let ticket = runtime.register_client(peer.ip());
+    if let Err(e) = stream.set_nodelay(true) {
+        debug!("{peer}: cannot set up the connection: {e}");
+        return;
+    }
+    let Some((state, index)) = runtime.listener_state(listener) else { return };
+    let proxy = proxy_header::due(&state.config, index);
+    let stream = match state.tls.listeners.get(index).cloned().flatten() {
         None => Transport::Plain(stream),
         Some(tls) => match ServerConnection::new(tls) {
             Ok(session) => Transport::tls(session, stream),
@@ -232,8 +235,8 @@ fn serve(runtime: &Arc<Runtime>, conn: ClientConn, mut readable: bool) {
     let Some(conn) = proxy_header::receive(runtime, conn, &mut readable) else { return };
     let ClientConn { stream, peer, partial, mut pending, mut holds_share, mut between } = conn;
     between.counted = 0;
-    let state = runtime.state();
-    if state.config.listeners[between.listener].mode == ListenerMode::Tcp {
+    let Some((state, index)) = runtime.listener_state(between.listener) else { return };
+    if state.config.listeners[index].mode == ListenerMode::Tcp {
         drop(state);
         serve_tcp(runtime, stream, holds_share, between);
         return;
@@ -254,8 +257,6 @@ fn serve(runtime: &Arc<Runtime>, conn: ClientConn, mut readable: bool) {
     let _ = client.stream.get_ref().socket().set_write_timeout(Some(write_timeout));
     client.stall_limit = stall_limit;
     loop {
-        let state = runtime.state();
-        let config = &state.config;
         let mut may_block = || std::mem::take(&mut readable) || !runtime.should_park();
         let started = match pending.take() {
             Some(parked) => {
@@ -271,6 +272,9 @@ fn serve(runtime: &Arc<Runtime>, conn: ClientConn, mut readable: bool) {
                 NextHead::Close => break,
             },
         };
+        // Taken once the head is here: a reload while the connection waited applies to it.
+        let Some((state, index)) = runtime.listener_state(between.listener) else { break };
+        let config = &state.config;
         let waiting = Waiting { since: started, may_park: runtime.may_park(), may_block: &mut may_block };
         match wait_for_small_body(config, &mut client.stream, &head, waiting) {
             BodyWait::Complete => {}
@@ -294,7 +298,7 @@ fn serve(runtime: &Arc<Runtime>, conn: ClientConn, mut readable: bool) {
         let share = handed.or_else(|| take_share(runtime, peer.ip(), config, &mut waiting, park));
         let Some(Parking { client: c, head: h, between: b, .. }) = waiting else { return };
         (client, head, between) = (c, h, b);
-        let ctx = Context { runtime, state: &state, listener: &config.listeners[between.listener] };
+        let ctx = Context { runtime, state: &state, listener: &config.listeners[index], bound: between.listener };
         client.answering_head = head.method == "HEAD";
         let outcome = match (ctx.listener.mode, ctx.listener.redirect_to_https) {
             _ if http01::is_challenge(&state, &head) => http01::answer(&ctx, &mut client, &mut head),
@@ -322,6 +326,7 @@ fn serve(runtime: &Arc<Runtime>, conn: ClientConn, mut readable: bool) {
 /// Serves a tcp listener's connection whole, within its address's share of the workers.
 fn serve_tcp(runtime: &Arc<Runtime>, stream: ClientTransport, holds_share: bool, between: Between) {
     let peer = between.peer;
+    let listener = between.listener;
     let handed = holds_share.then(|| Share { runtime, client: peer.ip() });
     let mut waiting = Some((stream, between));
     let park = |(stream, between): (ClientTransport, Between)| ClientConn {
@@ -332,78 +337,12 @@ fn serve_tcp(runtime: &Arc<Runtime>, stream: ClientTransport, holds_share: bool,
         holds_share: true,
         between,
     };
-    let state = runtime.state();
+    let Some((state, index)) = runtime.listener_state(listener) else { return };
     let Some(_share) = handed.or_else(|| take_share(runtime, peer.ip(), &state.config, &mut waiting, park)) else {
         return;
     };
-    let Some((stream, between)) = waiting else { return };
-    tcp::serve(runtime, &state, &state.config.listeners[between.listener], stream, peer);
-}
-
-/// How long a worker waits on a quiet client before it checks again whether workers have
-/// become scarce (and the connection should park): bounds how long a sudden crowd waits for
-/// workers held by connections that have nothing to say.
-const ASK_AGAIN_EVERY: Duration = Duration::from_millis(200);
-
-enum NextHead {
-    /// A head was read into the worker's head; it was complete at this moment.
-    Read(Instant),
-    /// Nothing to read while workers are scarce: park until this deadline.
-    Park(Instant),
-    /// The connection is done (closed, refused, timed out, or sluice is stopping).
-    Close,
-}
-
-/// Reads the next request head under the client timeouts, answering a bad one.
-fn next_head(
-    runtime: &Arc<Runtime>,
-    client: &mut ExchangeIo,
-    head: &mut RequestHead,
-    between: &mut Between,
-    may_block: &mut dyn FnMut() -> bool,
-) -> NextHead {
-    let state = runtime.state();
-    let config = &state.config;
-    if !between.ticket.enter_idle() {
-        // Stopping: serve only a request that is already here.
-        if !has_input(&mut client.stream) {
-            return NextHead::Close;
-        }
-        between.ticket.leave_idle();
-    }
-    let first = between.requests == 0;
-    let mut wait = HeadWait {
-        first_byte: if first { config.timeouts.client_header } else { config.timeouts.keep_alive },
-        whole: Some(config.timeouts.client_header),
-        deadline: between.head_deadline,
-        may_block,
-        ask_again_every: Some(ASK_AGAIN_EVERY),
-    };
-    let asked = Instant::now();
-    let read = read_request_head_into(&mut client.stream, config.limits.max_header_bytes, &mut wait, head);
-    between.head_deadline = wait.deadline;
-    between.ticket.leave_idle();
-    let now = Instant::now();
-    if first {
-        note_handshake(runtime, client.stream.get_ref(), &read);
-    }
-    match read {
-        // A TLS-ALPN-01 validation ends with its handshake: no request is served over it.
-        Ok(()) if is_acme_validation(client.stream.get_ref()) => NextHead::Close,
-        Ok(()) => {
-            between.head_deadline = None;
-            NextHead::Read(now)
-        }
-        Err(HeadError::WouldBlock) => NextHead::Park(between.head_deadline.unwrap_or(asked + wait.first_byte)),
-        Err(e) => {
-            if let Some(error) = refusal_for(e, first, between.peer) {
-                let outcome = exchange::refuse(client, error);
-                let received = client.stream.received() - between.counted;
-                ended::record(runtime, &state, &outcome.ended(between.peer, None, now, received));
-            }
-            NextHead::Close
-        }
-    }
+    let Some((stream, _)) = waiting else { return };
+    tcp::serve(runtime, &state, &state.config.listeners[index], stream, peer);
 }
 
 /// A connection leaving its worker part way through: to the waiting room, or to wait for its
@@ -454,56 +393,4 @@ fn wait_for_share(runtime: &Arc<Runtime>, parking: Parking) -> ClientConn {
     let mut conn = set_aside(runtime, parking, false);
     conn.holds_share = true;
     conn
-}
-
-/// True when request bytes are already buffered, held by TLS, or waiting in the socket.
-fn has_input(stream: &mut BufferedStream<ClientTransport>) -> bool {
-    if !stream.buffered().is_empty() || stream.get_mut().has_buffered_plaintext() {
-        return true;
-    }
-    matches!(sys::peek_now(stream.get_ref().socket()), Ok(n) if n > 0)
-}
-
-/// Whether the connection is an ACME authority's TLS-ALPN-01 validation (it negotiated ALPN
-/// `acme-tls/1`).
-fn is_acme_validation(transport: &ClientTransport) -> bool {
-    matches!(transport, Transport::Tls(tls) if tls.tls.alpn_protocol() == Some(ACME_TLS_ALPN))
-}
-
-/// Counts a TLS handshake when the connection's first head read ends: done when TLS is
-/// through its handshake, failed when the client broke the protocol or did not finish in
-/// time or left half way (a client that connected and left without a byte is neither).
-fn note_handshake(runtime: &Runtime, transport: &ClientTransport, read: &Result<(), HeadError>) {
-    let Transport::Tls(tls) = transport else { return };
-    if !tls.tls.is_handshaking() {
-        runtime.metrics.tls.handshake_done();
-        return;
-    }
-    match read {
-        Err(HeadError::Io(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
-            debug!("TLS handshake failed: {e}");
-            runtime.metrics.tls.handshake_failed();
-        }
-        Err(HeadError::TimedOut { .. } | HeadError::Truncated | HeadError::Closed) if tls.received > 0 => {
-            runtime.metrics.tls.handshake_failed()
-        }
-        _ => {}
-    }
-}
-
-/// The answer to a head that could not be read, if it deserves one.
-fn refusal_for(error: HeadError, first: bool, peer: SocketAddr) -> Option<HttpError> {
-    match error {
-        HeadError::Closed | HeadError::WouldBlock => None,
-        HeadError::TimedOut { partial } if partial || first => Some(HttpError::HeaderTimeout),
-        HeadError::TimedOut { .. } => None,
-        HeadError::TooLarge => Some(HttpError::HeadTooLarge),
-        HeadError::LineTooLong => Some(HttpError::UriTooLong),
-        HeadError::Malformed(why) => Some(HttpError::BadRequest(why)),
-        HeadError::UnsupportedVersion => Some(HttpError::VersionNotSupported),
-        HeadError::Truncated | HeadError::Io(_) => {
-            debug!("{peer}: connection closed inside a request head: {error:?}");
-            None
-        }
-    }
 }

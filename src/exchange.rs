@@ -191,6 +191,8 @@ pub struct Context<'a> {
     pub runtime: &'a Runtime,
     pub state: &'a State,
     pub listener: &'a ListenerConfig,
+    /// The address the listener is bound to.
+    pub bound: SocketAddr,
 }
 
 /// How an exchange ended, for the access log and the connection loop.
@@ -250,8 +252,9 @@ pub fn send_own(client: &mut ExchangeIo, mut response: Vec<u8>, status: u16, kee
 }
 
 /// Whether the client connection may carry another request after answering `head`: the
-/// client wants it, sluice is not stopping, and no connection is queued for a worker while
-/// parking is off (then closing is the only fair way to give others their turn).
-pub fn may_keep_alive(runtime: &Runtime, head: &RequestHead) -> bool {
-    is_persistent(head.version, head) && !runtime.is_stopping() && !runtime.should_close_idle()
+/// client wants it, its listener is not draining (sluice stopping, or the listener removed),
+/// and no connection is queued for a worker while parking is off (then closing is the only
+/// fair way to give others their turn).
+pub fn may_keep_alive(ctx: &Context, head: &RequestHead) -> bool {
+    is_persistent(head.version, head) && !ctx.runtime.is_draining(ctx.bound) && !ctx.runtime.should_close_idle()
 }

@@ -6,8 +6,9 @@
 //! file and [`ops`] holds what runs beside the request path. No two modules import each
 //! other: lower layers know nothing of higher ones.
 //!
-//! 1. [`server`]: an acceptor thread blocks in `accept()` ([`net`]), counts the connection
-//!    against `limits.maxConnections`, and queues it for the worker pool. On a TLS listener
+//! 1. [`server`]: an acceptor thread per listening socket ([`listeners`], bound at start or
+//!    [`inherited`] from systemd or an upgrade) waits in `accept()` ([`net`]), counts the
+//!    connection against `limits.maxConnections`, and queues it for the worker pool. On a TLS listener
 //!    the socket is wrapped in a [`transport::Transport`], whose handshake runs on the first
 //!    reads like the bytes of a head ([`tls`] holds the certificates).
 //! 2. [`connection`]: a worker loops over the connection's requests, reading each head with
@@ -67,6 +68,8 @@ pub mod explain;
 pub mod fair_share;
 pub mod health;
 pub mod http;
+pub mod inherited;
+pub mod listeners;
 pub mod net;
 pub mod ops;
 pub mod pace;

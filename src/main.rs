@@ -3,9 +3,11 @@
 //! Exit codes: 0 after a clean stop (or a successful `--check`), 2 for a bad configuration or
 //! bad arguments, 1 for a failure at run time such as an address already in use.
 
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
-use sluice::config::{Config, ListenerConfig, Protocol, RouteConfig};
+use sluice::config::{Config, DnsLookup, DnsServers, ListenerConfig, Protocol, RouteConfig};
+use sluice::inherited::Inherited;
+use sluice::ops::lifecycle;
+use sluice::ops::upgrade::Executable;
 use sluice::tls::TlsSet;
 use sluice::{demo, simulate, Server, StartError};
 use std::io::{BufRead, IsTerminal, Write};
@@ -29,7 +31,7 @@ Options:
       --demo          start demo backends on the addresses the configuration names, then
                       the balancer, and print commands to try
       --schema        print the JSON Schema of the configuration file, for editors
-                      (see docs/deployment.md, \"Editors\")
+                      (see docs/install.md, \"Editors\")
   -h, --help          print this help
   -V, --version       print the version
 
@@ -43,7 +45,9 @@ each backend's share, Jain's fairness index and what maxConnections queues do:
 hash-password reads one line (a password) from standard input and prints its argon2id hash
 for basicAuth's \"users\".
 
-Signals: SIGTERM and SIGINT stop gracefully; SIGHUP reloads the configuration.
+Signals: SIGTERM and SIGINT stop gracefully; SIGHUP reloads the configuration (listeners
+included); SIGUSR2 starts the executable at the same path with the listening sockets and
+hands over to it once it serves (see docs/operations.md).
 Logging: RUST_LOG sets the level (default: info; access lines use target sluice::access).";
 
 #[derive(Debug, PartialEq, Eq)]
@@ -206,6 +210,21 @@ fn hash_password() -> ExitCode {
 }
 
 fn run(path: &Path, with_demo: bool) -> ExitCode {
+    // First, before anything opens a descriptor of its own: the sockets handed to this process.
+    let inherited = match Inherited::from_env() {
+        Ok(inherited) => inherited,
+        Err(e) => {
+            eprintln!("sluice: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let exe = match Executable::of_this_process() {
+        Ok(exe) => exe,
+        Err(e) => {
+            eprintln!("sluice: cannot find this program's own path (needed for upgrades): {e}");
+            return ExitCode::from(1);
+        }
+    };
     let config = match Config::load(path) {
         Ok(config) => config,
         Err(e) => {
@@ -213,7 +232,7 @@ fn run(path: &Path, with_demo: bool) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let signals = match Signals::new([SIGTERM, SIGINT, SIGHUP]) {
+    let signals = match Signals::new(lifecycle::SIGNALS) {
         Ok(signals) => signals,
         Err(e) => {
             eprintln!("sluice: cannot install signal handlers: {e}");
@@ -230,9 +249,9 @@ fn run(path: &Path, with_demo: bool) -> ExitCode {
             return ExitCode::from(1);
         }
     }
-    let server = match Server::start(config.clone()) {
+    let server = match Server::start_with(config.clone(), inherited) {
         Ok(server) => server,
-        Err(e @ StartError::Config(_)) => {
+        Err(e @ (StartError::Config(_) | StartError::Inherited(_))) => {
             eprintln!("sluice: {e}");
             return ExitCode::from(2);
         }
@@ -244,14 +263,16 @@ fn run(path: &Path, with_demo: bool) -> ExitCode {
     if with_demo {
         print_demo_help(&server);
     }
-    let signals = wait_for_stop(signals, &server);
-    log::info!("stopping: finishing in-flight requests (a second SIGTERM or SIGINT stops at once)");
-    if let Err(e) = exit_on_second_stop(signals) {
-        log::warn!("cannot watch for a second stop signal: {e}");
+    match lifecycle::serve(server, signals, &exe) {
+        Ok(drained) => {
+            log::info!("stopped{}", if drained { "" } else { " (some connections were cut off)" });
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("sluice: cannot write the pid file {}: {}", e.path.display(), e.source);
+            ExitCode::from(1)
+        }
     }
-    let drained = server.stop();
-    log::info!("stopped{}", if drained { "" } else { " (some connections were cut off)" });
-    ExitCode::SUCCESS
 }
 
 /// `sluice simulate`: configuration errors exit 2, like `--check`.
@@ -269,30 +290,6 @@ fn run_simulation(path: &Path, options: &simulate::Options) -> ExitCode {
             ExitCode::from(2)
         }
     }
-}
-
-/// Blocks until SIGTERM or SIGINT, reloading the configuration file on each SIGHUP (a bad
-/// file is logged and the running configuration stays).
-fn wait_for_stop(mut signals: Signals, server: &Server) -> Signals {
-    for signal in signals.forever() {
-        if signal != SIGHUP {
-            break;
-        }
-        // Success and failure are both logged by the reload itself.
-        let _ = server.reload_from_file();
-    }
-    signals
-}
-
-/// While draining, a second SIGTERM or SIGINT ends the process at once, with exit code 1.
-fn exit_on_second_stop(mut signals: Signals) -> std::io::Result<()> {
-    std::thread::Builder::new().name("sluice-signals".into()).spawn(move || {
-        if signals.forever().any(|signal| signal != SIGHUP) {
-            log::warn!("second stop signal: exiting without waiting for in-flight requests");
-            std::process::exit(1);
-        }
-    })?;
-    Ok(())
 }
 
 fn print_demo_help(server: &Server) {
@@ -346,7 +343,11 @@ fn describe(config: &Config, tls: &TlsSet) -> String {
             let backup = if s.backup { ", backup" } else { "" };
             out += &format!("  {} ({}) weight {}{limit}{backup}\n", s.url, addrs.join(", "), s.weight);
         }
+        for d in &p.dns {
+            out += &describe_dns_entry(d);
+        }
     }
+    out += &describe_discovery(config);
     let t = &config.timeouts;
     out += &format!(
         "workers {}; timeouts: connect {:?}, clientHeader {:?}, keepAlive {:?}, backend {:?}, client {:?}, backendIdle {:?}, drain {:?}, queue {:?}, tunnel {:?}\n",
@@ -369,11 +370,47 @@ fn describe(config: &Config, tls: &TlsSet) -> String {
     let log = &config.access_log;
     let target = log.path.as_ref().map_or("stderr".to_string(), |p| p.display().to_string());
     out += &format!("access log: {} to {target}\n", log.format.name());
+    if let Some(path) = &config.pid_file {
+        out += &format!("pid file: {}\n", path.display());
+    }
     out += &match &config.alerts.webhook {
         Some(hook) => format!("alerts: POST to {} (timeout {:?})\n", hook.url, config.alerts.timeout),
         None => "alerts: logged only (no webhook)\n".to_string(),
     };
     out
+}
+
+/// A `dns` or `dnsSrv` entry of a pool, as `--check` shows it (nothing is looked up).
+fn describe_dns_entry(d: &DnsServers) -> String {
+    let (kind, what, weight) = match &d.lookup {
+        DnsLookup::Address { .. } => ("dns", "a backend per A/AAAA address", d.weight.unwrap_or(1).to_string()),
+        DnsLookup::Srv { .. } => (
+            "dnsSrv",
+            "a backend per SRV target address",
+            d.weight.map_or("from the records".to_string(), |w| w.to_string()),
+        ),
+    };
+    let limit = d.max_connections.map_or(String::new(), |m| format!(", maxConnections {m}"));
+    let backup = if d.backup { ", backup" } else { "" };
+    let https = if d.https { ", https" } else { "" };
+    format!("  {kind} {} ({what}) weight {weight}{limit}{backup}{https}\n", d.name)
+}
+
+/// Where DNS entries are looked up, when the configuration has any.
+fn describe_discovery(config: &Config) -> String {
+    if config.pools.iter().all(|p| p.dns.is_empty()) {
+        return String::new();
+    }
+    let d = &config.discovery;
+    let resolvers = if d.resolvers.is_empty() {
+        "the nameservers of /etc/resolv.conf".to_string()
+    } else {
+        d.resolvers.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    };
+    format!(
+        "DNS entries: looked up before serving, then every {:?} (sooner when a TTL is shorter, at most once a second), asking {resolvers}; --check looks nothing up\n",
+        d.resolve_interval
+    )
 }
 
 /// One listener: its address and mode, then its pool, or its routes one a line.

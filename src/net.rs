@@ -1,10 +1,13 @@
 //! Socket chores shared by the request path and the operations threads: connecting to the
-//! first of several addresses that answers, the accept loop every listener runs, and waking
-//! a listener blocked in `accept()` so that it notices sluice is stopping.
+//! first of several addresses that answers, and the accept loop every listener runs with the
+//! bell that ends it.
 
+use crate::sys;
 use log::{debug, error};
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
 use std::thread;
 use std::time::Duration;
 
@@ -25,22 +28,46 @@ pub fn connect_any(addrs: &[SocketAddr], first: usize, timeout: Duration) -> io:
     Err(last_error)
 }
 
-/// Accepts connections on `listener` and hands each to `accepted` until `is_stopping` says
-/// so (checked after every accept, so a connection to the listener wakes it). Failures to
-/// accept for lack of file descriptors pause for [`ACCEPT_BACKOFF`]; other failures (a
-/// client that reset before it was accepted) are skipped.
-pub fn accept_each(
-    listener: &TcpListener,
-    is_stopping: impl Fn() -> bool,
-    mut accepted: impl FnMut(TcpStream, SocketAddr),
-) {
+/// Tells an accept loop on another thread to end; its other end is what the loop watches.
+pub struct StopBell(UnixStream);
+
+impl StopBell {
+    /// A bell and the end an accept loop watches for it.
+    pub fn new() -> io::Result<(StopBell, UnixStream)> {
+        let (ring, heard) = UnixStream::pair()?;
+        Ok((StopBell(ring), heard))
+    }
+
+    /// Makes the watched end readable for good (it reads as closed), so the loop ends.
+    pub fn ring(&self) {
+        let _ = self.0.shutdown(Shutdown::Write);
+    }
+}
+
+/// Accepts connections on `listener` and hands each to `accepted` until `stop` becomes
+/// readable (its [`StopBell`] rang). The listener is made non-blocking and waited on with
+/// `poll`, so ringing never needs a connection, and another process sharing the socket (the
+/// old or new one of an upgrade) may take a connection first. Failures to accept for lack of
+/// file descriptors pause for [`ACCEPT_BACKOFF`]; other failures (a client that reset before
+/// it was accepted) are skipped.
+pub fn accept_each(listener: &TcpListener, stop: &UnixStream, mut accepted: impl FnMut(TcpStream, SocketAddr)) {
+    if let Err(e) = listener.set_nonblocking(true) {
+        error!("cannot accept on {:?}: {e}", listener.local_addr());
+        return;
+    }
     loop {
-        let result = listener.accept();
-        if is_stopping() {
-            return;
+        match sys::wait_readable(&[listener.as_fd(), stop.as_fd()]) {
+            Ok([_, true]) => return,
+            Ok(_) => {}
+            Err(e) => {
+                error!("waiting for connections failed: {e}; pausing {ACCEPT_BACKOFF:?}");
+                thread::sleep(ACCEPT_BACKOFF);
+                continue;
+            }
         }
-        match result {
+        match listener.accept() {
             Ok((stream, peer)) => accepted(stream, peer),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) if is_out_of_descriptors(&e) => {
                 error!("accept failed: {e}; pausing {ACCEPT_BACKOFF:?}");
                 thread::sleep(ACCEPT_BACKOFF);
@@ -53,16 +80,6 @@ pub fn accept_each(
 fn is_out_of_descriptors(e: &io::Error) -> bool {
     // EMFILE (24) and ENFILE (23) on Linux; ENOBUFS and ENOMEM also mean "not now".
     matches!(e.raw_os_error(), Some(23 | 24 | 105 | 12))
-}
-
-/// Connects to our own listener at `addr` so that its blocked `accept()` returns.
-pub fn wake_listener(addr: SocketAddr) {
-    let target = match addr.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port()),
-        IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), addr.port()),
-        _ => addr,
-    };
-    let _ = TcpStream::connect_timeout(&target, Duration::from_secs(1));
 }
 
 #[cfg(test)]
@@ -83,5 +100,19 @@ mod tests {
         assert_eq!(index, 1, "starts at the preferred address");
         assert!(connect_any(&[closed], 0, Duration::from_secs(1)).is_err());
         assert!(connect_any(&[], 0, Duration::from_secs(1)).is_err());
+    }
+
+    #[test]
+    fn the_accept_loop_serves_until_its_bell_rings() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (bell, heard) = StopBell::new().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let looping = thread::spawn(move || accept_each(&listener, &heard, |_, peer| tx.send(peer).unwrap()));
+        let client = TcpStream::connect(addr).unwrap();
+        let peer = rx.recv_timeout(Duration::from_secs(10)).expect("accepted");
+        assert_eq!(peer, client.local_addr().unwrap());
+        bell.ring();
+        looping.join().unwrap();
     }
 }

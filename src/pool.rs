@@ -333,6 +333,7 @@ mod tests {
             key_path: "pools.p".into(),
             protocol: Protocol::Http,
             servers,
+            dns: Vec::new(),
             algorithm: Algorithm::RoundRobin,
             sticky: sticky.then(|| StickyConfig { cookie: "S".into() }),
             health_check: HealthCheckConfig::default(),

@@ -63,7 +63,7 @@ pub fn exchange(ctx: &Context, client: &mut ExchangeIo, head: &mut RequestHead) 
     let body_pending = framing != BodyFraming::Empty;
     // sluice's own answers keep the connection only when the client wants that and no unread
     // body stands between this request and the next.
-    let keep = !body_pending && may_keep_alive(ctx.runtime, head);
+    let keep = !body_pending && may_keep_alive(ctx, head);
     let Some((pool, route)) = ctx.state.route(ctx.listener, head) else {
         return answer(client, 404, "no route for this host and path", &[], keep);
     };
@@ -367,7 +367,7 @@ fn relay_response(
         Ok(framing) => framing,
         Err(why) => return Attempt::Failed(BackendError::InvalidResponse(why.to_string())),
     };
-    let wants_keep_alive = may_keep_alive(ctx.runtime, head);
+    let wants_keep_alive = may_keep_alive(ctx, head);
     let chunked_out = framing == BodyFraming::Chunked && head.version == Version::Http11;
     let (header_framing, keep_alive) = match framing {
         BodyFraming::Empty => (passed_on_length(response, &head.method), wants_keep_alive),

@@ -60,7 +60,7 @@ pub fn answer(ctx: &Context, client: &mut ExchangeIo, head: &mut RequestHead) ->
 fn check(ctx: &Context, client: &mut ExchangeIo, head: &mut RequestHead) -> Result<bool, Outcome> {
     check_request(head).map_err(|e| refuse(client, e))?;
     let framing = request_framing(head).map_err(|e| refuse(client, e))?;
-    Ok(framing == BodyFraming::Empty && may_keep_alive(ctx.runtime, head))
+    Ok(framing == BodyFraming::Empty && may_keep_alive(ctx, head))
 }
 
 /// Where ACME's HTTP-01 challenges are fetched; never redirected to https.

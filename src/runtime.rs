@@ -1,7 +1,11 @@
 //! The live state every thread shares: the current configuration and pools (one snapshot,
-//! replaced whole by a reload or an admin change), the worker pool and the waiting room, the
-//! stop flag, the open client connections, the process-wide metrics, the access log and the
-//! alerts.
+//! replaced whole by a reload or an admin change), the listening sockets, the worker pool and
+//! the waiting room, the stop flag, the open client connections, the process-wide metrics,
+//! the access log and the alerts.
+//!
+//! Connections name their listener by its bound address: each snapshot lists the bound
+//! address of each of its listeners, and a listener a reload removed keeps the last snapshot
+//! that had it (its connections drain with it).
 //!
 //! Workers read the snapshot once per request (clone an `Arc`, let go of the lock). The
 //! acceptor counts connections in; each connection counts itself out when it closes. Whoever
@@ -13,6 +17,7 @@ use crate::backend::Backend;
 use crate::config::{AccessLogConfig, Config, Limits, ListenerConfig, RouteConfig};
 use crate::fair_share::FairShare;
 use crate::http::head::{HeaderList, RequestHead};
+use crate::listeners::Listeners;
 use crate::lock;
 use crate::ops::access_log::AccessLog;
 use crate::ops::alerts::Alerts;
@@ -24,7 +29,7 @@ use crate::tls::TlsSet;
 use crate::waiting_room::WaitingRoom;
 use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, Shutdown, TcpStream};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -51,39 +56,57 @@ pub struct State {
     pub pools: Vec<Arc<Pool>>,
     /// The certificates and TLS settings read for `file`.
     pub tls: Arc<TlsSet>,
+    /// The address each of `config.listeners` is bound to, in the same order.
+    pub bound: Vec<SocketAddr>,
 }
 
 impl State {
     /// Builds the pools for `file`, as read from the file, keeping the runtime changes made
     /// on `previous`. With a `previous` state (a reload), its backends are kept by URL and new
     /// ones join after a passing probe; without (the first start), every backend starts up.
-    pub fn new(mut file: Config, tls: TlsSet, previous: Option<&State>) -> State {
+    /// `bound` holds the address each listener of `file` is bound to.
+    pub fn new(mut file: Config, tls: TlsSet, previous: Option<&State>, bound: Vec<SocketAddr>) -> State {
         if let Some(previous) = previous {
             keep_running_edges(&mut file, &previous.file);
         }
         let changes = previous.map_or_else(RuntimeChanges::default, |p| p.changes.settled(&file));
         let running = previous.map(State::backends);
-        State::derive(file, Arc::new(tls), changes, running.as_deref())
+        State::derive(file, Arc::new(tls), changes, running.as_deref(), bound)
     }
 
-    /// The same file with other runtime changes: the next snapshot after an admin change.
-    /// `joining` is a backend built for the change (already probed), reused by URL.
-    pub fn with_changes(&self, changes: RuntimeChanges, joining: Option<Arc<Backend>>) -> State {
-        let mut running: Vec<Arc<Backend>> = joining.into_iter().collect();
+    /// The first snapshot when backends were found by DNS before serving: `changes` adds
+    /// them, and like the file's backends they all start up. `bound` holds the address each
+    /// listener of `file` is bound to.
+    pub fn first(file: Config, tls: TlsSet, changes: RuntimeChanges, bound: Vec<SocketAddr>) -> State {
+        State::derive(file, Arc::new(tls), changes, None, bound)
+    }
+
+    /// The same file with other runtime changes: the next snapshot after an admin change or
+    /// a change found by DNS. `joining` are backends built for the change (already probed),
+    /// reused by URL.
+    pub fn with_changes(&self, changes: RuntimeChanges, joining: &[Arc<Backend>]) -> State {
+        let mut running: Vec<Arc<Backend>> = joining.to_vec();
         running.extend(self.backends());
-        State::derive(self.file.clone(), Arc::clone(&self.tls), changes, Some(&running))
+        State::derive(self.file.clone(), Arc::clone(&self.tls), changes, Some(&running), self.bound.clone())
     }
 
     /// The same file and changes with other TLS material: the next snapshot after ACME
     /// stored a new certificate. Backends are kept as they are.
     pub fn with_tls(&self, tls: TlsSet) -> State {
         let running = self.backends();
-        State::derive(self.file.clone(), Arc::new(tls), self.changes.clone(), Some(&running))
+        State::derive(self.file.clone(), Arc::new(tls), self.changes.clone(), Some(&running), self.bound.clone())
     }
 
     /// Lays `changes` over `file` and builds the pools, reusing the backends of `running`
-    /// (`None` on the first start) as [`Pool::new`] says.
-    fn derive(file: Config, tls: Arc<TlsSet>, changes: RuntimeChanges, running: Option<&[Arc<Backend>]>) -> State {
+    /// (`None` on the first start) as [`Pool::new`] says; `bound` holds the listeners' bound
+    /// addresses.
+    fn derive(
+        file: Config,
+        tls: Arc<TlsSet>,
+        changes: RuntimeChanges,
+        running: Option<&[Arc<Backend>]>,
+        bound: Vec<SocketAddr>,
+    ) -> State {
         let config = changes.apply(file.clone());
         let pools: Vec<Arc<Pool>> = config
             .pools
@@ -91,14 +114,23 @@ impl State {
             .enumerate()
             .map(|(i, p)| Arc::new(Pool::new(p.clone(), running, tls.pools.get(i).cloned().flatten())))
             .collect();
-        for pool in &pools {
-            for backend in &pool.backends {
-                if changes.is_drained(&Place::new(pool.name(), backend.url())) {
-                    backend.set_draining(true);
-                }
+        // The drain flags follow `changes` both ways (an undrain, an address back in DNS). A
+        // backend listed by two pools is one `Backend`: drained if either pool drains it.
+        let placed = || pools.iter().flat_map(|p| p.backends.iter().map(move |b| (p.name(), b)));
+        let drained: Vec<&Arc<Backend>> =
+            placed().filter(|(pool, b)| changes.is_drained(&Place::new(pool, b.url()))).map(|(_, b)| b).collect();
+        for (_, backend) in placed() {
+            let drain = drained.iter().any(|d| Arc::ptr_eq(d, backend));
+            if backend.is_draining() != drain {
+                backend.set_draining(drain);
             }
         }
-        State { file, changes, config, pools, tls }
+        State { file, changes, config, pools, tls, bound }
+    }
+
+    /// The index in `config.listeners` of the listener bound to `local`.
+    pub fn listener_at(&self, local: SocketAddr) -> Option<usize> {
+        self.bound.iter().position(|&addr| addr == local)
     }
 
     /// Every backend of every pool.
@@ -153,6 +185,14 @@ pub struct Runtime {
     /// Held while a new snapshot is built from the current one, so that two changes (a reload
     /// and an admin request) never build on the same snapshot and lose one another.
     changing: Mutex<()>,
+    /// The listening sockets and their acceptors.
+    pub listeners: Listeners,
+    /// Listeners a reload removed, by bound address, with the last snapshot that had them:
+    /// their connections finish with it.
+    retired: Mutex<Vec<(SocketAddr, Arc<State>)>>,
+    /// Set once a reload first removes a listener, so that asking whether a listener drains
+    /// costs one atomic load until then.
+    any_retired: AtomicBool,
     /// The fixed worker pool every connection is served on.
     pub workers: ThreadPool,
     /// Where idle client connections wait while most workers are busy.
@@ -178,9 +218,6 @@ pub struct Runtime {
     waiting_connections: AtomicUsize,
     /// Connections refused by `limits.maxConnections` or `limits.maxConnectionsPerClient`.
     pub rejected_connections: AtomicU64,
-    /// Connections being served, so that stopping can close the idle ones.
-    clients: Mutex<HashMap<u64, RegisteredClient>>,
-    next_client_id: AtomicU64,
     pub started: Instant,
     /// Written by workers as exchanges end; read by the admin API.
     pub metrics: Metrics,
@@ -201,17 +238,9 @@ struct Wake {
     generation: u64,
 }
 
-struct RegisteredClient {
-    stream: TcpStream,
-    idle: Arc<AtomicBool>,
-}
-
-/// A connection's place in the registry, for its whole life; dropping it counts the
-/// connection closed.
+/// A connection counted open, for its whole life; dropping it counts the connection closed.
 pub struct ClientTicket {
     runtime: Arc<Runtime>,
-    id: u64,
-    idle: Arc<AtomicBool>,
     client: IpAddr,
 }
 
@@ -225,7 +254,7 @@ impl Drop for Serving<'_> {
 }
 
 impl Runtime {
-    pub fn new(state: State, alerts: Alerts) -> io::Result<Runtime> {
+    pub fn new(state: State, alerts: Alerts, listeners: Listeners) -> io::Result<Runtime> {
         let workers = threadpool::Builder::new()
             .num_threads(state.config.workers)
             .thread_name("sluice-worker".into())
@@ -236,6 +265,9 @@ impl Runtime {
             parking_enabled: state.config.waiting_room,
             state: Mutex::new(Arc::new(state)),
             changing: Mutex::new(()),
+            listeners,
+            retired: Mutex::new(Vec::new()),
+            any_retired: AtomicBool::new(false),
             workers,
             waiting_room: Arc::new(WaitingRoom::new()?),
             fair_share: FairShare::new(),
@@ -247,8 +279,6 @@ impl Runtime {
             connections_per_client: Mutex::new(HashMap::new()),
             waiting_connections: AtomicUsize::new(0),
             rejected_connections: AtomicU64::new(0),
-            clients: Mutex::new(HashMap::new()),
-            next_client_id: AtomicU64::new(0),
             started: Instant::now(),
             metrics: Metrics::default(),
             access_log: AccessLog::stderr(),
@@ -301,10 +331,20 @@ impl Runtime {
     /// Builds a new snapshot from the current one with `change` and puts it in place, unless
     /// `change` fails. Changes are made one at a time; readers are never held up.
     pub fn change_state<T, E>(&self, change: impl FnOnce(&State) -> Result<(State, T), E>) -> Result<T, E> {
+        self.change_state_then(change, |result| result)
+    }
+
+    /// As [`Runtime::change_state`], then runs `after` on the result once the new snapshot is
+    /// in place, before the next change may begin (a reload starts and stops listeners there).
+    pub fn change_state_then<T, E, R>(
+        &self,
+        change: impl FnOnce(&State) -> Result<(State, T), E>,
+        after: impl FnOnce(T) -> R,
+    ) -> Result<R, E> {
         let _one_at_a_time = lock(&self.changing);
         let (state, result) = change(&self.state())?;
         self.replace_state(state);
-        Ok(result)
+        Ok(after(result))
     }
 
     /// Connections a worker is serving right now (not those queued or parked).
@@ -321,18 +361,42 @@ impl Runtime {
         self.stopping.load(Ordering::SeqCst)
     }
 
-    /// Starts stopping: no new connections, idle ones closed, busy ones finish.
+    /// Starts draining: every connection's next response says `Connection: close`, and
+    /// connections that stay quiet close (see `connection`). The caller stops the acceptors.
     pub fn begin_stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
-        self.waiting_room.stop();
-        self.fair_share.close_waiting();
         lock(&self.wake.0).stopping = true;
         self.wake.1.notify_all();
-        for client in lock(&self.clients).values() {
-            if client.idle.load(Ordering::SeqCst) {
-                let _ = client.stream.shutdown(Shutdown::Both);
-            }
+    }
+
+    /// The snapshot a connection of the listener bound to `local` is served with, and the
+    /// listener's index in it: the current one, or the last one that had the listener when a
+    /// reload removed it. `None` for an address no listener ever had.
+    pub fn listener_state(&self, local: SocketAddr) -> Option<(Arc<State>, usize)> {
+        let state = self.state();
+        if let Some(index) = state.listener_at(local) {
+            return Some((state, index));
         }
+        let retired = lock(&self.retired);
+        let (_, state) = retired.iter().find(|(addr, _)| *addr == local)?;
+        Some((Arc::clone(state), state.listener_at(local)?))
+    }
+
+    /// Whether connections of the listener bound to `local` are draining: sluice is
+    /// stopping, or a reload removed the listener.
+    pub fn is_draining(&self, local: SocketAddr) -> bool {
+        self.is_stopping() || (self.any_retired.load(Ordering::Relaxed) && !self.state().bound.contains(&local))
+    }
+
+    /// Keeps `state` for the connections of the listeners bound to `removed`, which the next
+    /// snapshot no longer has; forgets any kept for the addresses `added` binds again.
+    pub fn retire_listeners(&self, removed: &[SocketAddr], state: &Arc<State>, added: &[SocketAddr]) {
+        if !removed.is_empty() {
+            self.any_retired.store(true, Ordering::Relaxed);
+        }
+        let mut retired = lock(&self.retired);
+        retired.retain(|(addr, _)| !removed.contains(addr) && !added.contains(addr));
+        retired.extend(removed.iter().map(|&addr| (addr, Arc::clone(state))));
     }
 
     /// Sleeps for `duration` or until stopping begins; returns true if stopping.
@@ -430,12 +494,10 @@ impl Runtime {
         self.uncount_client(client);
     }
 
-    /// Registers an accepted connection from `client`. `stream` is a second handle to it.
-    pub fn register_client(self: &Arc<Self>, stream: TcpStream, client: IpAddr) -> ClientTicket {
-        let id = self.next_client_id.fetch_add(1, Ordering::Relaxed);
-        let idle = Arc::new(AtomicBool::new(false));
-        lock(&self.clients).insert(id, RegisteredClient { stream, idle: Arc::clone(&idle) });
-        ClientTicket { runtime: Arc::clone(self), id, idle, client }
+    /// Gives an accepted connection from `client`, already counted in, the ticket that
+    /// counts it out when dropped.
+    pub fn register_client(self: &Arc<Self>, client: IpAddr) -> ClientTicket {
+        ClientTicket { runtime: Arc::clone(self), client }
     }
 }
 
@@ -443,17 +505,6 @@ impl ClientTicket {
     /// The runtime the connection is registered with.
     pub fn runtime(&self) -> &Arc<Runtime> {
         &self.runtime
-    }
-
-    /// Marks the connection as waiting for its next request; false if sluice is stopping,
-    /// in which case the connection should close instead of waiting.
-    pub fn enter_idle(&self) -> bool {
-        self.idle.store(true, Ordering::SeqCst);
-        !self.runtime.is_stopping()
-    }
-
-    pub fn leave_idle(&self) {
-        self.idle.store(false, Ordering::SeqCst);
     }
 
     /// Counts the connection under `client` instead (the source its PROXY header names),
@@ -470,7 +521,6 @@ impl ClientTicket {
 
 impl Drop for ClientTicket {
     fn drop(&mut self) {
-        lock(&self.runtime.clients).remove(&self.id);
         self.runtime.uncount_connection(self.client);
     }
 }

@@ -84,6 +84,8 @@ pub struct PoolReport {
     pub queue: QueueReport,
     /// With `--remove` on this pool: the clients each algorithm moved.
     pub moved: Vec<Moved>,
+    /// The pool's `dns` and `dnsSrv` entries, which simulate does not look up.
+    pub dns_entries: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -188,7 +190,16 @@ fn simulate_pool(config: &PoolConfig, options: &Options) -> PoolReport {
         .collect::<Vec<_>>();
     let fairness = jain_index(&backends);
     let queue = tally.queue;
-    PoolReport { name: config.name.clone(), algorithm: config.algorithm, backends, fairness, queue, moved: Vec::new() }
+    let dns_entries = config.dns.iter().map(|d| d.name.clone()).collect();
+    PoolReport {
+        name: config.name.clone(),
+        algorithm: config.algorithm,
+        backends,
+        fairness,
+        queue,
+        moved: Vec::new(),
+        dns_entries,
+    }
 }
 
 /// What the closed loop counted, by backend index.
@@ -312,6 +323,10 @@ impl fmt::Display for Report {
 
 fn write_pool(f: &mut fmt::Formatter<'_>, pool: &PoolReport) -> fmt::Result {
     writeln!(f, "pool {:?}: {}", pool.name, pool.algorithm.name())?;
+    if !pool.dns_entries.is_empty() {
+        let names = pool.dns_entries.join(", ");
+        writeln!(f, "  (backends found by DNS are not looked up here, so {names} takes no part)")?;
+    }
     let width = pool.backends.iter().map(|b| b.url.len()).max().unwrap_or(7).max(7);
     writeln!(f, "  {:width$}  weight  max  requests   share  expected  peak in flight", "backend")?;
     let total: usize = pool.backends.iter().map(|b| b.requests).sum();

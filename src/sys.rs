@@ -1,12 +1,17 @@
 //! The only file that talks to the operating system below std: an epoll set for the waiting
-//! room, `poll(2)` for tunnels, a one-call non-blocking peek for idle backend connections, raising the open-file
-//! limit at start, and a file system's size for `host`. Each `unsafe` block is one system call on
+//! room, `poll(2)` for tunnels and acceptors, a one-call non-blocking peek for idle backend
+//! connections, raising the open-file limit at start, a file system's size for `host`, and
+//! the descriptors an upgrade hands to the next process (taking inherited ones, keeping them
+//! open across `exec`). Each `unsafe` block is one system call on
 //! values it owns, with the reason it is sound beside it.
 #![allow(unsafe_code)]
 
 use std::io;
-use std::net::TcpStream;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command};
 use std::time::Duration;
 
 /// An epoll set whose events carry a caller-chosen token.
@@ -89,6 +94,115 @@ pub fn poll(sockets: &[(&TcpStream, Interest)], timeout: Duration) -> io::Result
     if rc < 0 {
         let e = io::Error::last_os_error();
         return if e.kind() == io::ErrorKind::Interrupted { Ok(()) } else { Err(e) };
+    }
+    Ok(())
+}
+
+/// Blocks until one of `fds` is readable (or hung up); returns which, one flag per descriptor.
+pub fn wait_readable(fds: &[BorrowedFd<'_>; 2]) -> io::Result<[bool; 2]> {
+    let mut polled = fds.map(|fd| libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+    // SAFETY: the pointer and count describe `polled`, which outlives the call; each descriptor
+    // is borrowed for the call.
+    let rc = unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as libc::nfds_t, -1) };
+    if rc < 0 {
+        let e = io::Error::last_os_error();
+        return if e.kind() == io::ErrorKind::Interrupted { Ok([false; 2]) } else { Err(e) };
+    }
+    Ok(polled.map(|p| p.revents != 0))
+}
+
+/// Takes descriptor `fd`, inherited from the process that started this one, as a listening
+/// TCP socket: it must be open, a socket, of the stream type and listening. Marks it
+/// close-on-exec, as every descriptor sluice opens is.
+pub fn inherited_listener(fd: RawFd) -> io::Result<TcpListener> {
+    check_open(fd)?;
+    let listening = socket_option(fd, libc::SO_ACCEPTCONN)?;
+    let kind = socket_option(fd, libc::SO_TYPE)?;
+    let domain = socket_option(fd, libc::SO_DOMAIN)?;
+    if kind != libc::SOCK_STREAM || listening != 1 || !matches!(domain, libc::AF_INET | libc::AF_INET6) {
+        return Err(io::Error::other("not a listening TCP socket"));
+    }
+    set_close_on_exec(fd)?;
+    // SAFETY: `fd` is open and a listening socket that this process inherited; the caller takes
+    // each inherited number once, so nothing else owns it.
+    Ok(unsafe { TcpListener::from_raw_fd(fd) })
+}
+
+/// Takes descriptor `fd`, inherited from the process that started this one, as one end of a
+/// Unix stream socket pair (the upgrade's readiness channel). Marks it close-on-exec.
+pub fn inherited_unix_stream(fd: RawFd) -> io::Result<UnixStream> {
+    check_open(fd)?;
+    if socket_option(fd, libc::SO_DOMAIN)? != libc::AF_UNIX {
+        return Err(io::Error::other("not a Unix socket"));
+    }
+    set_close_on_exec(fd)?;
+    // SAFETY: `fd` is open and a Unix socket this process inherited; it is taken once.
+    Ok(unsafe { UnixStream::from_raw_fd(fd) })
+}
+
+fn check_open(fd: RawFd) -> io::Result<()> {
+    // SAFETY: F_GETFD takes no pointer; on a descriptor that is not open it fails with EBADF.
+    if fd < 3 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(io::Error::other(format!("descriptor {fd} is not open")));
+    }
+    Ok(())
+}
+
+fn socket_option(fd: RawFd, option: libc::c_int) -> io::Result<libc::c_int> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: the pointers describe `value` and `len`, which outlive the call; the kernel writes
+    // at most `len` bytes.
+    let rc =
+        unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, option, (&mut value as *mut libc::c_int).cast(), &mut len) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(value)
+}
+
+fn set_close_on_exec(fd: RawFd) -> io::Result<()> {
+    // SAFETY: F_SETFD takes an integer, no pointer.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Starts `command` with the descriptors `keep` left open in the new program (their
+/// close-on-exec flag is cleared in the child, between fork and exec, so the parent's own
+/// descriptors keep theirs and no other child inherits them).
+pub fn spawn_keeping(command: &mut Command, keep: Vec<RawFd>) -> io::Result<Child> {
+    // SAFETY: the closure runs in the child between fork and exec; it only calls fcntl, which
+    // is async-signal-safe, and allocates nothing. The descriptors stay open in the parent
+    // until `spawn` returns, so they are open in the child.
+    unsafe {
+        command.pre_exec(move || {
+            for &fd in &keep {
+                if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    command.spawn()
+}
+
+/// CLOCK_MONOTONIC in microseconds, as systemd's `MONOTONIC_USEC` wants it.
+pub fn monotonic_micros() -> u64 {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `now` is a valid, writable timespec for the duration of the call.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    (now.tv_sec as u64).saturating_mul(1_000_000).saturating_add(now.tv_nsec as u64 / 1_000)
+}
+
+/// Asks process `pid` to stop (SIGTERM).
+pub fn terminate(pid: u32) -> io::Result<()> {
+    let pid = libc::pid_t::try_from(pid).map_err(io::Error::other)?;
+    // SAFETY: kill takes no pointers.
+    if unsafe { libc::kill(pid, libc::SIGTERM) } < 0 {
+        return Err(io::Error::last_os_error());
     }
     Ok(())
 }

@@ -7,6 +7,10 @@
 //! so with few clients every exchange stays on the plain blocking path. Exchanges themselves
 //! always run on workers with blocking I/O; nothing here reads or writes a request.
 //!
+//! While sluice drains (stopping, handing over to a new process, or a listener removed by a
+//! reload), a guest whose listener drains gets at most [`DRAIN_QUIET`] more to send its next
+//! request; one that arrives is served (with `Connection: close`), one that does not is closed.
+//!
 //! The room knows its guests only as [`Waiter`]s: `connection` says what waking and expiring
 //! mean for a client connection, so this file depends on nothing above it.
 
@@ -30,7 +34,14 @@ pub trait Waiter: Send {
     fn wake(self: Box<Self>);
     /// Its time is up: answer what it is owed and close it.
     fn expire(self: Box<Self>);
+    /// Whether its listener is draining: then it waits at most [`DRAIN_QUIET`] more.
+    fn is_draining(&self) -> bool;
 }
+
+/// How long a connection may stay quiet once its listener drains before it is closed. A
+/// client that keeps its connection busy (a load generator, a browser loading a page) sends
+/// its next request well within it and gets its answer with `Connection: close`.
+pub const DRAIN_QUIET: Duration = Duration::from_secs(1);
 
 /// How often parked connections are checked for expiry, and the longest epoll wait.
 const SWEEP_EVERY: Duration = Duration::from_millis(100);
@@ -95,6 +106,11 @@ impl WaitingRoom {
 
     fn take_expired(&self, now: Instant) -> Vec<Box<dyn Waiter>> {
         let mut parked = lock(&self.parked);
+        for p in parked.values_mut() {
+            if p.expires > now + DRAIN_QUIET && p.conn.is_draining() {
+                p.expires = now + DRAIN_QUIET;
+            }
+        }
         let expired: Vec<u64> = parked.iter().filter(|(_, p)| p.expires <= now).map(|(&t, _)| t).collect();
         expired.into_iter().filter_map(|t| parked.remove(&t)).map(|p| p.conn).collect()
     }
@@ -128,4 +144,51 @@ fn run(room: &WaitingRoom) {
         }
     }
     room.close_all();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+
+    /// A guest that records how it left the room.
+    struct Guest {
+        socket: UnixStream,
+        draining: Arc<AtomicBool>,
+        expired: Arc<AtomicBool>,
+    }
+
+    impl Waiter for Guest {
+        fn fd(&self) -> RawFd {
+            self.socket.as_raw_fd()
+        }
+        fn wake(self: Box<Self>) {}
+        fn expire(self: Box<Self>) {
+            self.expired.store(true, Ordering::SeqCst);
+        }
+        fn is_draining(&self) -> bool {
+            self.draining.load(Ordering::SeqCst)
+        }
+    }
+
+    #[test]
+    fn a_quiet_guest_leaves_soon_after_its_listener_begins_to_drain() {
+        let room = Arc::new(WaitingRoom::new().unwrap());
+        let running = spawn(Arc::clone(&room)).unwrap();
+        let (socket, _peer) = UnixStream::pair().unwrap();
+        let (draining, expired) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+        let guest = Guest { socket, draining: Arc::clone(&draining), expired: Arc::clone(&expired) };
+        room.park(Box::new(guest), Instant::now() + Duration::from_secs(600));
+        thread::sleep(SWEEP_EVERY * 3);
+        assert!(!expired.load(Ordering::SeqCst), "a guest whose listener does not drain stays");
+        draining.store(true, Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !expired.load(Ordering::SeqCst) && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(10));
+        }
+        assert!(expired.load(Ordering::SeqCst), "the draining guest was never let go");
+        room.stop();
+        running.join().unwrap();
+    }
 }

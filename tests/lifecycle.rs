@@ -704,13 +704,15 @@ fn an_invalid_reload_keeps_the_running_configuration_and_says_why() {
     assert!(text.starts_with(&format!("{}: retries: must be a whole number", path.display())), "{text}");
     assert_eq!(sluice.get("/").text(), "a");
 
-    std::fs::write(&path, format!(r#"{{"listen": "127.0.0.1:1", "servers": ["{}"]}}"#, a.url())).unwrap();
-    let err = sluice.server().reload_from_file().expect_err("another listener needs a restart");
-    assert!(matches!(err, ReloadError::NeedsRestart(_)), "{err:?}");
-    assert!(
-        err.to_string().starts_with("listeners changed (running: 127.0.0.1:0 http; in the file: 127.0.0.1:1 http)"),
-        "{err}"
-    );
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap();
+    let listeners = format!(r#"[{{"listen": "127.0.0.1:0", "pool": "p"}}, {{"listen": "{busy}", "pool": "p"}}]"#);
+    let pools = format!(r#"{{"p": {{"servers": ["{}"]}}}}"#, a.url());
+    std::fs::write(&path, format!(r#"{{"listeners": {listeners}, "pools": {pools}}}"#)).unwrap();
+    let err = sluice.server().reload_from_file().expect_err("a listener that cannot bind fails the reload");
+    assert!(matches!(err, ReloadError::Bind { addr, .. } if addr == busy), "{err:?}");
+    assert!(err.to_string().starts_with(&format!("cannot listen on {busy}: ")), "{err}");
+    assert_eq!(sluice.server().local_addrs(), [sluice.addr], "the running listener stays, alone");
     assert_eq!(sluice.get("/").text(), "a");
 }
 

@@ -36,7 +36,10 @@ fn examples() -> Vec<(String, String)> {
             found.push((place, text.to_string()));
         }
     };
-    let json_files = [root.join("config.json")].into_iter().chain(files(&root.join("docs"), "json"));
+    let json_files = [root.join("config.json")]
+        .into_iter()
+        .chain(files(&root.join("docs"), "json"))
+        .chain(files(&root.join("deploy"), "json"));
     for path in json_files.chain(files(&root.join("fuzz/seeds/config"), "json")) {
         add(path.display().to_string(), &std::fs::read_to_string(&path).unwrap());
     }

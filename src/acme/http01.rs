@@ -24,7 +24,7 @@ pub fn answer(ctx: &Context, client: &mut ExchangeIo, head: &mut RequestHead) ->
         return refuse(client, e);
     }
     let keep_alive = match request_framing(head) {
-        Ok(framing) => framing == BodyFraming::Empty && may_keep_alive(ctx.runtime, head),
+        Ok(framing) => framing == BodyFraming::Empty && may_keep_alive(ctx, head),
         Err(e) => return refuse(client, e),
     };
     let token = &head.target[ACME_CHALLENGE_PREFIX.len()..];

@@ -7,7 +7,7 @@
 
 use super::edge_rules::{read_route_edge, EDGE_KEYS};
 use super::keys::{Key, Kind, Shape, LISTEN};
-use super::pool::{read_pool, POOL_KEYS};
+use super::pool::{check_dns_scheme, read_pool, POOL_KEYS};
 use super::tls::{check_redirect, read_listener_tls, read_redirect_to_https, LISTENER_TLS};
 use super::top_level::{read_listen, REDIRECT_TO_HTTPS, SHORT_LISTENER_KEYS};
 use super::Section;
@@ -99,8 +99,8 @@ pub(super) fn read(top: &mut Section) -> Result<(Vec<ListenerConfig>, Vec<PoolCo
         }
     }
     top.allow(&FULL_FORM)?;
-    let pools = read_pools(top)?;
-    let listeners = read_listeners(top, &pools)?;
+    let mut pools = read_pools(top)?;
+    let listeners = read_listeners(top, &mut pools)?;
     Ok((listeners, pools))
 }
 
@@ -131,7 +131,7 @@ fn is_pool_name(name: &str) -> bool {
     (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-fn read_listeners(top: &mut Section, pools: &[PoolConfig]) -> Result<Vec<ListenerConfig>, ConfigError> {
+fn read_listeners(top: &mut Section, pools: &mut [PoolConfig]) -> Result<Vec<ListenerConfig>, ConfigError> {
     let example = "such as [{\"listen\": \":8080\", \"routes\": [{\"pool\": \"web\"}]}]";
     let list = match top.get("listeners") {
         None => return Err(top.error("listeners", &format!("missing: say where to listen, {example}"))),
@@ -140,9 +140,10 @@ fn read_listeners(top: &mut Section, pools: &[PoolConfig]) -> Result<Vec<Listene
         Some(_) => return Err(top.error("listeners", &format!("must be a list of listeners, {example}"))),
     };
     let mut listeners: Vec<ListenerConfig> = Vec::with_capacity(list.len());
+    let mut table = PoolTable { bound: vec![false; pools.len()], pools };
     for (i, value) in list.iter().enumerate() {
         let mut section = Section::new(top.file, format!("listeners[{i}]"), value)?;
-        let listener = read_listener(&mut section, pools, i)?;
+        let listener = read_listener(&mut section, &mut table, i)?;
         let same = listeners.iter().position(|l| l.addr == listener.addr && listener.addr.port() != 0);
         if let Some(j) = same {
             return Err(section.error("listen", &format!("{} is already the address of listeners[{j}]", listener.addr)));
@@ -153,7 +154,7 @@ fn read_listeners(top: &mut Section, pools: &[PoolConfig]) -> Result<Vec<Listene
     Ok(listeners)
 }
 
-fn read_listener(s: &mut Section, pools: &[PoolConfig], index: usize) -> Result<ListenerConfig, ConfigError> {
+fn read_listener(s: &mut Section, pools: &mut PoolTable, index: usize) -> Result<ListenerConfig, ConfigError> {
     s.allow(&LISTENER)?;
     let addr = read_listen(s, "listen")?;
     let mode = match s.str("mode")? {
@@ -187,7 +188,7 @@ fn read_listener(s: &mut Section, pools: &[PoolConfig], index: usize) -> Result<
     Ok(ListenerConfig { addr, mode, routes, tls, redirect_to_https, accept_proxy })
 }
 
-fn read_routes(listener: &mut Section, pools: &[PoolConfig], index: usize) -> Result<Vec<RouteConfig>, ConfigError> {
+fn read_routes(listener: &mut Section, pools: &mut PoolTable, index: usize) -> Result<Vec<RouteConfig>, ConfigError> {
     let list = match listener.get("routes") {
         Some(Value::Array(list)) if !list.is_empty() => list,
         _ => return Err(listener.error("routes", "must be a list of routes, such as [{\"pool\": \"web\"}]")),
@@ -215,15 +216,28 @@ fn read_routes(listener: &mut Section, pools: &[PoolConfig], index: usize) -> Re
     Ok(routes)
 }
 
+/// The pools as listeners name them. A pool of DNS entries alone takes its scheme from the
+/// first listener that sends to it (`bound`); every other listener must agree.
+struct PoolTable<'a> {
+    pools: &'a mut [PoolConfig],
+    bound: Vec<bool>,
+}
+
 /// Reads `pool` from `s` and finds it, checking that its backends suit a listener in `mode`.
-fn pool_index(s: &mut Section, pools: &[PoolConfig], mode: ListenerMode) -> Result<usize, ConfigError> {
+fn pool_index(s: &mut Section, table: &mut PoolTable, mode: ListenerMode) -> Result<usize, ConfigError> {
     let name = s.str("pool")?.ok_or_else(|| s.error("pool", "missing: name the pool to send to"))?;
-    let Some(index) = pools.iter().position(|p| p.name == name) else {
-        let known: Vec<String> = pools.iter().map(|p| format!("{:?}", p.name)).collect();
+    let Some(index) = table.pools.iter().position(|p| p.name == name) else {
+        let known: Vec<String> = table.pools.iter().map(|p| format!("{:?}", p.name)).collect();
         return Err(s.error("pool", &format!("no pool named {name:?} (pools: {})", known.join(", "))));
     };
-    let protocol = pools[index].protocol;
     let wanted = if mode == ListenerMode::Tcp { Protocol::Tcp } else { Protocol::Http };
+    let pool = &mut table.pools[index];
+    if pool.servers.is_empty() && !table.bound[index] {
+        table.bound[index] = true;
+        pool.protocol = wanted;
+        check_dns_scheme(pool, s.file)?;
+    }
+    let protocol = pool.protocol;
     if protocol != wanted {
         let article = if mode == ListenerMode::Http { "an" } else { "a" };
         let problem = format!(
@@ -371,7 +385,7 @@ mod tests {
             ),
             (
                 r#"{"listeners": [{"listen": ":1", "pool": "a"}], "pools": {"a": {"servers": ["http://127.0.0.1:1", "tcp://127.0.0.1:2"]}}}"#.to_string(),
-                "config.json: pools.a.servers[1]: \"tcp://127.0.0.1:2\" is tcp:// but servers[0] is http://",
+                "config.json: pools.a.servers[1]: \"tcp://127.0.0.1:2\" is tcp:// but the first URL in servers is http://",
             ),
             (
                 r#"{"listeners": [{"listen": ":1", "mode": "tcp", "pool": "a"}], "pools": {"a": {"servers": ["tcp://127.0.0.1"]}}}"#.to_string(),

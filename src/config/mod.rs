@@ -18,9 +18,10 @@
 //! declarations of every key each reader allows (name, type, meaning, default), [`schema`]
 //! the JSON Schema built from them (`sluice --schema`), [`values`] strings such as
 //! durations, addresses and URLs, [`host_match`] route host patterns, [`resolve`] name
-//! lookups.
+//! lookups, `dns` the entries whose backends DNS finds while running.
 
 mod acme;
+mod dns;
 mod edge_rules;
 mod full_form;
 pub mod host_match;
@@ -34,6 +35,7 @@ mod tls;
 mod top_level;
 pub mod values;
 
+pub use dns::parse_resolver;
 pub use host_match::HostMatch;
 pub use model::*;
 pub use pool::parse_server_object;
@@ -44,7 +46,7 @@ use keys::{Key, Kind};
 use section::Section;
 use serde_json::Value;
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use top_level::*;
 
 /// A validated configuration.
@@ -68,8 +70,13 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     pub access_log: AccessLogConfig,
     pub alerts: AlertsConfig,
+    /// `pidFile`: where the running process writes its pid (at start, and by the new process
+    /// after an upgrade); `None` when not configured.
+    pub pid_file: Option<PathBuf>,
     /// `acme`: where listeners with `"tls": {"acme": [...]}` get their certificates.
     pub acme: Option<AcmeConfig>,
+    /// How backends found by DNS are looked up (`resolvers`, `resolveInterval`).
+    pub discovery: DiscoveryConfig,
 }
 
 /// A configuration problem: which file, which key, what is wrong.
@@ -159,6 +166,24 @@ const COMMON_KEYS: &[Key] = &[
     Key::new("alerts", Kind::Object(&ALERTS), "Events POSTed to a webhook, and host thresholds."),
     Key::new("explain", Kind::Bool, "Add X-Sluice-Decision to every proxied response: why its backend was picked.")
         .default("false"),
+    Key::new(
+        "pidFile",
+        Kind::Pattern("."),
+        "Where sluice writes its pid once it serves; after an upgrade, the new process's.",
+    )
+    .example("/run/sluice/sluice.pid"),
+    Key::new(
+        "resolvers",
+        Kind::List(&Kind::Text, 1),
+        "DNS servers for backends found by DNS; the system's (resolv.conf) when absent.",
+    )
+    .example(r#"["127.0.0.1:8600", "10.0.0.2"]"#),
+    Key::new(
+        "resolveInterval",
+        Kind::Duration,
+        "How often names of backends found by DNS are looked up again (at least 1s).",
+    )
+    .default("10s"),
     Key::new("acme", Kind::Object(&acme::ACME), "Where listeners with \"tls\": {\"acme\": [names]} get certificates."),
 ];
 
@@ -175,8 +200,10 @@ fn read_config(top: &mut Section) -> Result<Config, ConfigError> {
     let waiting_room = top.bool("waitingRoom")?.unwrap_or(true);
     let alerts = read_alerts(top)?;
     let explain = top.bool("explain")?.unwrap_or(false);
+    let pid_file = read_pid_file(top)?;
     let acme = read_acme(top)?;
     check_acme_listeners(top, &listeners, acme.as_ref())?;
+    let discovery = dns::read_discovery(top)?;
     Ok(Config {
         source: top.file.to_string(),
         listeners,
@@ -190,7 +217,9 @@ fn read_config(top: &mut Section) -> Result<Config, ConfigError> {
         waiting_room,
         explain,
         alerts,
+        pid_file,
         acme,
+        discovery,
     })
 }
 

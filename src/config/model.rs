@@ -209,6 +209,8 @@ pub struct PoolConfig {
     /// The scheme every one of `servers` uses.
     pub protocol: Protocol,
     pub servers: Vec<ServerConfig>,
+    /// The `dns` and `dnsSrv` entries of `servers`: backends found by DNS while running.
+    pub dns: Vec<DnsServers>,
     pub algorithm: Algorithm,
     /// `sticky`: pin each client to the backend that served it first; `None` is off.
     pub sticky: Option<StickyConfig>,
@@ -243,6 +245,55 @@ pub struct ServerConfig {
     /// At most this many exchanges in flight at once; `None` is no limit.
     pub max_connections: Option<usize>,
     pub backup: bool,
+    /// For a backend found by DNS, the entry it came from (see [`DnsServers::name`]).
+    pub discovered_from: Option<String>,
+}
+
+/// A `servers` entry whose backends are found by DNS and looked up again while running:
+/// `{"dns": "web.internal:8080"}` (one backend per A/AAAA address) or
+/// `{"dnsSrv": "_http._tcp.web.service.consul"}` (host, port and weight from SRV records).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsServers {
+    /// The entry as written (`web.internal:8080`, `_http._tcp.web.service.consul`): its
+    /// backends' `discoveredFrom`.
+    pub name: String,
+    pub lookup: DnsLookup,
+    /// `weight`: every backend's weight; `None` is 1 for `dns` and the records' for `dnsSrv`.
+    pub weight: Option<u32>,
+    pub max_connections: Option<usize>,
+    pub backup: bool,
+    /// `https`: TLS to the backends (http pools only).
+    pub https: bool,
+    /// Where the entry stands in the file, such as `pools.web.servers[1]`.
+    pub key_path: String,
+}
+
+/// What a [`DnsServers`] entry asks the DNS for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DnsLookup {
+    /// A and AAAA records of `host`; every address is a backend on `port`.
+    Address { host: String, port: u16 },
+    /// SRV records of `name`; their targets' addresses are the backends.
+    Srv { name: String },
+}
+
+/// How backends found by DNS are looked up: top-level `resolvers` and `resolveInterval`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiscoveryConfig {
+    /// The DNS servers asked, in order; empty asks the `nameserver`s of `/etc/resolv.conf`.
+    pub resolvers: Vec<SocketAddr>,
+    /// How often each entry is looked up again; a shorter record TTL wins, down to
+    /// [`MIN_RESOLVE_INTERVAL`].
+    pub resolve_interval: Duration,
+}
+
+/// The shortest time between two lookups of one entry, whatever the TTL says.
+pub const MIN_RESOLVE_INTERVAL: Duration = Duration::from_secs(1);
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        DiscoveryConfig { resolvers: Vec::new(), resolve_interval: Duration::from_secs(10) }
+    }
 }
 
 /// How a pool picks among its available backends (see `balance`).

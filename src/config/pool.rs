@@ -2,6 +2,7 @@
 //! shared by the short form (at the top level) and the full form (under `pools`), and for one
 //! backend, which the admin API also uses.
 
+use super::dns::{is_dns_entry, read_dns_entry, DNS_ENTRY};
 use super::keys::{Key, Kind, Shape};
 use super::section::Section;
 use super::tls::{read_pool_tls, POOL_TLS};
@@ -34,8 +35,8 @@ pub(super) const POOL_KEYS: &[Key] = &[
 /// The names `algorithm` takes; a test checks them against [`Algorithm::ALL`].
 const ALGORITHMS: [&str; 5] = ["round-robin", "weighted-round-robin", "least-connections", "ip-hash", "random"];
 
-/// A backend: a URL string or an object.
-const SERVER: Kind = Kind::AnyOf(&[Kind::Text, Kind::Object(&SERVER_OBJECT)]);
+/// A backend: a URL string or an object, or an entry whose backends DNS finds.
+const SERVER: Kind = Kind::AnyOf(&[Kind::Text, Kind::Object(&SERVER_OBJECT), Kind::Object(&DNS_ENTRY)]);
 
 /// The keys of a backend written as an object.
 const SERVER_KEYS: &[Key] = &[
@@ -80,7 +81,7 @@ const HEALTH_CHECK: Shape = Shape::new(&[&[
 /// hold for the listener, in the short form) (`servers`, `algorithm`, `sticky`, health checking, `retries`) from
 /// `section`.
 pub(super) fn read_pool(section: &mut Section, name: &str, tls_shared_with: &[Key]) -> Result<PoolConfig, ConfigError> {
-    let servers = read_servers(section)?;
+    let (servers, dns) = read_servers(section)?;
     let algorithm = match section.str("algorithm")? {
         None => Algorithm::RoundRobin,
         Some(text) => Algorithm::from_name(text).ok_or_else(|| {
@@ -93,20 +94,24 @@ pub(super) fn read_pool(section: &mut Section, name: &str, tls_shared_with: &[Ke
     let retries = section.uint("retries", 0, 100)?.map_or(2, |n| n as u32);
     let tls = read_backend_tls(section, tls_shared_with)?;
     let send_proxy = read_send_proxy(section)?;
-    let protocol = servers[0].protocol;
+    // A pool of DNS entries alone speaks HTTP unless a tcp listener sends to it (`full_form`).
+    let protocol = servers.first().map_or(Protocol::Http, |s| s.protocol);
     let key_path = section.path.clone();
-    Ok(PoolConfig {
+    let pool = PoolConfig {
         name: name.to_string(),
         key_path,
         protocol,
         servers,
+        dns,
         algorithm,
         sticky,
         health_check,
         retries,
         tls,
         send_proxy,
-    })
+    };
+    check_dns_scheme(&pool, section.file)?;
+    Ok(pool)
 }
 
 /// `sendProxy`: `"v1"` or `"v2"`, the PROXY protocol version every backend connection opens
@@ -204,7 +209,8 @@ pub(super) fn read_expect_status(hc: &mut Section) -> Result<Option<Vec<u16>>, C
     }
 }
 
-pub(super) fn read_servers(section: &mut Section) -> Result<Vec<ServerConfig>, ConfigError> {
+/// Reads `servers`: backend URLs (strings or objects with `url`) and entries found by DNS.
+pub(super) fn read_servers(section: &mut Section) -> Result<(Vec<ServerConfig>, Vec<DnsServers>), ConfigError> {
     let list = match section.get("servers") {
         None => return Err(section.error("servers", "missing: list the backends, such as [\"http://127.0.0.1:5001\"]")),
         Some(Value::Array(list)) => list,
@@ -214,15 +220,24 @@ pub(super) fn read_servers(section: &mut Section) -> Result<Vec<ServerConfig>, C
         return Err(section.error("servers", "is empty: give at least one backend"));
     }
     let mut servers: Vec<ServerConfig> = Vec::with_capacity(list.len());
+    let mut dns: Vec<DnsServers> = Vec::new();
     for (i, item) in list.iter().enumerate() {
         let key = format!("servers[{i}]");
+        if is_dns_entry(item) {
+            let entry = read_dns_entry(section, &key, item)?;
+            if dns.iter().any(|d| d.name == entry.name) {
+                return Err(section.error(&key, &format!("{:?} is listed twice", entry.name)));
+            }
+            dns.push(entry);
+            continue;
+        }
         let server = read_server(section, &key, item)?;
         if servers.iter().any(|s| s.url == server.url) {
             return Err(section.error(&key, &format!("{:?} is listed twice", server.url)));
         }
         if let Some(first) = servers.first().filter(|first| first.protocol != server.protocol) {
             let problem = format!(
-                "{:?} is {}:// but servers[0] is {}://; the servers of a pool all use one scheme",
+                "{:?} is {}:// but the first URL in servers is {}://; the servers of a pool all use one scheme",
                 server.url,
                 server.protocol.scheme(),
                 first.protocol.scheme()
@@ -231,10 +246,22 @@ pub(super) fn read_servers(section: &mut Section) -> Result<Vec<ServerConfig>, C
         }
         servers.push(server);
     }
-    if servers.iter().all(|s| s.backup) {
+    if servers.iter().all(|s| s.backup) && dns.iter().all(|d| d.backup) {
         return Err(section.error("servers", "every server is a backup: at least one must be a primary"));
     }
-    Ok(servers)
+    Ok((servers, dns))
+}
+
+/// DNS entries with `"https": true` need a pool that speaks HTTP.
+pub(super) fn check_dns_scheme(pool: &PoolConfig, file: &str) -> Result<(), ConfigError> {
+    match pool.dns.iter().find(|d| d.https) {
+        Some(entry) if pool.protocol == Protocol::Tcp => Err(ConfigError {
+            file: file.to_string(),
+            key: format!("{}.https", entry.key_path),
+            problem: "TLS to backends is for http pools; a tcp pool relays bytes as they are".to_string(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 pub(super) fn read_server(parent: &Section, key: &str, item: &Value) -> Result<ServerConfig, ConfigError> {
@@ -242,7 +269,8 @@ pub(super) fn read_server(parent: &Section, key: &str, item: &Value) -> Result<S
         Value::String(url) => server_from_url(url).map_err(|p| parent.error(key, &p)),
         Value::Object(_) => {
             let mut s = Section::new(parent.file, parent.child_path(key), item)?;
-            s.allow(&SERVER_OBJECT)?;
+            // Not a DNS entry, so "Dns" is a misspelt "dns" as much as "URL" is one of "url".
+            s.allow_names(&[SERVER_OBJECT.names(), DNS_ENTRY.names()].concat())?;
             let server = read_server_keys(&mut s)?;
             s.finish()?;
             Ok(server)

@@ -436,6 +436,20 @@ fn a_share_of_the_workers_is_at_least_one_and_at_most_all() {
 }
 
 #[test]
+fn pid_file_is_a_path_and_not_empty() {
+    let c = parse(r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"], "pidFile": "run/sluice.pid"}"#).unwrap();
+    assert_eq!(c.pid_file, Some(PathBuf::from("run/sluice.pid")));
+    assert_eq!(parse(r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"]}"#).unwrap().pid_file, None);
+    assert_eq!(
+        parse(r#"{"port": ":8080", "servers": ["http://127.0.0.1:1"], "pidFile": ""}"#).unwrap_err(),
+        "config.json: pidFile: must not be empty; leave it out to write no pid file"
+    );
+    let full = r#"{"listeners": [{"listen": ":1", "pool": "p"}], "pools": {"p": {"servers": ["http://127.0.0.1:1"]}},
+        "pidFile": "/run/s.pid"}"#;
+    assert_eq!(parse(full).unwrap().pid_file, Some(PathBuf::from("/run/s.pid")));
+}
+
+#[test]
 fn acme_defaults_to_lets_encrypt_and_storage_beside_the_file() {
     let c = Config::parse(
         r#"{"port": 443, "servers": ["http://127.0.0.1:1"], "tls": {"acme": ["Example.com.", "www.example.com"]},

@@ -291,6 +291,14 @@ pub(super) fn read_access_log(top: &mut Section) -> Result<AccessLogConfig, Conf
     Ok(AccessLogConfig { format, path })
 }
 
+/// Reads `pidFile`: a path, not empty.
+pub(super) fn read_pid_file(top: &mut Section) -> Result<Option<PathBuf>, ConfigError> {
+    match top.str("pidFile")? {
+        Some("") => Err(top.error("pidFile", "must not be empty; leave it out to write no pid file")),
+        path => Ok(path.map(PathBuf::from)),
+    }
+}
+
 /// Reads the `alerts` object: `{"webhook": "http://host:port/path", "timeout": "2s"}` and
 /// the host thresholds, such as `"memoryPercent": 90`.
 pub(super) const ALERTS: Shape = Shape::new(&[&[

@@ -66,6 +66,7 @@ pub fn server_from_url(url: &str) -> Result<ServerConfig, String> {
         weight: 1,
         max_connections: None,
         backup: false,
+        discovered_from: None,
     })
 }
 
@@ -91,7 +92,7 @@ pub fn webhook_from_url(url: &str) -> Result<Webhook, String> {
 }
 
 /// Splits `host`, `host:port`, `[v6]` or `[v6]:port`; the host comes back without brackets.
-fn split_host_port(authority: &str) -> Option<(&str, Option<u16>)> {
+pub(super) fn split_host_port(authority: &str) -> Option<(&str, Option<u16>)> {
     let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
         let (host, after) = rest.split_once(']')?;
         match after {

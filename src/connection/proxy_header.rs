@@ -49,12 +49,8 @@ enum Refusal {
 pub(super) fn receive(runtime: &Arc<Runtime>, mut conn: ClientConn, readable: &mut bool) -> Option<ClientConn> {
     let Some(mut wait) = conn.between.proxy.take() else { return Some(conn) };
     let mut readable = std::mem::take(readable);
-    if !conn.between.ticket.enter_idle() {
-        return None; // stopping: nothing was asked of this connection yet
-    }
     let mut may_block = || std::mem::take(&mut readable) || !runtime.should_park();
     let read = read_header(conn.stream.socket(), &mut wait, &mut may_block);
-    conn.between.ticket.leave_idle();
     let peer = conn.peer;
     let header = match read {
         Ok(Some(header)) => header,

@@ -3,6 +3,7 @@
 //! object to `alerts.webhook`:
 //! `{"event": "backend_down", "pool": "default", "server": "http://...", "at": "2024-05-01T12:00:00Z"}`,
 //! `{"event": "host_high", "metric": "memoryPercent", "value": 93.1, "threshold": 90, "at": "..."}`,
+//! `{"event": "dns_failed", "pool": "web", "name": "web.internal:8080", "problem": "...", "at": "..."}`,
 //! and when ACME obtains a certificate or fails to:
 //! `{"event": "certificate_renewal_failed", "names": ["example.com"], "detail": "...", "at": "..."}`.
 //!
@@ -12,7 +13,7 @@
 //! `alerts.timeout`. A slow or dead webhook therefore delays other alerts, never a request.
 //!
 //! `health` raises events when it reports a change, `host_alerts` when a threshold is
-//! crossed (both log them themselves); reload replaces the webhook. The counters are for stats and metrics.
+//! crossed, `discovery` when a DNS entry stops resolving (each logs them itself); reload replaces the webhook. The counters are for stats and metrics.
 
 use crate::config::{AlertsConfig, Webhook};
 use crate::http::head::read_response_head;
@@ -46,6 +47,9 @@ pub enum AlertKind {
     HostHigh,
     /// A host metric that was high is below its threshold again.
     HostOk,
+    /// Looking up a DNS entry of `servers` failed or found nothing; its last known
+    /// backends stay.
+    DnsFailed,
     /// ACME obtained a certificate (the first one or a renewal) and it is in use.
     CertificateRenewed,
     /// An ACME order failed; it is tried again later.
@@ -60,6 +64,7 @@ impl AlertKind {
             AlertKind::PoolDown => "pool_down",
             AlertKind::HostHigh => "host_high",
             AlertKind::HostOk => "host_ok",
+            AlertKind::DnsFailed => "dns_failed",
             AlertKind::CertificateRenewed => "certificate_renewed",
             AlertKind::CertificateRenewalFailed => "certificate_renewal_failed",
         }
@@ -86,6 +91,12 @@ pub enum AlertSubject {
         metric: &'static str,
         value: f64,
         threshold: f64,
+    },
+    Discovery {
+        pool: String,
+        /// The entry as written, such as `web.internal:8080`.
+        name: String,
+        problem: String,
     },
     Certificate {
         /// The certificate's names.
@@ -118,6 +129,9 @@ impl AlertEvent {
             AlertSubject::Host { metric, value, threshold } => {
                 serde_json::json!({"event": event, "metric": metric, "value": rounded(*value), "threshold": threshold, "at": at})
             }
+            AlertSubject::Discovery { pool, name, problem } => {
+                serde_json::json!({"event": event, "pool": pool, "name": name, "problem": problem, "at": at})
+            }
             AlertSubject::Certificate { names, detail } => {
                 serde_json::json!({"event": event, "names": names, "detail": detail, "at": at})
             }
@@ -139,6 +153,9 @@ impl fmt::Display for AlertEvent {
             }
             AlertSubject::Host { metric, value, threshold } => {
                 write!(f, "{} ({metric} {:.1}, threshold {threshold})", self.kind.as_str(), rounded(*value))
+            }
+            AlertSubject::Discovery { pool, name, problem } => {
+                write!(f, "{} (pool {pool:?}, {name}: {problem})", self.kind.as_str())
             }
             AlertSubject::Certificate { names, detail } => {
                 write!(f, "{} ({}: {detail})", self.kind.as_str(), names.join(", "))

@@ -6,6 +6,9 @@
 //! the file now lists is the file's from then on; a removal of a backend the file no longer
 //! lists is done), and [`RuntimeChanges::apply`] lays the rest over the file's pools.
 //!
+//! Backends found by DNS (`ops::discovery`) are recorded here as additions marked with the
+//! entry they came from: they outlive a reload while the file keeps that entry.
+//!
 //! A value of this type lives in each `runtime::State` and is replaced with it; nothing here
 //! is shared or locked. Pure: no I/O.
 
@@ -44,6 +47,21 @@ impl RuntimeChanges {
         self.forget(&place);
         self.removed.retain(|p| *p != place);
         self.added.push((pool.to_string(), server));
+    }
+
+    /// Gives an added backend new settings (a weight found by DNS changed), keeping its
+    /// place and any drain.
+    pub fn update(&mut self, pool: &str, server: ServerConfig) {
+        for (name, added) in &mut self.added {
+            if name == pool && added.url == server.url {
+                *added = server.clone();
+            }
+        }
+    }
+
+    /// The backends of `pool` added for the DNS entry `name`.
+    pub fn discovered<'a>(&'a self, pool: &'a str, name: &'a str) -> impl Iterator<Item = &'a ServerConfig> + 'a {
+        self.added.iter().filter(move |(p, s)| p == pool && s.discovered_from.as_deref() == Some(name)).map(|(_, s)| s)
     }
 
     pub fn drain(&mut self, place: &Place) {
@@ -103,11 +121,16 @@ impl RuntimeChanges {
         let listed = |place: &Place| {
             file.pools.iter().any(|p| p.name == place.pool && p.servers.iter().any(|s| s.url == place.url))
         };
-        let has_pool = |name: &str| file.pools.iter().any(|p| p.name == name);
+        // A backend found by DNS stays while its pool still has the entry it came from.
+        let has_source = |pool: &str, s: &ServerConfig| {
+            file.pools.iter().any(|p| {
+                p.name == pool && s.discovered_from.as_ref().is_none_or(|from| p.dns.iter().any(|d| d.name == *from))
+            })
+        };
         let added: Vec<_> = self
             .added
             .iter()
-            .filter(|(pool, s)| has_pool(pool) && !listed(&Place::new(pool, &s.url)))
+            .filter(|(pool, s)| has_source(pool, s) && !listed(&Place::new(pool, &s.url)))
             .cloned()
             .collect();
         let still_known =
@@ -206,6 +229,26 @@ mod tests {
         assert!(settled.is_removing(&Place::new("default", B)));
         let settled = changes.settled(&config(&[C]));
         assert_eq!(settled, RuntimeChanges::default());
+    }
+
+    #[test]
+    fn backends_found_by_dns_outlive_a_reload_while_their_entry_stays() {
+        let with_entry = |entry: &str| {
+            let json = format!(r#"{{"listen": "127.0.0.1:0", "servers": ["{A}", {{"dns": "{entry}"}}]}}"#);
+            Config::parse(&json, "test.json").unwrap()
+        };
+        let mut found = server_from_url(C).unwrap();
+        found.discovered_from = Some("web.test:5003".into());
+        let mut changes = RuntimeChanges::default();
+        changes.add("default", found.clone());
+        let kept = changes.settled(&with_entry("web.test:5003"));
+        assert_eq!(kept.discovered("default", "web.test:5003").collect::<Vec<_>>(), [&found]);
+        let dropped = changes.settled(&with_entry("other.test:5003"));
+        assert_eq!(dropped, RuntimeChanges::default());
+        let mut heavier = found.clone();
+        heavier.weight = 7;
+        changes.update("default", heavier);
+        assert_eq!(changes.discovered("default", "web.test:5003").next().map(|s| s.weight), Some(7));
     }
 
     #[test]

@@ -130,6 +130,7 @@ mod tests {
                 AlertSubject::Host { metric, .. } => (e.kind.as_str(), metric),
                 AlertSubject::Backend { .. } => (e.kind.as_str(), "backend"),
                 AlertSubject::Certificate { .. } => (e.kind.as_str(), "certificate"),
+                AlertSubject::Discovery { .. } => (e.kind.as_str(), "discovery"),
             })
             .collect()
     }

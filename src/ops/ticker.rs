@@ -1,6 +1,6 @@
 //! The one thread that wakes once a second for the chores of operations: emptying the access
-//! log's buffer into its file, checking the host thresholds, and, with the admin API, taking
-//! out removed backends whose last exchange ended and sampling request rates.
+//! log's buffer into its file, checking the host thresholds, taking out removed backends
+//! whose last exchange ended, and, with the admin API, sampling request rates.
 //!
 //! Started by `server` with the chores it gathers; stops when sluice stops.
 

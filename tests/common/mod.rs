@@ -115,6 +115,11 @@ impl TestBackend {
 
     pub fn start(handler: impl Fn(&Seen) -> Reply + Send + Sync + 'static) -> TestBackend {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind test backend");
+        TestBackend::serve(listener, handler)
+    }
+
+    /// A backend answering on `listener`, already bound (to another loopback address, say).
+    pub fn serve(listener: TcpListener, handler: impl Fn(&Seen) -> Reply + Send + Sync + 'static) -> TestBackend {
         let addr = listener.local_addr().unwrap();
         let backend = TestBackend {
             addr,

@@ -2,7 +2,8 @@
 //! hands each connection to a short-lived thread of its own (`sluice-admin-conn`, at most
 //! [`MAX_ADMIN_CONNECTIONS`] at once; beyond that a 503 and a close), so a slow admin client
 //! never holds up another; and a chore for sluice's ticker (`ops::ticker`) that samples
-//! recent rates and finishes removals once a second.
+//! recent rates once a second (removals finish on the ticker whatever is configured: see
+//! `ops::membership`).
 //!
 //! | request | answer |
 //! |---|---|
@@ -27,7 +28,7 @@ mod snapshot;
 mod stats;
 
 use self::http::{authorize, read_request, write_response, Request, Response, IO_TIMEOUT};
-use crate::net;
+use crate::net::{self, StopBell};
 use crate::ops::reload::reload_from_file;
 use crate::ops::ticker::Chore;
 use crate::runtime::Runtime;
@@ -35,6 +36,8 @@ use log::{debug, info, warn};
 use rates::Windows;
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -78,12 +81,20 @@ impl Drop for ConnectionSlot {
 pub struct AdminThreads {
     pub addr: SocketAddr,
     threads: Vec<JoinHandle<()>>,
+    /// Ends the admin accept loop.
+    bell: StopBell,
+    socket: Arc<TcpListener>,
 }
 
 impl AdminThreads {
-    /// Waits for the admin thread after the runtime began stopping, waking its listener first.
+    /// The listening socket's descriptor, for an upgrade to hand over.
+    pub fn descriptor(&self) -> RawFd {
+        self.socket.as_raw_fd()
+    }
+
+    /// Stops accepting admin connections and waits for the admin thread.
     pub fn join(self) {
-        net::wake_listener(self.addr);
+        self.bell.ring();
         for thread in self.threads {
             let _ = thread.join();
         }
@@ -101,20 +112,20 @@ pub fn start(runtime: Arc<Runtime>, listener: TcpListener) -> io::Result<(AdminT
     let admin = Arc::new(Admin { runtime, windows: Windows::default(), connections: AtomicUsize::new(0) });
     admin.windows.sample(&admin.runtime.state(), Instant::now());
     let serving = Arc::clone(&admin);
-    let listening = thread::Builder::new().name("sluice-admin".into()).spawn(move || serve(&serving, &listener))?;
+    let (bell, heard) = StopBell::new()?;
+    let socket = Arc::new(listener);
+    let listener = Arc::clone(&socket);
+    let listening =
+        thread::Builder::new().name("sluice-admin".into()).spawn(move || serve(&serving, &listener, &heard))?;
     let chore: Chore = Box::new(move || tick(&admin));
-    Ok((AdminThreads { addr, threads: vec![listening] }, chore))
+    Ok((AdminThreads { addr, threads: vec![listening], bell, socket }, chore))
 }
 
-fn serve(admin: &Arc<Admin>, listener: &TcpListener) {
-    net::accept_each(
-        listener,
-        || admin.runtime.is_stopping(),
-        |stream, _| match ConnectionSlot::take(admin) {
-            Some(slot) => spawn_connection(slot, stream),
-            None => refuse_busy(&stream),
-        },
-    );
+fn serve(admin: &Arc<Admin>, listener: &TcpListener, stop: &UnixStream) {
+    net::accept_each(listener, stop, |stream, _| match ConnectionSlot::take(admin) {
+        Some(slot) => spawn_connection(slot, stream),
+        None => refuse_busy(&stream),
+    });
 }
 
 /// Serves `stream` on a thread of its own, which holds `slot` until it ends.
@@ -143,9 +154,8 @@ fn refuse_busy(stream: &TcpStream) {
     }
 }
 
-/// Once a second: takes out removed backends whose last exchange ended, samples rates.
+/// Once a second: samples rates.
 fn tick(admin: &Admin) {
-    servers::finish_removals(&admin.runtime);
     admin.windows.sample(&admin.runtime.state(), Instant::now());
 }
 
@@ -207,10 +217,15 @@ fn reload(runtime: &Runtime, _request: &Request) -> Response {
             &serde_json::json!({
                 "reloaded": source,
                 "backends": {"kept": summary.kept, "changed": summary.changed, "added": summary.added, "removed": summary.removed},
+                "listeners": {"added": addrs(&summary.listeners_added), "removed": addrs(&summary.listeners_removed)},
             }),
         ),
         Err(e) => Response::error(500, &format!("reload refused, keeping the running configuration: {e}")),
     }
+}
+
+fn addrs(list: &[SocketAddr]) -> Vec<String> {
+    list.iter().map(ToString::to_string).collect()
 }
 
 fn not_allowed(allow: &str) -> Response {

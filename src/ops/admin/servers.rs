@@ -2,16 +2,15 @@
 //! snapshot through `Runtime::change_state`, recorded in the snapshot's `RuntimeChanges` (so
 //! that reloads keep them), logged at info, and visible in /stats at once.
 //!
-//! Called by the admin handler (one request at a time) and by the admin ticker, which takes
-//! out drained backends whose in-flight exchanges have ended.
+//! Called by the admin handler, one request at a time; joining and leaving follow
+//! `ops::membership`, as backends found by DNS do.
 
 use super::http::{Request, Response};
 use crate::backend::Backend;
 use crate::config::resolve::resolve_server;
 use crate::config::{parse_server_object, ServerConfig};
-use crate::health;
 use crate::ops::changes::{Place, RuntimeChanges};
-use crate::pool::Pool;
+use crate::ops::membership;
 use crate::runtime::{Runtime, State};
 use log::info;
 use serde_json::{json, Value};
@@ -38,8 +37,7 @@ pub fn add(runtime: &Runtime, request: &Request) -> Response {
         let scheme = pool.config.protocol.scheme();
         return Response::error(400, &format!("pool {pool_name:?} takes {scheme}:// backends, not {}", server.url));
     }
-    let backend = Arc::new(Backend::new(server.clone()));
-    let probe = first_probe(&backend, pool);
+    let (backend, probe) = membership::probed_backend(server.clone(), pool);
     drop(state);
     let added = runtime.change_state(|current| {
         if current.pool(Some(&pool_name)).is_some_and(|p| p.backends.iter().any(|b| b.url() == server.url)) {
@@ -47,7 +45,7 @@ pub fn add(runtime: &Runtime, request: &Request) -> Response {
         }
         let mut changes = current.changes.clone();
         changes.add(&pool_name, server.clone());
-        Ok((current.with_changes(changes, Some(Arc::clone(&backend))), ()))
+        Ok((current.with_changes(changes, &[Arc::clone(&backend)]), ()))
     });
     if let Err(response) = added {
         return response;
@@ -84,17 +82,6 @@ fn read_new_server(body: &[u8]) -> Result<(Option<String>, ServerConfig), Respon
     Ok((pool, server))
 }
 
-/// Probes a backend about to be added: passing, it starts healthy; failing, it starts down and
-/// needs `rise` passing probes, like any backend that went down.
-fn first_probe(backend: &Backend, pool: &Pool) -> Result<(), String> {
-    let probe = health::probe(backend, pool);
-    backend.metrics.record_health_check(probe.is_ok());
-    if probe.is_err() {
-        backend.set_healthy(false);
-    }
-    probe
-}
-
 /// Which backends a request names: `?url=` in every pool that lists it, or in `?pool=`.
 fn places(state: &State, request: &Request) -> Result<Places, Response> {
     let url = request.param("url").ok_or_else(|| Response::error(400, "give the backend as ?url=..."))?;
@@ -126,7 +113,7 @@ fn change_places(
         for (place, backend) in &places {
             change(&mut changes, place, backend);
         }
-        Ok((current.with_changes(changes, None), places))
+        Ok((current.with_changes(changes, &[]), places))
     })
 }
 
@@ -145,10 +132,7 @@ pub fn drain(runtime: &Runtime, request: &Request) -> Response {
 
 /// `POST /servers/undrain?url=`: takes new exchanges again (and is no longer to be removed).
 pub fn undrain(runtime: &Runtime, request: &Request) -> Response {
-    let undrain = |changes: &mut RuntimeChanges, place: &Place, backend: &Backend| {
-        changes.undrain(place);
-        backend.set_draining(false);
-    };
+    let undrain = |changes: &mut RuntimeChanges, place: &Place, _: &Backend| changes.undrain(place);
     match change_places(runtime, request, undrain) {
         Ok(places) => {
             for (place, _) in &places {
@@ -163,6 +147,9 @@ pub fn undrain(runtime: &Runtime, request: &Request) -> Response {
 /// `DELETE /servers?url=`: drains the backend, then removes it once nothing is in flight:
 /// 200 when that is at once, 202 when exchanges are still finishing.
 pub fn remove(runtime: &Runtime, request: &Request) -> Response {
+    if let Some(refusal) = refuse_discovered(&runtime.state(), request) {
+        return refusal;
+    }
     let places = match change_places(runtime, request, |changes, place, _| changes.begin_removal(place)) {
         Ok(places) => places,
         Err(response) => return response,
@@ -170,39 +157,24 @@ pub fn remove(runtime: &Runtime, request: &Request) -> Response {
     for (place, backend) in places.iter().filter(|(_, b)| b.active() > 0) {
         info!("admin: removing {} from pool {:?} once {} in flight finish", place.url, place.pool, backend.active());
     }
-    finish_removals(runtime);
+    membership::finish_removals(runtime);
     let state = runtime.state();
     let pending = places.iter().any(|(place, _)| state.changes.is_removing(place));
     let status = if pending { 202 } else { 200 };
     Response::json(status, &json!({ "removed": !pending, "servers": describe(&places) }))
 }
 
-/// Takes out every backend marked for removal that has nothing in flight.
-pub fn finish_removals(runtime: &Runtime) {
-    let removed = runtime.change_state(|current| {
-        let done: Vec<Place> = current
-            .changes
-            .removing()
-            .iter()
-            .filter(|place| backend_at(current, place).is_none_or(|b| b.active() == 0))
-            .cloned()
-            .collect();
-        if done.is_empty() {
-            return Err(());
-        }
-        let mut changes = current.changes.clone();
-        for place in &done {
-            changes.remove(place);
-        }
-        Ok((current.with_changes(changes, None), done))
-    });
-    for place in removed.unwrap_or_default() {
-        info!("admin: removed {} from pool {:?}", place.url, place.pool);
-    }
-}
-
-fn backend_at<'a>(state: &'a State, place: &Place) -> Option<&'a Arc<Backend>> {
-    state.pool(Some(&place.pool))?.backends.iter().find(|b| b.url() == place.url)
+/// A backend found by DNS comes and goes with its records: removing it here would last only
+/// until the next lookup, so it is refused (draining it works).
+fn refuse_discovered(state: &State, request: &Request) -> Option<Response> {
+    let found = places(state, request).ok()?;
+    let (place, backend) = found.iter().find(|(_, b)| b.config.discovered_from.is_some())?;
+    let name = backend.config.discovered_from.as_deref().unwrap_or_default();
+    let problem = format!(
+        "{} in pool {:?} was found by DNS ({name}); it leaves when DNS stops listing it (drain it to take it out of rotation)",
+        place.url, place.pool
+    );
+    Some(Response::error(409, &problem))
 }
 
 fn describe(places: &[(Place, Arc<Backend>)]) -> Value {

@@ -143,6 +143,8 @@ pub struct ServerSnapshot {
     /// Drained, and to be removed once its in-flight exchanges end.
     pub removing: bool,
     pub added_at_runtime: bool,
+    /// The DNS entry it was found by, for a backend found by DNS.
+    pub discovered_from: Option<String>,
     pub backup: bool,
     pub weight: u32,
     pub max_connections: Option<usize>,
@@ -194,7 +196,8 @@ fn server_snapshot(
         recent: windows.recent(place, backend, Instant::now()),
         history: windows.history(place, backend),
         removing: changes.is_removing(place),
-        added_at_runtime: changes.was_added(place),
+        added_at_runtime: changes.was_added(place) && backend.config.discovered_from.is_none(),
+        discovered_from: backend.config.discovered_from.clone(),
         backup: backend.config.backup,
         max_connections: backend.config.max_connections,
         exchanges: backend.metrics.exchanges.snapshot(),

@@ -2,7 +2,7 @@
 //!
 //! Top level: `version`, `uptimeSeconds`, connections, workers, retries, sluice's own
 //! answers, host numbers, a summary per pool, and `servers`: one object per backend with its
-//! pool, `url`, `healthy`, `draining`, `weight`, `activeConnections`, `requests`, `failures`,
+//! pool, `url`, `healthy`, `draining`, `discoveredFrom` (backends found by DNS), `weight`, `activeConnections`, `requests`, `failures`,
 //! responses by class, bytes, lifetime latency and `recent` rates; and `edge`: per route with
 //! edge controls, its `route`, `refused` by reason and `rateLimitClients`; and `tls`: handshake
 //! counts, the certificates served, and `acme`: each automatic certificate's state. Pure.
@@ -94,7 +94,7 @@ fn edge_json(e: &EdgeSnapshot) -> Value {
 
 fn server_json(pool: &str, s: &ServerSnapshot) -> Value {
     let d = &s.exchanges.duration;
-    json!({
+    let mut server = json!({
         "pool": pool,
         "url": s.url,
         "state": s.state(),
@@ -120,7 +120,11 @@ fn server_json(pool: &str, s: &ServerSnapshot) -> Value {
             "p99": d.quantile(0.99).map(millis),
         },
         "recent": s.recent.as_ref().map(recent_json),
-    })
+    });
+    if let Some(name) = &s.discovered_from {
+        server["discoveredFrom"] = json!(name);
+    }
+    server
 }
 
 fn slow_clients_json(s: &SlowClients) -> Value {

@@ -41,6 +41,7 @@ use crate::pace::{is_too_slow, MinRate, Pace};
 use crate::pool::{PickRequest, Pool};
 use crate::transport::BackendTransport;
 use crate::tunnel::{self, End};
+use crate::yield_wait;
 use log::debug;
 use rustls::ClientConfig;
 use std::io;
@@ -281,6 +282,9 @@ fn attempt(
         Err(RelayError::Read(_) | RelayError::Truncated) => return done(Outcome::closed(CLIENT_CLOSED)),
         Err(RelayError::Malformed(why)) => return done(refuse(client, HttpError::BadRequest(why))),
         Err(RelayError::TooLarge) => return done(refuse(client, HttpError::BodyTooLarge)),
+    }
+    if up.buffered().is_empty() && yield_wait::experiment() >= 1 {
+        yield_wait::until_readable(up.get_ref().socket(), ctx.runtime.busy_workers());
     }
     match read_final_response(client, request, up, config.timeouts.backend) {
         Ok(()) => backend.count_success(),

@@ -619,7 +619,10 @@ def backend_nginx_conf(d: str, www: str, ports: list[int]) -> str:
     location / {{ return 404; }}
   }}
 """ for i, port in enumerate(ports, 1))
-    return nginx_head(d, "1") + "  sendfile on;\n" + servers + "}\n"
+    # sendfile with tcp_nopush, as ../shared/bench/lbbench.py's backends (and many production
+    # nginx configurations) have it: the last partial segment of a large answer then waits for
+    # the proxy's acknowledgement of the ones before it.
+    return nginx_head(d, "1") + "  sendfile on;\n  tcp_nopush on;\n" + servers + "}\n"
 
 
 def nginx_tls_lines(tls: TlsFiles | None) -> str:
@@ -1059,7 +1062,7 @@ def print_comparison(path: str) -> None:
              ("close_small", "backend_conns_per_1k", "backend connections per 1,000 requests (close)", "{:,.1f}"),
              ("c1000", "backend_conns_per_1k", "backend connections per 1,000 requests (c=1000)", "{:,.1f}")]
     for scenario, key, label, spec in extra:
-        cells = [spec.format(v) if (v := measure(by.get((scenario, s)), key)) is not None else "-" for s in systems]
+        cells = [spec.format(v) if (v := summary_value(by.get((scenario, s)), key)) is not None else "-" for s in systems]
         if any(c != "-" for c in cells):
             print(f"| {label} | " + " | ".join(cells) + " | |")
     print_each_peer(by, [s for s in systems if s in PEERS])
@@ -1069,7 +1072,7 @@ def print_comparison(path: str) -> None:
     print(f"Errors over every row: {errors}; starved probes: {starved}.")
 
 
-def measure(row: dict | None, key: str) -> float | None:
+def summary_value(row: dict | None, key: str) -> float | None:
     """A summary value, or one derived from it: CPU µs per request is cores over req/s."""
     if not row:
         return None

@@ -367,13 +367,6 @@ fn next_head(
         may_block,
         ask_again_every: Some(ASK_AGAIN_EVERY),
     };
-    if !first
-        && crate::yield_wait::experiment() >= 2
-        && client.stream.buffered().is_empty()
-        && !client.stream.get_mut().has_buffered_plaintext()
-    {
-        crate::yield_wait::until_readable(client.stream.get_ref().socket(), runtime.busy_workers());
-    }
     let asked = Instant::now();
     let read = read_request_head_into(&mut client.stream, config.limits.max_header_bytes, &mut wait, head);
     between.head_deadline = wait.deadline;

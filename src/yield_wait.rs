@@ -72,11 +72,6 @@ pub fn cores() -> usize {
 /// Yields the core until `socket` has bytes to read (or has closed), for at most [`BUDGET`],
 /// when `in_flight` exchanges outnumber the cores. Returns whether it saw the answer arrive;
 /// either way the caller reads as it would have.
-pub fn experiment() -> u8 {
-    static MODE: OnceLock<u8> = OnceLock::new();
-    *MODE.get_or_init(|| std::env::var("SLUICE_YIELD_EXPERIMENT").ok().and_then(|v| v.parse().ok()).unwrap_or(1))
-}
-
 pub fn until_readable(socket: &TcpStream, in_flight: usize) -> bool {
     if in_flight <= cores() || !MISSES.with(|m| update(m, Misses::should_try)) {
         return false;

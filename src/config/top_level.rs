@@ -89,8 +89,10 @@ pub(super) fn read_timeouts(top: &mut Section) -> Result<Timeouts, ConfigError> 
     Ok(t)
 }
 
-pub(super) fn read_limits(top: &mut Section) -> Result<Limits, ConfigError> {
-    let mut l = Limits::default();
+/// Reads `limits`; an idle set per backend as large as the worker pool is the default, so
+/// that every exchange in flight can put its backend connection back.
+pub(super) fn read_limits(top: &mut Section, workers: usize) -> Result<Limits, ConfigError> {
+    let mut l = Limits { max_idle_per_backend: workers, ..Limits::default() };
     if let Some(mut s) = top.section("limits")? {
         if let Some(n) = s.uint("maxHeaderBytes", 1024, 1 << 20)? {
             l.max_header_bytes = n as usize;

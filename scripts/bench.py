@@ -626,7 +626,10 @@ def backend_nginx_conf(d: str, www: str, ports: list[int]) -> str:
     location / {{ return 404; }}
   }}
 """ for i, port in enumerate(ports, 1))
-    return nginx_head(d, "1") + "  sendfile on;\n" + servers + "}\n"
+    # sendfile with tcp_nopush, as ../shared/bench/lbbench.py's backends (and many production
+    # nginx configurations) have it: the last partial segment of a large answer then waits for
+    # the proxy's acknowledgement of the ones before it.
+    return nginx_head(d, "1") + "  sendfile on;\n  tcp_nopush on;\n" + servers + "}\n"
 
 
 def nginx_tls_lines(tls: TlsFiles | None) -> str:
@@ -1101,13 +1104,17 @@ def print_comparison(path: str) -> None:
             cells = [rate(by.get((scenario, s))) for s in systems]
             print(f"| {label}: req/s (p99) | " + " | ".join(cells) + f" | {versus(by, scenario)} |")
     extra = [("c1000", "peak_rss_mib", "peak RSS at c=1000", "{:.1f} MiB"),
+             ("ka_small", "cpu_us_per_req", "balancer CPU per request, µs (c=64)", "{:.1f}"),
+             ("big_1mib", "cpu_us_per_req", "balancer CPU per 1 MiB answer, µs", "{:,.0f}"),
              ("ka_small", "cs_per_req", "context switches per request (c=64)", "{:.2f}"),
-             ("close_small", "backend_conns_per_1k", "backend connections per 1,000 requests (close)", "{:,.1f}")]
+             ("c1000", "cs_per_req", "context switches per request (c=1000)", "{:.2f}"),
+             ("close_small", "backend_conns_per_1k", "backend connections per 1,000 requests (close)", "{:,.1f}"),
+             ("c1000", "backend_conns_per_1k", "backend connections per 1,000 requests (c=1000)", "{:,.1f}")]
     for scenario, key, label, spec in extra:
-        cells = [spec.format(by[(scenario, s)][key]) if by.get((scenario, s), {}).get(key) is not None else "-"
-                 for s in systems]
+        cells = [spec.format(v) if (v := summary_value(by.get((scenario, s)), key)) is not None else "-" for s in systems]
         if any(c != "-" for c in cells):
             print(f"| {label} | " + " | ".join(cells) + " | |")
+    print_each_peer(by, [s for s in systems if s in PEERS])
     errors = sum(r.get("errors", 0) for r in by.values())
     starved = sum(r.get("starved", 0) for r in by.values())
     print()
@@ -1139,6 +1146,38 @@ def print_front_pairs(paths: list[str]) -> None:
             return " / ".join(vals)
         cells = [cell(sc, False) for sc in scenarios] + [cell(sc, True) for sc in scenarios]
         print(f"| {label.get(arm, arm)} | " + " | ".join(cells) + " |")
+
+
+def summary_value(row: dict | None, key: str) -> float | None:
+    """A summary value, or one derived from it: CPU µs per request is cores over req/s."""
+    if not row:
+        return None
+    if key == "cpu_us_per_req":
+        cores, rps = row.get("lb_cores"), row.get("rps")
+        return cores * 1e6 / rps if cores is not None and rps else None
+    return row.get(key)
+
+
+def print_each_peer(by: dict, peers: list[str]) -> None:
+    """sluice against each peer, row by row: req/s ratio (above 1: sluice faster) and p99
+    ratio (below 1: sluice's tail shorter)."""
+    print()
+    print("| sluice ÷ peer: req/s, p99 | " + " | ".join(PEER_NAMES[p] for p in peers) + " |")
+    print("|---|" + "---:|" * len(peers))
+    for scenario, label in TABLE_ROWS:
+        mine = by.get((scenario, "sluice"))
+        if not mine or not mine.get("rps"):
+            continue
+        cells = []
+        for peer in peers:
+            theirs = by.get((scenario, peer))
+            if not theirs or not theirs.get("rps"):
+                cells.append("-")
+                continue
+            p99 = (f", {mine['p99_ms'] / theirs['p99_ms']:.2f}×"
+                   if mine.get("p99_ms") and theirs.get("p99_ms") else "")
+            cells.append(f"{mine['rps'] / theirs['rps']:.2f}×{p99}")
+        print(f"| {label} | " + " | ".join(cells) + " |")
 
 
 def print_workers(paths: list[str]) -> None:

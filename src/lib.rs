@@ -90,6 +90,7 @@ pub mod transport;
 pub mod tunnel;
 pub mod waiting_room;
 pub mod worker_buffers;
+pub mod yield_wait;
 
 pub use config::{Config, ConfigError};
 pub use ops::reload::{ReloadError, ReloadSummary};

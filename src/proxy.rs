@@ -41,6 +41,7 @@ use crate::pace::{is_too_slow, MinRate, Pace};
 use crate::pool::{PickRequest, Pool};
 use crate::transport::BackendTransport;
 use crate::tunnel::{self, End};
+use crate::yield_wait;
 use log::debug;
 use std::io;
 use std::sync::Arc;
@@ -281,6 +282,9 @@ fn attempt(
         Err(RelayError::Malformed(why)) => return done(refuse(client, HttpError::BadRequest(why))),
         Err(RelayError::TooLarge) => return done(refuse(client, HttpError::BodyTooLarge)),
     }
+    if up.buffered().is_empty() {
+        yield_wait::until_readable(up.get_ref().socket(), ctx.runtime.busy_workers());
+    }
     match read_final_response(client, request, up, config.timeouts.backend) {
         Ok(()) => backend.count_success(),
         Err(HeadError::Closed) => return Attempt::DeadBeforeResponse(io::ErrorKind::UnexpectedEof.into()),
@@ -392,6 +396,7 @@ fn relay_response(
     let to_client = PacedWrite::new(client.stream.get_mut(), Some(pace), client.stall_limit);
     let mut sink = Sink::new(to_client, &mut client.out, chunked_out);
     let mut outcome = Outcome { status: response.status, body_bytes: 0, backend: None, keep_alive };
+    up.set_ack_promptly(framing != BodyFraming::Empty);
     let relayed = relay_body(up, framing, &mut sink, None);
     let backend_keeps_alive = is_persistent(response.version, response);
     match relayed {

@@ -228,6 +228,29 @@ pub fn peek_into_now(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n as usize)
 }
 
+/// Asks the kernel to acknowledge what arrives on `stream` at once rather than delaying the
+/// acknowledgement (`TCP_QUICKACK`; the kernel returns to delaying on its own later, so it is
+/// asked again before each read it should apply to).
+pub fn quick_ack(stream: &TcpStream) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    let size = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: the pointer and size describe `on`, which outlives the call; the descriptor
+    // belongs to the borrowed stream.
+    let done = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_QUICKACK,
+            (&on as *const libc::c_int).cast(),
+            size,
+        )
+    };
+    if done < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Bytes written to `stream` that the peer has not acknowledged yet (`SIOCOUTQ`): what sits
 /// in the kernel's send buffer. Written minus this is what the peer has really taken.
 pub fn unsent_bytes(stream: &TcpStream) -> io::Result<usize> {

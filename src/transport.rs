@@ -13,6 +13,7 @@
 //! Also the non-blocking steps the tunnel uses ([`Pipe`]), and `close_notify` on the way out.
 
 use crate::http::stream::{is_progress_only, progress_only, TimedRead};
+use crate::sys;
 use rustls::{ClientConnection, ConnectionCommon, ServerConnection, SideData};
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
@@ -208,6 +209,10 @@ where
 {
     fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         self.socket().set_read_timeout(timeout)
+    }
+
+    fn acknowledge_promptly(&self) {
+        let _ = sys::quick_ack(self.socket());
     }
 }
 

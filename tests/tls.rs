@@ -395,7 +395,15 @@ fn https_backends_are_verified_against_the_pools_ca_and_their_connections_reused
         r#"{{"listen": "127.0.0.1:0", "servers": [{servers}], "tls": {{"ca": {:?}}}}}"#,
         pki.ca()
     ));
-    let bodies: Vec<String> = (0..6).map(|_| sluice.get("/").text()).collect();
+    // One kept-alive client: its worker puts each backend connection back before it reads
+    // the next request (separate clients race the worker that has yet to put it back).
+    let mut client = sluice.connect();
+    let bodies: Vec<String> = (0..6)
+        .map(|_| {
+            client.send(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n");
+            client.response().expect("an answer on the kept-alive connection").text()
+        })
+        .collect();
     assert_eq!(bodies.iter().filter(|b| *b == "by-name").count(), 3, "{bodies:?}");
     assert_eq!(bodies.iter().filter(|b| *b == "by-ip").count(), 3, "{bodies:?}");
     assert_eq!(by_name.exchange_connections.load(Ordering::SeqCst), 1, "TLS connections to backends are reused");

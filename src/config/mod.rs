@@ -193,7 +193,7 @@ fn read_config(top: &mut Section) -> Result<Config, ConfigError> {
     top.str("$schema")?;
     let workers = top.uint("workers", 1, 100_000)?.map_or(DEFAULT_WORKERS, |n| n as usize);
     let timeouts = read_timeouts(top)?;
-    let limits = read_limits(top)?;
+    let limits = read_limits(top, workers)?;
     let expose_backend = top.bool("exposeBackend")?.unwrap_or(false);
     let admin = read_admin(top)?;
     let access_log = read_access_log(top)?;

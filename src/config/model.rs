@@ -435,7 +435,7 @@ pub struct Limits {
     /// Open connections from one client address above this are answered 503 at once;
     /// `None` is no limit.
     pub max_connections_per_client: Option<usize>,
-    /// Idle connections kept per backend for reuse.
+    /// Idle connections kept per backend for reuse; by default as many as there are workers.
     pub max_idle_per_backend: usize,
     /// A request body of at most this many bytes (by `Content-Length`) is read whole before a
     /// backend is picked, the connection waiting in the waiting room while it trickles; 0
@@ -493,7 +493,7 @@ impl Default for Limits {
             max_body_bytes: None,
             max_connections: 10_000,
             max_connections_per_client: Some(1024),
-            max_idle_per_backend: 64,
+            max_idle_per_backend: DEFAULT_WORKERS,
             buffer_body_bytes: 16 * 1024,
             min_client_bytes_per_second: 500,
             max_workers_per_client: WorkerShare::Percent(25),

@@ -163,7 +163,11 @@ pub(super) const LIMITS: Shape = Shape::new(&[&[
         "Open connections from one client address (0: no limit).",
     )
     .default("1024"),
-    Key::new("maxIdlePerBackend", Kind::Uint(0, 10_000), "Idle keep-alive connections kept per backend.").default("64"),
+    Key::new(
+        "maxIdlePerBackend",
+        Kind::Uint(0, 10_000),
+        "Idle keep-alive connections kept per backend; as many as workers when absent.",
+    ),
     Key::new(
         "bufferBodyBytes",
         Kind::Uint(0, 1 << 20),
@@ -187,8 +191,10 @@ pub(super) const LIMITS: Shape = Shape::new(&[&[
 /// A count of workers or a percentage of them.
 const WORKER_SHARE: Kind = Kind::AnyOf(&[Kind::Uint(1, 1_000_000), Kind::Pattern("^([1-9][0-9]?|100)%$")]);
 
-pub(super) fn read_limits(top: &mut Section) -> Result<Limits, ConfigError> {
-    let mut l = Limits::default();
+/// Reads `limits`; an idle set per backend as large as the worker pool is the default, so
+/// that every exchange in flight can put its backend connection back.
+pub(super) fn read_limits(top: &mut Section, workers: usize) -> Result<Limits, ConfigError> {
+    let mut l = Limits { max_idle_per_backend: workers, ..Limits::default() };
     if let Some(mut s) = top.section("limits")? {
         s.allow(&LIMITS)?;
         if let Some(n) = s.uint("maxHeaderBytes", 1024, 1 << 20)? {

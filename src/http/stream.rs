@@ -18,6 +18,10 @@ use std::time::{Duration, Instant};
 /// What a [`BufferedStream`] reads from: a socket, whose read timeout can be set.
 pub trait TimedRead: Read {
     fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
+
+    /// Makes the next read acknowledge what it receives at once (see
+    /// [`BufferedStream::set_ack_promptly`]); nothing for streams that are not sockets.
+    fn acknowledge_promptly(&self) {}
 }
 
 impl TimedRead for TcpStream {
@@ -41,6 +45,8 @@ pub struct BufferedStream<S = TcpStream> {
     received: u64,
     /// The minimum rate reads are held to, with `received` when it began; see [`Pace`].
     pace: Option<(Pace, u64)>,
+    /// Acknowledge each read's bytes at once: set while a response body streams in.
+    ack_promptly: bool,
 }
 
 impl<S: TimedRead> BufferedStream<S> {
@@ -105,6 +111,9 @@ impl<S: TimedRead> BufferedStream<S> {
             self.stream.set_read_timeout(Some(timeout))?;
             self.read_timeout = Some(timeout);
         }
+        if self.ack_promptly {
+            self.stream.acknowledge_promptly();
+        }
         loop {
             match self.stream.read(&mut self.buf[self.end..]) {
                 Ok(n) => {
@@ -141,6 +150,15 @@ impl<S: TimedRead> BufferedStream<S> {
         self.pace = pace.map(|pace| (pace, self.received));
     }
 
+    /// Acknowledges what each read from now on receives at once instead of after the kernel's
+    /// delayed-acknowledgement timer (40 ms or more). A sender that holds back its last small
+    /// segment until the earlier ones are acknowledged (Nagle's rule, as nginx with
+    /// `tcp_nopush` does at the end of a response) would otherwise wait that long for it:
+    /// the 1 MiB p99 tail in `../shared/bench/FINDINGS.md`.
+    pub fn set_ack_promptly(&mut self, on: bool) {
+        self.ack_promptly = on;
+    }
+
     /// Sets the read timeout for the reads from now on (a zero one counts as 1 ms).
     pub fn set_read_timeout(&mut self, timeout: Duration) {
         self.next_read_timeout = Some(timeout.max(Duration::from_millis(1)));
@@ -157,6 +175,7 @@ impl<S: TimedRead> BufferedStream<S> {
             next_read_timeout: read_timeout,
             received: 0,
             pace: None,
+            ack_promptly: false,
         }
     }
 

@@ -23,6 +23,7 @@ mod dns;
 mod edge_rules;
 mod full_form;
 pub mod host_match;
+pub mod limits;
 pub mod model;
 mod pool;
 pub mod resolve;
@@ -33,6 +34,7 @@ pub mod values;
 
 pub use dns::parse_resolver;
 pub use host_match::HostMatch;
+pub use limits::*;
 pub use model::*;
 pub use pool::parse_server_object;
 pub use values::{parse_duration, parse_listen, parse_path_prefix, server_from_url, webhook_from_url};

@@ -26,6 +26,7 @@ mod edge_rules;
 mod full_form;
 pub mod host_match;
 pub mod keys;
+pub mod limits;
 pub mod model;
 mod pool;
 pub mod resolve;
@@ -37,6 +38,7 @@ pub mod values;
 
 pub use dns::parse_resolver;
 pub use host_match::HostMatch;
+pub use limits::*;
 pub use model::*;
 pub use pool::parse_server_object;
 pub use values::{parse_duration, parse_listen, parse_path_prefix, server_from_url, webhook_from_url};

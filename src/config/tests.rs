@@ -510,3 +510,14 @@ fn acme_errors_name_the_key_and_the_problem() {
     let short = r#"{"port": 443, "servers": ["http://127.0.0.1:1"], "tls": {"acme": ["a.example"]}}"#;
     assert!(parse(short).unwrap_err().starts_with("config.json: tls.acme: needs the top-level \"acme\""));
 }
+
+#[test]
+fn the_idle_set_per_backend_is_as_large_as_the_worker_pool_unless_set() {
+    let read = |extra: &str| {
+        let json = format!(r#"{{"port": 1, "servers": ["http://a:1"] {extra}}}"#);
+        Config::parse(&json, "c.json").unwrap().limits.max_idle_per_backend
+    };
+    assert_eq!(read(""), crate::config::DEFAULT_WORKERS);
+    assert_eq!(read(r#", "workers": 16"#), 16);
+    assert_eq!(read(r#", "workers": 16, "limits": {"maxIdlePerBackend": 3}"#), 3);
+}

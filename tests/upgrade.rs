@@ -50,14 +50,25 @@ impl Process {
         let notify = UnixDatagram::bind(dir.join("notify.sock")).unwrap();
         notify.set_read_timeout(Some(WAIT)).unwrap();
         std::fs::write(dir.join("config.json"), config).unwrap();
-        let child = Command::new(dir.join("sluice"))
-            .args(["-c", "config.json"])
-            .current_dir(&dir)
-            .env("RUST_LOG", "info,sluice::access=off")
-            .env("NOTIFY_SOCKET", dir.join("notify.sock"))
-            .stderr(File::create(dir.join("stderr.log")).unwrap())
-            .spawn()
-            .expect("start sluice");
+        // The copy was just written: a process another test thread forks meanwhile may hold
+        // it open for writing a moment longer (ETXTBSY), so starting it is tried again.
+        let spawn = || {
+            Command::new(dir.join("sluice"))
+                .args(["-c", "config.json"])
+                .current_dir(&dir)
+                .env("RUST_LOG", "info,sluice::access=off")
+                .env("NOTIFY_SOCKET", dir.join("notify.sock"))
+                .stderr(File::create(dir.join("stderr.log")).unwrap())
+                .spawn()
+        };
+        let mut tries = 0;
+        let child = loop {
+            match spawn() {
+                Err(e) if e.raw_os_error() == Some(26) && tries < 50 => tries += 1,
+                other => break other.expect("start sluice"),
+            }
+            std::thread::yield_now();
+        };
         let process = Process { child, dir, notify, successors: Mutex::new(Vec::new()) };
         assert_eq!(process.next_notice(), "READY=1", "{}", process.log());
         process

@@ -158,6 +158,18 @@ impl<'a> PacedWrite<'a> {
         }
     }
 
+    /// Whether bytes can reach this client by splice: only on a plain connection.
+    pub fn can_splice(&self) -> bool {
+        !self.stream.is_tls()
+    }
+
+    /// Moves up to `len` bytes from `pipe` into the client socket, held to the same rate and
+    /// stall limit as a write. Only where [`PacedWrite::can_splice`].
+    pub fn splice_from(&mut self, pipe: &sys::SplicePipe, len: usize, more: bool) -> io::Result<usize> {
+        debug_assert!(!self.stream.is_tls());
+        self.paced(len, |stream| pipe.drain_into(stream.socket(), len, more))
+    }
+
     /// Whether the bytes the client has really taken are below the rate.
     fn is_behind(&self) -> bool {
         let Some(pace) = self.pace else { return false };

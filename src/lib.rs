@@ -91,6 +91,7 @@ pub mod tunnel;
 pub mod waiting_room;
 pub mod worker_buffers;
 pub mod yield_wait;
+pub mod zero_copy;
 
 pub use config::{Config, ConfigError};
 pub use ops::reload::{ReloadError, ReloadSummary};

@@ -3,8 +3,8 @@
 //! (waiting in the pool's queue when every backend is at its limit), get a connection (reused
 //! or new), send the request and its body (header rules applied to its head), read the
 //! response head, relay the response (with a sticky cookie when the pool asks for one, and
-//! the route's header rules), and put the backend connection back for reuse when it is still
-//! clean.
+//! the route's header rules; a large body between plain sockets by splice, [`zero_copy`]),
+//! and put the backend connection back for reuse when it is still clean.
 //!
 //! Called by `connection` once per request head. Writes the backend's counters and idle
 //! connections; reads the current [`crate::runtime::State`].
@@ -42,6 +42,7 @@ use crate::pool::{PickRequest, Pool};
 use crate::transport::BackendTransport;
 use crate::tunnel::{self, End};
 use crate::yield_wait;
+use crate::zero_copy;
 use log::debug;
 use std::io;
 use std::sync::Arc;
@@ -393,11 +394,13 @@ fn relay_response(
         rules.apply(&mut client.out, 0);
     }
     let pace = Pace::new(MinRate::of(&ctx.state.config), Instant::now());
-    let to_client = PacedWrite::new(client.stream.get_mut(), Some(pace), client.stall_limit);
-    let mut sink = Sink::new(to_client, &mut client.out, chunked_out);
+    let mut to_client = PacedWrite::new(client.stream.get_mut(), Some(pace), client.stall_limit);
     let mut outcome = Outcome { status: response.status, body_bytes: 0, backend: None, keep_alive };
     up.set_ack_promptly(framing != BodyFraming::Empty);
-    let relayed = relay_body(up, framing, &mut sink, None);
+    let relayed = match zero_copy::relay(up, framing, &mut to_client, &mut client.out, &ctx.runtime.metrics) {
+        Some(spliced) => spliced,
+        None => relay_body(up, framing, &mut Sink::new(to_client, &mut client.out, chunked_out), None),
+    };
     let backend_keeps_alive = is_persistent(response.version, response);
     match relayed {
         Ok(n) => outcome.body_bytes = n,

@@ -106,14 +106,7 @@ impl<S: TimedRead> BufferedStream<S> {
             self.end -= self.start;
             self.start = 0;
         }
-        let timeout = self.paced_timeout()?;
-        if let Some(timeout) = timeout.filter(|&t| Some(t) != self.read_timeout) {
-            self.stream.set_read_timeout(Some(timeout))?;
-            self.read_timeout = Some(timeout);
-        }
-        if self.ack_promptly {
-            self.stream.acknowledge_promptly();
-        }
+        self.prepare_read()?;
         loop {
             match self.stream.read(&mut self.buf[self.end..]) {
                 Ok(n) => {
@@ -126,6 +119,21 @@ impl<S: TimedRead> BufferedStream<S> {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Gives the socket what the next read must have: its timeout, and a prompt
+    /// acknowledgement when asked for. [`BufferedStream::fill`] does this before each read;
+    /// a caller reading the socket another way (a splice) calls it first.
+    pub fn prepare_read(&mut self) -> io::Result<()> {
+        let timeout = self.paced_timeout()?;
+        if let Some(timeout) = timeout.filter(|&t| Some(t) != self.read_timeout) {
+            self.stream.set_read_timeout(Some(timeout))?;
+            self.read_timeout = Some(timeout);
+        }
+        if self.ack_promptly {
+            self.stream.acknowledge_promptly();
+        }
+        Ok(())
     }
 
     /// The read timeout the next read must have: the one set, shortened to the minimum

@@ -200,6 +200,8 @@ pub struct Metrics {
     pub own_answers: ExchangeMetrics,
     /// Attempts sent again after a failed one: to the next backend, or on a fresh connection.
     retries: AtomicU64,
+    /// Response body bytes moved from backend to client by splice, never copied into sluice.
+    spliced_bytes: AtomicU64,
     /// What was done about slow clients.
     pub slow_clients: SlowClients,
     /// TLS handshakes with clients, counted by `connection`.
@@ -290,6 +292,14 @@ impl Metrics {
 
     pub fn retries(&self) -> u64 {
         self.retries.load(Ordering::Relaxed)
+    }
+
+    pub fn record_spliced(&self, bytes: usize) {
+        self.spliced_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    pub fn spliced_bytes(&self) -> u64 {
+        self.spliced_bytes.load(Ordering::Relaxed)
     }
 }
 

@@ -154,6 +154,12 @@ fn render_process(out: &mut Text, s: &Snapshot) {
         "Attempts sent again after a failed one, to another backend or on a fresh connection.",
         s.retries,
     );
+    out.single(
+        "sluice_spliced_bytes_total",
+        "counter",
+        "Response body bytes moved from backend to client by splice(2), never copied through sluice.",
+        s.spliced_bytes,
+    );
     let name = "sluice_own_responses_total";
     out.header(name, "counter", "Responses sluice made itself (refusals, no backend available), by status class.");
     for (class, n) in STATUS_CLASSES.iter().zip(s.own_answers.by_class) {

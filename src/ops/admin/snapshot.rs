@@ -30,6 +30,8 @@ pub struct Snapshot {
     /// What was done about slow clients and clients over their share of the workers.
     pub slow_clients: SlowClients,
     pub retries: u64,
+    /// Response body bytes relayed by splice.
+    pub spliced_bytes: u64,
     /// Exchanges sluice answered itself.
     pub own_answers: ExchangeSnapshot,
     pub pools: Vec<PoolSnapshot>,
@@ -247,6 +249,7 @@ pub fn take(runtime: &Runtime, windows: &Windows) -> Snapshot {
             waited_for_share: runtime.fair_share.waited(),
         },
         retries: runtime.metrics.retries(),
+        spliced_bytes: runtime.metrics.spliced_bytes(),
         own_answers: runtime.metrics.own_answers.snapshot(),
         pools,
         edges: edge_snapshots(&state.config),

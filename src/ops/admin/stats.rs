@@ -47,6 +47,7 @@ pub fn render(s: &Snapshot) -> Value {
         "rejectedConnections": s.rejected_connections,
         "slowClients": slow_clients_json(&s.slow_clients),
         "retries": s.retries,
+        "splicedBytes": s.spliced_bytes,
         "ownAnswers": {
             "requests": s.own_answers.total(),
             "responses": by_class(&s.own_answers),

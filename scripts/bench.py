@@ -13,6 +13,7 @@ it can also be run by hand:
     python3 scripts/bench.py table FILE             # the comparison table of docs/performance.md
     python3 scripts/bench.py workers-table FILE...  # the workers table of docs/performance.md, a run per size
     python3 scripts/bench.py front-table FILE...    # the PROXY header table: --front runs, round by round
+    python3 scripts/bench.py builds-table FILE...   # same-session runs of sluice builds, round by round
 
 Every run is written as JSON (all runs, the summary, the machine, the tools' versions and
 the command) to scripts/results/bench-<UTC date and time>.json, or to --json FILE; the
@@ -1148,6 +1149,29 @@ def print_front_pairs(paths: list[str]) -> None:
         print(f"| {label.get(arm, arm)} | " + " | ".join(cells) + " |")
 
 
+def print_builds(paths: list[str]) -> None:
+    """Same-session runs of two or more sluice builds or configurations: one row per arm (the
+    file name without its -rN.json round suffix), per scenario req/s, p99 and sluice's CPU
+    time per request, round by round (files given in round order)."""
+    arms: dict[str, list[dict]] = {}
+    for path in paths:
+        _, by = load_results(path)
+        arm = re.sub(r"-r\d+\.json$", "", os.path.basename(path))
+        arms.setdefault(arm, []).append(by)
+    scenarios = [sc for sc, _ in TABLE_ROWS if any((sc, "sluice") in by for runs in arms.values() for by in runs)]
+    keys = [("rps", "req/s", "{:,.0f}"), ("p99_ms", "p99 ms", "{:.1f}"), ("cpu_us_per_req", "CPU µs/req", "{:.0f}")]
+    heads = [f"{sc} {name}" for sc in scenarios for _, name, _ in keys]
+    print("| build | " + " | ".join(heads) + " |")
+    print("|---|" + "---:|" * len(heads))
+    for arm, runs in arms.items():
+        cells = []
+        for sc in scenarios:
+            for key, _, fmt in keys:
+                vals = [summary_value(by.get((sc, "sluice")), key) for by in runs]
+                cells.append(" / ".join("-" if v is None else fmt.format(v) for v in vals))
+        print(f"| {arm} | " + " | ".join(cells) + " |")
+
+
 def summary_value(row: dict | None, key: str) -> float | None:
     """A summary value, or one derived from it: CPU µs per request is cores over req/s."""
     if not row:
@@ -1256,6 +1280,9 @@ def main() -> int:
         return 0
     if len(sys.argv) >= 3 and sys.argv[1] == "front-table":
         print_front_pairs(sys.argv[2:])
+        return 0
+    if len(sys.argv) >= 3 and sys.argv[1] == "builds-table":
+        print_builds(sys.argv[2:])
         return 0
     args = parse_args()
     signal.signal(signal.SIGTERM, lambda n, _f: sys.exit(128 + n))

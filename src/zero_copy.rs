@@ -10,8 +10,9 @@
 //! held to the same minimum rate and stall limit as a buffered write ([`PacedWrite`]), the
 //! backend side to its read timeout.
 //!
-//! Each worker keeps one pipe, made at its first splice. A relay that fails may leave bytes
-//! in it, so the pipe is then dropped and the next relay makes a fresh one.
+//! Each relay makes its own pipe and closes it at the end (three system calls against the
+//! dozens that move a large body), so no worker holds descriptors between exchanges and a
+//! relay that fails leaves nothing behind in a pipe.
 
 use crate::exchange::PacedWrite;
 use crate::http::body::RelayError;
@@ -20,17 +21,11 @@ use crate::http::stream::{write_both, BufferedStream};
 use crate::ops::metrics::Metrics;
 use crate::sys::SplicePipe;
 use crate::transport::BackendTransport;
-use std::cell::RefCell;
 use std::io;
 
 /// Bodies shorter than this (past the bytes already read) are copied: for them a splice saves
 /// less than its extra system calls cost.
 pub const MIN_SPLICE_BYTES: u64 = 64 * 1024;
-
-thread_local! {
-    /// This worker's pipe, while it is known to be empty.
-    static WORKER_PIPE: RefCell<Option<SplicePipe>> = const { RefCell::new(None) };
-}
 
 /// Relays the body framed as `framing` from `up` to the client by splicing, after the head
 /// waiting in `pending`, and returns its length. `None` when splicing does not apply (or no
@@ -51,12 +46,8 @@ pub fn relay(
         BodyFraming::UntilClose => None,
         _ => return None,
     };
-    let pipe = WORKER_PIPE.with(|cell| cell.borrow_mut().take()).or_else(|| SplicePipe::new().ok())?;
-    let relayed = relay_through(&pipe, up, length, to_client, pending, metrics);
-    if relayed.is_ok() {
-        WORKER_PIPE.with(|cell| *cell.borrow_mut() = Some(pipe));
-    }
-    Some(relayed)
+    let pipe = SplicePipe::new().ok()?;
+    Some(relay_through(&pipe, up, length, to_client, pending, metrics))
 }
 
 /// Writes the head and the body bytes already read, then moves the rest through `pipe`:

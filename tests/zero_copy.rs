@@ -160,7 +160,7 @@ fn a_spliced_body_the_backend_cuts_short_cuts_the_client_off_and_the_next_is_who
     let body = all.len() - find(&all, b"\r\n\r\n").unwrap() - 4;
     assert_eq!(body, MIB, "the client should get the quarter the backend sent, then the close");
 
-    // The one worker's pipe may have held bytes of the broken body: the next body must not.
+    // The one worker relays the next body whole, with nothing of the broken one in it.
     let mut client = connect(&sluice);
     write!(client, "GET /len/{} HTTP/1.1\r\nHost: t\r\n\r\n", 2 * MIB).unwrap();
     expect_pattern_response(&mut client, 2 * MIB);

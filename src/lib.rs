@@ -90,7 +90,6 @@ pub mod transport;
 pub mod tunnel;
 pub mod waiting_room;
 pub mod worker_buffers;
-pub mod yield_wait;
 pub mod zero_copy;
 
 pub use config::{Config, ConfigError};

@@ -41,7 +41,6 @@ use crate::pace::{is_too_slow, MinRate, Pace};
 use crate::pool::{PickRequest, Pool};
 use crate::transport::BackendTransport;
 use crate::tunnel::{self, End};
-use crate::yield_wait;
 use crate::zero_copy;
 use log::debug;
 use std::io;
@@ -282,9 +281,6 @@ fn attempt(
         Err(RelayError::Read(_) | RelayError::Truncated) => return done(Outcome::closed(CLIENT_CLOSED)),
         Err(RelayError::Malformed(why)) => return done(refuse(client, HttpError::BadRequest(why))),
         Err(RelayError::TooLarge) => return done(refuse(client, HttpError::BodyTooLarge)),
-    }
-    if up.buffered().is_empty() {
-        yield_wait::until_readable(up.get_ref().socket(), ctx.runtime.busy_workers());
     }
     match read_final_response(client, request, up, config.timeouts.backend) {
         Ok(()) => backend.count_success(),

@@ -59,75 +59,14 @@ done
 
 log() { printf '[slow-attacks %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 
-# ---------------------------------------------------------------- tools
-missing=()
-for tool in slowhttptest nginx haproxy curl python3; do
-    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
-done
-if ((${#missing[@]})); then
-    log "missing: ${missing[*]}; installing with apt-get"
-    if [[ $EUID -ne 0 ]] || ! command -v apt-get >/dev/null; then
-        log "cannot install (need root and apt-get): apt-get install -y slowhttptest nginx haproxy curl"
-        exit 2
-    fi
-    apt-get update
-    DEBIAN_FRONTEND=noninteractive apt-get install -y slowhttptest nginx haproxy curl python3
-fi
-if [[ ! -x $SLUICE_BIN ]]; then
-    log "building sluice (cargo build --release)"
-    (cd "$ROOT" && cargo build --release)
-    SLUICE_BIN=$ROOT/target/release/sluice
-fi
+# ---------------------------------------------------------------- tools and processes
+# shellcheck source=scripts/lib/processes.sh
+source "$ROOT/scripts/lib/processes.sh"
+need_tools slowhttptest nginx haproxy curl python3
+need_sluice
 # slowhttptest needs a descriptor per connection, and so do the balancers.
 ulimit -n "$(ulimit -Hn)"
-
-# ---------------------------------------------------------------- processes, stopped by PID
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/slow-attacks.XXXXXX")
-chmod 755 "$WORK"
-PIDS=()
-
-stop_pid() {
-    local pid=$1
-    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    # sluice drains in-flight exchanges on the first TERM and exits on a second one
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-
-# shellcheck disable=SC2317  # runs from the trap
-cleanup() {
-    local rc=$? pid
-    trap - EXIT INT TERM HUP
-    for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
-    rm -rf -- "$WORK"
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-trap 'exit 129' HUP
-
-# Starts "$@" in the background and remembers its PID in STARTED (and in PIDS for cleanup).
-start() {
-    "$@" &
-    STARTED=$!
-    PIDS+=("$STARTED")
-}
-
-forget() { local gone=$1 kept=() pid; for pid in "${PIDS[@]}"; do [[ $pid == "$gone" ]] || kept+=("$pid"); done; PIDS=("${kept[@]}"); }
-
-wait_for_200() {
-    for _ in $(seq 100); do
-        [[ $(curl -s -o /dev/null -m 1 -w '%{http_code}' "http://$1/" || true) == 200 ]] && return 0
-        sleep 0.1
-    done
-    log "nothing answers 200 on $1"
-    return 1
-}
+make_work slow-attacks
 
 # ---------------------------------------------------------------- nginx with two backends
 head -c $((1 << 20)) /dev/zero | tr '\0' 'x' >"$WORK/big"

@@ -26,8 +26,8 @@
 use crate::acme::http01;
 use crate::config::{Config, ListenerMode};
 use crate::exchange::{self, Context, ExchangeIo, CLIENT_WRITE_CHECK};
-use crate::fair_share::Turn;
-use crate::http::error::HttpError;
+use crate::fair_share::ShareWaiter;
+use crate::http::error::{canned_response, HttpError};
 use crate::http::head::RequestHead;
 use crate::http::stream::BufferedStream;
 use crate::ops::ended;
@@ -201,14 +201,46 @@ struct Share<'a> {
 impl Drop for Share<'_> {
     fn drop(&mut self) {
         if let Some(next) = self.runtime.fair_share.leave(self.client) {
-            next();
+            next.take_turn();
         }
     }
 }
 
+/// A connection waiting for its address's share of the workers, holding none.
+struct ShareWait {
+    runtime: Arc<Runtime>,
+    conn: Option<ClientConn>,
+}
+
+impl ShareWaiter for ShareWait {
+    fn take_turn(self: Box<Self>) {
+        if let Some(conn) = self.conn {
+            dispatch(&self.runtime, conn, false);
+        }
+    }
+
+    /// A request gets `503` with `Retry-After`, as from a full backend queue; a tcp
+    /// listener's connection (no request) is closed.
+    fn give_up(self: Box<Self>) {
+        let Some(mut conn) = self.conn else { return };
+        let Some(pending) = conn.pending.as_ref() else { return };
+        debug!("{}: waited longer than timeouts.queue for its address's share of the workers", conn.peer);
+        let detail = "this client address holds all of its share of the workers";
+        let mut answer = canned_response(503, detail, &[("Retry-After", "1")], true);
+        if pending.head.method == "HEAD" {
+            let head_len = answer.windows(4).position(|w| w == b"\r\n\r\n").map_or(answer.len(), |i| i + 4);
+            answer.truncate(head_len);
+        }
+        let _ = conn.stream.socket().set_write_timeout(Some(Duration::from_millis(100)));
+        let _ = conn.stream.write_all(&answer);
+        conn.stream.send_close();
+    }
+}
+
 /// Takes a share of the workers for `client`, or, when its address holds all of its share,
-/// makes `waiting` into a connection that waits for one (and returns `None`). `waiting` is
-/// only called then, so the usual case costs a lock and no allocation.
+/// makes `waiting` into a connection that waits for one, at most `timeouts.queue` (and
+/// returns `None`). `park` is only called then, so the usual case costs a lock and no
+/// allocation.
 fn take_share<'a, T>(
     runtime: &'a Arc<Runtime>,
     client: IpAddr,
@@ -217,16 +249,11 @@ fn take_share<'a, T>(
     park: impl FnOnce(T) -> ClientConn,
 ) -> Option<Share<'a>> {
     let share = config.limits.max_workers_per_client.of(runtime.workers.max_count());
-    let later = || -> Turn {
-        let conn = waiting.take().map(park);
-        let runtime = Arc::clone(runtime);
-        Box::new(move || {
-            if let Some(conn) = conn {
-                dispatch(&runtime, conn, false);
-            }
-        })
+    let later = || -> Box<dyn ShareWaiter> {
+        Box::new(ShareWait { runtime: Arc::clone(runtime), conn: waiting.take().map(park) })
     };
-    runtime.fair_share.enter(client, share, later).then(|| Share { runtime, client })
+    let deadline = Instant::now() + config.timeouts.queue;
+    runtime.fair_share.enter(client, share, deadline, later).then(|| Share { runtime, client })
 }
 
 /// Serves `conn` on this worker until it closes, parks or waits for its address's share.

@@ -233,18 +233,25 @@ impl Server {
 
 /// What the ticker does every second whatever is configured: empty the access log's buffer
 /// into its file, check the host thresholds ([`host_alerts`]), write the counts of
-/// summarised warnings ([`log_summary`]) and take out removed backends whose last exchange
-/// ended ([`membership`]).
+/// summarised warnings ([`log_summary`]), take out removed backends whose last exchange
+/// ended ([`membership`]) and answer requests that waited too long for their address's share
+/// of the workers ([`crate::fair_share`]).
 fn operations_chores(runtime: &Arc<Runtime>) -> Vec<Chore> {
     let flushing = Arc::clone(runtime);
     let watching = Arc::clone(runtime);
     let removing = Arc::clone(runtime);
+    let sharing = Arc::clone(runtime);
     let mut watch = HostWatch::default();
     vec![
         Box::new(move || flushing.access_log.flush()),
         Box::new(move || host_alerts::check(&watching, &mut watch)),
         Box::new(log_summary::flush_all),
         Box::new(move || membership::finish_removals(&removing)),
+        Box::new(move || {
+            for waiter in sharing.fair_share.take_expired(Instant::now()) {
+                waiter.give_up();
+            }
+        }),
     ]
 }
 

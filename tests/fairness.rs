@@ -125,7 +125,8 @@ fn an_address_over_its_share_of_the_workers_waits_while_another_is_served() {
         }
         Reply::ok(&seen.target)
     });
-    let extra = r#""workers": 8, "admin": {"listen": "127.0.0.1:0"}, "limits": {"maxWorkersPerClient": 2},"#;
+    let extra = r#""workers": 8, "admin": {"listen": "127.0.0.1:0"}, "limits": {"maxWorkersPerClient": 2},
+        "timeouts": {"queue": "60s"},"#;
     let sluice = Sluice::start(&[&backend.url()], extra);
     let admin = sluice.server().admin_addr().expect("admin API configured");
     let mut greedy: Vec<Client> = (0..5).map(|_| sluice.connect()).collect();
@@ -149,6 +150,38 @@ fn an_address_over_its_share_of_the_workers_waits_while_another_is_served() {
     assert_eq!(slow_count(admin, "waitedForShare"), 3);
     let text = metrics(admin);
     assert!(text.contains("sluice_share_waits_total 3"), "{text}");
+}
+
+#[test]
+fn a_wait_for_the_share_longer_than_the_queue_timeout_is_answered_503() {
+    let released = Arc::new(AtomicBool::new(false));
+    let holding = Arc::clone(&released);
+    let backend = TestBackend::start(move |seen| {
+        if seen.target.starts_with("/hold") {
+            wait_until(PATIENCE, || holding.load(Ordering::SeqCst));
+        }
+        Reply::ok(&seen.target)
+    });
+    let extra = r#""workers": 8, "admin": {"listen": "127.0.0.1:0"}, "limits": {"maxWorkersPerClient": 1},
+        "timeouts": {"queue": "1s"},"#;
+    let sluice = Sluice::start(&[&backend.url()], extra);
+    let admin = sluice.server().admin_addr().expect("admin API configured");
+    let mut holder = sluice.connect();
+    holder.send(b"GET /hold HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert!(wait_until(PATIENCE, || backend.request_count() == 1), "the first request never reached the backend");
+    let mut late = sluice.connect();
+    late.send(b"GET /late HTTP/1.1\r\nHost: t\r\n\r\n");
+    let answer = late.response().expect("an answer to the request that waited for the share");
+    assert_eq!(answer.status, 503, "{}", answer.text());
+    assert_eq!(answer.header("Retry-After"), Some("1"));
+    assert!(late.is_closed(), "the connection stays open after the 503");
+    assert_eq!(slow_count(admin, "shareWaitsTimedOut"), 1);
+    assert!(metrics(admin).contains("sluice_share_wait_timeouts_total 1"));
+    assert_eq!(backend.request_count(), 1, "the request that waited reached the backend");
+    assert_eq!(innocent_get(sluice.addr, "/free").status, 200, "the other address was held up");
+    released.store(true, Ordering::SeqCst);
+    let held = holder.response().expect("the holder's answer");
+    assert_eq!((held.status, held.text()), (200, "/hold".to_string()));
 }
 
 #[test]

@@ -110,8 +110,12 @@ pub(super) const TIMEOUTS: Shape = Shape::new(&[&[
     Key::new("backendIdle", Kind::Duration, "An idle backend connection older than this is closed, not reused.")
         .default("4s"),
     Key::new("drain", Kind::Duration, "On stop, how long in-flight exchanges may take.").default("30s"),
-    Key::new("queue", Kind::Duration, "How long a request waits for a backend below its maxConnections; else 503.")
-        .default("5s"),
+    Key::new(
+        "queue",
+        Kind::Duration,
+        "How long a request waits for a free backend slot, or for its address's share of workers; else 503.",
+    )
+    .default("5s"),
     Key::new(
         "tunnel",
         Kind::Duration,

@@ -192,6 +192,12 @@ fn render_slow_clients(out: &mut Text, s: &Snapshot) {
         "Connections that had to wait for their address's share of the workers.",
         slow.waited_for_share,
     );
+    out.single(
+        "sluice_share_wait_timeouts_total",
+        "counter",
+        "Waits for an address's share of the workers that passed timeouts.queue (answered 503).",
+        slow.share_waits_timed_out,
+    );
 }
 
 fn render_backends(out: &mut Text, pools: &[PoolSnapshot]) {

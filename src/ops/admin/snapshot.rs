@@ -128,6 +128,8 @@ pub struct SlowClients {
     pub waiting_for_share: usize,
     /// Connections that had to wait for their address's share, since start.
     pub waited_for_share: u64,
+    /// Waits for a share that passed `timeouts.queue` and were answered `503`, since start.
+    pub share_waits_timed_out: u64,
 }
 
 pub struct PoolSnapshot {
@@ -247,6 +249,7 @@ pub fn take(runtime: &Runtime, windows: &Windows) -> Snapshot {
             counts: runtime.metrics.slow_clients.snapshot(),
             waiting_for_share: runtime.fair_share.waiting(),
             waited_for_share: runtime.fair_share.waited(),
+            share_waits_timed_out: runtime.fair_share.gave_up(),
         },
         retries: runtime.metrics.retries(),
         spliced_bytes: runtime.metrics.spliced_bytes(),

@@ -136,6 +136,7 @@ fn slow_clients_json(s: &SlowClients) -> Value {
         "parkedBodyBytes": s.counts.parked_body_bytes,
         "waitingForShare": s.waiting_for_share,
         "waitedForShare": s.waited_for_share,
+        "shareWaitsTimedOut": s.share_waits_timed_out,
     })
 }
 

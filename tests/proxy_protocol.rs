@@ -132,9 +132,9 @@ fn unknown_and_local_headers_leave_the_peer_as_the_client() {
 }
 
 #[test]
-fn a_connection_without_a_valid_header_is_closed_without_an_answer() {
+fn a_connection_without_a_valid_header_is_closed_without_an_answer_and_counted() {
     let backend = forwarded_for_backend();
-    let sluice = accepting(&backend, "");
+    let sluice = accepting(&backend, r#""admin": {"listen": "127.0.0.1:0"},"#);
     let mut too_long_v2 = V2_SIGNATURE.to_vec();
     too_long_v2.extend_from_slice(&[0x21, 0x11, 0xff, 0xff]);
     let refused: Vec<Vec<u8>> = vec![
@@ -150,6 +150,7 @@ fn a_connection_without_a_valid_header_is_closed_without_an_answer() {
             udp
         },
     ];
+    let count = refused.len();
     for header in refused {
         let mut bytes = header.clone();
         bytes.extend_from_slice(&get("/"));
@@ -157,6 +158,11 @@ fn a_connection_without_a_valid_header_is_closed_without_an_answer() {
         assert_eq!(all, "", "answered {:?}", String::from_utf8_lossy(&header));
     }
     assert_eq!(backend.request_count(), 0);
+    assert_eq!(sluice.admin_stats()["proxyHeadersRefused"]["malformed"], count);
+    let admin = sluice.server().admin_addr().expect("the admin API is configured");
+    let metrics = admin_call(admin, "GET", "/metrics", None, "").text();
+    let line = format!("sluice_proxy_header_refusals_total{{reason=\"malformed\"}} {count}");
+    assert!(metrics.contains(&line), "no {line:?} in /metrics");
     assert_eq!(through(sluice.addr, &v1("203.0.113.7:1", "198.51.100.1:80"), &get("/")).status, 200);
 }
 
@@ -182,6 +188,7 @@ fn a_trickling_header_parks_off_the_workers_and_is_closed_when_client_header_run
     assert_eq!(slow.read_to_close(), "", "a header that never completes gets no answer");
     assert!(wait_until(WAIT, || runtime.waiting_room.parked_count() == 0));
     assert_eq!(backend.request_count(), 1);
+    assert_eq!(runtime.metrics.proxy_headers.counts(), (0, 1), "(malformed, timed out) headers");
 }
 
 #[test]

@@ -61,10 +61,12 @@ pub(super) fn receive(runtime: &Arc<Runtime>, mut conn: ClientConn, readable: &m
             return None;
         }
         Err(Refusal::Header(e)) => {
+            runtime.metrics.proxy_headers.record_malformed();
             log_summary::PROXY_HEADER_REFUSED.warn(format_args!("{peer}: closed: {e}"));
             return None;
         }
         Err(Refusal::TimedOut) => {
+            runtime.metrics.proxy_headers.record_timed_out();
             debug!("{peer}: PROXY header not received in time; closed");
             return None;
         }
@@ -94,6 +96,7 @@ pub(super) fn receive(runtime: &Arc<Runtime>, mut conn: ClientConn, readable: &m
 /// closes without an answer).
 pub(super) fn expired_waiting_for_header(conn: &ClientConn) -> bool {
     if conn.between.proxy.is_some() {
+        conn.between.ticket.runtime().metrics.proxy_headers.record_timed_out();
         debug!("{}: PROXY header not received in time; closed", conn.peer);
     }
     conn.between.proxy.is_some()

@@ -206,6 +206,31 @@ pub struct Metrics {
     pub slow_clients: SlowClients,
     /// TLS handshakes with clients, counted by `connection`.
     pub tls: TlsMetrics,
+    /// PROXY protocol headers refused on listeners with `acceptProxy`.
+    pub proxy_headers: ProxyHeaderMetrics,
+}
+
+/// Connections closed on a listener with `acceptProxy` because their PROXY header was not a
+/// valid one, or did not arrive within `timeouts.clientHeader`.
+#[derive(Default)]
+pub struct ProxyHeaderMetrics {
+    malformed: AtomicU64,
+    timed_out: AtomicU64,
+}
+
+impl ProxyHeaderMetrics {
+    pub fn record_malformed(&self) {
+        self.malformed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn record_timed_out(&self) {
+        self.timed_out.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Malformed and timed-out headers so far.
+    pub fn counts(&self) -> (u64, u64) {
+        (self.malformed.load(Ordering::Relaxed), self.timed_out.load(Ordering::Relaxed))
+    }
 }
 
 /// Counts of what sluice did about slow clients, so that an operator can see an attack.

@@ -154,6 +154,10 @@ fn render_process(out: &mut Text, s: &Snapshot) {
         "Attempts sent again after a failed one, to another backend or on a fresh connection.",
         s.retries,
     );
+    let name = "sluice_proxy_header_refusals_total";
+    out.header(name, "counter", "Connections closed for a PROXY header that was malformed or late (acceptProxy).");
+    out.sample(name, &[("reason", "malformed")], s.proxy_headers_refused.0);
+    out.sample(name, &[("reason", "timeout")], s.proxy_headers_refused.1);
     out.single(
         "sluice_spliced_bytes_total",
         "counter",

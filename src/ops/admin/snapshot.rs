@@ -32,6 +32,8 @@ pub struct Snapshot {
     pub retries: u64,
     /// Response body bytes relayed by splice.
     pub spliced_bytes: u64,
+    /// PROXY headers refused: malformed, and not received in time.
+    pub proxy_headers_refused: (u64, u64),
     /// Exchanges sluice answered itself.
     pub own_answers: ExchangeSnapshot,
     pub pools: Vec<PoolSnapshot>,
@@ -253,6 +255,7 @@ pub fn take(runtime: &Runtime, windows: &Windows) -> Snapshot {
         },
         retries: runtime.metrics.retries(),
         spliced_bytes: runtime.metrics.spliced_bytes(),
+        proxy_headers_refused: runtime.metrics.proxy_headers.counts(),
         own_answers: runtime.metrics.own_answers.snapshot(),
         pools,
         edges: edge_snapshots(&state.config),

@@ -48,6 +48,7 @@ pub fn render(s: &Snapshot) -> Value {
         "slowClients": slow_clients_json(&s.slow_clients),
         "retries": s.retries,
         "splicedBytes": s.spliced_bytes,
+        "proxyHeadersRefused": {"malformed": s.proxy_headers_refused.0, "timedOut": s.proxy_headers_refused.1},
         "ownAnswers": {
             "requests": s.own_answers.total(),
             "responses": by_class(&s.own_answers),

@@ -101,22 +101,36 @@ fn check_acme_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// A listener with `tls.acme` needs the top-level `acme` object; say so at its key.
+/// A listener with `tls.acme` needs the top-level `acme` object; say so at its key. Two
+/// lists that start with the same name must be the same list: a certificate is stored in a
+/// folder named after its first name.
 pub(super) fn check_acme_listeners(
     top: &Section,
     listeners: &[ListenerConfig],
     acme: Option<&AcmeConfig>,
 ) -> Result<(), ConfigError> {
-    if acme.is_some() {
-        return Ok(());
-    }
     let full_form = top.has("listeners");
-    for (i, listener) in listeners.iter().enumerate() {
-        if listener.tls.as_ref().is_some_and(|tls| !tls.acme.is_empty()) {
-            let key = if full_form { format!("listeners[{i}].tls.acme") } else { "tls.acme".to_string() };
-            let problem = "needs the top-level \"acme\" object (at least {}, for Let's Encrypt) to say where \
-                           certificates come from";
-            return Err(top.error(&key, problem));
+    let key = |i: usize| if full_form { format!("listeners[{i}].tls.acme") } else { "tls.acme".to_string() };
+    let lists: Vec<(usize, &Vec<String>)> = listeners
+        .iter()
+        .enumerate()
+        .filter_map(|(i, l)| l.tls.as_ref().filter(|tls| !tls.acme.is_empty()).map(|tls| (i, &tls.acme)))
+        .collect();
+    if let (None, Some(&(i, _))) = (acme, lists.first()) {
+        let problem = "needs the top-level \"acme\" object (at least {}, for Let's Encrypt) to say where \
+                       certificates come from";
+        return Err(top.error(&key(i), problem));
+    }
+    for (n, &(j, later)) in lists.iter().enumerate() {
+        if let Some(&(i, _)) = lists[..n].iter().find(|(_, earlier)| earlier[0] == later[0] && *earlier != later) {
+            let problem = format!(
+                "starts with \"{}\" as {} does but lists other names; a certificate is stored under its first \
+                 name, so the two would overwrite each other: give both listeners the same list, or start this \
+                 one with another name",
+                later[0],
+                key(i)
+            );
+            return Err(top.error(&key(j), &problem));
         }
     }
     Ok(())
@@ -133,5 +147,26 @@ mod tests {
         for bad in ["*.example.com", "127.0.0.1", "localhost", "a..b", "-a.com", "a b.com", ""] {
             assert!(check_acme_name(bad).is_err(), "{bad:?} passed");
         }
+    }
+
+    #[test]
+    fn two_listeners_may_share_a_list_but_not_a_first_name_with_other_names() {
+        let config = |second: &str| {
+            format!(
+                r#"{{"acme": {{}}, "pools": {{"p": {{"servers": ["http://127.0.0.1:1"]}}}}, "listeners": [
+                    {{"listen": ":8443", "tls": {{"acme": ["a.example", "b.example"]}}, "routes": [{{"pool": "p"}}]}},
+                    {{"listen": ":9443", "tls": {{"acme": {second}}}, "routes": [{{"pool": "p"}}]}}]}}"#
+            )
+        };
+        let same = crate::config::Config::parse(&config(r#"["a.example", "b.example"]"#), "config.json");
+        assert!(same.is_ok(), "{:?}", same.err().map(|e| e.to_string()));
+        let error = crate::config::Config::parse(&config(r#"["a.example", "c.example"]"#), "config.json")
+            .map(|_| ())
+            .expect_err("a list that starts with the same name but differs is refused")
+            .to_string();
+        assert!(
+            error.starts_with("config.json: listeners[1].tls.acme: starts with \"a.example\" as listeners[0].tls.acme"),
+            "{error}"
+        );
     }
 }

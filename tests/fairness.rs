@@ -115,8 +115,8 @@ fn a_reader_that_stops_reading_is_cut_off_and_counted_while_another_is_answered(
     assert_eq!(innocent_get(sluice.addr, "/small").status, 200);
 }
 
-#[test]
-fn an_address_over_its_share_of_the_workers_waits_while_another_is_served() {
+/// A backend that answers with the target, holding `/hold...` requests until the flag is set.
+fn holding_backend() -> (TestBackend, Arc<AtomicBool>) {
     let released = Arc::new(AtomicBool::new(false));
     let holding = Arc::clone(&released);
     let backend = TestBackend::start(move |seen| {
@@ -125,6 +125,12 @@ fn an_address_over_its_share_of_the_workers_waits_while_another_is_served() {
         }
         Reply::ok(&seen.target)
     });
+    (backend, released)
+}
+
+#[test]
+fn an_address_over_its_share_of_the_workers_waits_while_another_is_served() {
+    let (backend, released) = holding_backend();
     let extra = r#""workers": 8, "admin": {"listen": "127.0.0.1:0"}, "limits": {"maxWorkersPerClient": 2},
         "timeouts": {"queue": "60s"},"#;
     let sluice = Sluice::start(&[&backend.url()], extra);
@@ -154,14 +160,7 @@ fn an_address_over_its_share_of_the_workers_waits_while_another_is_served() {
 
 #[test]
 fn a_wait_for_the_share_longer_than_the_queue_timeout_is_answered_503() {
-    let released = Arc::new(AtomicBool::new(false));
-    let holding = Arc::clone(&released);
-    let backend = TestBackend::start(move |seen| {
-        if seen.target.starts_with("/hold") {
-            wait_until(PATIENCE, || holding.load(Ordering::SeqCst));
-        }
-        Reply::ok(&seen.target)
-    });
+    let (backend, released) = holding_backend();
     let extra = r#""workers": 8, "admin": {"listen": "127.0.0.1:0"}, "limits": {"maxWorkersPerClient": 1},
         "timeouts": {"queue": "1s"},"#;
     let sluice = Sluice::start(&[&backend.url()], extra);

@@ -286,6 +286,35 @@ fn a_new_executable_that_fails_leaves_the_old_process_serving_and_saying_why() {
 }
 
 #[test]
+fn a_new_executable_that_never_serves_is_stopped_after_30_s_and_the_old_process_keeps_serving() {
+    let backend = TestBackend::named("a");
+    let addr = free_addr();
+    let sluice = Process::start("usr2-hangs", &config(&[addr], &backend));
+    let old = sluice.child.id();
+    let hanging = sluice.dir.join("hanging");
+    std::fs::write(&hanging, "#!/bin/sh\nexec sleep 300\n").unwrap();
+    Command::new("chmod").args(["+x", hanging.to_str().unwrap()]).status().unwrap();
+    std::fs::rename(&hanging, sluice.executable()).unwrap();
+
+    kill(old, "USR2");
+    let started = |log: &str| {
+        let rest = log.split("upgrade: process ").nth(1)?;
+        rest.split(' ').next()?.parse::<u32>().ok()
+    };
+    assert!(wait_until(WAIT, || started(&sluice.log()).is_some()), "{}", sluice.log());
+    let new = started(&sluice.log()).unwrap();
+    sluice.successors.lock().unwrap().push(new);
+    assert!(is_running(new), "the new process should still be waited for\n{}", sluice.log());
+    assert_eq!(get(addr, "/").status, 200, "the old process serves while it waits");
+    let gave_up = "upgrade failed, this process keeps serving: the new process did not serve within 30s";
+    assert!(wait_until(WAIT * 2, || sluice.log().contains(gave_up)), "{}", sluice.log());
+    assert!(wait_until(WAIT, || !is_running(new)), "the new process was not stopped\n{}", sluice.log());
+    assert_eq!(get(addr, "/").status, 200);
+    assert!(is_running(old), "{}", sluice.log());
+    assert_eq!(sluice.pid_file(), Some(old));
+}
+
+#[test]
 fn sighup_adds_and_removes_listeners_while_requests_flow_and_drains_the_removed_one() {
     let backend = TestBackend::named("a");
     let (kept, removed, added) = (free_addr(), free_addr(), free_addr());

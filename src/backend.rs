@@ -318,11 +318,11 @@ impl Backend {
     }
 
     /// A connection for one exchange: the newest idle one still young enough that opened
-    /// the same way (and, when `must_be_alive`, checked to be open), or a new one (see
-    /// [`Backend::open`]).
-    pub fn connection(&self, timeouts: &Timeouts, must_be_alive: bool, opening: &Opening) -> io::Result<Upstream> {
+    /// the same way and checked to be open with nothing waiting on it (bytes a backend sent
+    /// unasked would be read as the next response), or a new one (see [`Backend::open`]).
+    pub fn connection(&self, timeouts: &Timeouts, opening: &Opening) -> io::Result<Upstream> {
         while let Some(idle) = self.take_idle(timeouts.backend_idle, opening.client()) {
-            if !must_be_alive || is_open(idle.socket()) {
+            if is_open(idle.socket()) {
                 return Ok(Upstream { stream: idle, reused: true });
             }
         }

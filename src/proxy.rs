@@ -202,7 +202,7 @@ fn forward(
 ) -> Result<Outcome, BackendError> {
     let timeouts = &ctx.state.config.timeouts;
     let connect_failed = |error| BackendError::Failed { stage: Stage::Connect, error };
-    let mut upstream = backend.connection(timeouts, !request.replayable, &request.opening).map_err(connect_failed)?;
+    let mut upstream = backend.connection(timeouts, &request.opening).map_err(connect_failed)?;
     loop {
         let buf = client.backend_buf.take().unwrap_or_else(|| vec![0; BACKEND_BUFFER_BYTES].into_boxed_slice());
         let reused = upstream.reused;
@@ -393,8 +393,12 @@ fn relay_response(
     let mut to_client = PacedWrite::new(client.stream.get_mut(), Some(pace), client.stall_limit);
     let mut outcome = Outcome { status: response.status, body_bytes: 0, backend: None, keep_alive };
     up.set_ack_promptly(framing != BodyFraming::Empty);
+    let mut backend_clean = true;
     let relayed = match zero_copy::relay(up, framing, &mut to_client, &mut client.out, &ctx.runtime.metrics) {
-        Some(spliced) => spliced,
+        Some(spliced) => spliced.map(|s| {
+            backend_clean = s.backend_clean;
+            s.length
+        }),
         None => relay_body(up, framing, &mut Sink::new(to_client, &mut client.out, chunked_out), None),
     };
     let backend_keeps_alive = is_persistent(response.version, response);
@@ -415,7 +419,8 @@ fn relay_response(
             return done(outcome);
         }
     }
-    let reusable = framing != BodyFraming::UntilClose && backend_keeps_alive && up.buffered().is_empty();
+    let reusable =
+        framing != BodyFraming::UntilClose && backend_keeps_alive && up.buffered().is_empty() && backend_clean;
     Attempt::Done { outcome, reusable }
 }
 

@@ -19,16 +19,24 @@ use crate::http::body::RelayError;
 use crate::http::framing::BodyFraming;
 use crate::http::stream::{write_both, BufferedStream};
 use crate::ops::metrics::Metrics;
-use crate::sys::SplicePipe;
+use crate::sys::{self, SplicePipe};
 use crate::transport::BackendTransport;
 use std::io;
+
+/// A spliced body's length, and whether the backend connection is clean after it.
+pub struct Spliced {
+    pub length: u64,
+    /// Nothing followed the body on the backend socket (bytes past a declared length would
+    /// be read as the next response's start, so such a connection is not reused).
+    pub backend_clean: bool,
+}
 
 /// Bodies shorter than this (past the bytes already read) are copied: for them a splice saves
 /// less than its extra system calls cost.
 pub const MIN_SPLICE_BYTES: u64 = 64 * 1024;
 
 /// Relays the body framed as `framing` from `up` to the client by splicing, after the head
-/// waiting in `pending`, and returns its length. `None` when splicing does not apply (or no
+/// waiting in `pending`, and returns its length and whether the backend connection is clean. `None` when splicing does not apply (or no
 /// pipe could be made): nothing has been written, and the caller relays through buffers.
 /// The bytes moved by splice are counted in `metrics`.
 pub fn relay(
@@ -37,7 +45,7 @@ pub fn relay(
     to_client: &mut PacedWrite,
     pending: &mut Vec<u8>,
     metrics: &Metrics,
-) -> Option<Result<u64, RelayError>> {
+) -> Option<Result<Spliced, RelayError>> {
     if !to_client.can_splice() || up.get_ref().is_tls() {
         return None;
     }
@@ -47,7 +55,10 @@ pub fn relay(
         _ => return None,
     };
     let pipe = SplicePipe::new().ok()?;
-    Some(relay_through(&pipe, up, length, to_client, pending, metrics))
+    let relayed = relay_through(&pipe, up, length, to_client, pending, metrics);
+    let backend_clean = length.is_some()
+        && matches!(sys::peek_now(up.get_ref().socket()), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
+    Some(relayed.map(|length| Spliced { length, backend_clean }))
 }
 
 /// Writes the head and the body bytes already read, then moves the rest through `pipe`:

@@ -267,6 +267,46 @@ fn get_on_an_idle_connection_the_backend_closed_is_retried_on_a_fresh_one() {
     assert_eq!(sluice.backend_stats(0).failures, 0, "a closed idle connection is not a backend failure");
 }
 
+/// A backend that answers each request with its target, then, 100 ms later, writes a whole
+/// second response nobody asked for.
+fn speaks_unasked() -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while stream.read(&mut byte).unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                    if !head.ends_with(b"\r\n\r\n") {
+                        continue;
+                    }
+                    let text = String::from_utf8_lossy(&head).into_owned();
+                    let target = text.split(' ').nth(1).unwrap_or("/").to_string();
+                    head.clear();
+                    let _ = write!(stream, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{target}", target.len());
+                    thread::sleep(Duration::from_millis(100));
+                    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nevil!");
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn an_idle_backend_connection_with_bytes_nobody_asked_for_is_not_reused() {
+    let backend = speaks_unasked();
+    let sluice = start(&[&format!("http://{backend}")], r#""healthCheckInterval": "1h","#);
+    let mut client = sluice.connect();
+    assert_eq!(get_keep_alive(&mut client, "/one").text(), "/one");
+    thread::sleep(Duration::from_millis(400));
+    let second = get_keep_alive(&mut client, "/two");
+    assert_eq!((second.status, second.text().as_str()), (200, "/two"), "the unasked response reached a client");
+}
+
 #[test]
 fn post_after_the_backend_closed_an_idle_connection_is_sent_once_on_a_fresh_one() {
     let backend = closes_after_each_answer();

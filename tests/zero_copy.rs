@@ -12,6 +12,8 @@ use std::sync::Arc;
 use std::thread;
 
 const MIB: usize = 1024 * 1024;
+/// A response a backend writes after a body, unasked: it must never reach a client.
+const SMUGGLED: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nevil!";
 
 /// The body byte at `offset`: a period of 251 (a prime), so a block sent twice, skipped or
 /// out of order shows.
@@ -24,6 +26,7 @@ fn body_of(len: usize) -> Vec<u8> {
 }
 
 /// A keep-alive backend: `GET /len/N` answers N pattern bytes with a `Content-Length`,
+/// `GET /extra/N` does the same with a whole second response written right after them,
 /// `GET /close/N` answers them without one and closes, and `GET /short/N` declares N but
 /// closes after a quarter. Counts the connections that carried a request other than a probe.
 fn pattern_backend() -> (SocketAddr, Arc<AtomicUsize>) {
@@ -59,6 +62,12 @@ fn serve(mut stream: TcpStream, connections: &AtomicUsize) {
         let sent = match kind {
             "len" => {
                 write!(stream, "HTTP/1.1 200 OK\r\nContent-Length: {n}\r\n\r\n").and_then(|_| stream.write_all(&body))
+            }
+            "extra" => {
+                let mut all = format!("HTTP/1.1 200 OK\r\nContent-Length: {n}\r\n\r\n").into_bytes();
+                all.extend_from_slice(&body);
+                all.extend_from_slice(SMUGGLED);
+                stream.write_all(&all)
             }
             "close" => {
                 let _ = write!(stream, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
@@ -164,4 +173,17 @@ fn a_spliced_body_the_backend_cuts_short_cuts_the_client_off_and_the_next_is_who
     let mut client = connect(&sluice);
     write!(client, "GET /len/{} HTTP/1.1\r\nHost: t\r\n\r\n", 2 * MIB).unwrap();
     expect_pattern_response(&mut client, 2 * MIB);
+}
+
+#[test]
+fn bytes_after_a_spliced_body_keep_its_backend_connection_from_being_reused() {
+    let (backend, connections) = pattern_backend();
+    let sluice = Sluice::start(&[&format!("http://{backend}")], r#""admin": {"listen": "127.0.0.1:0"},"#);
+    let mut client = connect(&sluice);
+    write!(client, "GET /extra/{MIB} HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    expect_pattern_response(&mut client, MIB);
+    assert!(spliced_bytes(&sluice) > 0, "the body was not spliced");
+    write!(client, "GET /len/1000 HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    expect_pattern_response(&mut client, 1000);
+    assert_eq!(connections.load(Ordering::SeqCst), 2, "the connection with stray bytes was used again");
 }

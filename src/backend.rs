@@ -410,7 +410,7 @@ pub fn send_proxy_header(
 
 /// A one-byte non-blocking peek: an idle connection the backend closed reads as EOF, and one
 /// with unexpected bytes waiting is no use either.
-fn is_open(stream: &TcpStream) -> bool {
+pub fn is_open(stream: &TcpStream) -> bool {
     matches!(sys::peek_now(stream), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
 }
 

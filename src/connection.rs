@@ -27,7 +27,7 @@ use crate::acme::http01;
 use crate::config::{Config, ListenerMode};
 use crate::exchange::{self, Context, ExchangeIo, CLIENT_WRITE_CHECK};
 use crate::fair_share::ShareWaiter;
-use crate::http::error::{canned_response, HttpError};
+use crate::http::error::{canned_response, head_length, HttpError};
 use crate::http::head::RequestHead;
 use crate::http::stream::BufferedStream;
 use crate::ops::ended;
@@ -116,6 +116,14 @@ impl ClientConn {
     pub fn is_waiting_for_head(&self) -> bool {
         !self.partial.is_empty() || self.between.requests == 0
     }
+
+    /// Sends one of sluice's own answers off a worker (waiting at most 100 ms for the client
+    /// to take it) and closes.
+    fn answer_and_close(&mut self, response: &[u8]) {
+        let _ = self.stream.socket().set_write_timeout(Some(Duration::from_millis(100)));
+        let _ = self.stream.write_all(response);
+        self.stream.send_close();
+    }
 }
 
 impl Waiter for ClientConn {
@@ -143,9 +151,7 @@ impl Waiter for ClientConn {
         } else {
             return;
         };
-        let _ = self.stream.socket().set_write_timeout(Some(Duration::from_millis(100)));
-        let _ = self.stream.write_all(&answer.response());
-        self.stream.send_close();
+        self.answer_and_close(&answer.response());
     }
 
     fn is_draining(&self) -> bool {
@@ -228,12 +234,9 @@ impl ShareWaiter for ShareWait {
         let detail = "this client address holds all of its share of the workers";
         let mut answer = canned_response(503, detail, &[("Retry-After", "1")], true);
         if pending.head.method == "HEAD" {
-            let head_len = answer.windows(4).position(|w| w == b"\r\n\r\n").map_or(answer.len(), |i| i + 4);
-            answer.truncate(head_len);
+            answer.truncate(head_length(&answer));
         }
-        let _ = conn.stream.socket().set_write_timeout(Some(Duration::from_millis(100)));
-        let _ = conn.stream.write_all(&answer);
-        conn.stream.send_close();
+        conn.answer_and_close(&answer);
     }
 }
 

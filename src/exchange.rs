@@ -7,7 +7,7 @@
 
 use crate::backend::Backend;
 use crate::config::ListenerConfig;
-use crate::http::error::{canned_response, HttpError};
+use crate::http::error::{canned_response, head_length, HttpError};
 use crate::http::head::{RequestHead, ResponseHead};
 use crate::http::headers::is_persistent;
 use crate::http::stream::{is_timeout, BufferedStream};
@@ -254,7 +254,7 @@ pub fn answer(client: &mut ExchangeIo, status: u16, detail: &str, extra: &[(&str
 /// Sends one of sluice's own responses, without its body when answering `HEAD` (the head
 /// still says how long the body would be, as RFC 9110 allows).
 pub fn send_own(client: &mut ExchangeIo, mut response: Vec<u8>, status: u16, keep_alive: bool) -> Outcome {
-    let head_len = response.windows(4).position(|w| w == b"\r\n\r\n").map_or(response.len(), |i| i + 4);
+    let head_len = head_length(&response);
     if client.answering_head {
         response.truncate(head_len);
     }

@@ -287,10 +287,12 @@ impl SplicePipe {
         // SAFETY: both descriptors were just opened by pipe2 and are owned by nothing else.
         let (read_end, write_end) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
         // SAFETY: F_SETPIPE_SZ takes an int and changes only the size of the pipe, owned
-        // here. Failing leaves the default size, which is read next.
-        unsafe { libc::fcntl(write_end.as_raw_fd(), libc::F_SETPIPE_SZ, SPLICE_PIPE_BYTES) };
-        // SAFETY: F_GETPIPE_SZ takes no argument and reads the size of the pipe, owned here.
-        let capacity = unsafe { libc::fcntl(write_end.as_raw_fd(), libc::F_GETPIPE_SZ) };
+        // here; it returns the size the pipe now has.
+        let mut capacity = unsafe { libc::fcntl(write_end.as_raw_fd(), libc::F_SETPIPE_SZ, SPLICE_PIPE_BYTES) };
+        if capacity <= 0 {
+            // SAFETY: F_GETPIPE_SZ takes no argument and reads the size of the pipe, owned here.
+            capacity = unsafe { libc::fcntl(write_end.as_raw_fd(), libc::F_GETPIPE_SZ) };
+        }
         if capacity <= 0 {
             return Err(io::Error::last_os_error());
         }

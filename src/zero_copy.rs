@@ -10,16 +10,17 @@
 //! held to the same minimum rate and stall limit as a buffered write ([`PacedWrite`]), the
 //! backend side to its read timeout.
 //!
-//! Each relay makes its own pipe and closes it at the end (three system calls against the
+//! Each relay makes its own pipe and closes it at the end (four system calls against the
 //! dozens that move a large body), so no worker holds descriptors between exchanges and a
 //! relay that fails leaves nothing behind in a pipe.
 
+use crate::backend::is_open;
 use crate::exchange::PacedWrite;
 use crate::http::body::RelayError;
 use crate::http::framing::BodyFraming;
 use crate::http::stream::{write_both, BufferedStream};
 use crate::ops::metrics::Metrics;
-use crate::sys::{self, SplicePipe};
+use crate::sys::SplicePipe;
 use crate::transport::BackendTransport;
 use std::io;
 
@@ -55,10 +56,9 @@ pub fn relay(
         _ => return None,
     };
     let pipe = SplicePipe::new().ok()?;
-    let relayed = relay_through(&pipe, up, length, to_client, pending, metrics);
-    let backend_clean = length.is_some()
-        && matches!(sys::peek_now(up.get_ref().socket()), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
-    Some(relayed.map(|length| Spliced { length, backend_clean }))
+    let relayed = relay_through(&pipe, up, length, to_client, pending, metrics)
+        .map(|total| Spliced { length: total, backend_clean: length.is_some() && is_open(up.get_ref().socket()) });
+    Some(relayed)
 }
 
 /// Writes the head and the body bytes already read, then moves the rest through `pipe`:

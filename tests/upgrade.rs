@@ -96,6 +96,14 @@ impl Process {
     fn executable(&self) -> PathBuf {
         self.dir.join("sluice")
     }
+
+    /// Puts a shell `script` where the executable is, as an upgrade would find it.
+    fn replace_executable(&self, script: &str) {
+        let replacement = self.dir.join("replacement");
+        std::fs::write(&replacement, script).unwrap();
+        Command::new("chmod").args(["+x", replacement.to_str().unwrap()]).status().unwrap();
+        std::fs::rename(&replacement, self.executable()).unwrap();
+    }
 }
 
 impl Drop for Process {
@@ -267,10 +275,7 @@ fn a_new_executable_that_fails_leaves_the_old_process_serving_and_saying_why() {
     let old = sluice.child.id();
     let load = Load::start(addr, CLIENTS, 100 * PER_PHASE);
     load.wait_for(PER_PHASE, || sluice.log());
-    let broken = sluice.dir.join("broken");
-    std::fs::write(&broken, "#!/bin/sh\necho 'this build is broken' >&2\nexit 1\n").unwrap();
-    Command::new("chmod").args(["+x", broken.to_str().unwrap()]).status().unwrap();
-    std::fs::rename(&broken, sluice.executable()).unwrap();
+    sluice.replace_executable("#!/bin/sh\necho 'this build is broken' >&2\nexit 1\n");
 
     kill(old, "USR2");
     let said = wait_until(WAIT, || sluice.log().contains("upgrade failed, this process keeps serving"));
@@ -291,10 +296,7 @@ fn a_new_executable_that_never_serves_is_stopped_after_30_s_and_the_old_process_
     let addr = free_addr();
     let sluice = Process::start("usr2-hangs", &config(&[addr], &backend));
     let old = sluice.child.id();
-    let hanging = sluice.dir.join("hanging");
-    std::fs::write(&hanging, "#!/bin/sh\nexec sleep 300\n").unwrap();
-    Command::new("chmod").args(["+x", hanging.to_str().unwrap()]).status().unwrap();
-    std::fs::rename(&hanging, sluice.executable()).unwrap();
+    sluice.replace_executable("#!/bin/sh\nexec sleep 300\n");
 
     kill(old, "USR2");
     let started = |log: &str| {

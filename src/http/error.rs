@@ -88,6 +88,11 @@ pub fn reason_phrase(status: u16) -> &'static str {
 }
 
 /// A complete response with a one-line plain-text body: `"<status> <reason>: <detail>\n"`.
+/// The length of the head of `response`, one of sluice's own: what is left of it for `HEAD`.
+pub fn head_length(response: &[u8]) -> usize {
+    response.windows(4).position(|w| w == b"\r\n\r\n").map_or(response.len(), |i| i + 4)
+}
+
 pub fn canned_response(status: u16, detail: &str, extra_headers: &[(&str, &str)], close: bool) -> Vec<u8> {
     let reason = reason_phrase(status);
     let body = format!("{status} {reason}: {detail}\n");
